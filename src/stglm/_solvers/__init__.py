@@ -1,0 +1,43 @@
+"""Solvers for the penalised GLM objective, chosen by name in one place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import Problem, SolverResult
+from .gradient_descent import batch_gradient, initial_coefficients
+from .newton_cd import newton_cd, null_intercept
+
+__all__ = ["SOLVERS", "Problem", "SolverResult", "solve"]
+
+
+def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
+    if start is None:
+        start = initial_coefficients(problem.n_features, problem.fit_intercept,
+                                     options["random_seed"])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        result = batch_gradient(problem, *start, learning_rate=options["learning_rate"],
+                                max_iter=options["max_iter"], tol=options["tol"])
+    if not (np.isfinite(result.beta0) and np.all(np.isfinite(result.beta))):
+        raise ValueError(
+            f"learning_rate={options['learning_rate']!r} is too large for this problem: "
+            f"solver='batch-gradient' diverged (non-finite coefficients after {result.n_iter} "
+            "iterations). Lower learning_rate, standardise X, or use solver='irls-cd'."
+        )
+    return result
+
+
+def _run_newton_cd(problem: Problem, options: dict, start) -> SolverResult:
+    if start is None:
+        start = (null_intercept(problem), np.zeros(problem.n_features))
+    return newton_cd(problem, *start, max_iter=options["max_iter"], tol=options["tol"],
+                     scale=options.get("scale"))
+
+
+#: name -> function(problem, options, start) returning a SolverResult. The first is the default.
+SOLVERS = {"irls-cd": _run_newton_cd, "batch-gradient": _run_batch_gradient}
+
+
+def solve(problem: Problem, solver: str, options: dict, start=None) -> SolverResult:
+    """Minimise ``problem`` with the named solver from ``start`` (β0, β) or its default start."""
+    return SOLVERS[solver](problem, options, start)

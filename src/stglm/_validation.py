@@ -1,0 +1,230 @@
+"""Validation of parameters and data, in one place.
+
+Estimators declare their parameters once as ``_parameter_constraints``
+(a mapping from name to a :class:`Constraint`); :func:`validate_params` checks
+them all before any work, with messages that name the parameter.
+:func:`validate_data` converts and checks ``X``, ``y`` and ``Tau``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._families import Family
+
+__all__ = [
+    "Boolean",
+    "Constraint",
+    "Integer",
+    "Options",
+    "Real",
+    "check_tau",
+    "check_X",
+    "validate_data",
+    "validate_params",
+]
+
+
+class Constraint:
+    """A rule for one parameter; ``check`` raises with a message naming it."""
+
+    def check(self, name: str, value: Any) -> None:  # pragma: no cover - interface
+        """Raise ``TypeError``/``ValueError`` if ``value`` violates the rule."""
+        raise NotImplementedError
+
+
+class Options(Constraint):
+    """One of a fixed set of values."""
+
+    def __init__(self, options: Iterable[Any]):
+        self.options = tuple(options)
+
+    def check(self, name, value):
+        if not any(value is o or (type(value) is type(o) and value == o) for o in self.options):
+            valid = ", ".join(map(repr, self.options))
+            raise ValueError(f"{name} must be one of {valid}; got {value!r}.")
+
+
+class Boolean(Constraint):
+    """A bool (or numpy bool)."""
+
+    def check(self, name, value):
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False; got {value!r}.")
+
+
+class Real(Constraint):
+    """A real number in an interval; ``closed`` says which ends are included."""
+
+    kind: type = numbers.Real
+    kind_name = "a real number"
+
+    def __init__(
+        self,
+        low: float | None = None,
+        high: float | None = None,
+        closed: str = "both",
+        allow_inf: bool = False,
+        allow_none: bool = False,
+    ):
+        self.low, self.high, self.closed = low, high, closed
+        self.allow_inf, self.allow_none = allow_inf, allow_none
+
+    def _interval(self) -> str:
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        low = "-inf" if self.low is None else self.low
+        high = "inf" if self.high is None else self.high
+        return f"{left}{low}, {high}{right}"
+
+    def check(self, name, value):
+        if value is None and self.allow_none:
+            return
+        if isinstance(value, bool | np.bool_) or not isinstance(value, self.kind):
+            raise TypeError(f"{name} must be {self.kind_name}; got {value!r} ({type(value).__name__}).")
+        if np.isnan(value) or (np.isinf(value) and not self.allow_inf):
+            raise ValueError(f"{name} must be finite; got {value!r}.")
+        low_ok = (
+            self.low is None
+            or value > self.low
+            or (value == self.low and self.closed in ("both", "left"))
+        )
+        high_ok = (
+            self.high is None
+            or value < self.high
+            or (value == self.high and self.closed in ("both", "right"))
+        )
+        if not (low_ok and high_ok):
+            raise ValueError(f"{name} must be in {self._interval()}; got {value!r}.")
+
+
+class Integer(Real):
+    """An integer in an interval (bools are rejected)."""
+
+    kind = numbers.Integral
+    kind_name = "an integer"
+
+
+class RealSequence(Constraint):
+    """A non-empty 1-D sequence of reals, each satisfying ``element``."""
+
+    def __init__(self, element: Real, allow_none: bool = True, allow_scalar: bool = True):
+        self.element, self.allow_none, self.allow_scalar = element, allow_none, allow_scalar
+
+    def check(self, name, value):
+        if value is None and self.allow_none:
+            return
+        if isinstance(value, numbers.Real) and self.allow_scalar:
+            self.element.check(name, value)
+            return
+        try:
+            values = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number or a list of numbers; got {value!r}.") from None
+        if values.ndim != 1 or values.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D list of numbers; got {value!r}.")
+        for v in values:
+            self.element.check(f"every value of {name}", float(v))
+
+
+def validate_params(params: Mapping[str, Any], constraints: Mapping[str, Constraint]) -> None:
+    """Check every parameter in ``params`` that has a constraint."""
+    for name, constraint in constraints.items():
+        if name in params:
+            constraint.check(name, params[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarray | sp.csr_matrix:
+    """Return X as a float64 2-D array (or CSR/CSC matrix), rejecting bad input.
+
+    Parameters
+    ----------
+    X : array-like or scipy sparse matrix/array
+        Design matrix of shape (n_samples, n_features).
+    name : str
+        Name used in error messages.
+    accept_sparse : bool
+        Whether scipy sparse input is allowed (kept sparse, as CSR or CSC).
+    """
+    if sp.issparse(X):
+        if not accept_sparse:
+            raise TypeError(f"{name} must be dense here; got a scipy sparse {X.format} matrix.")
+        fmt = X.format if X.format in ("csr", "csc") else "csr"
+        X = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
+        X = X.astype(np.float64)
+        values = X.data
+    else:
+        if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame: numeric columns only
+            non_numeric = [c for c, t in X.dtypes.items() if not np.issubdtype(t, np.number)]
+            if non_numeric:
+                raise TypeError(f"{name} must be numeric; columns {non_numeric} are not.")
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a numeric array; got {type(X).__name__}.") from None
+        values = X
+    if X.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D of shape (n_samples, n_features); got {X.ndim}-D with shape "
+            f"{X.shape}. Reshape a single feature with X.reshape(-1, 1)."
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}; need at least 1 sample and 1 feature.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return X
+
+
+def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
+    """Return y as a float64 1-D array of length ``n_samples`` in the family's support."""
+    if sp.issparse(y):
+        y = y.toarray()
+    try:
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"y must be a numeric array; got {type(y).__name__}.") from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D of shape (n_samples,); got shape {y.shape}.")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"X and y have different numbers of samples: {n_samples} and {y.shape[0]}.")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite values.")
+    if family is not None:
+        family.check_y(y)
+    return y
+
+
+def check_tau(Tau: Any, n_features: int) -> np.ndarray | None:
+    """Return the Tikhonov matrix as a float (p, p) array, or None for the identity."""
+    if Tau is None:
+        return None
+    try:
+        Tau = np.asarray(Tau, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}.") from None
+    if Tau.shape != (n_features, n_features):
+        raise ValueError(
+            f"Tau must have shape (n_features, n_features) = ({n_features}, {n_features}); "
+            f"got {Tau.shape}."
+        )
+    if not np.all(np.isfinite(Tau)):
+        raise ValueError("Tau contains NaN or infinite values.")
+    return Tau
+
+
+def validate_data(X: Any, y: Any, family: Family, Tau: Any = None, *, accept_sparse: bool = True):
+    """Check and convert a fitting problem: returns ``(X, y, Tau)``."""
+    X = check_X(X, accept_sparse=accept_sparse)
+    y = check_y(y, X.shape[0], family)
+    Tau = check_tau(Tau, X.shape[1])
+    return X, y, Tau

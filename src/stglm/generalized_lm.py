@@ -1,0 +1,203 @@
+"""spateo 1.0's ``spateo.tools.ST_regression.generalized_lm``, implemented by stglm.
+
+A thin face: every documented name with its documented signature and defaults,
+delegating to stglm's modules (families, penalties, objective, estimators).
+Change ``from spateo.tools.ST_regression.generalized_lm import GLM`` to
+``from stglm.generalized_lm import GLM``; the fixed spateo bugs are listed in the
+README.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from . import _metrics
+from ._families import get_family
+from ._glm import GLM
+from ._objective import gradient, linear_predictor, objective
+from ._penalties import ElasticNet
+
+__all__ = [
+    "GLM",
+    "_grad_nl",
+    "_loss",
+    "_nl",
+    "_z",
+    "batch_grad",
+    "deviance",
+    "log_likelihood",
+    "pseudo_r2",
+]
+
+Distr = Literal["gaussian", "poisson", "softplus", "neg-binomial", "gamma"]
+
+
+def _z(beta0: float, beta: np.ndarray, X: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """Linear predictor z = β0 + Xβ (β0 ignored when ``fit_intercept`` is False).
+
+    Parameters
+    ----------
+    beta0 : float
+        The intercept.
+    beta : ndarray of shape (n_features,)
+        Coefficients.
+    X : ndarray or sparse matrix of shape (n_samples, n_features)
+        Input data.
+    fit_intercept : bool
+        Whether β0 is added.
+
+    Returns
+    -------
+    z : ndarray of shape (n_samples,)
+    """
+    return linear_predictor(beta0, np.asarray(beta, dtype=float), X, fit_intercept)
+
+
+def _nl(distr: Distr, z: np.ndarray, eta: float, fit_intercept: bool) -> np.ndarray:
+    """Mean function μ(z) of ``distr``.
+
+    Parameters
+    ----------
+    distr : str
+        Family name.
+    z : ndarray
+        Linear predictor.
+    eta : float
+        Poisson: threshold above which e^z continues along its tangent.
+    fit_intercept : bool
+        Kept for spateo's signature; the result does not depend on it (spateo
+        dropped the tangent's constant without intercept, a bug fixed here).
+
+    Returns
+    -------
+    nl : ndarray, same shape as z
+    """
+    return get_family(distr, eta=eta).mean(np.asarray(z, dtype=float))
+
+
+def _grad_nl(distr: Distr, z: np.ndarray, eta: float) -> np.ndarray:
+    """Derivative μ'(z) of the mean function of ``distr``.
+
+    Returns
+    -------
+    grad_nl : ndarray, same shape as z
+    """
+    return get_family(distr, eta=eta).mean_deriv(np.asarray(z, dtype=float))
+
+
+def _split(beta: np.ndarray, fit_intercept: bool) -> tuple[float, np.ndarray]:
+    """The seed's packed coefficients [β0, β] (β0 only with intercept) -> (β0, β)."""
+    beta = np.asarray(beta, dtype=float).reshape(-1)
+    return (float(beta[0]), beta[1:]) if fit_intercept else (0.0, beta)
+
+
+def batch_grad(
+    distr: Distr,
+    alpha: float,
+    reg_lambda: float,
+    X: np.ndarray,
+    y: np.ndarray,
+    beta: np.ndarray,
+    Tau: np.ndarray | None = None,
+    eta: float = 2.0,
+    theta: float = 1.0,
+    fit_intercept: bool = True,
+) -> np.ndarray:
+    """Gradient of the smooth part of the objective (log-likelihood and ridge terms).
+
+    Parameters
+    ----------
+    distr : str
+        Family name.
+    alpha : float
+        L1 share of the elastic net.
+    reg_lambda : float
+        Penalty strength λ.
+    X : ndarray or sparse matrix of shape (n_samples, n_features)
+        Input data.
+    y : ndarray of shape (n_samples,)
+        Response.
+    beta : ndarray of shape (n_features + 1,) or (n_features,)
+        [β0, β] with intercept, β without.
+    Tau : ndarray of shape (n_features, n_features), optional
+        Tikhonov matrix (identity when None).
+    eta : float
+        Poisson linearisation threshold.
+    theta : float
+        Negative-binomial size.
+    fit_intercept : bool
+        Whether ``beta`` starts with an intercept.
+
+    Returns
+    -------
+    g : ndarray, same shape as ``beta``
+        (1/n)·Σr for β0 first (with intercept), then (1/n)·Xᵀr + λ(1−α)ΓᵀΓβ.
+    """
+    family = get_family(distr, eta=eta, theta=theta)
+    beta0, b = _split(beta, fit_intercept)
+    g0, g = gradient(family, ElasticNet(reg_lambda, alpha, Tau), X,
+                     np.asarray(y, dtype=float).reshape(-1), beta0, b, fit_intercept)
+    return np.concatenate([[g0], g]) if fit_intercept else g
+
+
+def log_likelihood(distr: Distr, y: np.ndarray, y_hat: np.ndarray | float, theta: float = 1.0) -> float:
+    """Log-likelihood logL of ``y`` under predictions ``y_hat`` (higher is better).
+
+    Despite spateo's summary line ("negative log-likelihood") the value is logL, as
+    its Returns section and behaviour say. Poisson and softplus omit the log y! term;
+    neg-binomial is the full NB2 log-pmf; gamma has shape 1.
+
+    Returns
+    -------
+    logL : float
+    """
+    return _metrics.log_likelihood(get_family(distr, theta=theta), y, y_hat)
+
+
+def _loss(
+    distr: Distr,
+    alpha: float,
+    reg_lambda: float,
+    X: np.ndarray,
+    y: np.ndarray,
+    beta: np.ndarray,
+    Tau: np.ndarray | None = None,
+    eta: float = 2.0,
+    theta: float = 1.0,
+    fit_intercept: bool = True,
+) -> float:
+    """Objective J = −(1/n)·logL + λ[½(1−α)‖Γβ‖² + α‖β‖₁] (intercept unpenalised).
+
+    Parameters are those of :func:`batch_grad`.
+
+    Returns
+    -------
+    loss : float
+    """
+    family = get_family(distr, eta=eta, theta=theta)
+    beta0, b = _split(beta, fit_intercept)
+    return objective(family, ElasticNet(reg_lambda, alpha, Tau), X,
+                     np.asarray(y, dtype=float).reshape(-1), beta0, b, fit_intercept)
+
+
+def pseudo_r2(y: np.ndarray, yhat: np.ndarray, ynull_: float, distr: Distr, theta: float) -> float:
+    """Pseudo-R² = 1 − deviance(y, ŷ) / deviance(y, ȳ), with ȳ = ``ynull_``.
+
+    Returns
+    -------
+    float
+        1 for a perfect fit; may be negative on held-out data.
+    """
+    return _metrics.pseudo_r2(get_family(distr, theta=theta), y, yhat, ynull_)
+
+
+def deviance(y: np.ndarray, yhat: np.ndarray, distr: Distr, theta: float) -> float:
+    """Deviance 2·(logL(y, y) − logL(y, ŷ)), summed over samples (lower is better).
+
+    Returns
+    -------
+    score : float
+    """
+    return _metrics.deviance(get_family(distr, theta=theta), y, yhat)
