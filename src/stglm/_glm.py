@@ -67,8 +67,8 @@ class _GLMBase(RegressorMixin, BaseEstimator):
 
     def _check_predict_X(self, X: Any):
         check_is_fitted(self, "beta_")
-        validate_data(self, X, skip_check_array=True, reset=False)
-        X = check_X(X)
+        X_in, X = X, check_X(X)  # first, so a 1-D X gets the "reshape your data" message
+        validate_data(self, X_in, skip_check_array=True, reset=False)
         if X.shape[1] != self.beta_.shape[0]:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
@@ -245,9 +245,13 @@ class GLM(_GLMBase):
             The fitted estimator.
         """
         family, X, y, Tau = self._validate(X, y)
+        return self._fit_validated(family, X, y, Tau)
+
+    def _fit_validated(self, family: Family, X, y: np.ndarray, Tau, start=None) -> GLM:
+        """Fit on data already checked by :meth:`_validate`, optionally from ``start`` (β0, β)."""
         problem = Problem(family, ElasticNet(self.reg_lambda, self.alpha, Tau), X, y,
                           self.fit_intercept)
-        result = solve(problem, self.solver, self._solver_options())
+        result = solve(problem, self.solver, self._solver_options(), start=start)
         self._store(result, y)
         return self
 

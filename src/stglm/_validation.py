@@ -142,6 +142,12 @@ def validate_params(params: Mapping[str, Any], constraints: Mapping[str, Constra
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
+def _reject_complex(values: Any, name: str) -> None:
+    """Raise on complex input, which ``np.asarray(..., float)`` would silently truncate."""
+    if np.asarray(values).dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has complex values.")
+
+
 def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarray | sp.csr_matrix:
     """Return X as a float64 2-D array (or CSR/CSC matrix), rejecting bad input.
 
@@ -166,18 +172,30 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
             non_numeric = [c for c, t in X.dtypes.items() if not np.issubdtype(t, np.number)]
             if non_numeric:
                 raise TypeError(f"{name} must be numeric; columns {non_numeric} are not.")
+        _reject_complex(X, name)
         try:
             X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a numeric array; got {type(X).__name__}.") from None
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} must be a numeric array; got {type(X).__name__} ({exc})."
+            ) from None
         values = X
     if X.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D of shape (n_samples, n_features); got {X.ndim}-D with shape "
-            f"{X.shape}. Reshape a single feature with X.reshape(-1, 1)."
+            f"{X.shape}. Reshape your data, e.g. X.reshape(-1, 1) for a single feature."
         )
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} is empty: shape {X.shape}; need at least 1 sample and 1 feature.")
+    # The wording is scikit-learn's (check_array), which its estimator checks expect.
+    if X.shape[0] == 0:
+        raise ValueError(
+            f"{name} is empty: found array with 0 sample(s) (shape={X.shape}) while a minimum "
+            "of 1 is required."
+        )
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"{name} is empty: found array with 0 feature(s) (shape={X.shape}) while a minimum "
+            "of 1 is required."
+        )
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{name} contains NaN or infinite values.")
     return X
@@ -185,8 +203,11 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
 
 def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
     """Return y as a float64 1-D array of length ``n_samples`` in the family's support."""
+    if y is None:
+        raise ValueError("fit requires y to be passed, but the target y is None.")
     if sp.issparse(y):
         y = y.toarray()
+    _reject_complex(y, "y")
     try:
         y = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):

@@ -16,11 +16,13 @@ import numpy as np
 from . import _metrics
 from ._families import get_family
 from ._glm import GLM
+from ._glm_cv import GLMCV
 from ._objective import gradient, linear_predictor, objective
 from ._penalties import ElasticNet
 
 __all__ = [
     "GLM",
+    "GLMCV",
     "_grad_nl",
     "_loss",
     "_nl",
