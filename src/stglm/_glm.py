@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._families import DISTRIBUTIONS, Family, get_family
 from ._metrics import deviance, pseudo_r2
 from ._objective import linear_predictor
-from ._penalties import ElasticNet
+from ._penalties import ElasticNet, soft_threshold
 from ._solvers import SOLVERS, Problem, SolverResult, solve
 from ._validation import (
     Boolean,
@@ -60,9 +60,10 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         """Check every parameter and the data before any work; returns (family, X, y, Tau)."""
         validate_params(self.get_params(deep=False), self._constraints)
         family = self._family()
-        # scikit-learn's bookkeeping of n_features_in_ / feature_names_in_ only.
-        validate_data(self, X, skip_check_array=True, reset=True)
-        X, y, Tau = check_problem_data(X, y, family, self.Tau)
+        X_in, (X, y, Tau) = X, check_problem_data(X, y, family, self.Tau)
+        # scikit-learn's bookkeeping of n_features_in_ / feature_names_in_ only; after the
+        # checks, so a rejected fit leaves no fitted attribute behind.
+        validate_data(self, X_in, skip_check_array=True, reset=True)
         return family, X, y, Tau
 
     def _check_predict_X(self, X: Any):
@@ -123,7 +124,7 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
-        tags.target_tags.positive_only = self.distr in ("poisson", "softplus", "neg-binomial")
+        tags.target_tags.positive_only = self.distr != "gaussian"
         return tags
 
 
@@ -254,6 +255,23 @@ class GLM(_GLMBase):
         result = solve(problem, self.solver, self._solver_options(), start=start)
         self._store(result, y)
         return self
+
+    def _prox(self, beta: np.ndarray, thresh: float) -> np.ndarray:
+        """Proximal operator of ``thresh·‖β‖₁`` (soft-thresholding), spateo's documented method.
+
+        Parameters
+        ----------
+        beta : ndarray
+            Coefficients.
+        thresh : float
+            Threshold, ``learning_rate·reg_lambda·alpha`` in the gradient step.
+
+        Returns
+        -------
+        ndarray
+            sign(β)·max(|β| − thresh, 0).
+        """
+        return soft_threshold(np.asarray(beta, dtype=float), thresh)
 
     def _solver_options(self) -> dict:
         return {

@@ -11,7 +11,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, check_cv
 
 from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
-from ._metrics import deviance, pseudo_r2
+from ._metrics import column_deviance, column_pseudo_r2
 from ._path import LAMBDA_MIN_RATIO, PathResult, fit_path, lambda_path
 from ._penalties import ElasticNet
 from ._solvers import Problem
@@ -185,8 +185,8 @@ fit_intercept, random_seed, theta, verbose, solver
             Z = Z + path.intercepts[None, :]
         mu = family.mean(Z)
         if self.score_metric == "deviance":
-            return np.array([deviance(family, y, mu[:, k]) for k in range(Z.shape[1])])
-        return np.array([pseudo_r2(family, y, mu[:, k], y_null) for k in range(Z.shape[1])])
+            return column_deviance(family, y[:, None], mu)
+        return column_pseudo_r2(family, y[:, None], mu, np.full(mu.shape[1], y_null))
 
     def _options(self) -> dict:
         return {"learning_rate": self.learning_rate, "max_iter": self.max_iter, "tol": self.tol,

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._families import Family
 
-__all__ = ["deviance", "log_likelihood", "pseudo_r2"]
+__all__ = ["column_deviance", "column_pseudo_r2", "deviance", "log_likelihood", "pseudo_r2"]
 
 
 def log_likelihood(family: Family, y: np.ndarray, y_hat: np.ndarray | float) -> float:
@@ -18,9 +18,23 @@ def log_likelihood(family: Family, y: np.ndarray, y_hat: np.ndarray | float) -> 
 
 def deviance(family: Family, y: np.ndarray, y_hat: np.ndarray | float) -> float:
     """2·(logL(y, y) − logL(y, ŷ)), a sum over samples (lower is better)."""
-    y = np.asarray(y, dtype=float)
-    saturated = float(np.sum(family.saturated_loglik(y)))
-    return 2.0 * (saturated - log_likelihood(family, y, y_hat))
+    y = np.asarray(y, dtype=float).reshape(-1)
+    y_hat = np.broadcast_to(np.asarray(y_hat, dtype=float), y.shape)
+    return float(column_deviance(family, y[:, None], y_hat[:, None])[0])
+
+
+def column_deviance(family: Family, Y: np.ndarray, MU: np.ndarray) -> np.ndarray:
+    """Deviance of each column of Y (n, G) under the means MU (n, G); shape (G,)."""
+    return 2.0 * (family.saturated_loglik(Y) - family.loglik(Y, MU)).sum(axis=0)
+
+
+def column_pseudo_r2(family: Family, Y: np.ndarray, MU: np.ndarray, y_null: np.ndarray) -> np.ndarray:
+    """:func:`pseudo_r2` of each column of Y, with null means ``y_null`` (G,)."""
+    dev = column_deviance(family, Y, MU)
+    null_dev = column_deviance(family, Y, np.broadcast_to(y_null, MU.shape))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = 1.0 - dev / null_dev
+    return np.where(null_dev == 0.0, np.where(dev == 0.0, 1.0, 0.0), r2)
 
 
 def pseudo_r2(family: Family, y: np.ndarray, y_hat: np.ndarray, y_null: float) -> float:
@@ -29,8 +43,6 @@ def pseudo_r2(family: Family, y: np.ndarray, y_hat: np.ndarray, y_null: float) -
     Can be negative on held-out data. When the null deviance is 0 (constant y),
     returns 1.0 for a perfect prediction and 0.0 otherwise, as scikit-learn's R² does.
     """
-    dev = deviance(family, y, y_hat)
-    null_dev = deviance(family, y, y_null)
-    if null_dev == 0.0:
-        return 1.0 if dev == 0.0 else 0.0
-    return 1.0 - dev / null_dev
+    y = np.asarray(y, dtype=float).reshape(-1, 1)
+    y_hat = np.broadcast_to(np.asarray(y_hat, dtype=float).reshape(-1, 1), y.shape)
+    return float(column_pseudo_r2(family, y, y_hat, np.array([y_null]))[0])

@@ -19,6 +19,21 @@ LAMBDA_MIN_RATIO = 1e-3
 RIDGE_ALPHA_FOR_PATH = 1e-3
 
 
+def lambda_max_from_gradient(null_grad: np.ndarray, alpha: float) -> np.ndarray:
+    """λ_max = ‖null gradient‖∞ / max(α, 0.001) along the last axis (one per response)."""
+    g = np.abs(np.asarray(null_grad, dtype=float)).max(axis=-1, initial=0.0)
+    return g / max(alpha, RIDGE_ALPHA_FOR_PATH)
+
+
+def geometric_path(lmax: np.ndarray | float, n_lambdas: int, min_ratio: float) -> np.ndarray:
+    """``n_lambdas`` values log-spaced from λ_max down to ``min_ratio``·λ_max (per row).
+
+    A λ_max of 0 (y constant, or X orthogonal to y: any λ zeroes β) is replaced by 1.
+    """
+    lmax = np.where(np.asarray(lmax, dtype=float) > 0.0, lmax, 1.0)
+    return np.geomspace(lmax, lmax * min_ratio, n_lambdas, axis=-1)
+
+
 def lambda_max(problem: Problem) -> float:
     """Smallest λ at which every β_j is 0: ‖∇_β loss at the null model‖∞ / α.
 
@@ -26,17 +41,12 @@ def lambda_max(problem: Problem) -> float:
     no gradient, so β = 0 is optimal exactly when λα ≥ |∇_j loss| for all j.
     For α = 0 the value for α = 0.001 is returned (as glmnet does).
     """
-    alpha = max(problem.penalty.alpha, RIDGE_ALPHA_FOR_PATH)
-    g = np.abs(null_gradient(problem))
-    return float(g.max(initial=0.0)) / alpha
+    return float(lambda_max_from_gradient(null_gradient(problem), problem.penalty.alpha))
 
 
 def lambda_path(problem: Problem, n_lambdas: int, min_ratio: float = LAMBDA_MIN_RATIO) -> np.ndarray:
     """``n_lambdas`` values log-spaced from λ_max down to ``min_ratio``·λ_max."""
-    lmax = lambda_max(problem)
-    if lmax <= 0.0:  # y constant or X orthogonal to y: any λ gives β = 0
-        lmax = 1.0
-    return np.geomspace(lmax, lmax * min_ratio, n_lambdas)
+    return geometric_path(lambda_max(problem), n_lambdas, min_ratio)
 
 
 @dataclass

@@ -1,0 +1,242 @@
+"""Proximal Newton for many responses that share one design: all genes' Hessians at once.
+
+For a design X̃ = [1, X] (n × m) shared by G genes, every gene's Gram matrix
+X̃ᵀdiag(w_g)X̃ comes from one matrix product Zᵀ·W, where Z (n × m(m+1)/2) holds the
+row-wise products of X̃'s column pairs and W (n × G) the genes' Newton weights.
+Gradients, line searches and KKT checks are vectorised over genes; only the small
+per-gene coordinate descent runs in a compiled loop. Genes leave the batch as they
+converge. The iteration is the one of :mod:`stglm._solvers.newton_cd`, gene by gene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from .._families import Family
+from ._cd_kernels import _cd_gram
+from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
+
+#: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
+PAIR_BYTES_BUDGET = 256 * 2**20
+
+
+@njit(cache=True, nogil=True)
+def _cd_gram_many(H, g, b, penalized, l1, tol, max_sweeps):
+    """:func:`_cd_gram` for each gene: H (G, m, m), g and b (G, m), l1 and tol (G,)."""
+    out = np.empty_like(b)
+    for k in range(b.shape[0]):
+        x, _ = _cd_gram(H[k], g[k], b[k], penalized, l1[k], tol[k], max_sweeps)
+        out[k] = x
+    return out
+
+
+class SharedDesign:
+    """A dense design X̃ = [1, X] (or X) with its column-pair products, built once.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, p)
+        Predictors (a dense float64 array).
+    fit_intercept : bool
+        Whether a column of ones is prepended.
+    """
+
+    def __init__(self, X: np.ndarray, fit_intercept: bool):
+        X = np.asarray(X, dtype=np.float64)
+        self.fit_intercept = fit_intercept
+        self.X = X
+        self.Xt = np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+        n, m = self.Xt.shape
+        self.n, self.m = n, m
+        self.rows, self.cols = np.triu_indices(m)
+        pair_bytes = 8 * n * self.rows.size
+        # Rows per block of Z: all of them when Z fits the budget.
+        self.block = n if pair_bytes <= PAIR_BYTES_BUDGET else max(
+            1, PAIR_BYTES_BUDGET // (8 * self.rows.size))
+        self.Z = self._pairs(slice(None)) if self.block == n else None
+
+    def _pairs(self, rows: slice) -> np.ndarray:
+        Xt = self.Xt[rows]
+        return Xt[:, self.rows] * Xt[:, self.cols]
+
+    def subset(self, index: np.ndarray) -> SharedDesign:
+        """The design restricted to some samples (a training fold)."""
+        X = self.X[index]
+        return SharedDesign(X, self.fit_intercept)
+
+    def hessians(self, W: np.ndarray) -> np.ndarray:
+        """(1/n)·X̃ᵀdiag(w_g)X̃ for each column w_g of W; shape (G, m, m)."""
+        if self.Z is not None:
+            packed = self.Z.T @ W
+        else:
+            packed = np.zeros((self.rows.size, W.shape[1]))
+            for start in range(0, self.n, self.block):
+                rows = slice(start, start + self.block)
+                packed += self._pairs(rows).T @ W[rows]
+        packed /= self.n
+        H = np.empty((W.shape[1], self.m, self.m))
+        H[:, self.rows, self.cols] = packed.T
+        H[:, self.cols, self.rows] = packed.T
+        return H
+
+
+@dataclass
+class BatchResult:
+    """Solutions for G genes: intercepts (G,), coefficients (G, p), and diagnostics (G,)."""
+
+    intercepts: np.ndarray
+    coefs: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    kkt: np.ndarray
+
+
+def null_intercepts(family: Family, Y: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """link(ȳ_g) per gene (0 without intercept); all-zero counts give μ = 1e-10."""
+    if not fit_intercept:
+        return np.zeros(Y.shape[1])
+    y_bar = Y.mean(axis=0)
+    if family.name != "gaussian":
+        y_bar = np.maximum(y_bar, 1e-10)
+    return np.asarray(family.link(y_bar), dtype=float)
+
+
+def null_gradients(family: Family, design: SharedDesign, Y: np.ndarray) -> np.ndarray:
+    """∇_β loss at each gene's null model; shape (G, p)."""
+    z0 = null_intercepts(family, Y, design.fit_intercept)
+    R = family.residual(Y, np.broadcast_to(z0, Y.shape))
+    return (design.X.T @ R).T / design.n
+
+
+class BatchedNewtonCD:
+    """Minimise J for every column of Y at its own λ (shared α, Γ, family and design).
+
+    Parameters
+    ----------
+    family : Family
+    design : SharedDesign
+    alpha : float
+    Tau : ndarray of shape (p, p) or None
+    max_iter, tol : int, float
+        As in :class:`stglm._solvers.newton_cd.NewtonCD`; ``tol`` is relative to each
+        gene's ``scale`` (max(1, ‖null gradient‖∞) unless given).
+    """
+
+    def __init__(self, family: Family, design: SharedDesign, alpha: float, Tau, *, max_iter: int,
+                 tol: float):
+        self.family, self.design, self.alpha = family, design, float(alpha)
+        p = design.X.shape[1]
+        self.gram = np.eye(p) if Tau is None else Tau.T @ Tau
+        self.Tau = Tau
+        self.max_iter, self.tol = max_iter, tol
+        self.penalized = np.ones(design.m, dtype=bool)
+        if design.fit_intercept:
+            self.penalized[0] = False
+
+    # -- vectorised pieces (rows of B are genes; B includes the intercept column if any) ------
+    def _penalty(self, B: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        beta = B[:, 1:] if self.design.fit_intercept else B
+        tb = beta if self.Tau is None else beta @ self.Tau.T
+        ridge = 0.5 * lam * (1 - self.alpha) * np.einsum("gj,gj->g", tb, tb)
+        return ridge + lam * self.alpha * np.abs(beta).sum(axis=1)
+
+    def _objective(self, Y, Zlin, B, lam) -> np.ndarray:
+        fam = self.family
+        return -fam.loglik(Y, fam.mean(Zlin)).mean(axis=0) + self._penalty(B, lam)
+
+    def _gradient(self, R, B, lam) -> np.ndarray:
+        G = (self.design.Xt.T @ R).T / self.design.n
+        beta = B[:, 1:] if self.design.fit_intercept else B
+        ridge = (lam * (1 - self.alpha))[:, None] * (beta @ self.gram)
+        G[:, -beta.shape[1]:] += ridge
+        return G
+
+    def _kkt(self, Gr, B, lam) -> np.ndarray:
+        l1 = (lam * self.alpha)[:, None]
+        pen = self.penalized[None, :]
+        sub = np.where(B != 0, np.abs(Gr + l1 * np.sign(B)), np.maximum(np.abs(Gr) - l1, 0.0))
+        sub = np.where(pen, sub, np.abs(Gr))  # the intercept: its gradient
+        return sub.max(axis=1)
+
+    def solve(self, Y: np.ndarray, lam: np.ndarray, B: np.ndarray | None = None,
+              scale: np.ndarray | None = None) -> BatchResult:
+        """Solve for every column of Y (n, G) with λ_g = ``lam[g]``, from B (G, m) or the null model."""
+        d, fam = self.design, self.family
+        n_genes = Y.shape[1]
+        lam = np.broadcast_to(np.asarray(lam, dtype=float), (n_genes,)).copy()
+        if B is None:
+            B = np.zeros((n_genes, d.m))
+            if d.fit_intercept:
+                B[:, 0] = null_intercepts(fam, Y, True)
+        B = np.array(B, dtype=float)
+        if scale is None:
+            scale = np.maximum(1.0, np.abs(null_gradients(fam, d, Y)).max(axis=1, initial=0.0))
+        tol_abs = self.tol * scale
+        n_iter = np.zeros(n_genes, dtype=int)
+        converged = np.zeros(n_genes, dtype=bool)
+        stuck = np.zeros(n_genes, dtype=bool)
+        kkt = np.full(n_genes, np.inf)
+        active = np.arange(n_genes)  # genes still iterating
+        Zlin = d.Xt @ B.T  # (n, G) linear predictors
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            F = self._objective(Y, Zlin, B, lam)
+            for _ in range(self.max_iter + 1):
+                Ya, Za, Ba, la = Y[:, active], Zlin[:, active], B[active], lam[active]
+                R = fam.residual(Ya, Za)
+                Gr = self._gradient(R, Ba, la)
+                kkt[active] = self._kkt(Gr, Ba, la)
+                done = kkt[active] <= tol_abs[active]
+                converged[active[done]] = True
+                stalled = (n_iter[active] >= self.max_iter) | stuck[active]
+                keep = ~done & ~stalled
+                active, Ya, Za, Ba, la, R, Gr = (
+                    active[keep], Ya[:, keep], Za[:, keep], Ba[keep], la[keep], R[:, keep], Gr[keep])
+                if active.size == 0:
+                    break
+                n_iter[active] += 1
+                W = np.maximum(fam.hessian_weights(Ya, Za), 0.0)
+                H = d.hessians(W)
+                ridge_block = slice(1, None) if d.fit_intercept else slice(None)
+                H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[:, None, None] * self.gram
+                inner_tol = np.maximum(0.05 * kkt[active], 0.1 * tol_abs[active])
+                X_new = _cd_gram_many(H, Gr, Ba, self.penalized, la * self.alpha, inner_tol,
+                                      MAX_SWEEPS)
+                D = X_new - Ba
+                dZ = d.Xt @ D.T
+                pen_mask = self.penalized[None, :]
+                delta = (np.einsum("gj,gj->g", Gr, D)
+                         + la * self.alpha * (np.abs(X_new) * pen_mask - np.abs(Ba) * pen_mask).sum(1))
+                step, F_new = self._line_search(Ya, Za, dZ, Ba, D, la, F[active], delta)
+                moved = step > 0
+                # No representable decrease: as close as floating point gets; stop there.
+                stuck[active[~moved]] = True
+                B[active] = Ba + step[:, None] * D
+                Zlin[:, active] = Za + dZ * step[None, :]
+                F[active] = np.where(moved, F_new, F[active])
+        m_beta = slice(1, None) if d.fit_intercept else slice(None)
+        intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
+        return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt)
+
+    def _line_search(self, Y, Z, dZ, B, D, lam, F, delta):
+        """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none)."""
+        n_genes = B.shape[0]
+        step = np.ones(n_genes)
+        F_new = np.full(n_genes, np.nan)
+        todo = np.arange(n_genes)
+        eps = np.finfo(float).eps
+        for _ in range(MAX_HALVINGS):
+            s = step[todo]
+            trial = self._objective(Y[:, todo], Z[:, todo] + dZ[:, todo] * s[None, :],
+                                    B[todo] + s[:, None] * D[todo], lam[todo])
+            ok = trial <= F[todo] + ARMIJO * s * delta[todo]
+            ok |= (s == 1.0) & (np.abs(trial - F[todo]) <= 16 * eps * np.abs(F[todo]))
+            F_new[todo[ok]] = trial[ok]
+            todo = todo[~ok]
+            if todo.size == 0:
+                break
+            step[todo] *= 0.5
+        step[todo] = 0.0
+        return step, F_new

@@ -1,0 +1,381 @@
+"""Whole-transcriptome fitting: every gene of an AnnData against one shared design."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from joblib import Parallel, delayed
+from sklearn.model_selection import KFold
+from tqdm.auto import tqdm
+
+from ._families import Family
+from ._glm import GLM
+from ._glm_cv import GLMCV
+from ._metrics import column_deviance, column_pseudo_r2
+from ._path import LAMBDA_MIN_RATIO, geometric_path, lambda_max_from_gradient
+from ._solvers.batched import BatchedNewtonCD, SharedDesign, null_gradients
+from ._validation import check_tau, check_X, validate_params
+
+__all__ = ["fit_genes"]
+
+#: Memory for one chunk of genes' dense working arrays (about ten n × chunk arrays).
+CHUNK_BYTES_BUDGET = 512 * 2**20
+#: Families whose responses are counts: an all-zero gene has no finite maximum-likelihood fit.
+COUNT_FAMILIES = ("poisson", "softplus", "neg-binomial")
+
+
+def _design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
+    """The design as a numeric DataFrame aligned with ``adata.obs_names``."""
+    if isinstance(design, pd.DataFrame):
+        if design.index.equals(adata.obs_names):
+            frame = design
+        elif set(design.index) == set(adata.obs_names) and design.index.is_unique:
+            frame = design.loc[adata.obs_names]
+        elif len(design) == adata.n_obs and isinstance(design.index, pd.RangeIndex):
+            frame = design.set_axis(adata.obs_names, axis=0)
+        else:
+            raise ValueError(
+                "design's index must be adata.obs_names (in any order) or a RangeIndex of "
+                f"length n_obs={adata.n_obs}; got {len(design)} rows with other labels."
+            )
+    else:
+        values = check_X(design, name="design", accept_sparse=True)
+        if values.shape[0] != adata.n_obs:
+            raise ValueError(f"design must have n_obs={adata.n_obs} rows; got {values.shape[0]}.")
+        if sp.issparse(values):
+            values = values.toarray()  # designs are narrow: densifying is cheap
+        frame = pd.DataFrame(values, index=adata.obs_names,
+                             columns=[f"x{j}" for j in range(values.shape[1])])
+    frame.columns = frame.columns.astype(str)
+    check_X(frame, name="design")
+    return frame
+
+
+def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
+    """(the genes' names, their column positions, the expression matrix to read from)."""
+    if layer is None:
+        matrix = adata.X
+    elif layer in adata.layers:
+        matrix = adata.layers[layer]
+    else:
+        raise ValueError(f"layer {layer!r} is not in adata.layers (has {list(adata.layers)}).")
+    if genes is None:
+        names = pd.Index(adata.var_names)
+    else:
+        names = pd.Index([genes] if isinstance(genes, str) else list(genes))
+        missing = names.difference(adata.var_names)
+        if len(missing):
+            raise ValueError(f"genes not in adata.var_names: {list(missing[:10])}.")
+        if names.has_duplicates:
+            raise ValueError("genes contains duplicates.")
+    if len(names) == 0:
+        raise ValueError("genes is empty.")
+    return names, adata.var_names.get_indexer(names), matrix
+
+
+def _read_chunk(matrix, columns: np.ndarray) -> np.ndarray:
+    """Dense float64 (n_obs, len(columns)) block of the expression matrix."""
+    block = matrix[:, columns]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    return np.asarray(block, dtype=np.float64)
+
+
+class _GeneFitter:
+    """Fits chunks of genes with the batched solver; shared work is done once in ``__init__``."""
+
+    def __init__(self, estimator: GLM | GLMCV, family: Family, X: np.ndarray, Tau, folds):
+        self.est, self.family, self.Tau = estimator, family, Tau
+        self.design = SharedDesign(X, estimator.fit_intercept)
+        self.folds = folds
+        # Training-fold designs (their pair products) are built once and reused by every chunk.
+        self.fold_designs = [self.design.subset(train) for train, _ in folds] if folds else []
+
+    def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
+        e = self.est
+        return BatchedNewtonCD(self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol)
+
+    def _clip(self, coefs: np.ndarray) -> np.ndarray:
+        return np.where(np.abs(coefs) < self.est.clip_coeffs, 0.0, coefs)
+
+    def _path(self, design, Y, lams):
+        """Warm-started path for every gene: arrays (K, G) intercepts and (K, G, p) coefs."""
+        solver = self._solver(design)
+        scale = np.maximum(1.0, np.abs(null_gradients(self.family, design, Y)).max(axis=1, initial=0))
+        K = lams.shape[1]
+        icpt = np.zeros((K, Y.shape[1]))
+        coefs = np.zeros((K, Y.shape[1], design.X.shape[1]))
+        n_iter = np.zeros(Y.shape[1], dtype=int)
+        start = None
+        for k in range(K):
+            res = solver.solve(Y, lams[:, k], start, scale)
+            icpt[k], coefs[k] = res.intercepts, res.coefs
+            n_iter += res.n_iter
+            start = np.column_stack([res.intercepts, res.coefs]) if design.fit_intercept else res.coefs
+        return icpt, coefs, n_iter, res
+
+    def _scores(self, design, Y, icpt, coefs, y_null):
+        """Score of every gene at every λ on (design, Y): shape (G, K)."""
+        out = np.empty((Y.shape[1], icpt.shape[0]))
+        for k in range(icpt.shape[0]):
+            Z = design.X @ self._clip(coefs[k]).T
+            if design.fit_intercept:
+                Z += icpt[k][None, :]
+            MU = self.family.mean(Z)
+            if self.est.score_metric == "deviance":
+                out[:, k] = column_deviance(self.family, Y, MU)
+            else:
+                out[:, k] = column_pseudo_r2(self.family, Y, MU, y_null)
+        return out
+
+    def fit(self, Y: np.ndarray) -> dict:
+        """Fit the genes in the columns of Y; returns per-gene result arrays."""
+        e, fam, d = self.est, self.family, self.design
+        n_genes = Y.shape[1]
+        if isinstance(e, GLMCV):
+            if e.reg_lambda is None:
+                lmax = lambda_max_from_gradient(null_gradients(fam, d, Y), e.alpha)
+                lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
+            else:
+                fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
+                lams = np.tile(fixed, (n_genes, 1))
+            cv_scores = []
+            for (train, test), dtr in zip(self.folds, self.fold_designs, strict=True):
+                icpt, coefs, _, _ = self._path(dtr, Y[train], lams)
+                test_design = SharedDesign(d.X[test], d.fit_intercept)
+                cv_scores.append(self._scores(test_design, Y[test], icpt, coefs,
+                                              Y[train].mean(axis=0)))
+            scores = np.mean(cv_scores, axis=0)  # (G, K)
+            se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
+            best = _choose(scores, se, e.score_metric, e.select)
+            icpt, coefs, n_iter, last = self._path(d, Y, lams)
+            rows = np.arange(n_genes)
+            # The path's solution at the chosen λ is the refit on all data; confirm its KKT.
+            start = np.column_stack([icpt[best, rows], coefs[best, rows]]) if d.fit_intercept \
+                else coefs[best, rows]
+            res = self._solver(d).solve(Y, lams[rows, best], start)
+            return {"intercept": res.intercepts, "coef": self._clip(res.coefs),
+                    "lambda": lams[rows, best], "score": scores[rows, best],
+                    "converged": res.converged, "kkt": res.kkt, "n_iter": n_iter + res.n_iter}
+        lam = np.full(n_genes, float(e.reg_lambda))
+        res = self._solver(d).solve(Y, lam)
+        coefs = self._clip(res.coefs)
+        icpt = res.intercepts[None, :]
+        score = self._scores(d, Y, icpt, coefs[None], Y.mean(axis=0))[:, 0]
+        return {"intercept": res.intercepts, "coef": coefs, "lambda": lam, "score": score,
+                "converged": res.converged, "kkt": res.kkt, "n_iter": res.n_iter}
+
+
+def _choose(scores: np.ndarray, se: np.ndarray, metric: str, select: str) -> np.ndarray:
+    """Per gene (rows), GLMCV's choice of λ index (see :meth:`GLMCV._choose`)."""
+    loss = scores if metric == "deviance" else -scores
+    best = np.argmin(loss, axis=1)
+    if select == "best":
+        return best
+    rows = np.arange(loss.shape[0])
+    within = loss <= (loss[rows, best] + se[rows, best])[:, None]
+    return np.argmax(within, axis=1)  # first True: the largest λ (the path decreases)
+
+
+def fit_genes(
+    adata: AnnData,
+    genes: Any = None,
+    *,
+    design: Any,
+    distr: str = "poisson",
+    alpha: float = 0.5,
+    reg_lambda: float | list[float] | None = 0.1,
+    Tau: np.ndarray | None = None,
+    n_lambdas: int = 25,
+    cv: int = 5,
+    eta: float = 2.0,
+    theta: float = 1.0,
+    clip_coeffs: float = 0.01,
+    score_metric: str = "deviance",
+    fit_intercept: bool = True,
+    random_seed: int = 888,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    select: str = "best",
+    lambda_min_ratio: float = LAMBDA_MIN_RATIO,
+    layer: str | None = None,
+    key_added: str = "stglm",
+    store_fitted: bool = False,
+    chunk_size: int | None = None,
+    n_jobs: int | None = None,
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Fit a penalised GLM of every requested gene on one design of predictors.
+
+    Every gene is modelled as ``GLM`` (one ``reg_lambda``) or ``GLMCV`` (a list of λ,
+    or None for each gene's data-driven path) would model it on its own — with the
+    same parameters and results to solver tolerance — but the genes are solved
+    together: the design's pair products, the folds and each training fold's design
+    are built once, and each Newton iteration forms all genes' Hessians with one
+    matrix product. Counts are read chunk by chunk of genes; sparse matrices are
+    never densified whole.
+
+    Parameters
+    ----------
+    adata : AnnData
+        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``.
+    genes : str or list of str, optional
+        Genes to fit (default: all of ``adata.var_names``).
+    design : DataFrame or array of shape (n_obs, n_predictors)
+        Predictors, for example from :func:`stglm.spatial.niche_composition` or
+        :func:`stglm.spatial.spatial_lag`. A DataFrame's index must be
+        ``adata.obs_names`` (any order) or a RangeIndex; its columns name the predictors.
+    distr, alpha, reg_lambda, Tau, n_lambdas, cv, eta, theta, clip_coeffs, score_metric, \
+fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
+        As in :class:`stglm.GLM` and :class:`stglm.GLMCV` (``cv`` must be an integer
+        here: the folds are shuffled from ``random_seed``, identical for every gene).
+    layer : str, optional
+        Read the responses from this layer instead of ``adata.X``.
+    key_added : str, default="stglm"
+        Prefix of the result keys.
+    store_fitted : bool, default=False
+        Also store the fitted means as a dense layer ``f"{key_added}_mu"`` (n_obs × n_vars
+        float32; zero for genes not fitted).
+    chunk_size : int, optional
+        Genes solved together (default: as many as fit in about 512 MB of working arrays).
+    n_jobs : int, optional
+        Chunks solved in parallel threads (opt-in; at most the number of chunks).
+    progress : bool, default=True
+        Show a tqdm progress bar over genes.
+    copy : bool, default=False
+        Work on a copy of ``adata`` and return it, leaving ``adata`` untouched.
+
+    Returns
+    -------
+    AnnData or None
+        The copy with results when ``copy=True``, else None. Results are written to:
+
+        - ``adata.varm[f"{key_added}_coef"]`` — DataFrame (n_vars × n_predictors) of
+          coefficients, NaN for genes not requested;
+        - ``adata.var[f"{key_added}_intercept"]``, ``[f"{key_added}_lambda"]`` (λ used or
+          chosen), ``[f"{key_added}_score"]`` (in-sample score for a fixed λ, mean CV
+          score at the chosen λ otherwise), ``[f"{key_added}_converged"]``,
+          ``[f"{key_added}_kkt"]`` (KKT residual), ``[f"{key_added}_n_iter"]`` and
+          ``[f"{key_added}_status"]`` ("ok", "not converged", "all zeros" for a count
+          gene without counts — not fitted —, or "not requested");
+        - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...]}``;
+        - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
+    """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData; got {type(adata).__name__}.")
+    params = dict(distr=distr, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, n_lambdas=n_lambdas,
+                  cv=cv, eta=eta, theta=theta, clip_coeffs=clip_coeffs, score_metric=score_metric,
+                  fit_intercept=fit_intercept, random_seed=random_seed, max_iter=max_iter, tol=tol,
+                  select=select, lambda_min_ratio=lambda_min_ratio)
+    fixed_lambda = reg_lambda is not None and np.ndim(reg_lambda) == 0
+    if fixed_lambda:
+        est = GLM(**{k: v for k, v in params.items() if k in GLM._get_param_names()},
+                  verbose=False)
+    else:
+        est = GLMCV(**params, verbose=False)
+    validate_params(est.get_params(deep=False), est._constraints)
+    for name, value, low in (("chunk_size", chunk_size, 1), ("n_jobs", n_jobs, None)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)
+                                  or (low is not None and value < low)):
+            raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string; got {key_added!r}.")
+    family = est._family()
+    frame = _design_frame(design, adata)
+    X = frame.to_numpy(dtype=np.float64)
+    Tau = check_tau(Tau, X.shape[1])
+    names, columns, matrix = _response_matrix(adata, genes, layer)
+    folds = None
+    if not fixed_lambda:
+        if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
+            raise TypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
+        if cv < 2 or cv > adata.n_obs:
+            raise ValueError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
+        folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
+
+    if copy:
+        adata = adata.copy()
+    if sp.issparse(matrix) and matrix.format != "csc":
+        # One CSC copy of the requested genes (the input's size at most) makes each chunk a
+        # cheap column slice; the dense block of a chunk is all that is ever densified.
+        matrix, columns = sp.csc_matrix(matrix[:, columns]), np.arange(len(columns))
+    n = adata.n_obs
+    if chunk_size is None:
+        chunk_size = int(np.clip(CHUNK_BYTES_BUDGET // (8 * 12 * n), 1, 2048))
+    chunks = [np.arange(s, min(s + chunk_size, len(names))) for s in range(0, len(names), chunk_size)]
+
+    fitter = _GeneFitter(est, family, X, Tau, folds)
+    p = X.shape[1]
+    out = {"intercept": np.full(len(names), np.nan), "coef": np.full((len(names), p), np.nan),
+           "lambda": np.full(len(names), np.nan), "score": np.full(len(names), np.nan),
+           "converged": np.zeros(len(names), dtype=bool), "kkt": np.full(len(names), np.nan),
+           "n_iter": np.zeros(len(names), dtype=int)}
+    status = np.full(len(names), "ok", dtype=object)
+    fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
+
+    def run(chunk: np.ndarray):
+        Y = _read_chunk(matrix, columns[chunk])
+        if not np.all(np.isfinite(Y)):
+            raise ValueError("the expression matrix contains NaN or infinite values.")
+        family.check_y(Y)
+        usable = np.ones(len(chunk), dtype=bool)
+        if distr in COUNT_FAMILIES:
+            usable = Y.sum(axis=0) > 0
+        result = fitter.fit(Y[:, usable]) if usable.any() else None
+        return chunk, usable, result
+
+    bar = tqdm(total=len(names), desc=f"stglm: fitting {len(names)} genes", unit="gene",
+               disable=not progress)
+    n_workers = 1 if n_jobs is None else max(1, min(n_jobs, len(chunks)))
+    with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
+        for chunk, usable, result in parallel(delayed(run)(c) for c in chunks):
+            idx = chunk[usable]
+            status[chunk[~usable]] = "all zeros"
+            if result is not None:
+                for key, values in result.items():
+                    out[key][idx] = values
+                if fitted_mu is not None:
+                    Z = X @ result["coef"].T + (result["intercept"][None, :] if fit_intercept else 0)
+                    fitted_mu[:, idx] = family.mean(Z)
+            bar.update(len(chunk))
+    bar.close()
+    status[(status == "ok") & ~out["converged"]] = "not converged"
+    if np.any(status == "not converged"):
+        warnings.warn(f"{int(np.sum(status == 'not converged'))} genes did not converge in "
+                      f"max_iter={max_iter}; see adata.var['{key_added}_status'].", stacklevel=2)
+    _store_results(adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer)
+    return adata if copy else None
+
+
+def _store_results(adata, key, names, predictors, out, status, fitted_mu, params, layer):
+    """Write the documented result keys (only these) into ``adata``."""
+    pos = adata.var_names.get_indexer(names)
+    coef = np.full((adata.n_vars, len(predictors)), np.nan)
+    coef[pos] = out["coef"]
+    adata.varm[f"{key}_coef"] = pd.DataFrame(coef, index=adata.var_names, columns=list(predictors))
+
+    def column(values, fill, dtype=None):
+        full = np.full(adata.n_vars, fill, dtype=dtype or np.asarray(values).dtype)
+        full[pos] = values
+        return full
+
+    adata.var[f"{key}_intercept"] = column(out["intercept"], np.nan)
+    adata.var[f"{key}_lambda"] = column(out["lambda"], np.nan)
+    adata.var[f"{key}_score"] = column(out["score"], np.nan)
+    adata.var[f"{key}_converged"] = column(out["converged"], False)
+    adata.var[f"{key}_kkt"] = column(out["kkt"], np.nan)
+    adata.var[f"{key}_n_iter"] = column(out["n_iter"], 0)
+    adata.var[f"{key}_status"] = pd.Categorical(column(status, "not requested", object))
+    stored = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in params.items()
+              if v is not None}
+    stored["layer"] = layer if layer is not None else "X"
+    adata.uns[key] = {"params": stored, "predictors": list(predictors), "genes": list(names)}
+    if fitted_mu is not None:
+        mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
+        mu[:, pos] = fitted_mu
+        adata.layers[f"{key}_mu"] = mu

@@ -1,0 +1,193 @@
+"""Plots of a fitted :class:`~stglm.GLMCV`: the coefficient path and the CV curve.
+
+Both functions draw with matplotlib's object-oriented API on the Axes they are given
+(or on a new figure's Axes when ``ax`` is None) and return that Axes; they never call
+``plt.show()``. λ is shown as its natural logarithm, as glmnet's plots do.
+
+Every artist that carries meaning has a ``gid`` so that it can be found again:
+``"coef:<name>"`` for a coefficient line, ``"cv_mean"`` and ``"cv_se"`` for the CV curve
+and its ±1 standard-error band, ``"lambda_opt"`` for the chosen λ and ``"lambda_best"``
+for the best-score λ when ``select="one_se"`` chose another one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._glm_cv import GLMCV
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["plot_coef_path", "plot_cv_curve"]
+
+_FITTED_ATTRIBUTES = ("reg_lambda_path_", "coef_path_", "scores_", "scores_se_", "reg_lambda_opt_")
+_METRIC_LABELS = {"deviance": "deviance", "pseudo_r2": "pseudo-R²"}
+
+
+def _check_model(model: Any, caller: str) -> None:
+    """Raise TypeError for a non-GLMCV and NotFittedError for an unfitted one."""
+    if not isinstance(model, GLMCV):
+        raise TypeError(f"{caller} needs a fitted GLMCV; got {type(model).__name__}.")
+    check_is_fitted(model, list(_FITTED_ATTRIBUTES))
+
+
+def _get_ax(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt  # only here: creating a figure is pyplot's job
+
+    _, ax = plt.subplots()
+    return ax
+
+
+def _lambda_axis(values: np.ndarray, log: bool) -> np.ndarray:
+    """x coordinates of λ values: log λ, or λ itself when ``log`` is False."""
+    values = np.asarray(values, dtype=float)
+    if not log:
+        return values
+    if np.any(values <= 0):
+        raise ValueError(
+            "The λ path contains values <= 0, which have no logarithm; use log=False."
+        )
+    return np.log(values)
+
+
+def _lambda_label(log: bool) -> str:
+    return "log(λ)" if log else "λ"
+
+
+def _feature_names(model: GLMCV, feature_names: Sequence[str] | None) -> list[str]:
+    p = model.coef_path_.shape[1]
+    if feature_names is not None:
+        names = [str(name) for name in feature_names]
+        if len(names) != p:
+            raise ValueError(
+                f"feature_names has {len(names)} names but the model has {p} features."
+            )
+        return names
+    if hasattr(model, "feature_names_in_"):
+        return [str(name) for name in model.feature_names_in_]
+    return [f"x{j}" for j in range(p)]
+
+
+def plot_coef_path(
+    model: GLMCV,
+    ax: Axes | None = None,
+    *,
+    feature_names: Sequence[str] | None = None,
+    log: bool = True,
+) -> Axes:
+    """Plot the coefficient path of a fitted GLMCV against log λ.
+
+    One line per feature shows ``coef_path_[:, j]`` (the full-data fit at each λ of
+    ``reg_lambda_path_``, after ``clip_coeffs``); a dashed vertical line marks the
+    chosen λ, ``reg_lambda_opt_``. The intercept is not drawn.
+
+    Parameters
+    ----------
+    model : GLMCV
+        A fitted :class:`~stglm.GLMCV`.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; by default a new figure with one Axes is created.
+    feature_names : sequence of str, optional
+        Legend labels, one per feature. By default ``model.feature_names_in_`` when
+        the model was fitted on a DataFrame, else ``x0, x1, ...``.
+    log : bool, default=True
+        Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a :class:`~stglm.GLMCV`.
+    sklearn.exceptions.NotFittedError
+        If ``model`` has not been fitted.
+    ValueError
+        If ``feature_names`` has the wrong length, or ``log`` is True and the path
+        contains λ = 0.
+    """
+    _check_model(model, "plot_coef_path")
+    names = _feature_names(model, feature_names)
+    ax = _get_ax(ax)
+    x = _lambda_axis(model.reg_lambda_path_, log)
+    for j, name in enumerate(names):
+        ax.plot(x, model.coef_path_[:, j], label=name, gid=f"coef:{name}")
+    x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
+    ax.axvline(x_opt, color="black", linestyle="--", linewidth=1.0,
+               label=f"chosen λ = {model.reg_lambda_opt_:.3g}", gid="lambda_opt")
+    ax.axhline(0.0, color="grey", linewidth=0.5, zorder=0)
+    ax.set_xlabel(_lambda_label(log))
+    ax.set_ylabel("coefficient")
+    ax.set_title(f"Coefficient path ({model.distr}, α = {model.alpha:g})")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> Axes:
+    """Plot the mean cross-validation score of a fitted GLMCV against log λ.
+
+    The line is ``scores_`` (the mean over folds of each fold's held-out score),
+    the shaded band ``scores_ ± scores_se_`` (one standard error of that mean).
+    A dashed vertical line marks the chosen λ; when ``select="one_se"`` chose a
+    λ other than the one with the best mean score, a dotted line marks the latter.
+
+    Parameters
+    ----------
+    model : GLMCV
+        A fitted :class:`~stglm.GLMCV`.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; by default a new figure with one Axes is created.
+    log : bool, default=True
+        Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a :class:`~stglm.GLMCV`.
+    sklearn.exceptions.NotFittedError
+        If ``model`` has not been fitted.
+    ValueError
+        If ``log`` is True and the path contains λ = 0.
+    """
+    _check_model(model, "plot_cv_curve")
+    ax = _get_ax(ax)
+    x = _lambda_axis(model.reg_lambda_path_, log)
+    mean, se = np.asarray(model.scores_), np.asarray(model.scores_se_)
+    metric = _METRIC_LABELS.get(model.score_metric, str(model.score_metric))
+    line = ax.plot(x, mean, marker="o", markersize=3, label=f"mean CV {metric}",
+                   gid="cv_mean")[0]
+    ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.25,
+                    linewidth=0, label="± 1 standard error", gid="cv_se")
+
+    x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
+    ax.axvline(x_opt, color="black", linestyle="--", linewidth=1.0,
+               label=f"chosen λ = {model.reg_lambda_opt_:.3g} ({model.select})",
+               gid="lambda_opt")
+    # The best mean score; ties go to the largest λ, the first in the decreasing path.
+    best = int(np.argmin(mean) if model.score_metric == "deviance" else np.argmax(mean))
+    if model.select == "one_se" and best != model.best_index_:
+        lam_best = float(model.reg_lambda_path_[best])
+        ax.axvline(x[best], color="grey", linestyle=":", linewidth=1.0,
+                   label=f"best-score λ = {lam_best:.3g}", gid="lambda_best")
+
+    n_folds = np.shape(model.cv_scores_)[0] if hasattr(model, "cv_scores_") else None
+    folds = f", {n_folds} folds" if n_folds else ""
+    ax.set_xlabel(_lambda_label(log))
+    ax.set_ylabel(f"mean CV {metric} (± 1 s.e.)")
+    ax.set_title(f"Cross-validation ({model.distr}, α = {model.alpha:g}{folds})")
+    ax.legend(fontsize="small")
+    return ax

@@ -1,0 +1,294 @@
+"""Spatial smoothing and spatial predictors for stglm's models.
+
+- :func:`calc_1nd_moment` — spateo's neighbour smoothing ``W̃ X`` (row-normalised graph).
+- Graphs: :func:`spatial_neighbors`, :func:`expression_neighbors`, :func:`get_graph`
+  (implemented in ``stglm._graphs``).
+- Predictors, as DataFrames indexed by ``obs_names`` and ready to be a design matrix:
+  :func:`niche_composition`, :func:`spatial_lag`, :func:`coordinates`.
+
+Sparse inputs stay sparse and no function writes into ``adata``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._graphs import (
+    check_adata,
+    expression_neighbors,
+    get_coords,
+    get_graph,
+    get_matrix,
+    get_obs_column,
+    size_factors,
+    spatial_neighbors,
+)
+from ._validation import Boolean, validate_params
+
+__all__ = [
+    "calc_1nd_moment",
+    "coordinates",
+    "expression_neighbors",
+    "get_graph",
+    "niche_composition",
+    "spatial_lag",
+    "spatial_neighbors",
+]
+
+Matrix = np.ndarray | sp.spmatrix | sp.sparray
+
+
+def _check_W(W: Any, normalize_W: bool) -> Matrix:
+    """W as a finite float64 square matrix (CSR of the same sparse family, or ndarray)."""
+    if sp.issparse(W):
+        if W.dtype.kind not in "biuf":
+            raise TypeError(f"W must be numeric; got dtype {W.dtype}.")
+        W = W.tocsr().astype(np.float64, copy=False)  # tocsr keeps spmatrix vs sparray
+        values = W.data
+    else:
+        try:
+            W = np.asarray(W, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"W must be a numeric dense or scipy sparse matrix; got {type(W).__name__}."
+            ) from None
+        values = W
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (n_obs, n_obs) matrix; got shape {W.shape}.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("W contains NaN or infinite values.")
+    if normalize_W and values.size and values.min() < 0:
+        raise ValueError(
+            "W has negative weights; row-normalising (normalize_W=True) needs non-negative weights."
+        )
+    return W
+
+
+def _check_moment_X(X: Any, n_obs: int) -> Matrix:
+    """X as a finite numeric 1-D or 2-D array (or sparse matrix) with ``n_obs`` rows."""
+    if sp.issparse(X):
+        values = X.data
+    else:
+        X = np.asarray(X)
+        values = X
+        if X.ndim not in (1, 2):
+            raise ValueError(f"X must be 1-D or 2-D; got {X.ndim}-D with shape {X.shape}.")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"X must be numeric; got dtype {X.dtype}.")
+    if X.shape[0] != n_obs:
+        raise ValueError(
+            f"X has {X.shape[0]} rows but W is {n_obs}×{n_obs}; W must be (n_obs, n_obs) with "
+            "n_obs = X.shape[0]."
+        )
+    if not np.all(np.isfinite(values)):
+        raise ValueError("X contains NaN or infinite values.")
+    return X
+
+
+def calc_1nd_moment(
+    X: Matrix, W: Matrix, normalize_W: bool = True
+) -> tuple[Matrix, Matrix] | Matrix:
+    """First moment of X over each cell's neighbours: ``W̃ @ X`` (spateo's smoothing).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_obs,) or (n_obs, n_features), or scipy sparse matrix/array
+        Values per cell (e.g. normalised expression).
+    W : ndarray, scipy sparse matrix or scipy sparse array of shape (n_obs, n_obs)
+        Neighbour weights; row ``i`` lists cell ``i``'s neighbours. Never densified.
+    normalize_W : bool, default True
+        Divide each row of W by its sum first, so row ``i`` of the result is the (weighted)
+        mean of X over cell ``i``'s neighbours. Needs non-negative weights.
+
+    Returns
+    -------
+    (W̃X, W̃) : tuple
+        When ``normalize_W`` is True. ``W̃`` is a new matrix of W's kind: an ndarray for dense W,
+        CSR for sparse W (``csr_matrix`` for a scipy sparse matrix, ``csr_array`` for a sparse
+        array). ``W̃X`` is an ndarray, or sparse when both X and W are sparse.
+    WX : ndarray or sparse
+        When ``normalize_W`` is False: only the product ``W @ X`` (spateo's second form).
+
+    Warns
+    -----
+    UserWarning
+        With ``normalize_W``, when some rows of W sum to 0 (cells without neighbours): those rows
+        of ``W̃`` and of the result are 0, not NaN as in spateo.
+
+    Raises
+    ------
+    ValueError
+        W not square, X's rows not matching W, NaN/inf values, or negative weights to normalise.
+    TypeError
+        Non-numeric W or X.
+    """
+    validate_params({"normalize_W": normalize_W}, {"normalize_W": Boolean()})
+    W = _check_W(W, normalize_W)
+    X = _check_moment_X(X, W.shape[0])
+    if not normalize_W:
+        return W @ X
+
+    row_sums = np.asarray(W.sum(axis=1), dtype=np.float64).ravel()
+    empty = row_sums == 0
+    if empty.any():
+        warnings.warn(
+            f"{int(empty.sum())} of {len(row_sums)} rows of W have no neighbours (row sum 0); "
+            "their smoothed values are set to 0.",
+            UserWarning,
+            stacklevel=2,
+        )
+    inv = np.divide(1.0, row_sums, out=np.zeros_like(row_sums), where=~empty)
+    if sp.issparse(W):
+        # scale the stored values row by row: O(nnz), same sparse family as the input
+        W_norm = W.copy()
+        W_norm.data = W_norm.data * np.repeat(inv, np.diff(W_norm.indptr))
+    else:
+        W_norm = W * inv[:, None]
+    return W_norm @ X, W_norm
+
+
+def _resolve_graph(adata: AnnData, graph: Any, graph_kwargs: dict[str, Any]) -> sp.csr_matrix:
+    return get_graph(adata, "spatial" if graph is None else graph, **graph_kwargs)
+
+
+def niche_composition(
+    adata: AnnData,
+    obs_key: str,
+    *,
+    graph: str | Matrix | None = None,
+    **graph_kwargs: Any,
+) -> pd.DataFrame:
+    """Share of each category of ``adata.obs[obs_key]`` among each cell's neighbours.
+
+    Parameters
+    ----------
+    adata : AnnData
+        The cells.
+    obs_key : str
+        A categorical (or discrete) column of ``adata.obs``, e.g. a cell type.
+    graph : str or matrix, optional
+        The neighbourhood graph, resolved by :func:`get_graph`: None or ``'spatial'`` builds
+        :func:`spatial_neighbors` with ``graph_kwargs``; also ``'expression'``, an
+        ``adata.obsp`` key, or an (n_obs, n_obs) matrix. Shares are weighted by the graph's
+        weights; the cell itself counts only if the graph has self-loops.
+    **graph_kwargs
+        Passed to the graph builder (e.g. ``n_neighbors=6, batch_key='list_ID'``).
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_obs, n_categories)
+        Indexed by ``obs_names``; columns ``niche_<category>`` in the column's category order
+        (sorted values for a non-categorical column; unused categories give a zero column).
+        Rows sum to 1; a cell without neighbours gets a row of zeros, with a ``UserWarning``.
+    """
+    check_adata(adata)
+    labels = get_obs_column(adata, obs_key, "obs_key")
+    categorical = pd.Categorical(labels)
+    W = _resolve_graph(adata, graph, graph_kwargs)
+    n_obs, n_cat = adata.n_obs, len(categorical.categories)
+    onehot = sp.csr_matrix(
+        (np.ones(n_obs), categorical.codes, np.arange(n_obs + 1)), shape=(n_obs, n_cat)
+    )
+    shares, _ = calc_1nd_moment(onehot, W)
+    columns = [f"niche_{c}" for c in categorical.categories]
+    return pd.DataFrame(shares.toarray(), index=adata.obs_names.copy(), columns=columns)
+
+
+def spatial_lag(
+    adata: AnnData,
+    genes: str | Sequence[str],
+    *,
+    graph: str | Matrix | None = None,
+    layer: str | None = None,
+    normalize: bool = True,
+    **graph_kwargs: Any,
+) -> pd.DataFrame:
+    """Neighbour mean of the expression of chosen genes (the spatial lag).
+
+    Parameters
+    ----------
+    adata : AnnData
+        Counts in ``X`` (or ``layers[layer]``), dense or sparse.
+    genes : str or sequence of str
+        Names in ``adata.var_names``.
+    graph : str or matrix, optional
+        The neighbourhood graph, resolved by :func:`get_graph` as in :func:`niche_composition`
+        (default: :func:`spatial_neighbors` with ``graph_kwargs``). Row-normalised, so each
+        value is a (weighted) mean over the cell's neighbours.
+    layer : str, optional
+        Use ``adata.layers[layer]`` instead of ``adata.X``.
+    normalize : bool, default True
+        Normalise counts to 1e4 per cell (totals over all genes) and apply log1p before
+        averaging. False averages the values as they are (an already normalised layer).
+    **graph_kwargs
+        Passed to the graph builder.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_obs, n_genes)
+        Indexed by ``obs_names``, columns ``lag_<gene>``. A cell without neighbours gets zeros,
+        with a ``UserWarning``. Only the chosen genes' columns are ever densified.
+    """
+    check_adata(adata)
+    validate_params({"normalize": normalize}, {"normalize": Boolean()})
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    if not genes or not all(isinstance(g, str) for g in genes):
+        raise TypeError(f"genes must be a gene name or a non-empty list of names; got {genes!r}.")
+    unknown = [g for g in genes if g not in adata.var_names]
+    if unknown:
+        raise ValueError(f"genes not in adata.var_names: {unknown}.")
+    if len(set(genes)) < len(genes):
+        raise ValueError(f"genes contains duplicates: {genes}.")
+    X = get_matrix(adata, layer)
+    scale = size_factors(X) if normalize else None  # checks X before the graph is built
+    W = _resolve_graph(adata, graph, graph_kwargs)
+
+    cols = adata.var_names.get_indexer(genes)
+    values = X[:, cols]
+    values = values.toarray() if sp.issparse(values) else np.asarray(values)
+    values = values.astype(np.float64)
+    if normalize:
+        values = np.log1p(values * scale[:, None])
+    elif not np.all(np.isfinite(values)):
+        raise ValueError("The selected genes' values contain NaN or infinite values.")
+    lag, _ = calc_1nd_moment(values, W)
+    return pd.DataFrame(lag, index=adata.obs_names.copy(), columns=[f"lag_{g}" for g in genes])
+
+
+def coordinates(adata: AnnData, *, standardize: bool = True) -> pd.DataFrame:
+    """Cell coordinates from ``adata.obsm['spatial']`` as predictors.
+
+    Parameters
+    ----------
+    adata : AnnData
+        Coordinates in ``obsm['spatial']`` (2 or 3 columns).
+    standardize : bool, default True
+        Centre each column and divide it by its standard deviation (ddof=0), so the penalty
+        treats x and y alike; a constant column becomes 0.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_obs, n_dims)
+        Indexed by ``obs_names``, columns ``x``, ``y`` (and ``z``).
+    """
+    check_adata(adata)
+    validate_params({"standardize": standardize}, {"standardize": Boolean()})
+    coords = get_coords(adata)
+    if coords.shape[1] not in (2, 3):
+        raise ValueError(
+            f"adata.obsm['spatial'] must have 2 or 3 columns (x, y[, z]); got {coords.shape[1]}."
+        )
+    if standardize:
+        coords = coords - coords.mean(axis=0)
+        std = coords.std(axis=0)
+        coords = np.divide(coords, std, out=np.zeros_like(coords), where=std > 0)
+    return pd.DataFrame(
+        coords, index=adata.obs_names.copy(), columns=list("xyz"[: coords.shape[1]])
+    )
