@@ -42,7 +42,8 @@ def batch_gradient(
     n_iter = 0
     for t in range(max_iter):
         g0, g = gradient(fam, pen, X, y, beta0, beta, icpt)
-        new_beta0 = beta0 - learning_rate * g0 if icpt else 0.0
+        # np.float64, not float: a diverging run must reach inf, not raise OverflowError.
+        new_beta0 = np.float64(beta0 - learning_rate * g0 if icpt else 0.0)
         new_beta = pen.prox(beta - learning_rate * g, learning_rate)
         step = np.sqrt((new_beta0 - beta0) ** 2 + np.sum((new_beta - beta) ** 2))
         size = np.sqrt(new_beta0**2 + np.sum(new_beta**2))
