@@ -56,9 +56,13 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     def _family(self) -> Family:
         return get_family(self.distr, eta=self.eta, theta=self.theta)
 
+    def _check_params(self) -> None:
+        """Check every constructor parameter against ``_constraints``; raises before any work."""
+        validate_params(self.get_params(deep=False), self._constraints)
+
     def _validate(self, X: Any, y: Any):
         """Check every parameter and the data before any work; returns (family, X, y, Tau)."""
-        validate_params(self.get_params(deep=False), self._constraints)
+        self._check_params()
         family = self._family()
         X_in, (X, y, Tau) = X, check_problem_data(X, y, family, self.Tau)
         # scikit-learn's bookkeeping of n_features_in_ / feature_names_in_ only; after the

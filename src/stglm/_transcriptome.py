@@ -19,7 +19,7 @@ from ._glm_cv import GLMCV
 from ._metrics import column_deviance, column_pseudo_r2
 from ._path import LAMBDA_MIN_RATIO, geometric_path, lambda_max_from_gradient
 from ._solvers.batched import BatchedNewtonCD, SharedDesign, null_gradients
-from ._validation import check_tau, check_X, validate_params
+from ._validation import check_tau, check_X
 
 __all__ = ["fit_genes"]
 
@@ -278,7 +278,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
                   verbose=False)
     else:
         est = GLMCV(**params, verbose=False)
-    validate_params(est.get_params(deep=False), est._constraints)
+    est._check_params()
     for name, value, low in (("chunk_size", chunk_size, 1), ("n_jobs", n_jobs, None)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)
                                   or (low is not None and value < low)):

@@ -15,10 +15,12 @@ import numpy as np
 
 from . import _metrics
 from ._families import get_family
+from ._fit_glm import fit_glm
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._objective import gradient, linear_predictor, objective
 from ._penalties import ElasticNet
+from .spatial import calc_1nd_moment
 
 __all__ = [
     "GLM",
@@ -28,7 +30,9 @@ __all__ = [
     "_nl",
     "_z",
     "batch_grad",
+    "calc_1nd_moment",
     "deviance",
+    "fit_glm",
     "log_likelihood",
     "pseudo_r2",
 ]

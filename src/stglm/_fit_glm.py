@@ -1,0 +1,166 @@
+"""spateo's ``fit_glm``: one gene of an AnnData against given predictors, λ by cross-validation."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from sklearn.model_selection import GridSearchCV
+
+from ._glm_cv import GLMCV
+from ._graphs import check_adata, get_graph, get_matrix, size_factors
+from ._transcriptome import COUNT_FAMILIES
+from ._validation import check_X
+from .spatial import calc_1nd_moment
+
+__all__ = ["fit_glm"]
+
+#: GLMCV parameters fit_glm sets unless the caller does (spateo's choices).
+FIT_GLM_DEFAULTS = {"distr": "poisson", "score_metric": "pseudo_r2"}
+#: The grid-search key prefix spateo documented for GLMCV's parameters.
+GRID_PREFIX = "classifier__"
+
+
+def _response(adata: AnnData, y_feat: Any, layer: str | None, smooth: bool, log: bool,
+              graph: Any) -> np.ndarray:
+    """The gene's expression, smoothed over ``graph`` and/or log1p-transformed as asked."""
+    matrix = get_matrix(adata, layer)
+    if smooth:
+        # Normalise every cell to 1e4 counts, then average over its neighbours (a new matrix:
+        # the caller's AnnData is never touched).
+        scaled = sp.diags(size_factors(matrix)) @ matrix
+        column = scaled[:, [adata.var_names.get_loc(y_feat)]]
+        column = calc_1nd_moment(column, get_graph(adata, graph), normalize_W=True)[0]
+    else:
+        column = matrix[:, [adata.var_names.get_loc(y_feat)]]
+    y = np.asarray(column.toarray() if sp.issparse(column) else column, dtype=np.float64).ravel()
+    return np.log1p(y) if log else y
+
+
+def fit_glm(
+    X: np.ndarray | pd.DataFrame,
+    adata: AnnData,
+    y_feat: str,
+    calc_first_moment: bool = True,
+    log_transform: bool = True,
+    gs_params: dict | None = None,
+    n_gs_cv: int | None = None,
+    return_model: bool = True,
+    *,
+    layer: str | None = None,
+    graph: Any = "expression",
+    **kwargs: Any,
+) -> tuple:
+    """Fit a penalised GLM of one gene on the predictors X, with λ chosen by cross-validation.
+
+    spateo 1.0's ``fit_glm``, without its bugs: ``adata`` is never modified and needs no
+    ``uns['__type']``, dense and sparse expression both work, and the optional grid
+    search picks the best model for the score metric (not the worst).
+
+    Parameters
+    ----------
+    X : ndarray or DataFrame of shape (n_obs, n_predictors)
+        Predictors; every column is used.
+    adata : AnnData
+        Source of the response: gene ``y_feat`` of ``adata.X`` (or ``layers[layer]``).
+    y_feat : str
+        The gene to model (a name in ``adata.var_names``).
+    calc_first_moment : bool, default=True
+        Gaussian and gamma only: normalise counts to 1e4 per cell and replace each cell
+        by the mean of its neighbours in ``graph`` (row-normalised), as spateo did to
+        soften dropouts (La Manno et al. 2018).
+    log_transform : bool, default=True
+        Gaussian and gamma only: log1p of the (smoothed) expression.
+    gs_params : dict, optional
+        Grid of GLMCV parameters (lists of values) searched with ``n_gs_cv``-fold CV;
+        keys may carry spateo's ``"classifier__"`` prefix.
+    n_gs_cv : int, optional
+        Folds of the grid search (default 5).
+    return_model : bool, default=True
+        Also return the fitted GLMCV.
+    layer : str, optional
+        Read expression from ``adata.layers[layer]``.
+    graph : {"expression", "spatial"}, obsp key or matrix, default="expression"
+        Graph of the first-moment smoothing: spateo's kNN graph in expression PCA space
+        (:func:`stglm.spatial.expression_neighbors`), the spatial kNN graph, a graph stored
+        in ``adata.obsp``, or an (n_obs, n_obs) matrix.
+    **kwargs
+        GLMCV parameters; ``distr`` defaults to "poisson" and ``score_metric`` to
+        "pseudo_r2" here. For count families ("poisson", "softplus", "neg-binomial")
+        smoothing and log transform are switched off (counts must stay counts), with a
+        warning when either was requested.
+
+    Returns
+    -------
+    intercept : float
+    Beta : ndarray of shape (n_predictors,)
+    opt_score : float
+        Mean cross-validated score at the chosen λ.
+    rex : ndarray of shape (n_obs,)
+        In-sample predictions of the response.
+    reg : GLMCV
+        The fitted model; only when ``return_model`` is True.
+    """
+    adata = check_adata(adata)
+    if not isinstance(y_feat, str) or y_feat not in adata.var_names:
+        raise ValueError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
+    X_values = check_X(X)
+    if X_values.shape[0] != adata.n_obs:
+        raise ValueError(f"X must have one row per cell of adata ({adata.n_obs}); "
+                         f"got {X_values.shape[0]}.")
+    for name, value in (("calc_first_moment", calc_first_moment), ("log_transform", log_transform),
+                        ("return_model", return_model)):
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False; got {value!r}.")
+    if n_gs_cv is not None and (not isinstance(n_gs_cv, int | np.integer) or n_gs_cv < 2):
+        raise ValueError(f"n_gs_cv must be an integer ≥ 2 or None; got {n_gs_cv!r}.")
+    grid = _grid(gs_params)
+    params = {**FIT_GLM_DEFAULTS, **kwargs}
+    unknown = set(params) - set(GLMCV._get_param_names())
+    if unknown:
+        raise TypeError(f"unknown GLMCV parameters in kwargs: {sorted(unknown)}.")
+    model = GLMCV(**params)
+    model._check_params()
+
+    if params["distr"] in COUNT_FAMILIES and (calc_first_moment or log_transform):
+        warnings.warn(
+            f"distr={params['distr']!r} models counts: calc_first_moment and log_transform are "
+            "switched off (pass both as False to silence this).", UserWarning, stacklevel=2)
+        calc_first_moment = log_transform = False
+    y = _response(adata, y_feat, layer, calc_first_moment, log_transform, graph)
+
+    if grid:
+        higher_is_better = model.score_metric == "pseudo_r2"
+        search = GridSearchCV(
+            model, grid, cv=n_gs_cv or 5,
+            scoring=(lambda est, Xs, ys: est.score(Xs, ys)) if higher_is_better
+            else (lambda est, Xs, ys: -est.score(Xs, ys)),
+        )
+        model = search.fit(X, y).best_estimator_
+    else:
+        model.fit(X, y)
+    opt_score = float(model.scores_[model.best_index_])
+    rex = model.predict(X)
+    out = (model.beta0_, model.beta_, opt_score, rex)
+    return (*out, model) if return_model else out
+
+
+def _grid(gs_params: dict | None) -> dict:
+    """The grid with spateo's "classifier__" prefixes removed, checked against GLMCV's names."""
+    if gs_params is None:
+        return {}
+    if not isinstance(gs_params, dict):
+        raise TypeError(f"gs_params must be a dict of parameter lists; got {type(gs_params).__name__}.")
+    grid = {}
+    for key, values in gs_params.items():
+        name = key[len(GRID_PREFIX):] if key.startswith(GRID_PREFIX) else key
+        if name not in GLMCV._get_param_names():
+            raise ValueError(f"gs_params key {key!r} is not a GLMCV parameter.")
+        if isinstance(values, str) or not hasattr(values, "__iter__"):
+            values = [values]
+        grid[name] = list(values)
+    return grid
