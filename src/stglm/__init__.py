@@ -4,7 +4,7 @@ from ._families import Family, get_family
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._penalties import ElasticNet, kkt_residual
-from . import datasets, get, spatial
+from . import datasets, get, plotting, spatial
 from ._fit_glm import fit_glm
 from ._transcriptome import fit_genes
 from .generalized_lm import batch_grad, deviance, log_likelihood, pseudo_r2
@@ -27,6 +27,7 @@ __all__ = [
     "get_family",
     "kkt_residual",
     "log_likelihood",
+    "plotting",
     "pseudo_r2",
     "spatial",
 ]

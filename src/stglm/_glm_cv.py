@@ -149,7 +149,7 @@ fit_intercept, random_seed, theta, verbose, solver
     # -- helpers -----------------------------------------------------------------------------
     def _folds(self, n_samples: int, X, y) -> list[tuple[np.ndarray, np.ndarray]]:
         """The (train, test) index pairs, validated."""
-        cv = self.cv
+        cv = 5 if self.cv is None else self.cv  # None: scikit-learn's default of 5 folds
         if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
             if cv < 2 or cv > n_samples:
                 raise ValueError(
@@ -163,7 +163,10 @@ fit_intercept, random_seed, theta, verbose, solver
         except (TypeError, ValueError) as err:
             raise ValueError(f"cv could not be used to split the data: {err}") from None
         if len(folds) < 2:
-            raise ValueError(f"cv must give at least 2 folds; got {len(folds)}.")
+            raise ValueError(
+                f"cv must give at least 2 folds; got {len(folds)} (an exhausted generator? "
+                "pass a list of (train, test) pairs or a splitter to refit)."
+            )
         for train, test in folds:
             for part in (train, test):
                 part = np.asarray(part)
@@ -241,7 +244,9 @@ fit_intercept, random_seed, theta, verbose, solver
         best = self.best_index_
         self.glm_._fit_validated(family, X, y, Tau,
                                  start=(full.intercepts[best], full.coefs[best]))
-        self.glm_.n_features_in_ = self.n_features_in_
+        for name in ("n_features_in_", "feature_names_in_"):  # glm_ predicts as GLMCV does
+            if hasattr(self, name):
+                setattr(self.glm_, name, getattr(self, name))
         self.beta0_, self.beta_ = self.glm_.beta0_, self.glm_.beta_
         self.ynull_ = float(np.mean(y))
         self.is_fitted_ = True

@@ -122,10 +122,11 @@ class RealSequence(Constraint):
         if isinstance(value, numbers.Real) and self.allow_scalar:
             self.element.check(name, value)
             return
-        try:
-            values = np.asarray(value, dtype=float)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a number or a list of numbers; got {value!r}.") from None
+        if isinstance(value, str | bytes) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in np.ravel(value)
+        ):
+            raise TypeError(f"{name} must be a number or a list of numbers; got {value!r}.")
+        values = np.asarray(value, dtype=float)
         if values.ndim != 1 or values.size == 0:
             raise ValueError(f"{name} must be a non-empty 1-D list of numbers; got {value!r}.")
         for v in values:

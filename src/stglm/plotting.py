@@ -46,7 +46,7 @@ def _get_ax(ax: Axes | None) -> Axes:
 
 
 def _lambda_axis(values: np.ndarray, log: bool) -> np.ndarray:
-    """x coordinates of λ values: log λ, or λ itself when ``log`` is False."""
+    """Positions of λ values on the x axis: log λ, or λ itself when ``log`` is False."""
     values = np.asarray(values, dtype=float)
     if not log:
         return values
