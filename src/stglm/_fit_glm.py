@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 
 from ._glm_cv import GLMCV
 from ._graphs import check_adata, get_graph, get_matrix, size_factors
@@ -34,7 +34,10 @@ def _response(adata: AnnData, y_feat: Any, layer: str | None, smooth: bool, log:
         # the caller's AnnData is never touched).
         scaled = sp.diags(size_factors(matrix)) @ matrix
         column = scaled[:, [adata.var_names.get_loc(y_feat)]]
-        column = calc_1nd_moment(column, get_graph(adata, graph), normalize_W=True)[0]
+        # spateo's expression graph is built from the same counts the response comes from.
+        expression = isinstance(graph, str) and graph == "expression"
+        W = get_graph(adata, graph, layer=layer) if expression else get_graph(adata, graph)
+        column = calc_1nd_moment(column, W, normalize_W=True)[0]
     else:
         column = matrix[:, [adata.var_names.get_loc(y_feat)]]
     y = np.asarray(column.toarray() if sp.issparse(column) else column, dtype=np.float64).ravel()
@@ -125,6 +128,9 @@ def fit_glm(
         raise TypeError(f"unknown GLMCV parameters in kwargs: {sorted(unknown)}.")
     model = GLMCV(**params)
     model._check_params()
+    for candidate in ParameterGrid(grid) if grid else ():
+        # GridSearchCV would turn a bad candidate into a warning and a NaN score.
+        GLMCV(**{**params, **candidate})._check_params()
 
     if params["distr"] in COUNT_FAMILIES and (calc_first_moment or log_transform):
         warnings.warn(

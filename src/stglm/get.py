@@ -8,7 +8,7 @@ from anndata import AnnData
 __all__ = ["coef_df"]
 
 
-def coef_df(adata: AnnData, key_added: str = "stglm", *, include_intercept: bool = False) -> pd.DataFrame:
+def coef_df(adata: AnnData, *, key_added: str = "stglm", include_intercept: bool = False) -> pd.DataFrame:
     """Coefficients written by :func:`stglm.fit_genes` as a long, tidy DataFrame.
 
     Parameters

@@ -111,3 +111,23 @@ def mean_nll(code, eta, theta, Y, Z):
             carry[k] = (total - out[k]) - term
             out[k] = total
     return out / n
+
+
+@njit(cache=True, nogil=True)
+def nll_and_terms(code, eta, theta, Y, Z, R, W):
+    """:func:`mean_nll` and :func:`newton_terms` in one pass (one μ per element)."""
+    n, g = Y.shape
+    out = np.zeros(g)
+    carry = np.zeros(g)
+    for i in range(n):
+        for k in range(g):
+            y, z = Y[i, k], Z[i, k]
+            mu = _mean_terms(code, eta, z)[0]
+            term = _nll(code, theta, y, mu) - carry[k]
+            total = out[k] + term
+            carry[k] = (total - out[k]) - term
+            out[k] = total
+            r, w = _newton_pair(code, eta, theta, y, z)
+            R[i, k] = r
+            W[i, k] = w if w > 0.0 else 0.0
+    return out / n

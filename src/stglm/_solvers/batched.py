@@ -17,7 +17,7 @@ from numba import njit
 
 from .._families import Family
 from ._cd_kernels import _cd_gram
-from ._family_kernels import family_code, mean_nll, newton_terms
+from ._family_kernels import family_code, nll_and_terms
 from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
 
 #: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
@@ -145,10 +145,6 @@ class BatchedNewtonCD:
         ridge = 0.5 * lam * (1 - self.alpha) * np.einsum("gj,gj->g", tb, tb)
         return ridge + lam * self.alpha * np.abs(beta).sum(axis=1)
 
-    def _objective(self, Y, Zlin, B, lam) -> np.ndarray:
-        """J per gene, up to terms in y alone."""
-        return mean_nll(*self.code, Y, Zlin) + self._penalty(B, lam)
-
     def _gradient(self, R, B, lam) -> np.ndarray:
         G = (self.design.Xt.T @ R).T / self.design.n
         beta = B[:, 1:] if self.design.fit_intercept else B
@@ -163,6 +159,10 @@ class BatchedNewtonCD:
         sub = np.where(pen, sub, np.abs(Gr))  # the intercept: its gradient
         return sub.max(axis=1)
 
+    def _evaluate(self, Y, Z, B, lam, R, W) -> np.ndarray:
+        """J per gene at (Z, B), filling R and W with the Newton terms there."""
+        return nll_and_terms(*self.code, Y, Z, R, W) + self._penalty(B, lam)
+
     def solve(self, Y: np.ndarray, lam: np.ndarray, B: np.ndarray | None = None,
               scale: np.ndarray | None = None) -> BatchResult:
         """Solve for every column of Y (n, G) with λ_g = ``lam[g]``, from B (G, m) or the null model."""
@@ -176,71 +176,86 @@ class BatchedNewtonCD:
         B = np.array(B, dtype=float)
         if scale is None:
             scale = np.maximum(1.0, np.abs(null_gradients(fam, d, Y)).max(axis=1, initial=0.0))
-        tol_abs = self.tol * scale
         n_iter = np.zeros(n_genes, dtype=int)
         converged = np.zeros(n_genes, dtype=bool)
-        stuck = np.zeros(n_genes, dtype=bool)
         kkt = np.full(n_genes, np.inf)
-        active = np.arange(n_genes)  # genes still iterating
-        Zlin = d.Xt @ B.T  # (n, G) linear predictors
+        # The working set: genes still iterating, their columns kept contiguous and compacted
+        # only when some leave.
+        genes = np.arange(n_genes)
+        Ya, Ba, la = np.ascontiguousarray(Y, dtype=float), B.copy(), lam
+        tol_a = self.tol * scale
+        it_a = np.zeros(n_genes, dtype=int)
+        stuck_a = np.zeros(n_genes, dtype=bool)
+        Za = d.Xt @ Ba.T
+        R, W = np.empty_like(Za), np.empty_like(Za)
+        ridge_block = slice(1, None) if d.fit_intercept else slice(None)
+        pen_mask = self.penalized[None, :]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            F = self._objective(Y, Zlin, B, lam)
-            for _ in range(self.max_iter + 1):
-                Ya, Za, Ba, la = Y[:, active], Zlin[:, active], B[active], lam[active]
-                R, W = np.empty_like(Za), np.empty_like(Za)
-                newton_terms(*self.code, Ya, Za, R, W)
+            F = self._evaluate(Ya, Za, Ba, la, R, W)
+            while True:
                 Gr = self._gradient(R, Ba, la)
-                kkt[active] = self._kkt(Gr, Ba, la)
-                done = kkt[active] <= tol_abs[active]
-                converged[active[done]] = True
-                stalled = (n_iter[active] >= self.max_iter) | stuck[active]
-                keep = ~done & ~stalled
-                if not keep.all():
-                    active, Ya, Za, Ba, la, W, Gr = (
-                        active[keep], Ya[:, keep], Za[:, keep], Ba[keep], la[keep], W[:, keep],
-                        Gr[keep])
-                if active.size == 0:
-                    break
-                n_iter[active] += 1
+                kkt_a = self._kkt(Gr, Ba, la)
+                done = kkt_a <= tol_a
+                leave = done | stuck_a | (it_a >= self.max_iter)
+                if leave.any():
+                    out = genes[leave]
+                    B[out], kkt[out], converged[out], n_iter[out] = (
+                        Ba[leave], kkt_a[leave], done[leave], it_a[leave])
+                    keep = ~leave
+                    if not keep.any():
+                        break
+                    genes, Ba, la, tol_a, it_a, stuck_a, kkt_a, Gr, F = (
+                        genes[keep], Ba[keep], la[keep], tol_a[keep], it_a[keep], stuck_a[keep],
+                        kkt_a[keep], Gr[keep], F[keep])
+                    Ya, Za, R, W = Ya[:, keep], Za[:, keep], R[:, keep], W[:, keep]
+                it_a += 1
                 H = d.hessians(W)
-                ridge_block = slice(1, None) if d.fit_intercept else slice(None)
                 H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[:, None, None] * self.gram
-                inner_tol = np.maximum(0.05 * kkt[active], 0.1 * tol_abs[active])
+                inner_tol = np.maximum(0.05 * kkt_a, 0.1 * tol_a)
                 X_new = _cd_gram_many(H, Gr, Ba, self.penalized, la * self.alpha, inner_tol,
                                       MAX_SWEEPS)
                 D = X_new - Ba
                 dZ = d.Xt @ D.T
-                pen_mask = self.penalized[None, :]
                 delta = (np.einsum("gj,gj->g", Gr, D)
-                         + la * self.alpha * (np.abs(X_new) * pen_mask - np.abs(Ba) * pen_mask).sum(1))
-                step, F_new = self._line_search(Ya, Za, dZ, Ba, D, la, F[active], delta)
+                         + la * self.alpha * ((np.abs(X_new) - np.abs(Ba)) * pen_mask).sum(1))
+                step, F_new, R_new, W_new = self._line_search(Ya, Za, dZ, Ba, D, la, F, delta)
                 moved = step > 0
                 # No representable decrease: as close as floating point gets; stop there.
-                stuck[active[~moved]] = True
-                B[active] = Ba + step[:, None] * D
-                Zlin[:, active] = Za + dZ * step[None, :]
-                F[active] = np.where(moved, F_new, F[active])
+                stuck_a |= ~moved
+                Ba += step[:, None] * D
+                Za += dZ * step[None, :]
+                if moved.all():
+                    F, R, W = F_new, R_new, W_new
+                else:
+                    F = np.where(moved, F_new, F)
+                    R[:, moved], W[:, moved] = R_new[:, moved], W_new[:, moved]
         m_beta = slice(1, None) if d.fit_intercept else slice(None)
         intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt)
 
     def _line_search(self, Y, Z, dZ, B, D, lam, F, delta):
-        """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none)."""
+        """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none).
+
+        Returns the steps, J there, and the Newton terms there (for the next iteration).
+        """
         n_genes = B.shape[0]
         step = np.ones(n_genes)
-        F_new = np.full(n_genes, np.nan)
+        R, W = np.empty_like(Z), np.empty_like(Z)
+        F_new = self._evaluate(Y, Z + dZ, B + D, lam, R, W)  # the full step, for every gene
         todo = np.arange(n_genes)
         eps = np.finfo(float).eps
         for _ in range(MAX_HALVINGS):
-            s = step[todo]
-            trial = self._objective(Y[:, todo], Z[:, todo] + dZ[:, todo] * s[None, :],
-                                    B[todo] + s[:, None] * D[todo], lam[todo])
+            s, trial = step[todo], F_new[todo]
             ok = trial <= F[todo] + ARMIJO * s * delta[todo]
             ok |= (s == 1.0) & (np.abs(trial - F[todo]) <= 16 * eps * np.abs(F[todo]))
-            F_new[todo[ok]] = trial[ok]
             todo = todo[~ok]
             if todo.size == 0:
-                break
+                return step, F_new, R, W
             step[todo] *= 0.5
+            s = step[todo]
+            Rt, Wt = np.empty((Z.shape[0], todo.size)), np.empty((Z.shape[0], todo.size))
+            F_new[todo] = self._evaluate(Y[:, todo], Z[:, todo] + dZ[:, todo] * s[None, :],
+                                         B[todo] + s[:, None] * D[todo], lam[todo], Rt, Wt)
+            R[:, todo], W[:, todo] = Rt, Wt
         step[todo] = 0.0
-        return step, F_new
+        return step, F_new, R, W
