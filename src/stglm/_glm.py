@@ -153,9 +153,11 @@ class GLM(_GLMBase):
     max_iter : int >= 1, default=1000
         Maximum number of iterations (outer Newton iterations for "irls-cd").
     tol : float > 0, default=1e-6
-        Stopping tolerance. "irls-cd" stops when the KKT residual of J is below
-        ``tol·max(1, ‖∇_β loss at the null model‖∞)``; "batch-gradient" stops when the
-        relative change of the coefficients is below ``tol`` (spateo's rule).
+        Stopping tolerance. "irls-cd" stops when the KKT residual of J is below ``tol``
+        times the size of the gradient's terms at the null model,
+        max_j (1/n)·Σ_i |x̃_ij|·|r_i| (so ``tol`` is relative, whatever the units of X and
+        y); "batch-gradient" stops when the relative change of the coefficients is below
+        ``tol`` (spateo's rule).
     eta : float, default=2.0
         Poisson only: the mean is e^z up to ``eta`` and continues linearly above it;
         ``np.inf`` gives the canonical log-linear Poisson model.

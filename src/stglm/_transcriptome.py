@@ -18,7 +18,8 @@ from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._metrics import column_deviance, column_pseudo_r2
 from ._path import LAMBDA_MIN_RATIO, geometric_path, lambda_max_from_gradient
-from ._solvers.batched import BatchedNewtonCD, SharedDesign, null_gradients
+from ._solvers._null_model import null_gradients, tolerance_scales
+from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._validation import check_tau, check_X
 
 __all__ = ["fit_genes"]
@@ -105,7 +106,7 @@ class _GeneFitter:
     def _path(self, design, Y, lams):
         """Warm-started path for every gene: arrays (K, G) intercepts and (K, G, p) coefs."""
         solver = self._solver(design)
-        scale = np.maximum(1.0, np.abs(null_gradients(self.family, design, Y)).max(axis=1, initial=0))
+        scale = tolerance_scales(self.family, design.X, Y, design.fit_intercept)
         K = lams.shape[1]
         icpt = np.zeros((K, Y.shape[1]))
         coefs = np.zeros((K, Y.shape[1], design.X.shape[1]))
@@ -138,7 +139,8 @@ class _GeneFitter:
         n_genes = Y.shape[1]
         if isinstance(e, GLMCV):
             if e.reg_lambda is None:
-                lmax = lambda_max_from_gradient(null_gradients(fam, d, Y), e.alpha)
+                lmax = lambda_max_from_gradient(null_gradients(fam, d.X, Y, d.fit_intercept),
+                                                e.alpha)
                 lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
             else:
                 fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]

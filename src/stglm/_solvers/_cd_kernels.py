@@ -3,7 +3,10 @@
 Both kernels minimise, over x (the new coefficients, intercept included when the
 caller includes it),
 
-    gᵀ(x − b) + ½ (x − b)ᵀ H (x − b) + l1 · Σ_{j penalised} |x_j|
+    gᵀ(x − b) + ½ (x − b)ᵀ H (x − b) + Σ_j l1w_j·|x_j|
+
+(``_cd_gram``: per-coordinate L1 weights ``l1w``, 0 for the intercept; ``_cd_csc_residual``:
+one weight ``l1`` for every β_j, none on the intercept.)
 
 ``_cd_gram`` works on a dense H (small p: each update costs O(p), independent of n).
 ``_cd_csc_residual`` never forms H = (1/n) X̃ᵀ diag(w) X̃ + l2·G: it applies it through an
@@ -30,18 +33,18 @@ def _soft(v, t):
 
 
 @njit(cache=True, nogil=True)
-def _active_set_solve(H, g, b, x, penalized, l1):
+def _active_set_solve(H, g, b, x, l1w):
     """Minimiser of the quadratic on the current support with the current signs, or None.
 
-    With the support A = {j : x_j ≠ 0 or j unpenalised} and signs s fixed, stationarity is
-    H_AA x_A = (H b)_A − g_A − l1·s_A; None when H_AA is singular to working precision
+    With the support A = {j : x_j ≠ 0 or l1w_j = 0} and signs s fixed, stationarity is
+    H_AA x_A = (H b)_A − g_A − l1w_A·s_A; None when H_AA is singular to working precision
     (its Cholesky factorisation fails).
     """
     m = b.shape[0]
     idx = np.empty(m, dtype=np.int64)
     k = 0
     for j in range(m):
-        if x[j] != 0.0 or not penalized[j]:
+        if x[j] != 0.0 or l1w[j] == 0.0:
             idx[k] = j
             k += 1
     if k == 0:
@@ -53,8 +56,8 @@ def _active_set_solve(H, g, b, x, penalized, l1):
         acc = -g[ja]
         for j in range(m):
             acc += H[ja, j] * b[j]
-        if penalized[ja]:
-            acc -= l1 * (1.0 if x[ja] > 0.0 else -1.0)
+        if l1w[ja] > 0.0:
+            acc -= l1w[ja] * (1.0 if x[ja] > 0.0 else -1.0)
         rhs[a] = acc
         for c in range(k):
             A[a, c] = H[ja, idx[c]]
@@ -90,7 +93,7 @@ def _active_set_solve(H, g, b, x, penalized, l1):
 
 
 @njit(cache=True, nogil=True)
-def _step_to_support(x, exact, penalized):
+def _step_to_support(x, exact, l1w):
     """Move x toward ``exact`` until the first coordinate changes sign, zeroing it.
 
     J restricted to the current signs is a convex quadratic minimised at ``exact``, so the
@@ -99,19 +102,19 @@ def _step_to_support(x, exact, penalized):
     """
     t = 1.0
     for j in range(x.shape[0]):
-        if penalized[j] and x[j] != 0.0 and (exact[j] > 0.0) != (x[j] > 0.0):
+        if l1w[j] > 0.0 and x[j] != 0.0 and (exact[j] > 0.0) != (x[j] > 0.0):
             t = min(t, x[j] / (x[j] - exact[j]))
     for j in range(x.shape[0]):
-        if penalized[j] and x[j] != 0.0 and (exact[j] > 0.0) != (x[j] > 0.0) and \
+        if l1w[j] > 0.0 and x[j] != 0.0 and (exact[j] > 0.0) != (x[j] > 0.0) and \
                 x[j] / (x[j] - exact[j]) <= t:
             x[j] = 0.0
-        elif x[j] != 0.0 or not penalized[j]:
+        elif x[j] != 0.0 or l1w[j] == 0.0:
             x[j] += t * (exact[j] - x[j])
     return t == 1.0
 
 
 @njit(cache=True, nogil=True)
-def _cd_gram(H, g, b, penalized, l1, tol, max_sweeps):
+def _cd_gram(H, g, b, l1w, tol, max_sweeps):
     """Coordinate descent on a dense Hessian H; returns (x, sweeps).
 
     Sweeps over the support alternate with an exact solve on it (:func:`_active_set_solve`,
@@ -136,7 +139,7 @@ def _cd_gram(H, g, b, penalized, l1, tol, max_sweeps):
                 continue
             old = x[j]
             v = hjj * old - q[j]
-            new = _soft(v, l1) / hjj if penalized[j] else v / hjj
+            new = _soft(v, l1w[j]) / hjj
             d = new - old
             if d != 0.0:
                 x[j] = new
@@ -147,16 +150,16 @@ def _cd_gram(H, g, b, penalized, l1, tol, max_sweeps):
                     max_change = change
         if full:
             for j in range(m):
-                active[j] = (x[j] != 0.0) or not penalized[j]
+                active[j] = (x[j] != 0.0) or l1w[j] == 0.0
             if max_change < tol:
                 break
             full = False
         elif max_change < tol:
             full = True  # confirm with a sweep over every coordinate
         else:
-            exact = _active_set_solve(H, g, b, x, penalized, l1)
+            exact = _active_set_solve(H, g, b, x, l1w)
             if exact is not None:
-                _step_to_support(x, exact, penalized)
+                _step_to_support(x, exact, l1w)
                 for k in range(m):  # q = g + H(x − b), afresh
                     acc = g[k]
                     for j in range(m):

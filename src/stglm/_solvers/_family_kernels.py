@@ -87,35 +87,9 @@ def _newton_pair(code, eta, theta, y, z):
 
 
 @njit(cache=True, nogil=True)
-def newton_terms(code, eta, theta, Y, Z, R, W):
-    """Fill R and W (n, G) with the residuals and weights at (Y, Z)."""
-    n, g = Y.shape
-    for i in range(n):
-        for k in range(g):
-            r, w = _newton_pair(code, eta, theta, Y[i, k], Z[i, k])
-            R[i, k] = r
-            W[i, k] = w if w > 0.0 else 0.0
-
-
-@njit(cache=True, nogil=True)
-def mean_nll(code, eta, theta, Y, Z):
-    """Per column, the mean of −ℓ(y, μ(z)) up to terms in y alone; shape (G,)."""
-    n, g = Y.shape
-    out = np.zeros(g)
-    carry = np.zeros(g)  # Kahan compensation: J is compared to rounding near the optimum
-    for i in range(n):
-        for k in range(g):
-            mu = _mean_terms(code, eta, Z[i, k])[0]
-            term = _nll(code, theta, Y[i, k], mu) - carry[k]
-            total = out[k] + term
-            carry[k] = (total - out[k]) - term
-            out[k] = total
-    return out / n
-
-
-@njit(cache=True, nogil=True)
 def nll_and_terms(code, eta, theta, Y, Z, R, W):
-    """:func:`mean_nll` and :func:`newton_terms` in one pass (one μ per element)."""
+    """Per column the mean of −ℓ(y, μ(z)) up to terms in y alone (shape (G,)), and R, W
+    (n, G) filled with the working residuals and curvature weights, in one pass."""
     n, g = Y.shape
     out = np.zeros(g)
     carry = np.zeros(g)

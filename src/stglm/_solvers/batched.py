@@ -18,6 +18,8 @@ from numba import njit
 from .._families import Family
 from ._cd_kernels import _cd_gram
 from ._family_kernels import family_code, nll_and_terms
+from ._null_model import null_intercepts, tolerance_scales
+from ._scaling import DesignScaling
 from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
 
 #: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
@@ -25,17 +27,21 @@ PAIR_BYTES_BUDGET = 256 * 2**20
 
 
 @njit(cache=True, nogil=True)
-def _cd_gram_many(H, g, b, penalized, l1, tol, max_sweeps):
-    """:func:`_cd_gram` for each gene: H (G, m, m), g and b (G, m), l1 and tol (G,)."""
+def _cd_gram_many(H, g, b, l1w, tol, max_sweeps):
+    """:func:`_cd_gram` for each gene: H (G, m, m), g, b and l1w (G, m), tol (G,)."""
     out = np.empty_like(b)
     for k in range(b.shape[0]):
-        x, _ = _cd_gram(H[k], g[k], b[k], penalized, l1[k], tol[k], max_sweeps)
+        x, _ = _cd_gram(H[k], g[k], b[k], l1w[k], tol[k], max_sweeps)
         out[k] = x
     return out
 
 
 class SharedDesign:
     """A dense design X̃ = [1, X] (or X) with its column-pair products, built once.
+
+    The pair products are those of the centred, scaled design X̃' = X̃·T (see
+    :mod:`stglm._solvers._scaling`), so the Hessians come out in the coordinates in which
+    the Newton model is solved.
 
     Parameters
     ----------
@@ -50,6 +56,9 @@ class SharedDesign:
         self.fit_intercept = fit_intercept
         self.X = X
         self.Xt = np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+        self.scaling = DesignScaling(X, fit_intercept)
+        scaled = self.scaling.design(X)
+        self.Xt_scaled = np.hstack([np.ones((X.shape[0], 1)), scaled]) if fit_intercept else scaled
         n, m = self.Xt.shape
         self.n, self.m = n, m
         self.rows, self.cols = np.triu_indices(m)
@@ -60,7 +69,7 @@ class SharedDesign:
         self.Z = self._pairs(slice(None)) if self.block == n else None
 
     def _pairs(self, rows: slice) -> np.ndarray:
-        Xt = self.Xt[rows]
+        Xt = self.Xt_scaled[rows]
         return Xt[:, self.rows] * Xt[:, self.cols]
 
     def subset(self, index: np.ndarray) -> SharedDesign:
@@ -69,7 +78,7 @@ class SharedDesign:
         return SharedDesign(X, self.fit_intercept)
 
     def hessians(self, W: np.ndarray) -> np.ndarray:
-        """(1/n)·X̃ᵀdiag(w_g)X̃ for each column w_g of W; shape (G, m, m)."""
+        """(1/n)·X̃'ᵀdiag(w_g)X̃' for each column w_g of W; shape (G, m, m)."""
         if self.Z is not None:
             packed = self.Z.T @ W
         else:
@@ -95,23 +104,6 @@ class BatchResult:
     kkt: np.ndarray
 
 
-def null_intercepts(family: Family, Y: np.ndarray, fit_intercept: bool) -> np.ndarray:
-    """link(ȳ_g) per gene (0 without intercept); all-zero counts give μ = 1e-10."""
-    if not fit_intercept:
-        return np.zeros(Y.shape[1])
-    y_bar = Y.mean(axis=0)
-    if family.name != "gaussian":
-        y_bar = np.maximum(y_bar, 1e-10)
-    return np.asarray(family.link(y_bar), dtype=float)
-
-
-def null_gradients(family: Family, design: SharedDesign, Y: np.ndarray) -> np.ndarray:
-    """∇_β loss at each gene's null model; shape (G, p)."""
-    z0 = null_intercepts(family, Y, design.fit_intercept)
-    R = family.residual(Y, np.broadcast_to(z0, Y.shape))
-    return (design.X.T @ R).T / design.n
-
-
 class BatchedNewtonCD:
     """Minimise J for every column of Y at its own λ (shared α, Γ, family and design).
 
@@ -123,7 +115,7 @@ class BatchedNewtonCD:
     Tau : ndarray of shape (p, p) or None
     max_iter, tol : int, float
         As in :class:`stglm._solvers.newton_cd.NewtonCD`; ``tol`` is relative to each
-        gene's ``scale`` (max(1, ‖null gradient‖∞) unless given).
+        gene's ``scale`` (:func:`stglm._solvers._null_model.tolerance_scales` unless given).
     """
 
     def __init__(self, family: Family, design: SharedDesign, alpha: float, Tau, *, max_iter: int,
@@ -137,6 +129,9 @@ class BatchedNewtonCD:
         self.penalized = np.ones(design.m, dtype=bool)
         if design.fit_intercept:
             self.penalized[0] = False
+        self.gram_scaled = design.scaling.ridge_gram(self.gram)
+        # A change of the scaled gradient by t is one of up to t·s_j in the original units.
+        self.tol_factor = max(1.0, float(design.scaling.scale.max()))
 
     # -- vectorised pieces (rows of B are genes; B includes the intercept column if any) ------
     def _penalty(self, B: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -175,7 +170,7 @@ class BatchedNewtonCD:
                 B[:, 0] = null_intercepts(fam, Y, True)
         B = np.array(B, dtype=float)
         if scale is None:
-            scale = np.maximum(1.0, np.abs(null_gradients(fam, d, Y)).max(axis=1, initial=0.0))
+            scale = tolerance_scales(fam, d.X, Y, d.fit_intercept)
         n_iter = np.zeros(n_genes, dtype=int)
         converged = np.zeros(n_genes, dtype=bool)
         kkt = np.full(n_genes, np.inf)
@@ -186,16 +181,18 @@ class BatchedNewtonCD:
         tol_a = self.tol * scale
         it_a = np.zeros(n_genes, dtype=int)
         stuck_a = np.zeros(n_genes, dtype=bool)
+        at_minimum = np.zeros(n_genes, dtype=bool)
         Za = d.Xt @ Ba.T
         R, W = np.empty_like(Za), np.empty_like(Za)
         ridge_block = slice(1, None) if d.fit_intercept else slice(None)
+        sc = d.scaling
         pen_mask = self.penalized[None, :]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             F = self._evaluate(Ya, Za, Ba, la, R, W)
             while True:
                 Gr = self._gradient(R, Ba, la)
                 kkt_a = self._kkt(Gr, Ba, la)
-                done = kkt_a <= tol_a
+                done = (kkt_a <= tol_a) | at_minimum
                 leave = done | stuck_a | (it_a >= self.max_iter)
                 if leave.any():
                     out = genes[leave]
@@ -204,17 +201,20 @@ class BatchedNewtonCD:
                     keep = ~leave
                     if not keep.any():
                         break
-                    genes, Ba, la, tol_a, it_a, stuck_a, kkt_a, Gr, F = (
+                    genes, Ba, la, tol_a, it_a, stuck_a, kkt_a, Gr, F, at_minimum = (
                         genes[keep], Ba[keep], la[keep], tol_a[keep], it_a[keep], stuck_a[keep],
-                        kkt_a[keep], Gr[keep], F[keep])
+                        kkt_a[keep], Gr[keep], F[keep], at_minimum[keep])
                     Ya, Za, R, W = Ya[:, keep], Za[:, keep], R[:, keep], W[:, keep]
                 it_a += 1
-                H = d.hessians(W)
-                H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[:, None, None] * self.gram
-                inner_tol = np.maximum(0.05 * kkt_a, 0.1 * tol_a)
-                X_new = _cd_gram_many(H, Gr, Ba, self.penalized, la * self.alpha, inner_tol,
-                                      MAX_SWEEPS)
+                H = d.hessians(W)  # in the scaled coordinates b' (see _scaling)
+                H[:, ridge_block, ridge_block] += (
+                    (la * (1 - self.alpha))[:, None, None] * self.gram_scaled)
+                inner_tol = np.maximum(0.05 * kkt_a, 0.1 * tol_a) / self.tol_factor
+                X_new = sc.from_scaled(_cd_gram_many(
+                    H, sc.gradient_to_scaled(Gr), sc.to_scaled(Ba), sc.l1_weights(la * self.alpha),
+                    inner_tol, MAX_SWEEPS))
                 D = X_new - Ba
+                at_minimum = ~D.any(axis=1)  # the model's minimiser is the current point
                 dZ = d.Xt @ D.T
                 delta = (np.einsum("gj,gj->g", Gr, D)
                          + la * self.alpha * ((np.abs(X_new) - np.abs(Ba)) * pen_mask).sum(1))

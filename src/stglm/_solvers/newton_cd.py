@@ -11,7 +11,9 @@ Each outer iteration
 
 It stops when the KKT residual of J (:func:`stglm._penalties.kkt_residual`) falls
 below ``tol`` times a scale that makes ``tol`` independent of how X and y are
-measured: max(1, ‖∇_β loss at the null model‖∞).
+measured: the size of the gradient's terms at the null model,
+max_j (1/n)·Σ_i |x̃_ij|·|r_i| (:func:`stglm._solvers._null_model.tolerance_scales`), or
+when the Newton step is exactly zero (nothing left to gain in floating point).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import scipy.sparse as sp
 from .._penalties import kkt_residual
 from ._cd_kernels import _cd_csc_residual, _cd_gram
 from ._common import Problem, SolverResult
-from ._family_kernels import family_code, mean_nll, newton_terms
+from ._family_kernels import family_code, nll_and_terms
+from ._null_model import null_gradients, null_intercepts, tolerance_scales
+from ._scaling import DesignScaling
 
 #: Above this many features the Hessian is never formed (residual-update CD instead).
 GRAM_MAX_FEATURES = 1000
@@ -33,27 +37,24 @@ MAX_HALVINGS = 50
 MAX_SWEEPS = 100_000
 
 
+def _column(problem: Problem) -> np.ndarray:
+    return np.asarray(problem.y, dtype=float).reshape(-1, 1)
+
+
 def null_intercept(problem: Problem) -> float:
     """Intercept of the null model, link(ȳ) (0 without intercept)."""
-    if not problem.fit_intercept:
-        return 0.0
-    fam = problem.family
-    y_bar = float(np.mean(problem.y))
-    if fam.name != "gaussian":
-        y_bar = max(y_bar, 1e-10)  # an all-zero count vector: μ → 0 from above
-    return float(fam.link(y_bar))
+    return float(null_intercepts(problem.family, _column(problem), problem.fit_intercept)[0])
 
 
 def null_gradient(problem: Problem) -> np.ndarray:
     """∇_β of the mean negative log-likelihood at the null model (β = 0, β0 = link(ȳ))."""
-    z = np.full(problem.n_samples, null_intercept(problem))
-    r = problem.family.residual(problem.y, z)
-    return np.asarray(problem.X.T @ r, dtype=float).reshape(-1) / problem.n_samples
+    return null_gradients(problem.family, problem.X, _column(problem), problem.fit_intercept)[0]
 
 
 def tolerance_scale(problem: Problem) -> float:
-    """max(1, ‖null_gradient‖∞): the KKT residual is compared with ``tol`` times this."""
-    return max(1.0, float(np.max(np.abs(null_gradient(problem)), initial=0.0)))
+    """Scale of the KKT stopping rule; see :func:`stglm._solvers._null_model.tolerance_scales`."""
+    return float(tolerance_scales(problem.family, problem.X, _column(problem),
+                                  problem.fit_intercept)[0])
 
 
 class NewtonCD:
@@ -77,28 +78,26 @@ class NewtonCD:
         X = problem.X
         p = problem.n_features
         self.use_gram = p <= GRAM_MAX_FEATURES
-        if not self.use_gram:
+        if self.use_gram:
+            # The Newton model is solved for centred, scaled columns (see _scaling).
+            self.scaling = DesignScaling(X, problem.fit_intercept)
+            self.X_scaled = None if sp.issparse(X) else self.scaling.design(X)
+            self.ridge_scaled = problem.penalty.l2 * self.scaling.ridge_gram(
+                problem.penalty.tikhonov_gram(p))
+        else:
             # Residual updates walk columns: CSC (a dense X is converted once).
             self.X_csc = sp.csc_matrix(X)
         self.ridge_gram = problem.penalty.gram  # None means the identity
         self.code = family_code(problem.family)
         self.y2d = np.ascontiguousarray(problem.y, dtype=float).reshape(-1, 1)
-        m = p + 1 if problem.fit_intercept else p
-        self.penalized = np.ones(m, dtype=bool)
-        if problem.fit_intercept:
-            self.penalized[0] = False
 
     # -- pieces of one iteration -------------------------------------------------------------
-    def _objective(self, z: np.ndarray, beta: np.ndarray) -> float:
-        """J up to terms in y alone (they cancel in every comparison the solver makes)."""
-        nll = mean_nll(*self.code, self.y2d, z.reshape(-1, 1))[0]
-        return float(nll + self.problem.penalty.value(beta))
-
-    def _newton_terms(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Working residual r and curvature weights w at z."""
+    def _evaluate(self, z: np.ndarray, beta: np.ndarray):
+        """(J, r, w) at z: J up to terms in y alone (they cancel in every comparison the
+        solver makes), the working residual and the curvature weights, in one pass."""
         r, w = np.empty((z.size, 1)), np.empty((z.size, 1))
-        newton_terms(*self.code, self.y2d, z.reshape(-1, 1), r, w)
-        return r[:, 0], w[:, 0]
+        nll = nll_and_terms(*self.code, self.y2d, z.reshape(-1, 1), r, w)[0]
+        return float(nll + self.problem.penalty.value(beta)), r[:, 0], w[:, 0]
 
     def _gradient(self, r: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
         n = self.problem.n_samples
@@ -107,34 +106,51 @@ class NewtonCD:
         return float(r.sum() / n), g
 
     def _hessian(self, w: np.ndarray) -> np.ndarray:
-        """(1/n)·X̃ᵀ diag(w) X̃ + λ(1−α)ΓᵀΓ on the β block; X̃ = [1, X] with intercept."""
+        """Hessian of the Newton model in the scaled coordinates b' (see _scaling).
+
+        (1/n)·X̃'ᵀ diag(w) X̃' + λ(1−α)·S⁻¹ΓᵀΓS⁻¹ on the β block, X̃' = [1, (X − c)/s].
+        """
         X, n, p = self.problem.X, self.problem.n_samples, self.problem.n_features
-        if sp.issparse(X):
-            Hxx = (X.T @ sp.csr_matrix(X.multiply(w[:, None]))).toarray()
+        icpt = self.problem.fit_intercept
+        if self.X_scaled is None:  # sparse: keep X sparse, transform the small Hessian
+            Hxx = (X.T @ sp.csr_matrix(X.multiply(w[:, None]))).toarray() / n
+            if icpt:
+                H = np.empty((p + 1, p + 1))
+                H[0, 0] = w.sum() / n
+                H[0, 1:] = H[1:, 0] = np.asarray(X.T @ w, dtype=float).reshape(-1) / n
+                H[1:, 1:] = Hxx
+            else:
+                H = Hxx
+            H = self.scaling.hessian_to_scaled(H[None])[0]
         else:
-            Xs = X * np.sqrt(w)[:, None]
-            Hxx = Xs.T @ Xs
-        Hxx /= n
-        Hxx += self.problem.penalty.l2 * self.problem.penalty.tikhonov_gram(p)
-        if not self.problem.fit_intercept:
-            return Hxx
-        H = np.empty((p + 1, p + 1))
-        H[0, 0] = w.sum() / n
-        H[0, 1:] = H[1:, 0] = np.asarray(X.T @ w, dtype=float).reshape(-1) / n
-        H[1:, 1:] = Hxx
+            Xs = self.X_scaled * np.sqrt(w)[:, None]
+            H = np.empty((p + 1, p + 1)) if icpt else None
+            Hxx = Xs.T @ Xs / n
+            if icpt:
+                H[0, 0] = w.sum() / n
+                H[0, 1:] = H[1:, 0] = (w @ self.X_scaled) / n
+                H[1:, 1:] = Hxx
+            else:
+                H = Hxx
+        block = slice(1, None) if icpt else slice(None)
+        H[block, block] += self.ridge_scaled
         return H
 
     def _direction(self, r, w, g0, g, beta0, beta, inner_tol):
         """Minimiser (x0, x) of the penalised quadratic model around (β0, β)."""
         pen = self.problem.penalty
         if self.use_gram:
-            H = self._hessian(w)
-            if self.problem.fit_intercept:
-                b, grad = np.concatenate([[beta0], beta]), np.concatenate([[g0], g])
-            else:
-                b, grad = beta, g
-            x, _ = _cd_gram(H, grad, b, self.penalized, pen.l1, inner_tol, MAX_SWEEPS)
-            return (x[0], x[1:]) if self.problem.fit_intercept else (0.0, x)
+            sc = self.scaling
+            icpt = self.problem.fit_intercept
+            b = np.concatenate([[beta0], beta]) if icpt else beta
+            grad = np.concatenate([[g0], g]) if icpt else g
+            # A change of the scaled gradient by t is one of up to t·s_j in the original.
+            tol_scaled = inner_tol / max(1.0, float(sc.scale.max()))
+            x, _ = _cd_gram(self._hessian(w), sc.gradient_to_scaled(grad[None])[0],
+                            sc.to_scaled(b[None])[0], sc.l1_weights(np.array([pen.l1]))[0],
+                            tol_scaled, MAX_SWEEPS)
+            x = sc.from_scaled(x[None])[0]
+            return (x[0], x[1:]) if icpt else (0.0, x)
         Xc = self.X_csc
         G = np.zeros((0, 0)) if self.ridge_gram is None else self.ridge_gram
         x0, x, _ = _cd_csc_residual(
@@ -151,12 +167,11 @@ class NewtonCD:
         beta = np.array(beta, dtype=float)
         beta0 = float(beta0) if prob.fit_intercept else 0.0
         z = np.asarray(X @ beta, dtype=float).reshape(-1) + beta0
-        F = self._objective(z, beta)
+        F, r, w = self._evaluate(z, beta)
         converged = False
         n_iter = 0
         kkt = np.inf
         while True:
-            r, w = self._newton_terms(z)
             g0, g = self._gradient(r, beta)
             kkt = kkt_residual(g, beta, l1, g0 if prob.fit_intercept else None)
             if kkt <= self.tol_abs:
@@ -168,29 +183,34 @@ class NewtonCD:
             inner_tol = max(0.05 * kkt, 0.1 * self.tol_abs)
             x0, x = self._direction(r, w, g0, g, beta0, beta, inner_tol)
             d0, d = x0 - beta0, x - beta
+            if d0 == 0.0 and not d.any():
+                converged = True  # the model's minimiser is the current point
+                break
             dz = np.asarray(X @ d, dtype=float).reshape(-1) + d0
             # Predicted decrease of the model's linear part (≤ 0 for a descent step).
             delta = g0 * d0 + g @ d + l1 * (np.abs(x).sum() - np.abs(beta).sum())
-            step, F_new = self._line_search(z, dz, beta, d, F, delta)
+            step, evaluated = self._line_search(z, dz, beta, d, F, delta)
             if step == 0.0:
                 break  # no decrease representable in floating point: as close as we get
             beta0, beta = beta0 + step * d0, beta + step * d
             z = z + step * dz
-            F = F_new
+            F, r, w = evaluated
         return SolverResult(beta0, beta, n_iter, converged, kkt)
 
     def _line_search(self, z, dz, beta, d, F, delta):
-        """Largest step 2^-k with sufficient decrease of J; (0, F) if there is none."""
+        """Largest step 2^-k with sufficient decrease of J and (J, r, w) there; (0, None) if
+        there is none."""
         step = 1.0
         for _ in range(MAX_HALVINGS):
-            F_new = self._objective(z + step * dz, beta + step * d)
+            evaluated = self._evaluate(z + step * dz, beta + step * d)
+            F_new = evaluated[0]
             if F_new <= F + ARMIJO * step * delta:
-                return step, F_new
+                return step, evaluated
             # At the optimum J is flat to rounding: take the full step if J is unchanged.
             if step == 1.0 and abs(F_new - F) <= 16 * np.finfo(float).eps * abs(F):
-                return step, F_new
+                return step, evaluated
             step *= 0.5
-        return 0.0, F
+        return 0.0, None
 
 
 def newton_cd(problem: Problem, beta0: float, beta: np.ndarray, *, max_iter: int, tol: float,
