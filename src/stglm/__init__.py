@@ -1,11 +1,11 @@
 """stglm: penalised generalized linear models for spatial transcriptomics."""
 
+from . import datasets, get, plotting, spatial
 from ._families import Family, get_family
+from ._fit_glm import fit_glm
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._penalties import ElasticNet, kkt_residual
-from . import datasets, get, plotting, spatial
-from ._fit_glm import fit_glm
 from ._transcriptome import fit_genes
 from .generalized_lm import batch_grad, deviance, log_likelihood, pseudo_r2
 from .spatial import calc_1nd_moment

@@ -25,8 +25,9 @@ FIT_GLM_DEFAULTS = {"distr": "poisson", "score_metric": "pseudo_r2"}
 GRID_PREFIX = "classifier__"
 
 
-def _response(adata: AnnData, y_feat: Any, layer: str | None, smooth: bool, log: bool,
-              graph: Any) -> np.ndarray:
+def _response(
+    adata: AnnData, y_feat: Any, layer: str | None, smooth: bool, log: bool, graph: Any
+) -> np.ndarray:
     """The gene's expression, smoothed over ``graph`` and/or log1p-transformed as asked."""
     matrix = get_matrix(adata, layer)
     if smooth:
@@ -113,10 +114,14 @@ def fit_glm(
         raise ValueError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
     X_values = check_X(X)
     if X_values.shape[0] != adata.n_obs:
-        raise ValueError(f"X must have one row per cell of adata ({adata.n_obs}); "
-                         f"got {X_values.shape[0]}.")
-    for name, value in (("calc_first_moment", calc_first_moment), ("log_transform", log_transform),
-                        ("return_model", return_model)):
+        raise ValueError(
+            f"X must have one row per cell of adata ({adata.n_obs}); got {X_values.shape[0]}."
+        )
+    for name, value in (
+        ("calc_first_moment", calc_first_moment),
+        ("log_transform", log_transform),
+        ("return_model", return_model),
+    ):
         if not isinstance(value, bool | np.bool_):
             raise TypeError(f"{name} must be True or False; got {value!r}.")
     if n_gs_cv is not None and (not isinstance(n_gs_cv, int | np.integer) or n_gs_cv < 2):
@@ -135,15 +140,21 @@ def fit_glm(
     if params["distr"] in COUNT_FAMILIES and (calc_first_moment or log_transform):
         warnings.warn(
             f"distr={params['distr']!r} models counts: calc_first_moment and log_transform are "
-            "switched off (pass both as False to silence this).", UserWarning, stacklevel=2)
+            "switched off (pass both as False to silence this).",
+            UserWarning,
+            stacklevel=2,
+        )
         calc_first_moment = log_transform = False
     y = _response(adata, y_feat, layer, calc_first_moment, log_transform, graph)
 
     if grid:
         higher_is_better = model.score_metric == "pseudo_r2"
         search = GridSearchCV(
-            model, grid, cv=n_gs_cv or 5,
-            scoring=(lambda est, Xs, ys: est.score(Xs, ys)) if higher_is_better
+            model,
+            grid,
+            cv=n_gs_cv or 5,
+            scoring=(lambda est, Xs, ys: est.score(Xs, ys))
+            if higher_is_better
             else (lambda est, Xs, ys: -est.score(Xs, ys)),
         )
         model = search.fit(X, y).best_estimator_
@@ -160,10 +171,12 @@ def _grid(gs_params: dict | None) -> dict:
     if gs_params is None:
         return {}
     if not isinstance(gs_params, dict):
-        raise TypeError(f"gs_params must be a dict of parameter lists; got {type(gs_params).__name__}.")
+        raise TypeError(
+            f"gs_params must be a dict of parameter lists; got {type(gs_params).__name__}."
+        )
     grid = {}
     for key, values in gs_params.items():
-        name = key[len(GRID_PREFIX):] if key.startswith(GRID_PREFIX) else key
+        name = key[len(GRID_PREFIX) :] if key.startswith(GRID_PREFIX) else key
         if name not in GLMCV._get_param_names():
             raise ValueError(f"gs_params key {key!r} is not a GLMCV parameter.")
         if isinstance(values, str) or not hasattr(values, "__iter__"):

@@ -22,8 +22,10 @@ from ._validation import (
     Options,
     Real,
     check_X,
-    validate_data as check_problem_data,
     validate_params,
+)
+from ._validation import (
+    validate_data as check_problem_data,
 )
 
 logger = logging.getLogger("stglm")
@@ -256,8 +258,9 @@ class GLM(_GLMBase):
 
     def _fit_validated(self, family: Family, X, y: np.ndarray, Tau, start=None) -> GLM:
         """Fit on data already checked by :meth:`_validate`, optionally from ``start`` (β0, β)."""
-        problem = Problem(family, ElasticNet(self.reg_lambda, self.alpha, Tau), X, y,
-                          self.fit_intercept)
+        problem = Problem(
+            family, ElasticNet(self.reg_lambda, self.alpha, Tau), X, y, self.fit_intercept
+        )
         result = solve(problem, self.solver, self._solver_options(), start=start)
         self._store(result, y)
         return self
@@ -309,6 +312,10 @@ class GLM(_GLMBase):
         if self.verbose:
             logger.info(
                 "GLM(%s, lambda=%g, alpha=%g): %d iterations, converged=%s, KKT residual %.3g",
-                self.distr, self.reg_lambda, self.alpha, self.n_iter_, self.converged_,
+                self.distr,
+                self.reg_lambda,
+                self.alpha,
+                self.n_iter_,
+                self.converged_,
                 self.kkt_residual_,
             )

@@ -157,7 +157,9 @@ fit_intercept, random_seed, theta, verbose, solver
                 )
             cv = KFold(int(cv), shuffle=True, random_state=self.random_seed)
         elif isinstance(cv, bool | float | str):
-            raise TypeError(f"cv must be an int, a CV splitter or an iterable of (train, test); got {cv!r}.")
+            raise TypeError(
+                f"cv must be an int, a CV splitter or an iterable of (train, test); got {cv!r}."
+            )
         try:
             folds = list(check_cv(cv).split(X, y))
         except (TypeError, ValueError) as err:
@@ -192,8 +194,12 @@ fit_intercept, random_seed, theta, verbose, solver
         return column_pseudo_r2(family, y[:, None], mu, np.full(mu.shape[1], y_null))
 
     def _options(self) -> dict:
-        return {"learning_rate": self.learning_rate, "max_iter": self.max_iter, "tol": self.tol,
-                "random_seed": self.random_seed}
+        return {
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "random_seed": self.random_seed,
+        }
 
     def _fold_scores(self, family, penalty, X, y, lams, train, test) -> tuple[np.ndarray, int]:
         sub = Problem(family, penalty, X[train], y[train], self.fit_intercept)
@@ -242,8 +248,7 @@ fit_intercept, random_seed, theta, verbose, solver
         self.glm_ = GLM(**{**glm_params, "reg_lambda": self.reg_lambda_opt_})
         # The full-data path already holds the refit at the chosen λ: start from it.
         best = self.best_index_
-        self.glm_._fit_validated(family, X, y, Tau,
-                                 start=(full.intercepts[best], full.coefs[best]))
+        self.glm_._fit_validated(family, X, y, Tau, start=(full.intercepts[best], full.coefs[best]))
         for name in ("n_features_in_", "feature_names_in_"):  # glm_ predicts as GLMCV does
             if hasattr(self, name):
                 setattr(self.glm_, name, getattr(self, name))
@@ -251,9 +256,15 @@ fit_intercept, random_seed, theta, verbose, solver
         self.ynull_ = float(np.mean(y))
         self.is_fitted_ = True
         if self.verbose:
-            logger.info("GLMCV(%s): chose lambda=%.4g (index %d of %d) by %s %s",
-                        self.distr, self.reg_lambda_opt_, self.best_index_, len(lams),
-                        self.select, self.score_metric)
+            logger.info(
+                "GLMCV(%s): chose lambda=%.4g (index %d of %d) by %s %s",
+                self.distr,
+                self.reg_lambda_opt_,
+                self.best_index_,
+                len(lams),
+                self.select,
+                self.score_metric,
+            )
         return self
 
     def _choose(self) -> int:

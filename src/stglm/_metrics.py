@@ -28,7 +28,9 @@ def column_deviance(family: Family, Y: np.ndarray, MU: np.ndarray) -> np.ndarray
     return 2.0 * (family.saturated_loglik(Y) - family.loglik(Y, MU)).sum(axis=0)
 
 
-def column_pseudo_r2(family: Family, Y: np.ndarray, MU: np.ndarray, y_null: np.ndarray) -> np.ndarray:
+def column_pseudo_r2(
+    family: Family, Y: np.ndarray, MU: np.ndarray, y_null: np.ndarray
+) -> np.ndarray:
     """:func:`pseudo_r2` of each column of Y, with null means ``y_null`` (G,)."""
     dev = column_deviance(family, Y, MU)
     null_dev = column_deviance(family, Y, np.broadcast_to(y_null, MU.shape))

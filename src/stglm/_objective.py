@@ -16,7 +16,7 @@ __all__ = ["linear_predictor", "objective", "gradient", "kkt"]
 
 
 def linear_predictor(beta0: float, beta: np.ndarray, X, fit_intercept: bool = True) -> np.ndarray:
-    """z = β0 + Xβ (β0 ignored without intercept); X may be a scipy sparse matrix."""
+    """Z = β0 + Xβ (β0 ignored without intercept); X may be a scipy sparse matrix."""
     z = np.asarray(X @ beta, dtype=float).reshape(-1)
     return z + beta0 if fit_intercept else z
 

@@ -44,7 +44,9 @@ def lambda_max(problem: Problem) -> float:
     return float(lambda_max_from_gradient(null_gradient(problem), problem.penalty.alpha))
 
 
-def lambda_path(problem: Problem, n_lambdas: int, min_ratio: float = LAMBDA_MIN_RATIO) -> np.ndarray:
+def lambda_path(
+    problem: Problem, n_lambdas: int, min_ratio: float = LAMBDA_MIN_RATIO
+) -> np.ndarray:
     """``n_lambdas`` values log-spaced from λ_max down to ``min_ratio``·λ_max."""
     return geometric_path(lambda_max(problem), n_lambdas, min_ratio)
 
@@ -93,8 +95,12 @@ def fit_path(
         options["scale"] = tolerance_scale(problem)  # one scale for the whole path
     k = len(reg_lambdas)
     out = PathResult(
-        np.asarray(reg_lambdas, dtype=float), np.zeros(k), np.zeros((k, p)),
-        np.zeros(k, dtype=int), np.zeros(k), np.zeros(k, dtype=bool),
+        np.asarray(reg_lambdas, dtype=float),
+        np.zeros(k),
+        np.zeros((k, p)),
+        np.zeros(k, dtype=int),
+        np.zeros(k),
+        np.zeros(k, dtype=bool),
     )
     beta0, beta = null_intercept(problem), np.zeros(p)
     # Smooth gradient of J at the previous solution; the path starts from the null model.
@@ -118,8 +124,15 @@ def fit_path(
                 new_beta = np.zeros(p)
                 new_beta[idx] = res.beta
             n_iter += res.n_iter
-            g0, g = gradient(problem.family, penalty, problem.X, problem.y, res.beta0, new_beta,
-                             problem.fit_intercept)
+            g0, g = gradient(
+                problem.family,
+                penalty,
+                problem.X,
+                problem.y,
+                res.beta0,
+                new_beta,
+                problem.fit_intercept,
+            )
             tol_abs = options["tol"] * options.get("scale", 1.0)
             violators = ~keep & (np.abs(g) > lam * alpha + tol_abs)
             if not violators.any():

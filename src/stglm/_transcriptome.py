@@ -50,8 +50,9 @@ def _design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
             raise ValueError(f"design must have n_obs={adata.n_obs} rows; got {values.shape[0]}.")
         if sp.issparse(values):
             values = values.toarray()  # designs are narrow: densifying is cheap
-        frame = pd.DataFrame(values, index=adata.obs_names,
-                             columns=[f"x{j}" for j in range(values.shape[1])])
+        frame = pd.DataFrame(
+            values, index=adata.obs_names, columns=[f"x{j}" for j in range(values.shape[1])]
+        )
     frame.columns = frame.columns.astype(str)
     check_X(frame, name="design")
     return frame
@@ -98,7 +99,9 @@ class _GeneFitter:
 
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
         e = self.est
-        return BatchedNewtonCD(self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol)
+        return BatchedNewtonCD(
+            self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol
+        )
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
         return np.where(np.abs(coefs) < self.est.clip_coeffs, 0.0, coefs)
@@ -116,7 +119,9 @@ class _GeneFitter:
             res = solver.solve(Y, lams[:, k], start, scale)
             icpt[k], coefs[k] = res.intercepts, res.coefs
             n_iter += res.n_iter
-            start = np.column_stack([res.intercepts, res.coefs]) if design.fit_intercept else res.coefs
+            start = (
+                np.column_stack([res.intercepts, res.coefs]) if design.fit_intercept else res.coefs
+            )
         return icpt, coefs, n_iter, res
 
     def _scores(self, design, Y, icpt, coefs, y_null):
@@ -139,8 +144,9 @@ class _GeneFitter:
         n_genes = Y.shape[1]
         if isinstance(e, GLMCV):
             if e.reg_lambda is None:
-                lmax = lambda_max_from_gradient(null_gradients(fam, d.X, Y, d.fit_intercept),
-                                                e.alpha)
+                lmax = lambda_max_from_gradient(
+                    null_gradients(fam, d.X, Y, d.fit_intercept), e.alpha
+                )
                 lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
             else:
                 fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
@@ -149,27 +155,44 @@ class _GeneFitter:
             for (train, test), dtr in zip(self.folds, self.fold_designs, strict=True):
                 icpt, coefs, _, _ = self._path(dtr, Y[train], lams)
                 test_design = SharedDesign(d.X[test], d.fit_intercept)
-                cv_scores.append(self._scores(test_design, Y[test], icpt, coefs,
-                                              Y[train].mean(axis=0)))
+                cv_scores.append(
+                    self._scores(test_design, Y[test], icpt, coefs, Y[train].mean(axis=0))
+                )
             scores = np.mean(cv_scores, axis=0)  # (G, K)
             se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
             best = _choose(scores, se, e.score_metric, e.select)
             icpt, coefs, n_iter, last = self._path(d, Y, lams)
             rows = np.arange(n_genes)
             # The path's solution at the chosen λ is the refit on all data; confirm its KKT.
-            start = np.column_stack([icpt[best, rows], coefs[best, rows]]) if d.fit_intercept \
+            start = (
+                np.column_stack([icpt[best, rows], coefs[best, rows]])
+                if d.fit_intercept
                 else coefs[best, rows]
+            )
             res = self._solver(d).solve(Y, lams[rows, best], start)
-            return {"intercept": res.intercepts, "coef": self._clip(res.coefs),
-                    "lambda": lams[rows, best], "score": scores[rows, best],
-                    "converged": res.converged, "kkt": res.kkt, "n_iter": n_iter + res.n_iter}
+            return {
+                "intercept": res.intercepts,
+                "coef": self._clip(res.coefs),
+                "lambda": lams[rows, best],
+                "score": scores[rows, best],
+                "converged": res.converged,
+                "kkt": res.kkt,
+                "n_iter": n_iter + res.n_iter,
+            }
         lam = np.full(n_genes, float(e.reg_lambda))
         res = self._solver(d).solve(Y, lam)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
         score = self._scores(d, Y, icpt, coefs[None], Y.mean(axis=0))[:, 0]
-        return {"intercept": res.intercepts, "coef": coefs, "lambda": lam, "score": score,
-                "converged": res.converged, "kkt": res.kkt, "n_iter": res.n_iter}
+        return {
+            "intercept": res.intercepts,
+            "coef": coefs,
+            "lambda": lam,
+            "score": score,
+            "converged": res.converged,
+            "kkt": res.kkt,
+            "n_iter": res.n_iter,
+        }
 
 
 def _choose(scores: np.ndarray, se: np.ndarray, metric: str, select: str) -> np.ndarray:
@@ -270,20 +293,36 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"adata must be an AnnData; got {type(adata).__name__}.")
-    params = dict(distr=distr, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, n_lambdas=n_lambdas,
-                  cv=cv, eta=eta, theta=theta, clip_coeffs=clip_coeffs, score_metric=score_metric,
-                  fit_intercept=fit_intercept, random_seed=random_seed, max_iter=max_iter, tol=tol,
-                  select=select, lambda_min_ratio=lambda_min_ratio)
+    params = dict(
+        distr=distr,
+        alpha=alpha,
+        reg_lambda=reg_lambda,
+        Tau=Tau,
+        n_lambdas=n_lambdas,
+        cv=cv,
+        eta=eta,
+        theta=theta,
+        clip_coeffs=clip_coeffs,
+        score_metric=score_metric,
+        fit_intercept=fit_intercept,
+        random_seed=random_seed,
+        max_iter=max_iter,
+        tol=tol,
+        select=select,
+        lambda_min_ratio=lambda_min_ratio,
+    )
     fixed_lambda = reg_lambda is not None and np.ndim(reg_lambda) == 0
     if fixed_lambda:
-        est = GLM(**{k: v for k, v in params.items() if k in GLM._get_param_names()},
-                  verbose=False)
+        est = GLM(**{k: v for k, v in params.items() if k in GLM._get_param_names()}, verbose=False)
     else:
         est = GLMCV(**params, verbose=False)
     est._check_params()
     for name, value, low in (("chunk_size", chunk_size, 1), ("n_jobs", n_jobs, None)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer)
-                                  or (low is not None and value < low)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or (low is not None and value < low)
+        ):
             raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string; got {key_added!r}.")
@@ -309,14 +348,21 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     n = adata.n_obs
     if chunk_size is None:
         chunk_size = int(np.clip(CHUNK_BYTES_BUDGET // (8 * 12 * n), 1, 2048))
-    chunks = [np.arange(s, min(s + chunk_size, len(names))) for s in range(0, len(names), chunk_size)]
+    chunks = [
+        np.arange(s, min(s + chunk_size, len(names))) for s in range(0, len(names), chunk_size)
+    ]
 
     fitter = _GeneFitter(est, family, X, Tau, folds)
     p = X.shape[1]
-    out = {"intercept": np.full(len(names), np.nan), "coef": np.full((len(names), p), np.nan),
-           "lambda": np.full(len(names), np.nan), "score": np.full(len(names), np.nan),
-           "converged": np.zeros(len(names), dtype=bool), "kkt": np.full(len(names), np.nan),
-           "n_iter": np.zeros(len(names), dtype=int)}
+    out = {
+        "intercept": np.full(len(names), np.nan),
+        "coef": np.full((len(names), p), np.nan),
+        "lambda": np.full(len(names), np.nan),
+        "score": np.full(len(names), np.nan),
+        "converged": np.zeros(len(names), dtype=bool),
+        "kkt": np.full(len(names), np.nan),
+        "n_iter": np.zeros(len(names), dtype=int),
+    }
     status = np.full(len(names), "ok", dtype=object)
     fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
 
@@ -331,8 +377,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         result = fitter.fit(Y[:, usable]) if usable.any() else None
         return chunk, usable, result
 
-    bar = tqdm(total=len(names), desc=f"stglm: fitting {len(names)} genes", unit="gene",
-               disable=not progress)
+    bar = tqdm(
+        total=len(names),
+        desc=f"stglm: fitting {len(names)} genes",
+        unit="gene",
+        disable=not progress,
+    )
     n_workers = 1 if n_jobs is None else max(1, min(n_jobs, len(chunks)))
     with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
         for chunk, usable, result in parallel(delayed(run)(c) for c in chunks):
@@ -342,14 +392,19 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
                 for key, values in result.items():
                     out[key][idx] = values
                 if fitted_mu is not None:
-                    Z = X @ result["coef"].T + (result["intercept"][None, :] if fit_intercept else 0)
+                    Z = X @ result["coef"].T + (
+                        result["intercept"][None, :] if fit_intercept else 0
+                    )
                     fitted_mu[:, idx] = family.mean(Z)
             bar.update(len(chunk))
     bar.close()
     status[(status == "ok") & ~out["converged"]] = "not converged"
     if np.any(status == "not converged"):
-        warnings.warn(f"{int(np.sum(status == 'not converged'))} genes did not converge in "
-                      f"max_iter={max_iter}; see adata.var['{key_added}_status'].", stacklevel=2)
+        warnings.warn(
+            f"{int(np.sum(status == 'not converged'))} genes did not converge in "
+            f"max_iter={max_iter}; see adata.var['{key_added}_status'].",
+            stacklevel=2,
+        )
     _store_results(adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer)
     return adata if copy else None
 
@@ -373,8 +428,11 @@ def _store_results(adata, key, names, predictors, out, status, fitted_mu, params
     adata.var[f"{key}_kkt"] = column(out["kkt"], np.nan)
     adata.var[f"{key}_n_iter"] = column(out["n_iter"], 0)
     adata.var[f"{key}_status"] = pd.Categorical(column(status, "not requested", object))
-    stored = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in params.items()
-              if v is not None}
+    stored = {
+        k: (v.tolist() if isinstance(v, np.ndarray) else v)
+        for k, v in params.items()
+        if v is not None
+    }
     stored["layer"] = layer if layer is not None else "X"
     adata.uns[key] = {"params": stored, "predictors": list(predictors), "genes": list(names)}
     if fitted_mu is not None:

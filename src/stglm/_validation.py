@@ -86,7 +86,9 @@ class Real(Constraint):
         if value is None and self.allow_none:
             return
         if isinstance(value, bool | np.bool_) or not isinstance(value, self.kind):
-            raise TypeError(f"{name} must be {self.kind_name}; got {value!r} ({type(value).__name__}).")
+            raise TypeError(
+                f"{name} must be {self.kind_name}; got {value!r} ({type(value).__name__})."
+            )
         if np.isnan(value) or (np.isinf(value) and not self.allow_inf):
             raise ValueError(f"{name} must be finite; got {value!r}.")
         low_ok = (
@@ -218,7 +220,9 @@ def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(f"y must be 1-D of shape (n_samples,); got shape {y.shape}.")
     if y.shape[0] != n_samples:
-        raise ValueError(f"X and y have different numbers of samples: {n_samples} and {y.shape[0]}.")
+        raise ValueError(
+            f"X and y have different numbers of samples: {n_samples} and {y.shape[0]}."
+        )
     if not np.all(np.isfinite(y)):
         raise ValueError("y contains NaN or infinite values.")
     if family is not None:
@@ -233,7 +237,9 @@ def check_tau(Tau: Any, n_features: int) -> np.ndarray | None:
     try:
         Tau = np.asarray(Tau, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}.") from None
+        raise TypeError(
+            f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}."
+        ) from None
     if Tau.shape != (n_features, n_features):
         raise ValueError(
             f"Tau must have shape (n_features, n_features) = ({n_features}, {n_features}); "

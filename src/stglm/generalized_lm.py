@@ -143,12 +143,21 @@ def batch_grad(
     """
     family = get_family(distr, eta=eta, theta=theta)
     beta0, b = _split(beta, fit_intercept)
-    g0, g = gradient(family, ElasticNet(reg_lambda, alpha, Tau), X,
-                     np.asarray(y, dtype=float).reshape(-1), beta0, b, fit_intercept)
+    g0, g = gradient(
+        family,
+        ElasticNet(reg_lambda, alpha, Tau),
+        X,
+        np.asarray(y, dtype=float).reshape(-1),
+        beta0,
+        b,
+        fit_intercept,
+    )
     return np.concatenate([[g0], g]) if fit_intercept else g
 
 
-def log_likelihood(distr: Distr, y: np.ndarray, y_hat: np.ndarray | float, theta: float = 1.0) -> float:
+def log_likelihood(
+    distr: Distr, y: np.ndarray, y_hat: np.ndarray | float, theta: float = 1.0
+) -> float:
     """Log-likelihood logL of ``y`` under predictions ``y_hat`` (higher is better).
 
     Despite spateo's summary line ("negative log-likelihood") the value is logL, as
@@ -184,8 +193,15 @@ def _loss(
     """
     family = get_family(distr, eta=eta, theta=theta)
     beta0, b = _split(beta, fit_intercept)
-    return objective(family, ElasticNet(reg_lambda, alpha, Tau), X,
-                     np.asarray(y, dtype=float).reshape(-1), beta0, b, fit_intercept)
+    return objective(
+        family,
+        ElasticNet(reg_lambda, alpha, Tau),
+        X,
+        np.asarray(y, dtype=float).reshape(-1),
+        beta0,
+        b,
+        fit_intercept,
+    )
 
 
 def pseudo_r2(y: np.ndarray, yhat: np.ndarray, ynull_: float, distr: Distr, theta: float) -> float:

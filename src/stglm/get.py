@@ -8,7 +8,9 @@ from anndata import AnnData
 __all__ = ["coef_df"]
 
 
-def coef_df(adata: AnnData, *, key_added: str = "stglm", include_intercept: bool = False) -> pd.DataFrame:
+def coef_df(
+    adata: AnnData, *, key_added: str = "stglm", include_intercept: bool = False
+) -> pd.DataFrame:
     """Coefficients written by :func:`stglm.fit_genes` as a long, tidy DataFrame.
 
     Parameters
@@ -31,18 +33,27 @@ def coef_df(adata: AnnData, *, key_added: str = "stglm", include_intercept: bool
         raise TypeError(f"adata must be an AnnData; got {type(adata).__name__}.")
     key = f"{key_added}_coef"
     if key not in adata.varm or key_added not in adata.uns:
-        raise ValueError(f"no fit_genes results under key_added={key_added!r} "
-                         f"(adata.varm has {list(adata.varm.keys())}).")
+        raise ValueError(
+            f"no fit_genes results under key_added={key_added!r} "
+            f"(adata.varm has {list(adata.varm.keys())})."
+        )
     genes = list(adata.uns[key_added]["genes"])
     coef = pd.DataFrame(adata.varm[key], index=adata.var_names).loc[genes]
     if include_intercept:
         coef.insert(0, "intercept", adata.var.loc[genes, f"{key_added}_intercept"].to_numpy())
-    tidy = coef.rename_axis("gene").reset_index().melt(id_vars="gene", var_name="predictor",
-                                                        value_name="coef")
-    info = adata.var.loc[genes, [f"{key_added}_lambda", f"{key_added}_score", f"{key_added}_status"]]
+    tidy = (
+        coef.rename_axis("gene")
+        .reset_index()
+        .melt(id_vars="gene", var_name="predictor", value_name="coef")
+    )
+    info = adata.var.loc[
+        genes, [f"{key_added}_lambda", f"{key_added}_score", f"{key_added}_status"]
+    ]
     info.columns = ["lambda", "score", "status"]
     tidy = tidy.merge(info, left_on="gene", right_index=True, how="left")
     order = {p: i for i, p in enumerate(coef.columns)}
     gene_order = {g: i for i, g in enumerate(genes)}
-    tidy = tidy.sort_values(["gene", "predictor"], key=lambda s: s.map(gene_order if s.name == "gene" else order))
+    tidy = tidy.sort_values(
+        ["gene", "predictor"], key=lambda s: s.map(gene_order if s.name == "gene" else order)
+    )
     return tidy.reset_index(drop=True)

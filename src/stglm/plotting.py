@@ -51,9 +51,7 @@ def _lambda_axis(values: np.ndarray, log: bool) -> np.ndarray:
     if not log:
         return values
     if np.any(values <= 0):
-        raise ValueError(
-            "The λ path contains values <= 0, which have no logarithm; use log=False."
-        )
+        raise ValueError("The λ path contains values <= 0, which have no logarithm; use log=False.")
     return np.log(values)
 
 
@@ -122,8 +120,14 @@ def plot_coef_path(
     for j, name in enumerate(names):
         ax.plot(x, model.coef_path_[:, j], label=name, gid=f"coef:{name}")
     x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
-    ax.axvline(x_opt, color="black", linestyle="--", linewidth=1.0,
-               label=f"chosen λ = {model.reg_lambda_opt_:.3g}", gid="lambda_opt")
+    ax.axvline(
+        x_opt,
+        color="black",
+        linestyle="--",
+        linewidth=1.0,
+        label=f"chosen λ = {model.reg_lambda_opt_:.3g}",
+        gid="lambda_opt",
+    )
     ax.axhline(0.0, color="grey", linewidth=0.5, zorder=0)
     ax.set_xlabel(_lambda_label(log))
     ax.set_ylabel("coefficient")
@@ -168,21 +172,39 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
     x = _lambda_axis(model.reg_lambda_path_, log)
     mean, se = np.asarray(model.scores_), np.asarray(model.scores_se_)
     metric = _METRIC_LABELS.get(model.score_metric, str(model.score_metric))
-    line = ax.plot(x, mean, marker="o", markersize=3, label=f"mean CV {metric}",
-                   gid="cv_mean")[0]
-    ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.25,
-                    linewidth=0, label="± 1 standard error", gid="cv_se")
+    line = ax.plot(x, mean, marker="o", markersize=3, label=f"mean CV {metric}", gid="cv_mean")[0]
+    ax.fill_between(
+        x,
+        mean - se,
+        mean + se,
+        color=line.get_color(),
+        alpha=0.25,
+        linewidth=0,
+        label="± 1 standard error",
+        gid="cv_se",
+    )
 
     x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
-    ax.axvline(x_opt, color="black", linestyle="--", linewidth=1.0,
-               label=f"chosen λ = {model.reg_lambda_opt_:.3g} ({model.select})",
-               gid="lambda_opt")
+    ax.axvline(
+        x_opt,
+        color="black",
+        linestyle="--",
+        linewidth=1.0,
+        label=f"chosen λ = {model.reg_lambda_opt_:.3g} ({model.select})",
+        gid="lambda_opt",
+    )
     # The best mean score; ties go to the largest λ, the first in the decreasing path.
     best = int(np.argmin(mean) if model.score_metric == "deviance" else np.argmax(mean))
     if model.select == "one_se" and best != model.best_index_:
         lam_best = float(model.reg_lambda_path_[best])
-        ax.axvline(x[best], color="grey", linestyle=":", linewidth=1.0,
-                   label=f"best-score λ = {lam_best:.3g}", gid="lambda_best")
+        ax.axvline(
+            x[best],
+            color="grey",
+            linestyle=":",
+            linewidth=1.0,
+            label=f"best-score λ = {lam_best:.3g}",
+            gid="lambda_best",
+        )
 
     n_folds = np.shape(model.cv_scores_)[0] if hasattr(model, "cv_scores_") else None
     folds = f", {n_folds} folds" if n_folds else ""

@@ -13,11 +13,17 @@ __all__ = ["SOLVERS", "Problem", "SolverResult", "solve"]
 
 def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
     if start is None:
-        start = initial_coefficients(problem.n_features, problem.fit_intercept,
-                                     options["random_seed"])
+        start = initial_coefficients(
+            problem.n_features, problem.fit_intercept, options["random_seed"]
+        )
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        result = batch_gradient(problem, *start, learning_rate=options["learning_rate"],
-                                max_iter=options["max_iter"], tol=options["tol"])
+        result = batch_gradient(
+            problem,
+            *start,
+            learning_rate=options["learning_rate"],
+            max_iter=options["max_iter"],
+            tol=options["tol"],
+        )
     if not (np.isfinite(result.beta0) and np.all(np.isfinite(result.beta))):
         raise ValueError(
             f"learning_rate={options['learning_rate']!r} is too large for this problem: "
@@ -30,8 +36,13 @@ def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
 def _run_newton_cd(problem: Problem, options: dict, start) -> SolverResult:
     if start is None:
         start = (null_intercept(problem), np.zeros(problem.n_features))
-    return newton_cd(problem, *start, max_iter=options["max_iter"], tol=options["tol"],
-                     scale=options.get("scale"))
+    return newton_cd(
+        problem,
+        *start,
+        max_iter=options["max_iter"],
+        tol=options["tol"],
+        scale=options.get("scale"),
+    )
 
 
 #: name -> function(problem, options, start) returning a SolverResult. The first is the default.

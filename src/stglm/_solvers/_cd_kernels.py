@@ -105,8 +105,12 @@ def _step_to_support(x, exact, l1w):
         if l1w[j] > 0.0 and x[j] != 0.0 and (exact[j] > 0.0) != (x[j] > 0.0):
             t = min(t, x[j] / (x[j] - exact[j]))
     for j in range(x.shape[0]):
-        if l1w[j] > 0.0 and x[j] != 0.0 and (exact[j] > 0.0) != (x[j] > 0.0) and \
-                x[j] / (x[j] - exact[j]) <= t:
+        if (
+            l1w[j] > 0.0
+            and x[j] != 0.0
+            and (exact[j] > 0.0) != (x[j] > 0.0)
+            and x[j] / (x[j] - exact[j]) <= t
+        ):
             x[j] = 0.0
         elif x[j] != 0.0 or l1w[j] == 0.0:
             x[j] += t * (exact[j] - x[j])
@@ -170,8 +174,9 @@ def _cd_gram(H, g, b, l1w, tol, max_sweeps):
 
 
 @njit(cache=True, nogil=True)
-def _cd_csc_residual(indptr, indices, data, n, w, r, G, l2, b0, b, fit_intercept, l1, tol,
-                     max_sweeps):
+def _cd_csc_residual(
+    indptr, indices, data, n, w, r, G, l2, b0, b, fit_intercept, l1, tol, max_sweeps
+):
     """Residual-update coordinate descent for a CSC matrix X given by its three arrays.
 
     The quadratic is (1/n)Σ[r_i δz_i + ½ w_i δz_i²] + ½ l2 xᵀGx + l1‖x‖₁ with

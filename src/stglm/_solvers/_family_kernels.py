@@ -24,8 +24,11 @@ EPS = np.finfo(float).eps
 
 def family_code(family) -> tuple[int, float, float]:
     """(code, eta, theta) describing ``family`` to the kernels."""
-    return (CODES[family.name], float(getattr(family, "eta", np.inf)),
-            float(getattr(family, "theta", 1.0)))
+    return (
+        CODES[family.name],
+        float(getattr(family, "eta", np.inf)),
+        float(getattr(family, "theta", 1.0)),
+    )
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -88,8 +91,11 @@ def _newton_pair(code, eta, theta, y, z):
 
 @njit(cache=True, nogil=True)
 def nll_and_terms(code, eta, theta, Y, Z, R, W):
-    """Per column the mean of −ℓ(y, μ(z)) up to terms in y alone (shape (G,)), and R, W
-    (n, G) filled with the working residuals and curvature weights, in one pass."""
+    """Mean −ℓ per column (up to terms in y alone) and the Newton terms, in one pass.
+
+    Returns the means, shape (G,); fills R and W (n, G) with the working residuals and
+    the curvature weights.
+    """
     n, g = Y.shape
     out = np.zeros(g)
     carry = np.zeros(g)

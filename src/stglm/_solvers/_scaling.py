@@ -50,7 +50,7 @@ class DesignScaling:
         return (B[:, 0], B[:, 1:]) if self.fit_intercept else (None, B)
 
     def to_scaled(self, B: np.ndarray) -> np.ndarray:
-        """b' = T⁻¹b: β' = s·β, β0' = β0 + c·β."""
+        """B' = T⁻¹b: β' = s·β, β0' = β0 + c·β."""
         b0, beta = self._split(B)
         beta_s = beta * self.scale
         if not self.fit_intercept:
@@ -58,7 +58,7 @@ class DesignScaling:
         return np.column_stack([b0 + beta @ self.center, beta_s])
 
     def from_scaled(self, B: np.ndarray) -> np.ndarray:
-        """b = T·b': β = β'/s, β0 = β0' − c·β."""
+        """B = T·b': β = β'/s, β0 = β0' − c·β."""
         b0, beta_s = self._split(B)
         beta = beta_s / self.scale
         if not self.fit_intercept:
@@ -66,7 +66,7 @@ class DesignScaling:
         return np.column_stack([b0 - beta @ self.center, beta])
 
     def gradient_to_scaled(self, Gr: np.ndarray) -> np.ndarray:
-        """g' = Tᵀg: g'_0 = g_0, g'_β = (g_β − c·g_0)/s."""
+        """G' = Tᵀg: g'_0 = g_0, g'_β = (g_β − c·g_0)/s."""
         g0, g = self._split(Gr)
         if not self.fit_intercept:
             return g / self.scale

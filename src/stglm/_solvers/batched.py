@@ -64,8 +64,11 @@ class SharedDesign:
         self.rows, self.cols = np.triu_indices(m)
         pair_bytes = 8 * n * self.rows.size
         # Rows per block of Z: all of them when Z fits the budget.
-        self.block = n if pair_bytes <= PAIR_BYTES_BUDGET else max(
-            1, PAIR_BYTES_BUDGET // (8 * self.rows.size))
+        self.block = (
+            n
+            if pair_bytes <= PAIR_BYTES_BUDGET
+            else max(1, PAIR_BYTES_BUDGET // (8 * self.rows.size))
+        )
         self.Z = self._pairs(slice(None)) if self.block == n else None
 
     def _pairs(self, rows: slice) -> np.ndarray:
@@ -118,8 +121,9 @@ class BatchedNewtonCD:
         gene's ``scale`` (:func:`stglm._solvers._null_model.tolerance_scales` unless given).
     """
 
-    def __init__(self, family: Family, design: SharedDesign, alpha: float, Tau, *, max_iter: int,
-                 tol: float):
+    def __init__(
+        self, family: Family, design: SharedDesign, alpha: float, Tau, *, max_iter: int, tol: float
+    ):
         self.family, self.design, self.alpha = family, design, float(alpha)
         self.code = family_code(family)
         p = design.X.shape[1]
@@ -144,7 +148,7 @@ class BatchedNewtonCD:
         G = (self.design.Xt.T @ R).T / self.design.n
         beta = B[:, 1:] if self.design.fit_intercept else B
         ridge = (lam * (1 - self.alpha))[:, None] * (beta @ self.gram)
-        G[:, -beta.shape[1]:] += ridge
+        G[:, -beta.shape[1] :] += ridge
         return G
 
     def _kkt(self, Gr, B, lam) -> np.ndarray:
@@ -158,9 +162,17 @@ class BatchedNewtonCD:
         """J per gene at (Z, B), filling R and W with the Newton terms there."""
         return nll_and_terms(*self.code, Y, Z, R, W) + self._penalty(B, lam)
 
-    def solve(self, Y: np.ndarray, lam: np.ndarray, B: np.ndarray | None = None,
-              scale: np.ndarray | None = None) -> BatchResult:
-        """Solve for every column of Y (n, G) with λ_g = ``lam[g]``, from B (G, m) or the null model."""
+    def solve(
+        self,
+        Y: np.ndarray,
+        lam: np.ndarray,
+        B: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ) -> BatchResult:
+        """Solve for every column of Y (n, G) with λ_g = ``lam[g]``.
+
+        Starts from B (G, m) or, if None, from each gene's null model.
+        """
         d, fam = self.design, self.family
         n_genes = Y.shape[1]
         lam = np.broadcast_to(np.asarray(lam, dtype=float), (n_genes,)).copy()
@@ -197,27 +209,49 @@ class BatchedNewtonCD:
                 if leave.any():
                     out = genes[leave]
                     B[out], kkt[out], converged[out], n_iter[out] = (
-                        Ba[leave], kkt_a[leave], done[leave], it_a[leave])
+                        Ba[leave],
+                        kkt_a[leave],
+                        done[leave],
+                        it_a[leave],
+                    )
                     keep = ~leave
                     if not keep.any():
                         break
                     genes, Ba, la, tol_a, it_a, stuck_a, kkt_a, Gr, F, at_minimum = (
-                        genes[keep], Ba[keep], la[keep], tol_a[keep], it_a[keep], stuck_a[keep],
-                        kkt_a[keep], Gr[keep], F[keep], at_minimum[keep])
+                        genes[keep],
+                        Ba[keep],
+                        la[keep],
+                        tol_a[keep],
+                        it_a[keep],
+                        stuck_a[keep],
+                        kkt_a[keep],
+                        Gr[keep],
+                        F[keep],
+                        at_minimum[keep],
+                    )
                     Ya, Za, R, W = Ya[:, keep], Za[:, keep], R[:, keep], W[:, keep]
                 it_a += 1
                 H = d.hessians(W)  # in the scaled coordinates b' (see _scaling)
-                H[:, ridge_block, ridge_block] += (
-                    (la * (1 - self.alpha))[:, None, None] * self.gram_scaled)
+                H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[
+                    :, None, None
+                ] * self.gram_scaled
                 inner_tol = np.maximum(0.05 * kkt_a, 0.1 * tol_a) / self.tol_factor
-                X_new = sc.from_scaled(_cd_gram_many(
-                    H, sc.gradient_to_scaled(Gr), sc.to_scaled(Ba), sc.l1_weights(la * self.alpha),
-                    inner_tol, MAX_SWEEPS))
+                X_new = sc.from_scaled(
+                    _cd_gram_many(
+                        H,
+                        sc.gradient_to_scaled(Gr),
+                        sc.to_scaled(Ba),
+                        sc.l1_weights(la * self.alpha),
+                        inner_tol,
+                        MAX_SWEEPS,
+                    )
+                )
                 D = X_new - Ba
                 at_minimum = ~D.any(axis=1)  # the model's minimiser is the current point
                 dZ = d.Xt @ D.T
-                delta = (np.einsum("gj,gj->g", Gr, D)
-                         + la * self.alpha * ((np.abs(X_new) - np.abs(Ba)) * pen_mask).sum(1))
+                delta = np.einsum("gj,gj->g", Gr, D) + la * self.alpha * (
+                    (np.abs(X_new) - np.abs(Ba)) * pen_mask
+                ).sum(1)
                 step, F_new, R_new, W_new = self._line_search(Ya, Za, dZ, Ba, D, la, F, delta)
                 moved = step > 0
                 # No representable decrease: as close as floating point gets; stop there.
@@ -254,8 +288,14 @@ class BatchedNewtonCD:
             step[todo] *= 0.5
             s = step[todo]
             Rt, Wt = np.empty((Z.shape[0], todo.size)), np.empty((Z.shape[0], todo.size))
-            F_new[todo] = self._evaluate(Y[:, todo], Z[:, todo] + dZ[:, todo] * s[None, :],
-                                         B[todo] + s[:, None] * D[todo], lam[todo], Rt, Wt)
+            F_new[todo] = self._evaluate(
+                Y[:, todo],
+                Z[:, todo] + dZ[:, todo] * s[None, :],
+                B[todo] + s[:, None] * D[todo],
+                lam[todo],
+                Rt,
+                Wt,
+            )
             R[:, todo], W[:, todo] = Rt, Wt
         step[todo] = 0.0
         return step, F_new, R, W

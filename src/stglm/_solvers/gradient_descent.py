@@ -13,7 +13,7 @@ from ._common import Problem, SolverResult
 
 
 def initial_coefficients(n_features: int, fit_intercept: bool, random_seed: int):
-    """spateo's start: N(0, 1)/(p+1) draws, β0 first; zeros without intercept."""
+    """Spateo's start: N(0, 1)/(p+1) draws, β0 first; zeros without intercept."""
     if not fit_intercept:
         return 0.0, np.zeros(n_features)
     draws = np.random.RandomState(random_seed).normal(0.0, 1.0, n_features + 1) / (n_features + 1)
@@ -35,8 +35,13 @@ def batch_gradient(
     soft-thresholds β (not β0) at learning_rate·λα. It stops once
     ‖b_new − b_old‖₂ / ‖b_new‖₂ < tol, checked from the third iteration on.
     """
-    fam, pen, X, y, icpt = (problem.family, problem.penalty, problem.X, problem.y,
-                            problem.fit_intercept)
+    fam, pen, X, y, icpt = (
+        problem.family,
+        problem.penalty,
+        problem.X,
+        problem.y,
+        problem.fit_intercept,
+    )
     beta = np.array(beta, dtype=float)
     converged = False
     n_iter = 0

@@ -53,8 +53,9 @@ def null_gradient(problem: Problem) -> np.ndarray:
 
 def tolerance_scale(problem: Problem) -> float:
     """Scale of the KKT stopping rule; see :func:`stglm._solvers._null_model.tolerance_scales`."""
-    return float(tolerance_scales(problem.family, problem.X, _column(problem),
-                                  problem.fit_intercept)[0])
+    return float(
+        tolerance_scales(problem.family, problem.X, _column(problem), problem.fit_intercept)[0]
+    )
 
 
 class NewtonCD:
@@ -83,7 +84,8 @@ class NewtonCD:
             self.scaling = DesignScaling(X, problem.fit_intercept)
             self.X_scaled = None if sp.issparse(X) else self.scaling.design(X)
             self.ridge_scaled = problem.penalty.l2 * self.scaling.ridge_gram(
-                problem.penalty.tikhonov_gram(p))
+                problem.penalty.tikhonov_gram(p)
+            )
         else:
             # Residual updates walk columns: CSC (a dense X is converted once).
             self.X_csc = sp.csc_matrix(X)
@@ -93,8 +95,11 @@ class NewtonCD:
 
     # -- pieces of one iteration -------------------------------------------------------------
     def _evaluate(self, z: np.ndarray, beta: np.ndarray):
-        """(J, r, w) at z: J up to terms in y alone (they cancel in every comparison the
-        solver makes), the working residual and the curvature weights, in one pass."""
+        """(J, r, w) at z, in one pass.
+
+        J is up to terms in y alone (they cancel in every comparison the solver makes); r
+        and w are the working residual and the curvature weights.
+        """
         r, w = np.empty((z.size, 1)), np.empty((z.size, 1))
         nll = nll_and_terms(*self.code, self.y2d, z.reshape(-1, 1), r, w)[0]
         return float(nll + self.problem.penalty.value(beta)), r[:, 0], w[:, 0]
@@ -146,16 +151,33 @@ class NewtonCD:
             grad = np.concatenate([[g0], g]) if icpt else g
             # A change of the scaled gradient by t is one of up to t·s_j in the original.
             tol_scaled = inner_tol / max(1.0, float(sc.scale.max()))
-            x, _ = _cd_gram(self._hessian(w), sc.gradient_to_scaled(grad[None])[0],
-                            sc.to_scaled(b[None])[0], sc.l1_weights(np.array([pen.l1]))[0],
-                            tol_scaled, MAX_SWEEPS)
+            x, _ = _cd_gram(
+                self._hessian(w),
+                sc.gradient_to_scaled(grad[None])[0],
+                sc.to_scaled(b[None])[0],
+                sc.l1_weights(np.array([pen.l1]))[0],
+                tol_scaled,
+                MAX_SWEEPS,
+            )
             x = sc.from_scaled(x[None])[0]
             return (x[0], x[1:]) if icpt else (0.0, x)
         Xc = self.X_csc
         G = np.zeros((0, 0)) if self.ridge_gram is None else self.ridge_gram
         x0, x, _ = _cd_csc_residual(
-            Xc.indptr, Xc.indices, Xc.data, self.problem.n_samples, w, r, G, pen.l2,
-            beta0, beta, self.problem.fit_intercept, pen.l1, inner_tol, MAX_SWEEPS,
+            Xc.indptr,
+            Xc.indices,
+            Xc.data,
+            self.problem.n_samples,
+            w,
+            r,
+            G,
+            pen.l2,
+            beta0,
+            beta,
+            self.problem.fit_intercept,
+            pen.l1,
+            inner_tol,
+            MAX_SWEEPS,
         )
         return x0, x
 
@@ -198,8 +220,10 @@ class NewtonCD:
         return SolverResult(beta0, beta, n_iter, converged, kkt)
 
     def _line_search(self, z, dz, beta, d, F, delta):
-        """Largest step 2^-k with sufficient decrease of J and (J, r, w) there; (0, None) if
-        there is none."""
+        """Largest step 2^-k with sufficient decrease of J, with (J, r, w) there.
+
+        Returns (0, None) if there is none.
+        """
         step = 1.0
         for _ in range(MAX_HALVINGS):
             evaluated = self._evaluate(z + step * dz, beta + step * d)
@@ -213,8 +237,15 @@ class NewtonCD:
         return 0.0, None
 
 
-def newton_cd(problem: Problem, beta0: float, beta: np.ndarray, *, max_iter: int, tol: float,
-              scale: float | None = None) -> SolverResult:
+def newton_cd(
+    problem: Problem,
+    beta0: float,
+    beta: np.ndarray,
+    *,
+    max_iter: int,
+    tol: float,
+    scale: float | None = None,
+) -> SolverResult:
     """Minimise J for ``problem`` from (β0, β) with :class:`NewtonCD`."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return NewtonCD(problem, max_iter=max_iter, tol=tol, scale=scale).solve(beta0, beta)
