@@ -119,3 +119,65 @@ def distr(request):
 @pytest.fixture(params=[True, False], ids=["intercept", "no-intercept"])
 def fit_intercept(request):
     return request.param
+
+
+# ---------------------------------------------------------------------------------------------
+# exact-solver tests (test_solver.py, test_r_references.py): gradient and KKT residual by hand
+# ---------------------------------------------------------------------------------------------
+def ref_residual(distr, y, z, eta=2.0, theta=1.0):
+    """r_i = ∂(−logL_i)/∂z_i from the SEMANTICS table (the seed's y/μ, without ε)."""
+    y = np.asarray(y, dtype=float)
+    z = np.asarray(z, dtype=float)
+    if distr == "gaussian":
+        return z - y
+    if distr == "poisson":
+        if np.isinf(eta):
+            return np.exp(z) - y  # μ'(1 − y/μ) with μ' = μ = e^z
+        dmu = np.exp(np.minimum(z, eta))  # e^z below η, e^η on the tangent
+        return dmu * (1.0 - y / ref_mean("poisson", z, eta))
+    mu, dmu = ref_softplus(z), 0.5 * (1.0 + np.tanh(0.5 * z))  # μ' = logistic σ(z)
+    if distr == "softplus":
+        return dmu * (1.0 - y / mu)
+    if distr == "gamma":
+        return dmu * (1.0 / mu - y / mu**2)
+    if distr == "neg-binomial":
+        return dmu * ((theta + y) / (mu + theta) - y / mu)
+    raise AssertionError(distr)
+
+
+def ref_kkt(distr, X, y, beta0, beta, *, reg_lambda, alpha, Tau=None, eta=2.0, theta=1.0,
+            fit_intercept=True):
+    """KKT residual of J at (β0, β): max over coordinates of the minimum-norm subgradient.
+
+    Gradient (1/n)Xᵀr + λ(1−α)ΓᵀΓβ from SEMANTICS.md; the L1 part enters through
+    :func:`kkt_by_hand`. X may be dense or scipy sparse.
+    """
+    beta = np.asarray(beta, dtype=float)
+    z = np.asarray(X @ beta, dtype=float).reshape(-1) + (beta0 if fit_intercept else 0.0)
+    r = ref_residual(distr, y, z, eta, theta)
+    tb = beta if Tau is None else np.asarray(Tau).T @ (np.asarray(Tau) @ beta)
+    g = np.asarray(X.T @ r, dtype=float).reshape(-1) / len(r) + reg_lambda * (1 - alpha) * tb
+    return kkt_by_hand(g, beta, reg_lambda * alpha, float(r.mean()) if fit_intercept else None)
+
+
+def ref_objective_z(distr, y, z, beta, *, reg_lambda, alpha, Tau=None, eta=2.0, theta=1.0):
+    """J from the linear predictor z: −(1/n)·Σ logL + penalty, logL written out (ε included).
+
+    Unlike :func:`ref_loglik` it accepts non-integer counts (noise-free y = μ).
+    """
+    y = np.asarray(y, dtype=float)
+    mu = ref_mean(distr, z, eta)
+    if distr == "gaussian":
+        ll = -0.5 * (y - mu) ** 2
+    elif distr in ("poisson", "softplus"):
+        ll = np.where(y > 0, y * np.log(mu + EPS), 0.0) - mu
+    elif distr == "neg-binomial":
+        ll = (gammaln(y + theta) - gammaln(theta) - gammaln(y + 1.0) + theta * np.log(theta)
+              + np.where(y > 0, y * np.log(mu), 0.0) - (theta + y) * np.log(mu + theta))
+    elif distr == "gamma":
+        ll = -y / mu - np.log(mu)
+    else:
+        raise AssertionError(distr)
+    tb = beta if Tau is None else np.asarray(Tau) @ beta
+    return float(-np.mean(ll) + reg_lambda * (0.5 * (1 - alpha) * tb @ tb
+                                              + alpha * np.abs(beta).sum()))

@@ -19,11 +19,12 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._glm_cv import GLMCV
+from ._plot_results import plot_coef_heatmap, plot_gene_fit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["plot_coef_path", "plot_cv_curve"]
+__all__ = ["plot_coef_heatmap", "plot_coef_path", "plot_cv_curve", "plot_gene_fit"]
 
 _FITTED_ATTRIBUTES = ("reg_lambda_path_", "coef_path_", "scores_", "scores_se_", "reg_lambda_opt_")
 _METRIC_LABELS = {"deviance": "deviance", "pseudo_r2": "pseudo-R²"}

@@ -1,0 +1,738 @@
+"""The ``stglm`` command line: fit every gene of an h5ad file on spatial predictors.
+
+``stglm fit data.h5ad --section-key list_ID --lag KRT15,CNN1 --coords --out results.h5ad``
+builds a design from the requested predictors, runs :func:`stglm.fit_genes`, writes the
+AnnData with its results (atomically: a temporary file in the same directory, renamed at
+the end) and, with ``--figures``, a coefficient heatmap and a few genes' fits as PNGs.
+
+Bad input (missing or non-h5ad file, unknown gene or column, no predictors) ends with one
+line on stderr, ``Error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from ._families import DISTRIBUTIONS
+
+__all__ = ["main"]
+
+#: Most categories accepted for a --niche column (more means a continuous column).
+MAX_NICHE_CATEGORIES = 100
+#: Genes whose fits are drawn by default with --figures.
+N_GENE_FIT_FIGURES = 3
+
+
+class InputError(click.ClickException):
+    """Bad input (file, gene, column, option combination): one line on stderr, status 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))  # always a single line
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=_version(), prog_name="stglm", message="%(prog)s %(version)s")
+def main() -> None:
+    """Penalised GLMs of spatial transcriptomics data (stglm).
+
+    Run `stglm fit --help` for the options of a fit.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: names, files, atomic writes
+# ---------------------------------------------------------------------------------------------
+def _split_names(text: str) -> list[str]:
+    """Names separated by commas and/or whitespace; '#' starts a comment in a file."""
+    names: list[str] = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        names.extend(n for n in re.split(r"[,\s]+", line) if n)
+    return list(dict.fromkeys(names))  # drop repeats, keep order
+
+
+def _gene_list(value: str | None, option: str) -> list[str] | None:
+    """Parse a comma-separated list, or read the genes of an existing file."""
+    if value is None:
+        return None
+    if os.path.isfile(value):
+        try:
+            names = _split_names(Path(value).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{option}: cannot read gene file {value!r}: {err}") from None
+        where = f"gene file {value!r}"
+    else:
+        names, where = _split_names(value), f"{value!r}"
+    if not names:
+        raise InputError(f"{option}: no gene names in {where}.")
+    return names
+
+
+def _check_genes(names: list[str], var_names: pd.Index, option: str, source: Path) -> None:
+    unknown = [g for g in names if g not in var_names]
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InputError(
+            f"{option}: unknown gene{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown[:5]))}{more}: not in the var_names of {source.name} "
+            f"({len(var_names)} genes, e.g. {', '.join(var_names[:3])})."
+        )
+
+
+def _check_obs_column(adata: Any, column: str, option: str, source: Path) -> None:
+    if column not in adata.obs.columns:
+        raise InputError(
+            f"{option}: {column!r} is not a column of adata.obs in {source.name} "
+            f"(columns: {', '.join(map(str, adata.obs.columns)) or 'none'})."
+        )
+
+
+def _read_input(path: Path) -> Any:
+    """Read the AnnData in ``path``; raise an InputError naming what is wrong with the file."""
+    import anndata as ad
+    import h5py
+
+    if not path.exists():
+        raise InputError(f"input file '{path}' does not exist.")
+    if path.is_dir():
+        raise InputError(f"input '{path}' is a directory, not an .h5ad file.")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as err:
+        raise InputError(f"cannot read input file '{path}': {err}") from None
+    if not is_hdf5:
+        raise InputError(f"input file '{path}' is not an .h5ad (HDF5) file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ad.read_h5ad(path)
+    except Exception as err:  # noqa: BLE001 - any failure to parse is a bad input file
+        raise InputError(
+            f"cannot read '{path}' as AnnData (.h5ad): {type(err).__name__}: {err}"
+        ) from None
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail before fitting when ``path`` (or the folder to create it in) cannot be written."""
+    if path.exists() and path.is_dir() and option == "--out":
+        raise InputError(f"{option}: '{path}' is a directory; give a file name ending in .h5ad.")
+    existing = path if path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: cannot write under '{existing}' (not a writable directory).")
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    The rename (:func:`os.replace`) is atomic on one file system, so ``path`` is either left
+    as it was or holds the complete new file; on any error or interrupt the temporary file is
+    removed and the exception re-raised.
+
+    Parameters
+    ----------
+    path : Path
+        The final file; its directory is created if needed.
+    write : callable
+        Writes the complete file to the path it is given.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    previous = _exit_on_sigterm()
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return path
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit (so clean-up runs); return the handler to restore.
+
+    Only in the main thread (where Python delivers signals); None elsewhere.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"stglm: warning: {' '.join(str(message).split())}", err=True)
+
+
+def _safe_name(gene: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", gene)
+
+
+# ---------------------------------------------------------------------------------------------
+# design
+# ---------------------------------------------------------------------------------------------
+def _section_dummies(adata: Any, key: str) -> pd.DataFrame:
+    """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
+    labels = pd.Categorical(adata.obs[key])
+    if pd.isna(labels).any():
+        raise InputError(f"--section-key: column {key!r} has missing values.")
+    dummies = pd.get_dummies(labels, prefix=key, drop_first=True, dtype=float)
+    return dummies.set_axis(adata.obs_names, axis=0)
+
+
+def _coordinates(adata: Any, section_key: str | None) -> pd.DataFrame:
+    """Standardised coordinates, within each section when there is a section key."""
+    from .spatial import coordinates
+
+    if section_key is None:
+        return coordinates(adata)
+    labels = adata.obs[section_key].to_numpy()
+    parts = [coordinates(adata[labels == s]) for s in pd.unique(labels)]
+    return pd.concat(parts).loc[adata.obs_names]
+
+
+def build_design(
+    adata: Any,
+    *,
+    niche: str | None,
+    lag: Sequence[str] | None,
+    coords: bool,
+    section_key: str | None,
+    n_neighbors: int,
+    layer: str | None,
+) -> pd.DataFrame:
+    """Build the design matrix the options ask for, indexed by ``obs_names``.
+
+    Columns, in this order: section dummies ``<section_key>_<section>`` (all sections but the
+    first), niche shares ``niche_<category>``, spatial lags ``lag_<gene>`` (neighbour mean of
+    log1p-normalised expression) and standardised coordinates ``x``, ``y`` (standardised
+    within each section when there is a section key). The spatial graph is the
+    ``n_neighbors``-nearest-neighbour graph within each section.
+    """
+    from .spatial import niche_composition, spatial_lag
+
+    graph_kwargs = {"n_neighbors": n_neighbors, "batch_key": section_key}
+    parts = []
+    if section_key is not None:
+        parts.append(_section_dummies(adata, section_key))
+    try:
+        if niche is not None:
+            parts.append(niche_composition(adata, niche, **graph_kwargs))
+        if lag:
+            parts.append(spatial_lag(adata, lag, layer=layer, **graph_kwargs))
+        if coords:
+            parts.append(_coordinates(adata, section_key))
+    except ValueError as err:
+        raise InputError(f"cannot build the predictors: {err}") from None
+    design = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=adata.obs_names)
+    if design.shape[1] == 0:
+        raise InputError(
+            "no predictors: --section-key has a single section and no --niche, "
+            "--lag or --coords was given."
+        )
+    if design.columns.has_duplicates:
+        dup = design.columns[design.columns.duplicated()].tolist()
+        raise InputError(f"duplicate predictor names {dup}; rename the categories.")
+    return design
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+def strongest_effects(adata: Any, key_added: str, top: int) -> dict[str, list[tuple[str, float]]]:
+    """For each predictor, the ``top`` genes with the largest nonzero |coef|, strongest first."""
+    from .get import coef_df
+
+    tidy = coef_df(adata, key_added=key_added)
+    tidy = tidy[tidy["status"].isin(["ok", "not converged"]) & (tidy["coef"] != 0)]
+    out = {}
+    for predictor in adata.uns[key_added]["predictors"]:
+        rows = tidy[tidy["predictor"] == predictor]
+        rows = rows.iloc[np.argsort(-rows["coef"].abs().to_numpy(), kind="stable")[:top]]
+        out[str(predictor)] = list(zip(rows["gene"], rows["coef"].astype(float), strict=True))
+    return out
+
+
+def _summary(
+    adata: Any,
+    key: str,
+    *,
+    n_genes: int,
+    design: pd.DataFrame,
+    distr: str,
+    alpha: float,
+    reg_lambda: float | None,
+    cv: int,
+    seconds: float,
+    out: Path,
+    figures: list[Path],
+    top: int,
+) -> str:
+    status = adata.var[f"{key}_status"].astype(str)
+    fitted = status.isin(["ok", "not converged"])
+    lam = (
+        f"λ = {reg_lambda:g}"
+        if reg_lambda is not None
+        else f"λ by {cv}-fold CV (median {np.nanmedian(adata.var[f'{key}_lambda']):.3g})"
+    )
+    counts = status[status != "not requested"].value_counts()
+    mu = f", layers['{key}_mu']" if f"{key}_mu" in adata.layers else ""
+    lines = [
+        f"stglm: fitted {n_genes} genes on {adata.n_obs} cells/spots with "
+        f"{design.shape[1]} predictors ({distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
+        f"  converged: {int((status == 'ok').sum())} of {int(fitted.sum())} fitted genes"
+        f" (status: {', '.join(f'{k} {v}' for k, v in counts.items())})",
+        f"  predictors: {', '.join(design.columns)}",
+        f"  results: {out} (varm['{key}_coef'], var['{key}_*'], uns['{key}'], "
+        f"obsm['{key}_design']{mu})",
+    ]
+    if figures:
+        lines.append(f"  figures: {', '.join(str(f) for f in figures)}")
+    lines.append(f"Strongest effects (top {top} genes by |coef| per predictor):")
+    width = max(len(p) for p in design.columns)
+    for predictor, effects in strongest_effects(adata, key, top).items():
+        text = ", ".join(f"{g} ({c:+.2f})" for g, c in effects) or "no gene (all coefficients 0)"
+        lines.append(f"  {predictor:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def _default_plot_genes(adata: Any, key: str, n: int) -> list[str]:
+    """Pick the strongest gene of each predictor, ordered by |coef|: the first ``n`` distinct."""
+    best = [
+        (abs(c), g) for effects in strongest_effects(adata, key, 1).values() for g, c in effects
+    ]
+    return list(dict.fromkeys(g for _, g in sorted(best, reverse=True)))[:n]
+
+
+def _write_figures(
+    adata: Any,
+    key: str,
+    design: pd.DataFrame,
+    folder: Path,
+    top: int,
+    genes: list[str],
+    quiet: bool = False,
+) -> list[Path]:
+    from matplotlib.figure import Figure
+
+    from ._plot_results import gene_fit_layout, plot_coef_heatmap, plot_gene_fit
+
+    written: list[Path] = []
+    status = adata.var[f"{key}_status"].astype(str)
+    if not status.isin(["ok", "not converged"]).any():
+        if not quiet:
+            _warn("no figures: no gene was fitted.")
+        return written
+    n_show = int(min(top, len(adata.uns[key]["genes"])))
+    longest = max(len(str(g)) for g in adata.uns[key]["genes"])
+    fig = Figure(
+        figsize=(
+            3.5 + 0.45 * design.shape[1] + 0.07 * min(longest, 30),
+            max(3.5, 1.8 + 0.2 * n_show),
+        ),
+        layout="constrained",
+    )
+    plot_coef_heatmap(adata, key, top=top, ax=fig.add_subplot())
+    written.append(
+        atomic_write(folder / "coef_heatmap.png", lambda p: fig.savefig(p, dpi=120, format="png"))
+    )
+    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float))
+    for gene in genes:
+        if status[gene] not in ("ok", "not converged"):
+            if not quiet:
+                _warn(f"no figure for {gene}: it has no fit (status {status[gene]!r}).")
+            continue
+        fig = Figure(figsize=figsize, layout="constrained")
+        axes = fig.subplots(*shape)
+        plot_gene_fit(adata, gene, key, axes=axes, design=design)
+        fig.suptitle(
+            f"{gene}: observed counts and fitted means ({adata.uns[key]['params']['distr']})"
+        )
+        written.append(
+            atomic_write(
+                folder / f"gene_fit_{_safe_name(gene)}.png",
+                lambda p, f=fig: f.savefig(p, dpi=120, format="png"),
+            )
+        )
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# stglm fit
+# ---------------------------------------------------------------------------------------------
+@main.command("fit", short_help="Fit every gene of an .h5ad file on spatial predictors.")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    metavar="FILE.h5ad",
+    type=click.Path(path_type=Path),
+    help="Results file (.h5ad): the input AnnData plus the fit's results. Written "
+    "atomically (temporary file, then renamed), so a failed run leaves no "
+    "partial file.",
+)
+@click.option(
+    "--genes",
+    metavar="GENES|FILE",
+    default=None,
+    help="Genes to fit: comma-separated names, or a file with one name per line "
+    "(commas/whitespace also separate; '#' starts a comment). Default: all genes.",
+)
+@click.option(
+    "--niche",
+    metavar="OBS_COLUMN",
+    default=None,
+    help="Predictors: share of each category of this categorical adata.obs column "
+    "(e.g. cell type) among each cell's spatial neighbours (niche_<category>).",
+)
+@click.option(
+    "--lag",
+    "lag",
+    metavar="GENES",
+    multiple=True,
+    help="Predictors: spatial lag of these genes, the neighbour mean of their "
+    "log1p-normalised expression (lag_<gene>). Comma-separated; repeatable.",
+)
+@click.option(
+    "--coords/--no-coords",
+    default=False,
+    show_default=True,
+    help="Predictors: standardised coordinates x, y from obsm['spatial'] "
+    "(standardised within each section with --section-key).",
+)
+@click.option(
+    "--section-key",
+    metavar="OBS_COLUMN",
+    default=None,
+    help="adata.obs column of the tissue section: neighbours are searched within a "
+    "section, and a 0/1 predictor <column>_<section> is added for every section "
+    "but the first.",
+)
+@click.option(
+    "--n-neighbors",
+    metavar="K",
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
+    help="Neighbours per cell in the spatial kNN graph used by --niche and --lag "
+    "(6 = the ring around a Visium spot).",
+)
+@click.option(
+    "--distr",
+    type=click.Choice(DISTRIBUTIONS),
+    default="poisson",
+    show_default=True,
+    help="Response family.",
+)
+@click.option(
+    "--theta",
+    metavar="FLOAT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Size parameter of the neg-binomial family.",
+)
+@click.option(
+    "--alpha",
+    metavar="FLOAT",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Elastic-net mixing: 1 lasso, 0 ridge.",
+)
+@click.option(
+    "--lambda",
+    "reg_lambda",
+    metavar="FLOAT",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Penalty strength λ (one value for all genes). Omit it to choose each "
+    "gene's λ by cross-validation along a path (slower).",
+)
+@click.option(
+    "--cv",
+    metavar="K",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Folds of the cross-validation (without --lambda).",
+)
+@click.option(
+    "--n-lambdas",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=25,
+    show_default=True,
+    help="Values on each gene's λ path (without --lambda).",
+)
+@click.option(
+    "--seed",
+    metavar="INT",
+    type=click.IntRange(0, 2**32 - 1),
+    default=888,
+    show_default=True,
+    help="Random seed of the cross-validation folds.",
+)
+@click.option(
+    "--layer",
+    metavar="LAYER",
+    default=None,
+    help="Fit adata.layers[LAYER] instead of adata.X (raw counts for count families).",
+)
+@click.option(
+    "--key-added",
+    metavar="KEY",
+    default="stglm",
+    show_default=True,
+    help="Prefix of the result keys in the output (varm['<key>_coef'], ...).",
+)
+@click.option(
+    "--store-fitted/--no-store-fitted",
+    default=False,
+    show_default=True,
+    help="Also store the fitted means as the dense layer '<key>_mu'.",
+)
+@click.option(
+    "--figures",
+    "figures",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    default=None,
+    help="Folder for PNG figures: coef_heatmap.png and gene_fit_<gene>.png.",
+)
+@click.option(
+    "--top-genes",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Genes in the coefficient heatmap (largest max |coef|).",
+)
+@click.option(
+    "--plot-genes",
+    metavar="GENES",
+    default=None,
+    help="Genes drawn as gene_fit_<gene>.png (comma-separated). Default: the "
+    f"strongest gene of each predictor, {N_GENE_FIT_FIGURES} at most.",
+)
+@click.option(
+    "--top-effects",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Genes listed per predictor in the summary.",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    default=False,
+    help="No progress bar, warnings or summary (errors are still shown).",
+)
+def fit(
+    input_path: Path,
+    out: Path,
+    genes: str | None,
+    niche: str | None,
+    lag: tuple[str, ...],
+    coords: bool,
+    section_key: str | None,
+    n_neighbors: int,
+    distr: str,
+    theta: float,
+    alpha: float,
+    reg_lambda: float | None,
+    cv: int,
+    n_lambdas: int,
+    seed: int,
+    layer: str | None,
+    key_added: str,
+    store_fitted: bool,
+    figures: Path | None,
+    top_genes: int,
+    plot_genes: str | None,
+    top_effects: int,
+    quiet: bool,
+) -> None:
+    """Fit a penalised GLM of every gene in INPUT (.h5ad) on spatial predictors.
+
+    Predictors come from --section-key, --niche, --lag and --coords (at least one). Results
+    go to --out: varm['<key>_coef'] (genes × predictors), var['<key>_intercept', '_lambda',
+    '_score', '_converged', '_kkt', '_n_iter', '_status'], uns['<key>'] and the design in
+    obsm['<key>_design'].
+
+    \b
+    Example:
+      stglm fit data.h5ad --section-key list_ID --lag KRT15,CNN1 --coords \\
+          --lambda 0.01 --out results.h5ad --figures figs
+    """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
+    started = time.perf_counter()
+    if out.suffix != ".h5ad":
+        raise InputError(f"--out: '{out}' must end in .h5ad.")
+    lag_genes = _split_names(",".join(lag)) if lag else []
+    if not (niche or lag_genes or coords or section_key):
+        raise InputError(
+            "no predictors requested: give at least one of --niche, --lag, "
+            "--coords or --section-key."
+        )
+    if not key_added.strip():
+        raise InputError("--key-added must not be empty.")
+    fit_genes_list = _gene_list(genes, "--genes")
+    plot_gene_list = _gene_list(plot_genes, "--plot-genes")
+    _check_writable(out, "--out")
+    if figures is not None:
+        _check_writable(figures, "--figures")
+
+    adata = _read_input(input_path)
+    if layer is not None and layer not in adata.layers:
+        raise InputError(
+            f"--layer: {layer!r} is not a layer of {input_path.name} "
+            f"(layers: {', '.join(adata.layers) or 'none'})."
+        )
+    for option, column in (("--section-key", section_key), ("--niche", niche)):
+        if column is not None:
+            _check_obs_column(adata, column, option, input_path)
+    if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
+        raise InputError(
+            f"--niche: column {niche!r} has {adata.obs[niche].nunique()} distinct "
+            f"values; it must be categorical (at most {MAX_NICHE_CATEGORIES})."
+        )
+    if (niche or lag_genes or coords or figures) and "spatial" not in adata.obsm:
+        raise InputError(
+            f"{input_path.name} has no coordinates in obsm['spatial'], needed by "
+            "--niche, --lag, --coords and --figures."
+        )
+    for option, names in (
+        ("--genes", fit_genes_list),
+        ("--lag", lag_genes),
+        ("--plot-genes", plot_gene_list),
+    ):
+        if names:
+            _check_genes(names, adata.var_names, option, input_path)
+    if plot_gene_list and fit_genes_list and set(plot_gene_list) - set(fit_genes_list):
+        raise InputError(
+            f"--plot-genes: {sorted(set(plot_gene_list) - set(fit_genes_list))} "
+            "are not among the fitted --genes."
+        )
+
+    from ._transcriptome import fit_genes
+
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        design = build_design(
+            adata,
+            niche=niche,
+            lag=lag_genes,
+            coords=coords,
+            section_key=section_key,
+            n_neighbors=n_neighbors,
+            layer=layer,
+        )
+        n_genes = len(fit_genes_list) if fit_genes_list else adata.n_vars
+        fit_started = time.perf_counter()
+        try:
+            fit_genes(
+                adata,
+                fit_genes_list,
+                design=design,
+                distr=distr,
+                alpha=alpha,
+                reg_lambda=reg_lambda,
+                n_lambdas=n_lambdas,
+                cv=cv,
+                theta=theta,
+                random_seed=seed,
+                layer=layer,
+                key_added=key_added,
+                store_fitted=store_fitted,
+                progress=not quiet,
+            )
+        except ValueError as err:
+            where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+            raise InputError(f"cannot fit {input_path.name} ({where}): {err}") from None
+        fit_seconds = time.perf_counter() - fit_started
+        caught.extend(str(r.message) for r in records)
+    adata.obsm[f"{key_added}_design"] = design
+    adata.uns[key_added]["cli"] = {
+        "section_key": section_key or "",
+        "niche": niche or "",
+        "lag": lag_genes,
+        "coords": coords,
+        "n_neighbors": n_neighbors,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atomic_write(out, adata.write_h5ad)
+
+    written: list[Path] = []
+    if figures is not None:
+        if plot_gene_list is None:
+            plot_gene_list = _default_plot_genes(adata, key_added, N_GENE_FIT_FIGURES)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            written = _write_figures(
+                adata, key_added, design, figures, top_genes, plot_gene_list, quiet
+            )
+
+    if not quiet:
+        for message in dict.fromkeys(caught):
+            _warn(message)
+        click.echo(
+            _summary(
+                adata,
+                key_added,
+                n_genes=n_genes,
+                design=design,
+                distr=distr,
+                alpha=alpha,
+                reg_lambda=reg_lambda,
+                cv=cv,
+                seconds=fit_seconds,
+                out=out,
+                figures=written,
+                top=top_effects,
+            )
+        )
+        click.echo(f"  total time: {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,453 @@
+"""The ``stglm`` command line, run for real: ``python -m stglm fit ...`` in a subprocess.
+
+Inputs are a small subset of the bundled Visium data (300 spots × 40 genes) written to a
+temporary folder; outputs are read back with anndata and checked against values computed
+here with numpy (section dummies, within-section standardised coordinates) or against a
+direct :func:`stglm.fit_genes` call on the design the command stored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner as _CliRunner
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+
+import stglm  # noqa: E402
+from stglm import cli  # noqa: E402
+from stglm.datasets import visium_prostate  # noqa: E402
+
+KEYS_VAR = ("intercept", "lambda", "score", "converged", "kkt", "n_iter", "status")
+LAG_GENES = ("KRT15", "CNN1")
+ENV = {**os.environ, "MPLBACKEND": "Agg"}
+
+
+def run_cli(*args, **popen):
+    """Start ``python -m stglm <args>``; returns the Popen (text mode, pipes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stglm", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        **popen,
+    )
+
+
+def finish(proc, timeout=120):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def stglm_cli(*args):
+    return finish(run_cli(*args))
+
+
+@pytest.fixture(scope="module")
+def small_h5ad(tmp_path_factory):
+    """300 random spots (both sections) × 40 genes (the lag genes among them), with a
+    categorical 'zone' column for niche predictors."""
+    full = visium_prostate()
+    rng = np.random.default_rng(0)
+    spots = np.sort(rng.choice(full.n_obs, 300, replace=False))
+    others = [g for g in full.var_names if g not in LAG_GENES]
+    genes = list(LAG_GENES) + list(rng.choice(others, 38, replace=False))
+    small = full[spots, genes].copy()
+    rows = small.obs["array_row"].to_numpy()  # 0..25
+    small.obs["zone"] = pd.Categorical(np.where(rows < 9, "top", np.where(rows < 18, "mid", "low")))
+    path = tmp_path_factory.mktemp("data") / "small.h5ad"
+    small.write_h5ad(path)
+    return path
+
+
+def CliRunner():  # noqa: N802 - stands in for the class
+    """click's test runner with stderr kept apart (a flag before click 8.2, always since)."""
+    try:
+        return _CliRunner(mix_stderr=False)
+    except TypeError:
+        return _CliRunner()
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# a real fit
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(small_h5ad, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fit")
+    out = folder / "results.h5ad"
+    rc, stdout, stderr = stglm_cli(
+        "fit",
+        small_h5ad,
+        "--section-key",
+        "list_ID",
+        "--niche",
+        "zone",
+        "--lag",
+        ",".join(LAG_GENES),
+        "--coords",
+        "--distr",
+        "poisson",
+        "--alpha",
+        "0.5",
+        "--lambda",
+        "0.05",
+        "--store-fitted",
+        "--out",
+        out,
+        "--figures",
+        folder / "figs",
+        "--top-genes",
+        "15",
+        "--top-effects",
+        "3",
+    )
+    assert rc == 0, stderr
+    return folder, out, stdout, stderr
+
+
+def test_fit_writes_documented_keys(fitted, small_h5ad):
+    folder, out, _, _ = fitted
+    res, data = ad.read_h5ad(out), ad.read_h5ad(small_h5ad)
+    predictors = [
+        "list_ID_NP",
+        "niche_low",
+        "niche_mid",
+        "niche_top",
+        "lag_KRT15",
+        "lag_CNN1",
+        "x",
+        "y",
+    ]
+    coef = res.varm["stglm_coef"]
+    assert isinstance(coef, pd.DataFrame) and list(coef.columns) == predictors
+    assert coef.shape == (40, len(predictors))
+    for key in KEYS_VAR:
+        assert f"stglm_{key}" in res.var
+    assert list(res.uns["stglm"]["predictors"]) == predictors
+    assert list(res.uns["stglm"]["genes"]) == list(data.var_names)
+    params = res.uns["stglm"]["params"]
+    assert params["distr"] == "poisson" and params["alpha"] == 0.5 and params["reg_lambda"] == 0.05
+    assert res.layers["stglm_mu"].shape == res.shape
+    assert list(res.obsm["stglm_design"].columns) == predictors
+    # the input is kept: same counts, obs and coordinates
+    np.testing.assert_array_equal(res.X.toarray(), data.X.toarray())
+    np.testing.assert_array_equal(res.obsm["spatial"], data.obsm["spatial"])
+    assert set(res.var["stglm_status"].astype(str)) <= {"ok", "all zeros"}
+    # only the results and the figures folder: no temporary file left behind
+    assert files_in(folder) == ["figs", "results.h5ad"]
+
+
+def test_design_is_what_the_options_ask_for(fitted):
+    """Section dummy and within-section standardised coordinates, computed here with numpy."""
+    _, out, _, _ = fitted
+    res = ad.read_h5ad(out)
+    design = res.obsm["stglm_design"]
+    section = res.obs["list_ID"].astype(str).to_numpy()
+    np.testing.assert_array_equal(design["list_ID_NP"], (section == "NP").astype(float))
+    xy = np.asarray(res.obsm["spatial"], dtype=float)
+    for s in ("NP", "CP"):
+        m = section == s
+        expected = (xy[m] - xy[m].mean(axis=0)) / xy[m].std(axis=0)
+        np.testing.assert_allclose(design.loc[m, ["x", "y"]].to_numpy(), expected, atol=1e-12)
+    niche = design[["niche_low", "niche_mid", "niche_top"]].to_numpy()
+    np.testing.assert_allclose(niche.sum(axis=1), 1.0)  # shares of the 6 neighbours
+    np.testing.assert_allclose(niche * 6, np.round(niche * 6), atol=1e-12)
+
+
+def test_results_equal_a_direct_fit_genes_call(fitted, small_h5ad):
+    """The command passes its options on: the same fit, done here directly, agrees."""
+    _, out, _, _ = fitted
+    res = ad.read_h5ad(out)
+    data = ad.read_h5ad(small_h5ad)
+    stglm.fit_genes(
+        data,
+        design=res.obsm["stglm_design"],
+        distr="poisson",
+        alpha=0.5,
+        reg_lambda=0.05,
+        progress=False,
+    )
+    np.testing.assert_allclose(
+        np.asarray(res.varm["stglm_coef"]), np.asarray(data.varm["stglm_coef"]), equal_nan=True
+    )
+    np.testing.assert_allclose(
+        res.var["stglm_intercept"], data.var["stglm_intercept"], equal_nan=True
+    )
+
+
+def test_summary_names_the_strongest_genes(fitted):
+    _, out, stdout, stderr = fitted
+    res = ad.read_h5ad(out)
+    assert "Traceback" not in stderr
+    assert "stglm: fitted 40 genes on 300 cells/spots with 8 predictors" in stdout
+    assert str(out) in stdout and "Strongest effects" in stdout
+    coef = res.varm["stglm_coef"]
+    lines = {line.split()[0]: line for line in stdout.splitlines() if line.startswith("  ")}
+    for predictor in coef.columns:
+        col = coef[predictor].dropna()
+        top = col.abs().idxmax()
+        if col[top] != 0:
+            assert f"{top} ({col[top]:+.2f})" in lines[predictor]
+
+
+def test_figures_are_pngs(fitted):
+    folder, _, stdout, _ = fitted
+    figs = folder / "figs"
+    names = files_in(figs)
+    assert "coef_heatmap.png" in names
+    gene_figs = [n for n in names if n.startswith("gene_fit_")]
+    assert 1 <= len(gene_figs) <= 3
+    for name in names:
+        image = mpimg.imread(figs / name)
+        assert image.ndim == 3 and 300 <= image.shape[0] <= 3000 and 300 <= image.shape[1] <= 3000
+        assert image[..., :3].std() > 0.01  # not blank
+        assert str(figs / name) in stdout
+
+
+def test_cross_validated_path_and_gene_file(small_h5ad, tmp_path):
+    """Without --lambda each gene's λ comes from CV (as fit_genes chooses it); --genes reads
+    a file; --quiet is silent. In-process (CliRunner): the subprocess runs are above."""
+    genes = ad.read_h5ad(small_h5ad).var_names[:5]
+    gene_file = tmp_path / "genes.txt"
+    gene_file.write_text("# genes to fit\n" + "\n".join(genes[:3]) + "\n" + ",".join(genes[3:]))
+    out = tmp_path / "cv.h5ad"
+    args = ["fit", small_h5ad, "--genes", gene_file, "--coords", "--cv", "3", "--n-lambdas", "4"]
+    args += ["--key-added", "cvfit", "--out", out, "--quiet"]
+    result = CliRunner().invoke(cli.main, list(map(str, args)), prog_name="stglm")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and result.stderr == ""
+    res = ad.read_h5ad(out)
+    assert list(res.uns["cvfit"]["genes"]) == list(genes)
+    assert "reg_lambda" not in res.uns["cvfit"]["params"]  # None: the CV path
+    assert res.uns["cvfit"]["params"]["cv"] == 3
+    status = res.var["cvfit_status"].astype(str)
+    assert (status[genes] != "not requested").all()
+    assert (status.drop(genes) == "not requested").all()
+    direct = ad.read_h5ad(small_h5ad)
+    stglm.fit_genes(
+        direct,
+        list(genes),
+        design=res.obsm["cvfit_design"],
+        reg_lambda=None,
+        cv=3,
+        n_lambdas=4,
+        progress=False,
+    )
+    np.testing.assert_allclose(res.var["cvfit_lambda"], direct.var["stglm_lambda"], equal_nan=True)
+    np.testing.assert_allclose(
+        np.asarray(res.varm["cvfit_coef"]), np.asarray(direct.varm["stglm_coef"]), equal_nan=True
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line on stderr, non-zero exit, no output
+# ---------------------------------------------------------------------------------------------
+#: Each case: arguments, a phrase the error must contain, and whether it runs as a real
+#: subprocess (the five cases of the issue) or in-process through click's CliRunner (the same
+#: ``main`` with click's standalone error handling, without Python's start-up cost).
+BAD_INPUTS = {
+    "missing file": (["fit", "{tmp}/nope.h5ad", "--coords"], "does not exist", True),
+    "text file": (["fit", "{tmp}/notes.txt", "--coords"], "not an .h5ad", True),
+    "unknown gene": (["fit", "{data}", "--coords", "--genes", "KRT15,NOTAGENE"], "NOTAGENE", True),
+    "unknown obs column": (["fit", "{data}", "--niche", "celltype"], "'celltype'", True),
+    "no predictors": (["fit", "{data}"], "no predictors", True),
+    "unknown lag gene": (["fit", "{data}", "--lag", "NOTAGENE"], "NOTAGENE", False),
+    "unknown section column": (["fit", "{data}", "--section-key", "slide"], "'slide'", False),
+    "unknown plot gene": (["fit", "{data}", "--coords", "--plot-genes", "NOPE"], "NOPE", False),
+    "missing layer": (["fit", "{data}", "--coords", "--layer", "counts"], "'counts'", False),
+    "out not h5ad": (["fit", "{data}", "--coords"], ".h5ad", False),
+    "too many neighbours": (
+        ["fit", "{data}", "--lag", "KRT15", "--n-neighbors", "999"],
+        "n_neighbors",
+        False,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "notes.txt").write_text("this is not an h5ad file\n")
+    return tmp
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_clear_line(small_h5ad, bad_folder, case):
+    args, phrase, real_process = BAD_INPUTS[case]
+    folder = bad_folder / case.replace(" ", "_")
+    folder.mkdir()
+    out = folder / ("out.txt" if case == "out not h5ad" else "out.h5ad")
+    args = [a.format(tmp=bad_folder, data=small_h5ad) for a in args] + ["--out", str(out)]
+    if real_process:
+        rc, stdout, stderr = stglm_cli(*args)
+    else:
+        result = CliRunner().invoke(cli.main, args, prog_name="stglm")
+        rc, stdout, stderr = result.exit_code, result.stdout, result.stderr
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        ), result.exception
+    assert rc == 2
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("Error: ") and phrase in lines[0], lines[0]
+    assert stdout == ""
+    assert files_in(folder) == []  # no output, no temporary file
+
+
+# ---------------------------------------------------------------------------------------------
+# help, version, entry point
+# ---------------------------------------------------------------------------------------------
+def test_help_lists_every_option():
+    rc, stdout, _ = stglm_cli("fit", "--help")
+    assert rc == 0
+    params = cli.fit.get_params(cli.click.Context(cli.fit))  # --help included
+    declared = [opt for p in params for opt in p.opts + p.secondary_opts if opt.startswith("--")]
+    expected = [
+        "--out",
+        "--genes",
+        "--niche",
+        "--lag",
+        "--coords",
+        "--no-coords",
+        "--section-key",
+        "--n-neighbors",
+        "--distr",
+        "--alpha",
+        "--lambda",
+        "--cv",
+        "--n-lambdas",
+        "--layer",
+        "--key-added",
+        "--store-fitted",
+        "--figures",
+        "--top-genes",
+        "--quiet",
+        "--help",
+    ]
+    assert set(expected) <= set(declared)
+    for opt in declared:
+        assert opt in stdout, opt
+    for param in params:  # every option is explained
+        if isinstance(param, cli.click.Option):
+            assert param.help, param.name
+
+
+def test_version_and_entry_point():
+    result = CliRunner().invoke(cli.main, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"stglm {stglm.__version__}"
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("stglm") == "stglm.cli:main"
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic output
+# ---------------------------------------------------------------------------------------------
+def partial_then(exc):
+    def write(path, *args, **kwargs):
+        Path(path).write_bytes(b"\x89HDF\r\n partial")
+        raise exc
+
+    return write
+
+
+@pytest.mark.parametrize("exc", [OSError("disk full"), KeyboardInterrupt()])
+def test_atomic_write_leaves_no_partial_file(tmp_path, exc):
+    target = tmp_path / "out.h5ad"
+    with pytest.raises(type(exc)):
+        cli.atomic_write(target, partial_then(exc))
+    assert files_in(tmp_path) == []
+    target.write_text("previous results")
+    with pytest.raises(type(exc)):
+        cli.atomic_write(target, partial_then(exc))
+    assert files_in(tmp_path) == ["out.h5ad"] and target.read_text() == "previous results"
+
+
+def test_interrupted_command_leaves_no_partial_file(small_h5ad, tmp_path, monkeypatch):
+    """The real command, interrupted while writing its output (Ctrl-C): nothing is left."""
+    write = partial_then(KeyboardInterrupt())
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", lambda self, path, *a, **k: write(path))
+    out = tmp_path / "res" / "out.h5ad"
+    # click turns Ctrl-C into Abort ("Aborted!", exit status 1 when run as a command)
+    with pytest.raises(cli.click.exceptions.Abort):
+        cli.main(
+            ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "--quiet"],
+            standalone_mode=False,
+        )
+    assert files_in(out.parent) == []
+
+
+SLOW_WRITE = """
+import sys, time
+import anndata
+from stglm.cli import main
+
+def slow_write(self, path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"partial")
+        f.flush()
+        time.sleep(60)
+
+anndata.AnnData.write_h5ad = slow_write
+main(sys.argv[1:], prog_name="stglm")
+"""
+
+
+def test_killed_while_writing_leaves_no_partial_file(small_h5ad, tmp_path):
+    """A real process, killed (SIGTERM) while its output is half written: nothing is left.
+
+    Ctrl-C (KeyboardInterrupt) during the write is checked in-process below.
+    """
+    out = tmp_path / "out.h5ad"
+    args = ["fit", small_h5ad, "--coords", "--lambda", "0.1", "--out", out, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITE, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") and p.stat().st_size for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    rc, _, stderr = finish(proc, timeout=30)
+    assert rc != 0 and "Traceback" not in stderr
+    assert files_in(tmp_path) == []
+
+
+def test_failed_fit_keeps_previous_output(small_h5ad, tmp_path):
+    out = tmp_path / "out.h5ad"
+    out.write_text("previous results")
+    data = ad.read_h5ad(small_h5ad)
+    data.X = sp.csr_matrix(-data.X.toarray())  # negative counts: Poisson refuses them
+    bad = tmp_path / "negative.h5ad"
+    data.write_h5ad(bad)
+    with pytest.raises(
+        cli.click.ClickException, match="cannot fit negative.h5ad .adata.X.: .*non-negative"
+    ):
+        cli.main(
+            ["fit", str(bad), "--coords", "--lambda", "0.1", "--out", str(out), "--quiet"],
+            standalone_mode=False,
+        )
+    assert files_in(tmp_path) == ["negative.h5ad", "out.h5ad"]
+    assert out.read_text() == "previous results"

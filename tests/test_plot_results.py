@@ -1,0 +1,212 @@
+"""Plots of fit_genes results: what is drawn is checked against values computed here.
+
+Fits use a small subset of the bundled Visium data (300 spots × 40 genes) and a design built
+with numpy (section dummy, standardised coordinates). Expected matrices, orders and fitted
+means are computed in the tests from the stored coefficients with numpy/scipy.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from scipy.cluster.hierarchy import leaves_list, linkage  # noqa: E402
+
+import stglm  # noqa: E402
+from stglm._plot_results import plot_coef_heatmap, plot_gene_fit  # noqa: E402
+from stglm.datasets import visium_prostate  # noqa: E402
+
+ETA = 2.0  # fit_genes' default Poisson threshold
+
+
+@pytest.fixture(autouse=True)
+def _close_figures(monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() was called"))
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = visium_prostate()
+    rng = np.random.default_rng(1)
+    spots = np.sort(rng.choice(full.n_obs, 300, replace=False))
+    genes = [
+        "KRT15",
+        "CNN1",
+        "AMACR",
+        *rng.choice(full.var_names.drop(["KRT15", "CNN1", "AMACR"]), 37, replace=False),
+    ]
+    small = full[spots, genes].copy()
+    xy = np.asarray(small.obsm["spatial"], dtype=float)
+    design = pd.DataFrame(
+        {
+            "section_NP": (small.obs["list_ID"] == "NP").to_numpy(dtype=float),
+            "x": (xy[:, 0] - xy[:, 0].mean()) / xy[:, 0].std(),
+            "y": (xy[:, 1] - xy[:, 1].mean()) / xy[:, 1].std(),
+            "noise": rng.normal(size=len(xy)),
+        },
+        index=small.obs_names,
+    )
+    return small, design
+
+
+@pytest.fixture(scope="module")
+def fits(data):
+    """(results with the fitted means stored, results without them, design)."""
+    small, design = data
+    kwargs = dict(design=design, distr="poisson", alpha=0.5, reg_lambda=0.02, progress=False)
+    stored = stglm.fit_genes(small, store_fitted=True, copy=True, **kwargs)
+    bare = stglm.fit_genes(small, copy=True, **kwargs)
+    return stored, bare, design
+
+
+def coef_matrix(adata, key="stglm"):
+    """Coefficients of the fitted genes, straight from varm/var/uns."""
+    coef = pd.DataFrame(
+        np.asarray(adata.varm[f"{key}_coef"]),
+        index=adata.var_names,
+        columns=list(adata.uns[key]["predictors"]),
+    )
+    ok = adata.var[f"{key}_status"].astype(str).isin(["ok", "not converged"])
+    return coef[ok.to_numpy()]
+
+
+def poisson_mean(z):
+    return np.where(z <= ETA, np.exp(np.minimum(z, ETA)), np.exp(ETA) * (z - ETA + 1.0))
+
+
+def tick_labels(ticks):
+    return [t.get_text() for t in ticks]
+
+
+def check_png(fig, path):
+    fig.savefig(path, dpi=100)
+    image = mpimg.imread(path)
+    h, w = image.shape[:2]
+    assert image.ndim == 3 and 250 <= h <= 2500 and 250 <= w <= 2500
+    assert image[..., :3].std() > 0.01
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# heatmap
+# ---------------------------------------------------------------------------------------------
+def test_heatmap_order_is_scipy_clustering(fits, tmp_path):
+    adata = fits[0]
+    coef = coef_matrix(adata)
+    strength = coef.abs().max(axis=1).to_numpy()
+    top = coef.iloc[np.argsort(-strength, kind="stable")[:15]]
+    M = top.to_numpy()
+    rows = leaves_list(linkage(M, method="average", metric="euclidean"))
+    cols = leaves_list(linkage(M.T, method="average", metric="euclidean"))
+
+    ax = plot_coef_heatmap(adata, top=15)
+    assert tick_labels(ax.get_yticklabels()) == list(top.index[rows])
+    assert tick_labels(ax.get_xticklabels()) == list(top.columns[cols])
+    image = ax.images[0]
+    np.testing.assert_array_equal(image.get_array(), M[rows][:, cols])
+    # diverging colormap centred at 0, with a colorbar
+    assert image.norm.vmin == -image.norm.vmax == -np.abs(M).max()
+    assert image.get_cmap().name == "RdBu_r"
+    assert len(ax.figure.axes) == 2
+    check_png(ax.figure, tmp_path / "heatmap.png")
+
+
+def test_heatmap_without_clustering_and_given_genes(fits):
+    adata = fits[0]
+    coef = coef_matrix(adata)
+    order = np.argsort(-coef.abs().max(axis=1).to_numpy(), kind="stable")[:8]
+    ax = plot_coef_heatmap(adata, top=8, cluster=False)
+    assert tick_labels(ax.get_yticklabels()) == list(coef.index[order])
+    assert tick_labels(ax.get_xticklabels()) == list(coef.columns)
+
+    fig, ax2 = plt.subplots()
+    genes = ["CNN1", "KRT15", "AMACR"]
+    assert plot_coef_heatmap(adata, genes=genes, cluster=False, ax=ax2) is ax2
+    np.testing.assert_array_equal(ax2.images[0].get_array(), coef.loc[genes].to_numpy())
+    # clustering a given set keeps its genes
+    ax3 = plot_coef_heatmap(adata, genes=genes)
+    assert sorted(tick_labels(ax3.get_yticklabels())) == sorted(genes)
+
+
+def test_heatmap_errors(fits, data):
+    adata = fits[0]
+    with pytest.raises(ValueError, match="NOTAGENE"):
+        plot_coef_heatmap(adata, genes=["KRT15", "NOTAGENE"])
+    with pytest.raises(ValueError, match="no fit_genes results"):
+        plot_coef_heatmap(adata, key_added="other")
+    with pytest.raises(ValueError, match="top"):
+        plot_coef_heatmap(adata, top=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# one gene: observed vs fitted
+# ---------------------------------------------------------------------------------------------
+def test_gene_fit_panels_show_counts_and_stored_means(fits, tmp_path):
+    adata = fits[0]
+    gene = "KRT15"
+    j = adata.var_names.get_loc(gene)
+    observed = adata.X[:, j].toarray().ravel()
+    fitted = adata.layers["stglm_mu"][:, j]
+    before = (set(adata.obs), set(adata.var), set(adata.uns), set(adata.layers))
+
+    ax_obs, ax_fit = plot_gene_fit(adata, gene)
+    assert (ax_obs.get_title(), ax_fit.get_title()) == ("observed", "fitted")
+    obs_points, fit_points = ax_obs.collections[0], ax_fit.collections[0]
+    np.testing.assert_array_equal(obs_points.get_array(), observed)
+    np.testing.assert_allclose(fit_points.get_array(), fitted, rtol=1e-6)
+    np.testing.assert_array_equal(obs_points.get_offsets(), adata.obsm["spatial"])
+    # one shared colour scale, equal aspect, one colorbar
+    assert (obs_points.norm.vmin, obs_points.norm.vmax) == (
+        fit_points.norm.vmin,
+        fit_points.norm.vmax,
+    )
+    assert ax_obs.get_aspect() == ax_fit.get_aspect() == 1.0
+    assert len(ax_obs.figure.axes) == 3
+    check_png(ax_obs.figure, tmp_path / "gene_fit.png")
+    assert before == (set(adata.obs), set(adata.var), set(adata.uns), set(adata.layers))
+
+
+def test_gene_fit_recomputes_means_from_the_design(fits):
+    stored, bare, design = fits
+    gene = "AMACR"
+    j = bare.var_names.get_loc(gene)
+    z = (
+        bare.var["stglm_intercept"].iloc[j]
+        + design.to_numpy() @ np.asarray(bare.varm["stglm_coef"])[j]
+    )
+    expected = poisson_mean(z)
+
+    fig, axes = plt.subplots(1, 2)
+    ax_obs, ax_fit = plot_gene_fit(bare, gene, axes=axes, design=design)
+    assert ax_obs is axes[0] and ax_fit is axes[1]
+    np.testing.assert_allclose(ax_fit.collections[0].get_array(), expected, rtol=1e-12)
+    # the same as the means fit_genes stored itself (float32)
+    np.testing.assert_allclose(expected, stored.layers["stglm_mu"][:, j], rtol=1e-5)
+    # a shuffled design is aligned by obs_names
+    ax_obs, ax_fit = plot_gene_fit(bare, gene, design=design.sample(frac=1.0, random_state=0))
+    np.testing.assert_allclose(ax_fit.collections[0].get_array(), expected, rtol=1e-12)
+
+
+def test_gene_fit_errors(fits, data):
+    stored, bare, design = fits
+    with pytest.raises(ValueError, match="design="):
+        plot_gene_fit(bare, "KRT15")
+    with pytest.raises(ValueError, match="lacks the fitted predictors"):
+        plot_gene_fit(bare, "KRT15", design=design.drop(columns="noise"))
+    with pytest.raises(ValueError, match="not in adata.var_names"):
+        plot_gene_fit(stored, "NOTAGENE")
+    with pytest.raises(ValueError, match="basis"):
+        plot_gene_fit(stored, "KRT15", basis="X_umap")
+    partial = stglm.fit_genes(
+        data[0], ["KRT15"], design=design, reg_lambda=0.02, copy=True, progress=False
+    )
+    with pytest.raises(ValueError, match="not requested"):
+        plot_gene_fit(partial, "CNN1", design=design)
