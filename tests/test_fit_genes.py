@@ -636,6 +636,7 @@ POSITIONAL_ALLOWED = {
     "stglm.spatial.niche_composition": ("obs_key",),
     "stglm.spatial.spatial_lag": ("genes",),
     "stglm.spatial.get_graph": ("graph",),
+    "stglm.plotting.plot_gene_fit": ("gene",),
 }
 #: fit_glm keeps the seed's signature, fit_glm(X, adata, y_feat, calc_first_moment, ...): it is
 #: the spateo 1.0 API that stglm reproduces (SEMANTICS.md), so it is exempt from the convention.

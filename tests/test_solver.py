@@ -291,14 +291,6 @@ def test_wide_residual_kernel(distr, alpha, fmt):
         assert_allclose(m.beta0_, md.beta0_, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (irls-cd, residual-update kernel, p > GRAM_MAX_FEATURES): ridge (alpha=0) with p >> n "
-    "stalls. n=100, p=1100, Poisson eta=inf, lambda=0.1: after 100 outer iterations the KKT "
-    "residual is still 7.7e-4 (L-BFGS reaches 2.5e-8 in 270 gradient steps; J is 5.8e-5 above "
-    "its minimum). _cd_csc_residual stops after a single sweep because every coordinate moves "
-    "its own partial by < inner_tol = 0.05*KKT, while the summed cross terms leave the model's "
-    "gradient large, so each Newton step lowers J by only ~2e-8. The Gram kernel, given the same "
-    "kind of problem (n=40, p=900), now converges in 9 iterations."))
 def test_wide_ridge_more_features_than_samples_converges():
     rng = np.random.default_rng(0)
     n, p = 100, 1100
@@ -308,7 +300,8 @@ def test_wide_ridge_more_features_than_samples_converges():
     y = rng.poisson(np.exp(0.5 + X @ beta)).astype(float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        m = exact(distr="poisson", alpha=0.0, reg_lambda=0.1, eta=np.inf, max_iter=100).fit(X, y)
+        m = exact(distr="poisson", alpha=0.0, reg_lambda=0.1, eta=np.inf, max_iter=100,
+                  tol=1e-8).fit(X, y)
     kkt = kkt_of(m, X, y)
     assert m.converged_ and kkt <= 1e-6, (
         f"ridge p>>n: not converged after {m.n_iter_} Newton iterations, KKT residual {kkt:.3g}")

@@ -178,8 +178,8 @@ def _select_genes(coef: pd.DataFrame, genes: Sequence[str] | None, top: int) -> 
 
 def plot_coef_heatmap(
     adata: AnnData,
-    key_added: str = "stglm",
     *,
+    key_added: str = "stglm",
     genes: Sequence[str] | None = None,
     top: int = 40,
     cluster: bool = True,
@@ -310,8 +310,8 @@ def _marker_size(ax: Axes, coords: np.ndarray) -> float:
 def plot_gene_fit(
     adata: AnnData,
     gene: str,
-    key_added: str = "stglm",
     *,
+    key_added: str = "stglm",
     basis: str = "spatial",
     axes: Sequence[Axes] | None = None,
     layer: str | None = None,

@@ -370,7 +370,7 @@ def _write_figures(
         ),
         layout="constrained",
     )
-    plot_coef_heatmap(adata, key, top=top, ax=fig.add_subplot())
+    plot_coef_heatmap(adata, key_added=key, top=top, ax=fig.add_subplot())
     written.append(
         atomic_write(folder / "coef_heatmap.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     )
@@ -382,7 +382,7 @@ def _write_figures(
             continue
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(*shape)
-        plot_gene_fit(adata, gene, key, axes=axes, design=design)
+        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design)
         fig.suptitle(
             f"{gene}: observed counts and fitted means ({adata.uns[key]['params']['distr']})"
         )

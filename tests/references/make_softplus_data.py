@@ -5,6 +5,7 @@ z = 0.5 + 1.0*x1 - 0.7*x2 + 0.3*x3, mu = softplus(z) = log(1+exp(z)).
 y_poisson ~ Poisson(mu); y_nb ~ NB2(mean mu, size theta=2); y_gamma ~ Gamma(shape 2, mean mu).
 Run: /work/main/.venv/bin/python make_softplus_data.py   (from this directory)
 """
+
 import numpy as np
 import pandas as pd
 
@@ -23,7 +24,7 @@ y_pois = rng.poisson(mu)
 y_nb = rng.poisson(mu * rng.gamma(THETA, 1.0 / THETA, size=N))
 y_gamma = rng.gamma(GAMMA_SHAPE, mu / GAMMA_SHAPE)
 
-df = pd.DataFrame(X, columns=[f"x{j+1}" for j in range(P)])
+df = pd.DataFrame(X, columns=[f"x{j + 1}" for j in range(P)])
 df["y_poisson"] = y_pois
 df["y_nb"] = y_nb
 df["y_gamma"] = y_gamma

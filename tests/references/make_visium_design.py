@@ -19,11 +19,12 @@ Writes visium_design.csv (columns: spot, section, lag_<gene> x6, y) and
 visium_foldid.csv (columns: spot, foldid).
 Run: /work/main/.venv/bin/python make_visium_design.py   (from this directory)
 """
+
+import anndata as ad
 import numpy as np
 import pandas as pd
-import anndata as ad
-from scipy.spatial import cKDTree
 import scipy.sparse as sp
+from scipy.spatial import cKDTree
 
 H5AD = "/work/shared/data/visium_prostate.h5ad"
 K = 6

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._penalties import kkt_residual
-from ._cd_kernels import _cd_csc_residual, _cd_gram
+from ._cd_kernels import _cd_csc_residual, _cd_gram, _cg_csc
 from ._common import Problem, SolverResult
 from ._family_kernels import family_code, nll_and_terms
 from ._null_model import null_gradients, null_intercepts, tolerance_scales
@@ -163,6 +163,12 @@ class NewtonCD:
             return (x[0], x[1:]) if icpt else (0.0, x)
         Xc = self.X_csc
         G = np.zeros((0, 0)) if self.ridge_gram is None else self.ridge_gram
+        icpt = self.problem.fit_intercept
+        if pen.l1 == 0.0:  # a ridge model is a linear system: conjugate gradients
+            grad = np.concatenate([[g0], g]) if icpt else g
+            step, _ = _cg_csc(Xc.indptr, Xc.indices, Xc.data, self.problem.n_samples, w, G,
+                              pen.l2, icpt, grad, inner_tol, 10 * grad.size)
+            return (beta0 + step[0], beta + step[1:]) if icpt else (0.0, beta + step)
         x0, x, _ = _cd_csc_residual(
             Xc.indptr,
             Xc.indices,
