@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from stglm._penalties import kkt_residual
 from stglm.generalized_lm import GLM, _loss, batch_grad
+
+REFERENCES = Path(__file__).parent / "references"
 
 ETA, THETA = 2.0, 2.0
 ALPHA, LAMBDA = 0.3, 0.4
@@ -351,3 +354,24 @@ def test_divergence_is_a_clear_error(distr_):
     X, y = make_problem(distr_, n=60, p=3, seed=2)
     with pytest.raises(ValueError, match="learning_rate"):
         _glm(distr_, True, learning_rate=1e3, max_iter=500).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore:GLM .solver='batch-gradient'. did not converge")
+def test_uphill_run_is_reported_not_called_converged():
+    """spateo's step on a real, unstandardised design: the coefficients settle far uphill.
+
+    spateo called this converged; stglm keeps the seed's stopping rule but warns that the
+    objective ended above its starting value (computed here independently of the solver).
+    """
+    import pandas as pd
+
+    design = pd.read_csv(REFERENCES / "visium_design.csv")
+    X = design[[c for c in design.columns if c.startswith("lag_")]].to_numpy()
+    y = design["y"].to_numpy(dtype=float)
+    model = GLM(solver="batch-gradient", eta=2.0, clip_coeffs=0, verbose=False)
+    with pytest.warns(ConvergenceWarning, match="higher objective than it started"):
+        model.fit(X, y)
+    p = X.shape[1]
+    start = np.random.RandomState(888).normal(0.0, 1.0, p + 1) / (p + 1)
+    end = np.r_[model.beta0_, model.beta_]
+    assert _loss("poisson", 0.5, 0.1, X, y, end) > _loss("poisson", 0.5, 0.1, X, y, start)

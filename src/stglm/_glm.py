@@ -298,7 +298,7 @@ class GLM(_GLMBase):
                 f"max_iter={self.max_iter} iterations; KKT residual {result.kkt:.3g} "
                 f"(tol={self.tol:g}). Increase max_iter.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of GLM.fit
             )
         beta = np.array(result.beta, dtype=float)
         beta[np.abs(beta) < self.clip_coeffs] = 0.0

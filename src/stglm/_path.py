@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -107,7 +107,7 @@ def fit_path(
     grad, prev_lam = null_gradient(problem), lambda_max(problem)
     for i, lam in enumerate(out.reg_lambdas):
         penalty = ElasticNet(lam, alpha, Tau)
-        full = Problem(problem.family, penalty, problem.X, problem.y, problem.fit_intercept)
+        full = replace(problem, penalty=penalty)  # shares the design's cached work
         if screening and alpha > 0:
             keep = (np.abs(grad) >= alpha * (2 * lam - prev_lam)) | (beta != 0)
         else:

@@ -19,6 +19,7 @@ from ._glm_cv import GLMCV
 from ._metrics import column_deviance, column_pseudo_r2
 from ._path import LAMBDA_MIN_RATIO, geometric_path, lambda_max_from_gradient
 from ._solvers._null_model import null_gradients, tolerance_scales
+from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._validation import check_tau, check_X
 
@@ -367,6 +368,10 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
 
     def run(chunk: np.ndarray):
+        with single_blas_thread():
+            return _fit_chunk(chunk)
+
+    def _fit_chunk(chunk: np.ndarray):
         Y = _read_chunk(matrix, columns[chunk])
         if not np.all(np.isfinite(Y)):
             raise ValueError("the expression matrix contains NaN or infinite values.")

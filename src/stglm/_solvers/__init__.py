@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+import warnings
 
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from .._objective import objective
 from ._common import Problem, SolverResult
+from ._threads import single_blas_thread
 from .gradient_descent import batch_gradient, initial_coefficients
 from .newton_cd import newton_cd, null_intercept
 
@@ -16,6 +21,7 @@ def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
         start = initial_coefficients(
             problem.n_features, problem.fit_intercept, options["random_seed"]
         )
+    args = (problem.family, problem.penalty, problem.X, problem.y)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         result = batch_gradient(
             problem,
@@ -23,6 +29,17 @@ def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
             learning_rate=options["learning_rate"],
             max_iter=options["max_iter"],
             tol=options["tol"],
+        )
+        J_start = objective(*args, *start, problem.fit_intercept)
+        J_end = objective(*args, result.beta0, result.beta, problem.fit_intercept)
+    if np.isfinite(J_end) and J_end > J_start:
+        # The coefficients stopped moving, but uphill: spateo reported such runs as converged.
+        warnings.warn(
+            f"solver='batch-gradient' ended at a higher objective than it started from "
+            f"({J_end:.6g} > {J_start:.6g}): learning_rate={options['learning_rate']!r} is too "
+            "large for this problem. Lower it, standardise X, or use solver='irls-cd'.",
+            ConvergenceWarning,
+            stacklevel=5,  # the caller of GLM.fit
         )
     if not (np.isfinite(result.beta0) and np.all(np.isfinite(result.beta))):
         raise ValueError(
@@ -51,4 +68,5 @@ SOLVERS = {"irls-cd": _run_newton_cd, "batch-gradient": _run_batch_gradient}
 
 def solve(problem: Problem, solver: str, options: dict, start=None) -> SolverResult:
     """Minimise ``problem`` with the named solver from ``start`` (β0, β) or its default start."""
-    return SOLVERS[solver](problem, options, start)
+    with single_blas_thread():
+        return SOLVERS[solver](problem, options, start)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +15,8 @@ class Problem:
     """A penalised GLM fitting problem: minimise J(β0, β) over (β0, β).
 
     ``X`` is a float64 dense array or a CSR/CSC matrix; ``y`` a float64 vector.
+    ``cache`` holds work derived from X alone (e.g. its scaled copy); problems that differ
+    only in the penalty share it (``dataclasses.replace`` keeps the same dict).
     """
 
     family: Family
@@ -22,6 +24,7 @@ class Problem:
     X: object
     y: np.ndarray
     fit_intercept: bool = True
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:

@@ -99,6 +99,19 @@ def nll_and_terms(code, eta, theta, Y, Z, R, W):
     n, g = Y.shape
     out = np.zeros(g)
     carry = np.zeros(g)
+    if code == 1 and eta == np.inf:
+        # Canonical Poisson, the common case: one exp per element; −ℓ = μ − y·z up to the
+        # seed's ε inside log(μ + ε), a relative 1e-16/μ that no comparison can see.
+        for i in range(n):
+            for k in range(g):
+                y, mu = Y[i, k], math.exp(Z[i, k])
+                term = (mu - y * Z[i, k]) - carry[k]
+                total = out[k] + term
+                carry[k] = (total - out[k]) - term
+                out[k] = total
+                R[i, k] = mu - y
+                W[i, k] = mu
+        return out / n
     for i in range(n):
         for k in range(g):
             y, z = Y[i, k], Z[i, k]

@@ -41,10 +41,19 @@ class DesignScaling:
         else:
             spread = np.sqrt(np.maximum(sq - 2 * self.center * mean + self.center**2, 0.0))
         self.scale = np.where(spread > 0, spread, 1.0)  # a constant column is left as is
+        # A design that is already centred enough and evenly scaled is used as it is: the
+        # transform would only cost a copy of X.
+        ratio = np.abs(self.center) / self.scale
+        self.identity = bool(
+            ratio.max(initial=0.0) <= 1.0
+            and self.scale.max(initial=1.0) <= 100 * self.scale.min(initial=1.0)
+        )
+        if self.identity:
+            self.center, self.scale = np.zeros_like(self.center), np.ones_like(self.scale)
 
     def design(self, X: np.ndarray) -> np.ndarray:
-        """(X − c)/s for a dense X (a new array)."""
-        return (X - self.center) / self.scale
+        """(X − c)/s for a dense X (X itself when the transform is the identity)."""
+        return X if self.identity else (X - self.center) / self.scale
 
     def _split(self, B):
         return (B[:, 0], B[:, 1:]) if self.fit_intercept else (None, B)

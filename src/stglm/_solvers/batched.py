@@ -135,7 +135,7 @@ class BatchedNewtonCD:
             self.penalized[0] = False
         self.gram_scaled = design.scaling.ridge_gram(self.gram)
         # A change of the scaled gradient by t is one of up to t·s_j in the original units.
-        self.tol_factor = max(1.0, float(design.scaling.scale.max()))
+        self.tol_factor = float(design.scaling.scale.max(initial=1.0))
 
     # -- vectorised pieces (rows of B are genes; B includes the intercept column if any) ------
     def _penalty(self, B: np.ndarray, lam: np.ndarray) -> np.ndarray:

@@ -81,8 +81,11 @@ class NewtonCD:
         self.use_gram = p <= GRAM_MAX_FEATURES
         if self.use_gram:
             # The Newton model is solved for centred, scaled columns (see _scaling).
-            self.scaling = DesignScaling(X, problem.fit_intercept)
-            self.X_scaled = None if sp.issparse(X) else self.scaling.design(X)
+            cache = problem.cache
+            if "scaling" not in cache:  # shared along a regularisation path
+                cache["scaling"] = DesignScaling(X, problem.fit_intercept)
+                cache["X_scaled"] = None if sp.issparse(X) else cache["scaling"].design(X)
+            self.scaling, self.X_scaled = cache["scaling"], cache["X_scaled"]
             self.ridge_scaled = problem.penalty.l2 * self.scaling.ridge_gram(
                 problem.penalty.tikhonov_gram(p)
             )
@@ -150,7 +153,7 @@ class NewtonCD:
             b = np.concatenate([[beta0], beta]) if icpt else beta
             grad = np.concatenate([[g0], g]) if icpt else g
             # A change of the scaled gradient by t is one of up to t·s_j in the original.
-            tol_scaled = inner_tol / max(1.0, float(sc.scale.max()))
+            tol_scaled = inner_tol / float(sc.scale.max(initial=1.0))
             x, _ = _cd_gram(
                 self._hessian(w),
                 sc.gradient_to_scaled(grad[None])[0],
@@ -166,8 +169,19 @@ class NewtonCD:
         icpt = self.problem.fit_intercept
         if pen.l1 == 0.0:  # a ridge model is a linear system: conjugate gradients
             grad = np.concatenate([[g0], g]) if icpt else g
-            step, _ = _cg_csc(Xc.indptr, Xc.indices, Xc.data, self.problem.n_samples, w, G,
-                              pen.l2, icpt, grad, inner_tol, 10 * grad.size)
+            step, _ = _cg_csc(
+                Xc.indptr,
+                Xc.indices,
+                Xc.data,
+                self.problem.n_samples,
+                w,
+                G,
+                pen.l2,
+                icpt,
+                grad,
+                inner_tol,
+                10 * grad.size,
+            )
             return (beta0 + step[0], beta + step[1:]) if icpt else (0.0, beta + step)
         x0, x, _ = _cd_csc_residual(
             Xc.indptr,
