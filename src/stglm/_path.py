@@ -9,7 +9,13 @@ import numpy as np
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, solve
-from ._solvers.newton_cd import null_gradient, null_intercept, tolerance_scale
+from ._solvers.newton_cd import (
+    GRAM_MAX_FEATURES,
+    null_gradient,
+    null_intercept,
+    scaled_design,
+    tolerance_scale,
+)
 
 __all__ = ["LAMBDA_MIN_RATIO", "RIDGE_ALPHA_FOR_PATH", "PathResult", "fit_path", "lambda_path"]
 
@@ -67,7 +73,15 @@ def _restrict(problem: Problem, penalty: ElasticNet, keep: np.ndarray) -> Proble
     """The problem on the columns ``keep`` only (the others fixed at 0)."""
     tau = None if penalty.Tau is None else penalty.Tau[:, keep]
     sub_pen = ElasticNet(penalty.reg_lambda, penalty.alpha, tau)
-    return Problem(problem.family, sub_pen, problem.X[:, keep], problem.y, problem.fit_intercept)
+    sub = Problem(problem.family, sub_pen, problem.X[:, keep], problem.y, problem.fit_intercept)
+    cache = problem.cache
+    if "scaling" in cache:  # the full design's transform, restricted: nothing recomputed
+        sub.cache["scaling"] = cache["scaling"].columns(keep)
+        scaled = cache["X_scaled"]
+        sub.cache["X_scaled"] = (
+            None if scaled is None else (sub.X if cache["scaling"].identity else scaled[:, keep])
+        )
+    return sub
 
 
 def fit_path(
@@ -91,8 +105,11 @@ def fit_path(
     p = problem.n_features
     alpha, Tau = problem.penalty.alpha, problem.penalty.Tau
     options = dict(options)
-    if solver == "irls-cd" and "scale" not in options:
-        options["scale"] = tolerance_scale(problem)  # one scale for the whole path
+    if solver == "irls-cd":
+        if problem.n_features <= GRAM_MAX_FEATURES:
+            scaled_design(problem)  # once for the path; screened sub-problems slice it
+        if "scale" not in options:
+            options["scale"] = tolerance_scale(problem)  # one scale for the whole path
     k = len(reg_lambdas)
     out = PathResult(
         np.asarray(reg_lambdas, dtype=float),

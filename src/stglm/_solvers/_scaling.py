@@ -51,6 +51,13 @@ class DesignScaling:
         if self.identity:
             self.center, self.scale = np.zeros_like(self.center), np.ones_like(self.scale)
 
+    def columns(self, keep: np.ndarray) -> DesignScaling:
+        """The same transform for the columns ``keep`` of the design (a screened path)."""
+        sub = object.__new__(DesignScaling)
+        sub.fit_intercept, sub.identity = self.fit_intercept, self.identity
+        sub.center, sub.scale = self.center[keep], self.scale[keep]
+        return sub
+
     def design(self, X: np.ndarray) -> np.ndarray:
         """(X − c)/s for a dense X (X itself when the transform is the identity)."""
         return X if self.identity else (X - self.center) / self.scale

@@ -58,6 +58,16 @@ def tolerance_scale(problem: Problem) -> float:
     )
 
 
+def scaled_design(problem: Problem) -> tuple[DesignScaling, np.ndarray | None]:
+    """The design's scaling and scaled copy (None for sparse X), kept in ``problem.cache``."""
+    cache = problem.cache
+    if "scaling" not in cache:  # built once, shared by every λ of a path
+        X = problem.X
+        cache["scaling"] = DesignScaling(X, problem.fit_intercept)
+        cache["X_scaled"] = None if sp.issparse(X) else cache["scaling"].design(X)
+    return cache["scaling"], cache["X_scaled"]
+
+
 class NewtonCD:
     """The solver; one instance per problem, reusable from any start.
 
@@ -81,11 +91,7 @@ class NewtonCD:
         self.use_gram = p <= GRAM_MAX_FEATURES
         if self.use_gram:
             # The Newton model is solved for centred, scaled columns (see _scaling).
-            cache = problem.cache
-            if "scaling" not in cache:  # shared along a regularisation path
-                cache["scaling"] = DesignScaling(X, problem.fit_intercept)
-                cache["X_scaled"] = None if sp.issparse(X) else cache["scaling"].design(X)
-            self.scaling, self.X_scaled = cache["scaling"], cache["X_scaled"]
+            self.scaling, self.X_scaled = scaled_design(problem)
             self.ridge_scaled = problem.penalty.l2 * self.scaling.ridge_gram(
                 problem.penalty.tikhonov_gram(p)
             )
