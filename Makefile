@@ -30,7 +30,8 @@ lint: $(STAMP)
 ## make bench: benchmark peers too (glum, threadpoolctl; R glmnet if Rscript is installed)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"
-	$(PY) benchmarks/run_all.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/run_all.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/bench_genes.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,0 +1,202 @@
+"""Where stglm's time goes: per-component timings of the irls-cd solver, for one fit and GLMCV.
+
+The solver's pieces are wrapped with timers at run time (nothing in src/ is changed):
+validation, solver set-up (incl. the tolerance scale), Newton terms (r, w), gradient, KKT
+residual, Hessian (Gram) formation, coordinate descent, line search (objective evaluations),
+and, for GLMCV, the path's own gradient/KKT checks, sub-problem restriction and scoring.
+Each figure is inclusive time summed over all calls; "other" is what is left of the total.
+
+Run: python benchmarks/profile_stglm.py [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import pstats
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+
+TIMES: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
+
+
+def _wrap(owner, attr: str, label: str) -> None:
+    fn = getattr(owner, attr, None)
+    if fn is None or getattr(fn, "_profiled", False):
+        return
+
+    def wrapped(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            TIMES[label] += time.perf_counter() - t
+            CALLS[label] += 1
+
+    wrapped._profiled = True
+    setattr(owner, attr, wrapped)
+
+
+def instrument() -> None:
+    """Wrap the pieces that exist in the current source tree."""
+    from importlib import import_module
+
+    # import_module: stglm._solvers re-exports a *function* named newton_cd.
+    glm_mod = import_module("stglm._glm")
+    cv_mod = import_module("stglm._glm_cv")
+    path_mod = import_module("stglm._path")
+    ncd = import_module("stglm._solvers.newton_cd")
+
+    cls = ncd.NewtonCD
+    for attr, label in [
+        ("solve", "solver: total"),
+        ("__init__", "solver: set-up"),
+        ("_newton_terms", "newton terms r, w"),
+        ("_gradient", "gradient Xᵀr"),
+        ("_hessian", "Hessian (Gram) formation"),
+        ("_direction", "direction (Gram + CD)"),
+        ("_line_search", "line search"),
+        ("_objective", "objective evals"),
+        ("_evaluate", "evaluate J, r, w (fused kernel)"),
+    ]:
+        _wrap(cls, attr, label)
+    for attr, label in [
+        ("kkt_residual", "KKT residual"),
+        ("_cd_gram", "CD kernel (numba)"),
+        ("tolerance_scale", "tolerance_scale"),
+        ("_cd_csc_residual", "CD kernel (numba)"),
+    ]:
+        _wrap(ncd, attr, label)
+    _wrap(glm_mod._GLMBase, "_validate", "validation")
+    _wrap(glm_mod.GLM, "fit", "GLM.fit: total")
+    _wrap(cv_mod.GLMCV, "fit", "GLMCV.fit: total")
+    _wrap(cv_mod.GLMCV, "_score_path", "CV scoring")
+    for attr, label in [
+        ("gradient", "path: full gradient check"),
+        ("_restrict", "path: restrict to kept columns"),
+        ("tolerance_scale", "tolerance_scale"),
+        ("lambda_path", "lambda path"),
+        ("solve", "path: solve (all)"),
+    ]:
+        _wrap(path_mod, attr, label)
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield
+
+
+def report(title: str, fn, reps: int, top_total: str) -> str:
+    fn()  # warm-up (numba cache load, imports)
+    TIMES.clear()
+    CALLS.clear()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(reps):
+        fn()
+    wall, cpu = (time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps
+    total = TIMES[top_total] / reps
+    lines = [
+        f"### {title}",
+        "",
+        f"{reps} runs; per run: wall {C.fmt_time(wall)}, CPU {C.fmt_time(cpu)}; "
+        f"instrumented total ({top_total}) {C.fmt_time(total)}.",
+        "",
+        "| piece | calls / run | time / run | share | per call |",
+        "|---|---|---|---|---|",
+    ]
+    for label, t in sorted(TIMES.items(), key=lambda kv: -kv[1]):
+        per_run = t / reps
+        calls = CALLS[label] / reps
+        lines.append(
+            f"| {label} | {calls:.0f} | {C.fmt_time(per_run)} | "
+            f"{per_run / total:.0%} | {per_run / max(calls, 1) * 1e6:.1f} µs |"
+        )
+    return "\n".join(lines)
+
+
+def cprofile_top(fn, n: int = 15) -> str:
+    pr = cProfile.Profile()
+    pr.enable()
+    fn()
+    pr.disable()
+    s = io.StringIO()
+    pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(n)
+    return s.getvalue()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads (0: numpy default)")
+    ap.add_argument("--cprofile", action="store_true", help="also print cProfile's top lines")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    instrument()
+    from stglm import GLM, GLMCV
+
+    th = args.threads or None
+    Xa, ya = C.synthetic_poisson(20_000, 50, 20240601)
+    Xc, yc = C.synthetic_poisson(2_000, 20, 7)
+    d = C.visium_design()
+    Xv, yv = d["X"], d["Y"][:, 0]
+    lam_v = C.poisson_lambda_max(Xv, yv, 0.5) * 10**-1.5
+    kw = {"distr": "poisson", "eta": np.inf, "alpha": 0.5, "clip_coeffs": 0, "verbose": False}
+    jobs = [
+        (
+            "GLM fit, synthetic 20,000 × 50, λ=0.01, tol=1e-6",
+            lambda: GLM(reg_lambda=0.01, **kw).fit(Xa, ya),
+            20,
+            "GLM.fit: total",
+        ),
+        (
+            "GLM fit, Visium FOLH1 (2,327 × 15), λ mid-path, tol=1e-8",
+            lambda: GLM(reg_lambda=lam_v, tol=1e-8, **kw).fit(Xv, yv),
+            50,
+            "GLM.fit: total",
+        ),
+        (
+            "GLMCV, synthetic 2,000 × 20 (eta=inf, clip 0)",
+            lambda: GLMCV(eta=np.inf, clip_coeffs=0, verbose=False).fit(Xc, yc),
+            10,
+            "GLMCV.fit: total",
+        ),
+        (
+            "GLMCV, Visium FOLH1 (eta=inf, clip 0)",
+            lambda: GLMCV(eta=np.inf, clip_coeffs=0, verbose=False).fit(Xv, yv),
+            5,
+            "GLMCV.fit: total",
+        ),
+    ]
+    out = [
+        f"BLAS threads: {th or 'numpy default'}; load average "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        "",
+    ]
+    with blas_threads(th):
+        for title, fn, reps, top in jobs:
+            out.append(report(title, fn, reps, top))
+            out.append("")
+            if args.cprofile:
+                out.append("```\n" + cprofile_top(fn) + "```\n")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
