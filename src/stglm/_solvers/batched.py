@@ -58,7 +58,12 @@ class SharedDesign:
         self.Xt = np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
         self.scaling = DesignScaling(X, fit_intercept)
         scaled = self.scaling.design(X)
-        self.Xt_scaled = np.hstack([np.ones((X.shape[0], 1)), scaled]) if fit_intercept else scaled
+        if self.scaling.identity:  # no copy when the design needs no transform
+            self.Xt_scaled = self.Xt
+        else:
+            self.Xt_scaled = (
+                np.hstack([np.ones((X.shape[0], 1)), scaled]) if fit_intercept else scaled
+            )
         n, m = self.Xt.shape
         self.n, self.m = n, m
         self.rows, self.cols = np.triu_indices(m)
