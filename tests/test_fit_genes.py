@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import assert_adata_equal
 
 import stglm
 import stglm.get
@@ -52,45 +53,6 @@ def log_normalised(counts):
 
 def poisson_mean(z, eta=2.0):
     return np.where(z <= eta, np.exp(np.minimum(z, eta)), np.exp(eta) * (z - eta + 1.0))
-
-
-def assert_same(a, b, where):
-    """Deep equality of AnnData slot values (dense/sparse arrays, frames, dicts, scalars)."""
-    if sp.issparse(a) or sp.issparse(b):
-        assert sp.issparse(a) and sp.issparse(b), f"{where}: sparse vs dense"
-        assert (a.format, a.dtype, a.shape) == (b.format, b.dtype, b.shape), where
-        a, b = a.copy(), b.copy()
-        a.sort_indices()
-        b.sort_indices()
-        for part in ("indptr", "indices", "data"):
-            np.testing.assert_array_equal(getattr(a, part), getattr(b, part), err_msg=where)
-    elif isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=where)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), f"{where}: keys differ"
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype, f"{where}: dtype {a.dtype} != {b.dtype}"
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    else:
-        assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
-
-
-def assert_adata_equal(got, expected):
-    assert got.shape == expected.shape
-    pd.testing.assert_index_equal(got.obs_names, expected.obs_names)
-    pd.testing.assert_index_equal(got.var_names, expected.var_names)
-    assert_same(got.X, expected.X, "X")
-    pd.testing.assert_frame_equal(got.obs, expected.obs, check_exact=True, obj="obs")
-    pd.testing.assert_frame_equal(got.var, expected.var, check_exact=True, obj="var")
-    for slot in ("obsm", "varm", "obsp", "varp", "layers"):
-        g, e = getattr(got, slot), getattr(expected, slot)
-        assert sorted(g.keys()) == sorted(e.keys()), f"{slot}: {list(g)} != {list(e)}"
-        for key in e.keys():
-            assert_same(g[key], e[key], f"{slot}[{key!r}]")
-    assert_same(dict(got.uns), dict(expected.uns), "uns")
 
 
 def results(adata, genes, key="stglm"):

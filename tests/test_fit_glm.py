@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import assert_adata_equal
 from sklearn.model_selection import KFold
 
 import stglm._fit_glm as fit_glm_module
@@ -73,52 +74,6 @@ def poisson_deviance(y, mu):
     mu = np.broadcast_to(np.asarray(mu, dtype=float), y.shape)
     ratio = np.where(y > 0, y / mu, 1.0)
     return float(2.0 * np.sum(y * np.log(ratio) - (y - mu)))
-
-
-def assert_same_value(a, b, where):
-    """Deep equality of AnnData slot values: arrays (dense/sparse), frames, dicts, scalars."""
-    if sp.issparse(a) or sp.issparse(b):
-        assert sp.issparse(a) and sp.issparse(b), f"{where}: sparse vs dense"
-        assert a.format == b.format, f"{where}: format {a.format} != {b.format}"
-        # matrix vs array API (an AnnData view's SparseCSRMatrixView is a csr_matrix)
-        assert sp.isspmatrix(a) == sp.isspmatrix(b), f"{where}: {type(a)} vs {type(b)}"
-        assert a.dtype == b.dtype, f"{where}: dtype {a.dtype} != {b.dtype}"
-        assert a.shape == b.shape, f"{where}: shape {a.shape} != {b.shape}"
-        a, b = a.copy(), b.copy()
-        a.sort_indices()
-        b.sort_indices()
-        np.testing.assert_array_equal(a.indptr, b.indptr, err_msg=where)
-        np.testing.assert_array_equal(a.indices, b.indices, err_msg=where)
-        np.testing.assert_array_equal(a.data, b.data, err_msg=where)
-    elif isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=where)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict), f"{where}: dict vs {type(b).__name__}"
-        assert list(a) == list(b), f"{where}: keys {list(a)} != {list(b)}"
-        for key in a:
-            assert_same_value(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype, f"{where}: dtype {a.dtype} != {b.dtype}"
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    else:
-        assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
-
-
-def assert_adata_equal(got, expected):
-    """Every slot of two AnnData objects is identical (values, dtypes, formats, keys)."""
-    assert got.shape == expected.shape
-    pd.testing.assert_index_equal(got.obs_names, expected.obs_names)
-    pd.testing.assert_index_equal(got.var_names, expected.var_names)
-    assert_same_value(got.X, expected.X, "X")
-    pd.testing.assert_frame_equal(got.obs, expected.obs, check_exact=True, obj="obs")
-    pd.testing.assert_frame_equal(got.var, expected.var, check_exact=True, obj="var")
-    for slot in ("obsm", "varm", "obsp", "varp", "layers"):
-        g, e = getattr(got, slot), getattr(expected, slot)
-        assert sorted(g.keys()) == sorted(e.keys()), f"{slot}: {list(g)} != {list(e)}"
-        for key in e.keys():
-            assert_same_value(g[key], e[key], f"{slot}[{key!r}]")
-    assert_same_value(dict(got.uns), dict(expected.uns), "uns")
 
 
 # ---------------------------------------------------------------------------------------------

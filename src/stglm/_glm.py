@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._families import DISTRIBUTIONS, Family, get_family
 from ._metrics import deviance, pseudo_r2
 from ._objective import linear_predictor
+from ._path import clip
 from ._penalties import ElasticNet, soft_threshold
 from ._solvers import SOLVERS, Problem, SolverResult, solve
 from ._validation import (
@@ -300,8 +301,7 @@ class GLM(_GLMBase):
                 ConvergenceWarning,
                 stacklevel=4,  # the caller of GLM.fit
             )
-        beta = np.array(result.beta, dtype=float)
-        beta[np.abs(beta) < self.clip_coeffs] = 0.0
+        beta = clip(np.asarray(result.beta, dtype=float), self.clip_coeffs)
         self.beta0_ = float(result.beta0)
         self.beta_ = beta
         self.n_iter_ = int(result.n_iter)

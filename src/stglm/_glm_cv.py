@@ -11,8 +11,15 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, check_cv
 
 from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
-from ._metrics import column_deviance, column_pseudo_r2
-from ._path import LAMBDA_MIN_RATIO, PathResult, fit_path, lambda_path
+from ._path import (
+    LAMBDA_MIN_RATIO,
+    PathResult,
+    choose_lambda,
+    clip,
+    fit_path,
+    lambda_path,
+    score_path,
+)
 from ._penalties import ElasticNet
 from ._solvers import Problem
 from ._solvers.newton_cd import tolerance_scale
@@ -183,15 +190,17 @@ fit_intercept, random_seed, theta, verbose, solver
         return np.sort(lams)[::-1]
 
     def _score_path(self, family, path: PathResult, X, y, y_null: float) -> np.ndarray:
-        """Score every λ's (clipped) solution on (X, y)."""
-        coefs = np.where(np.abs(path.coefs) < self.clip_coeffs, 0.0, path.coefs)
-        Z = np.asarray(X @ coefs.T, dtype=float)
-        if self.fit_intercept:
-            Z = Z + path.intercepts[None, :]
-        mu = family.mean(Z)
-        if self.score_metric == "deviance":
-            return column_deviance(family, y[:, None], mu)
-        return column_pseudo_r2(family, y[:, None], mu, np.full(mu.shape[1], y_null))
+        """Score every λ's (clipped) solution on (X, y); shape (n_lambdas,)."""
+        return score_path(
+            family,
+            X,
+            y[:, None],
+            path.intercepts[:, None],
+            clip(path.coefs, self.clip_coeffs)[:, None, :],
+            fit_intercept=self.fit_intercept,
+            metric=self.score_metric,
+            y_null=np.array([y_null]),
+        )[0]
 
     def _options(self) -> dict:
         return {
@@ -240,7 +249,7 @@ fit_intercept, random_seed, theta, verbose, solver
 
         options = {**self._options(), "scale": tolerance_scale(problem)}
         full = fit_path(problem, lams, self.solver, options, screening=self.screening)
-        self.coef_path_ = np.where(np.abs(full.coefs) < self.clip_coeffs, 0.0, full.coefs)
+        self.coef_path_ = clip(full.coefs, self.clip_coeffs)
         self.intercept_path_ = full.intercepts
         self.n_iter_ = sum(it for _, it in results) + int(full.n_iter.sum())
 
@@ -269,10 +278,5 @@ fit_intercept, random_seed, theta, verbose, solver
 
     def _choose(self) -> int:
         """Index of the chosen λ in the (decreasing) path."""
-        sign = 1.0 if self.score_metric == "deviance" else -1.0  # minimise sign·score
-        loss = sign * self.scores_
-        best = int(np.argmin(loss))
-        if self.select == "best":
-            return best
-        within = np.flatnonzero(loss <= loss[best] + self.scores_se_[best])
-        return int(within.min())  # the path decreases: the smallest index is the largest λ
+        scores, se = self.scores_[None, :], self.scores_se_[None, :]
+        return int(choose_lambda(scores, se, self.score_metric, self.select)[0])

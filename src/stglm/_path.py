@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._families import Family
+from ._metrics import column_deviance, column_pseudo_r2
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, solve
@@ -17,7 +19,16 @@ from ._solvers.newton_cd import (
     tolerance_scale,
 )
 
-__all__ = ["LAMBDA_MIN_RATIO", "RIDGE_ALPHA_FOR_PATH", "PathResult", "fit_path", "lambda_path"]
+__all__ = [
+    "LAMBDA_MIN_RATIO",
+    "RIDGE_ALPHA_FOR_PATH",
+    "PathResult",
+    "choose_lambda",
+    "clip",
+    "fit_path",
+    "lambda_path",
+    "score_path",
+]
 
 #: The path ends at this fraction of λ_max.
 LAMBDA_MIN_RATIO = 1e-3
@@ -162,3 +173,52 @@ def fit_path(
         if idx.size < p:  # the sub-problem's residual ignores discarded columns: take the full one
             out.kkt[i] = kkt_residual(g, beta, lam * alpha, g0 if problem.fit_intercept else None)
     return out
+
+
+def clip(coefs: np.ndarray, clip_coeffs: float) -> np.ndarray:
+    """Coefficients with |β_j| < ``clip_coeffs`` set to 0 (spateo's ``clip_coeffs``)."""
+    return np.where(np.abs(coefs) < clip_coeffs, 0.0, coefs)
+
+
+def score_path(
+    family: Family,
+    X,
+    Y: np.ndarray,
+    intercepts: np.ndarray,
+    coefs: np.ndarray,
+    *,
+    fit_intercept: bool,
+    metric: str,
+    y_null: np.ndarray,
+) -> np.ndarray:
+    """Score of each response at each λ of a path on (X, Y); shape (G, K).
+
+    ``Y`` is (n, G); ``intercepts`` (K, G) and ``coefs`` (K, G, p) hold the (clipped) path of
+    every response; ``metric`` is "deviance" or "pseudo_r2" (null means ``y_null``, (G,)).
+    """
+    out = np.empty((Y.shape[1], intercepts.shape[0]))
+    for k in range(intercepts.shape[0]):
+        Z = np.asarray(X @ coefs[k].T, dtype=float)
+        if fit_intercept:
+            Z = Z + intercepts[k][None, :]
+        MU = family.mean(Z)
+        if metric == "deviance":
+            out[:, k] = column_deviance(family, Y, MU)
+        else:
+            out[:, k] = column_pseudo_r2(family, Y, MU, y_null)
+    return out
+
+
+def choose_lambda(scores: np.ndarray, se: np.ndarray, metric: str, select: str) -> np.ndarray:
+    """Index of the chosen λ for each row of mean CV ``scores`` (G, K), paths decreasing.
+
+    "best": the lowest mean deviance or highest mean pseudo-R²; "one_se": the largest λ
+    whose mean score is within one standard error ``se`` of the best.
+    """
+    loss = scores if metric == "deviance" else -scores
+    best = np.argmin(loss, axis=1)
+    if select == "best":
+        return best
+    rows = np.arange(loss.shape[0])
+    within = loss <= (loss[rows, best] + se[rows, best])[:, None]
+    return np.argmax(within, axis=1)  # the first True: the largest λ

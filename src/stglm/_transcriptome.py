@@ -16,8 +16,14 @@ from tqdm.auto import tqdm
 from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
-from ._metrics import column_deviance, column_pseudo_r2
-from ._path import LAMBDA_MIN_RATIO, geometric_path, lambda_max_from_gradient
+from ._path import (
+    LAMBDA_MIN_RATIO,
+    choose_lambda,
+    clip,
+    geometric_path,
+    lambda_max_from_gradient,
+    score_path,
+)
 from ._solvers._null_model import null_gradients, tolerance_scales
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
@@ -105,12 +111,12 @@ class _GeneFitter:
         )
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
-        return np.where(np.abs(coefs) < self.est.clip_coeffs, 0.0, coefs)
+        return clip(coefs, self.est.clip_coeffs)
 
     def _path(self, design, Y, lams):
         """Warm-started path for every gene: arrays (K, G) intercepts and (K, G, p) coefs."""
         solver = self._solver(design)
-        scale = tolerance_scales(self.family, design.X, Y, design.fit_intercept)
+        scale = tolerance_scales(self.family, design.X, Y, design.fit_intercept, design.X_abs)
         K = lams.shape[1]
         icpt = np.zeros((K, Y.shape[1]))
         coefs = np.zeros((K, Y.shape[1], design.X.shape[1]))
@@ -127,17 +133,17 @@ class _GeneFitter:
 
     def _scores(self, design, Y, icpt, coefs, y_null):
         """Score of every gene at every λ on (design, Y): shape (G, K)."""
-        out = np.empty((Y.shape[1], icpt.shape[0]))
-        for k in range(icpt.shape[0]):
-            Z = design.X @ self._clip(coefs[k]).T
-            if design.fit_intercept:
-                Z += icpt[k][None, :]
-            MU = self.family.mean(Z)
-            if self.est.score_metric == "deviance":
-                out[:, k] = column_deviance(self.family, Y, MU)
-            else:
-                out[:, k] = column_pseudo_r2(self.family, Y, MU, y_null)
-        return out
+        e = self.est
+        return score_path(
+            self.family,
+            design.X,
+            Y,
+            icpt,
+            self._clip(coefs),
+            fit_intercept=design.fit_intercept,
+            metric=e.score_metric,
+            y_null=y_null,
+        )
 
     def fit(self, Y: np.ndarray) -> dict:
         """Fit the genes in the columns of Y; returns per-gene result arrays."""
@@ -161,7 +167,7 @@ class _GeneFitter:
                 )
             scores = np.mean(cv_scores, axis=0)  # (G, K)
             se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
-            best = _choose(scores, se, e.score_metric, e.select)
+            best = choose_lambda(scores, se, e.score_metric, e.select)
             icpt, coefs, n_iter, last = self._path(d, Y, lams)
             rows = np.arange(n_genes)
             # The path's solution at the chosen λ is the refit on all data; confirm its KKT.
@@ -194,17 +200,6 @@ class _GeneFitter:
             "kkt": res.kkt,
             "n_iter": res.n_iter,
         }
-
-
-def _choose(scores: np.ndarray, se: np.ndarray, metric: str, select: str) -> np.ndarray:
-    """Per gene (rows), GLMCV's choice of λ index (see :meth:`GLMCV._choose`)."""
-    loss = scores if metric == "deviance" else -scores
-    best = np.argmin(loss, axis=1)
-    if select == "best":
-        return best
-    rows = np.arange(loss.shape[0])
-    within = loss <= (loss[rows, best] + se[rows, best])[:, None]
-    return np.argmax(within, axis=1)  # first True: the largest λ (the path decreases)
 
 
 def fit_genes(

@@ -37,16 +37,20 @@ def null_gradients(family: Family, X, Y: np.ndarray, fit_intercept: bool) -> np.
     return np.asarray(X.T @ R, dtype=float).T / Y.shape[0]
 
 
-def tolerance_scales(family: Family, X, Y: np.ndarray, fit_intercept: bool) -> np.ndarray:
+def tolerance_scales(
+    family: Family, X, Y: np.ndarray, fit_intercept: bool, X_abs=None
+) -> np.ndarray:
     """The size of the gradient's terms at the null model: max_j (1/n)·Σ_i |x̃_ij|·|r_i|.
 
     ``tol`` is relative to this, so the KKT stopping rule means the same whatever the units
     of X and y — for Poisson means of 1e-6 as for 1e6. x̃ includes the intercept's column of
     ones. It is 0 only when the null model fits exactly (then so is the KKT residual).
+    ``X_abs`` is |X| when the caller keeps it (a design shared by many calls).
     """
     R = np.abs(_null_residuals(family, Y, fit_intercept))
     n = Y.shape[0]
-    terms = np.asarray(abs(X).T @ R, dtype=float) / n  # (p, G)
+    X_abs = abs(X) if X_abs is None else X_abs
+    terms = np.asarray(X_abs.T @ R, dtype=float) / n  # (p, G)
     scale = terms.max(axis=0, initial=0.0)
     if fit_intercept:
         scale = np.maximum(scale, R.mean(axis=0))

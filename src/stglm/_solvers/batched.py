@@ -11,6 +11,7 @@ converge. The iteration is the one of :mod:`stglm._solvers.newton_cd`, gene by g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -75,6 +76,11 @@ class SharedDesign:
             else max(1, PAIR_BYTES_BUDGET // (8 * self.rows.size))
         )
         self.Z = self._pairs(slice(None)) if self.block == n else None
+
+    @cached_property
+    def X_abs(self) -> np.ndarray:
+        """|X|, for the tolerance scales of every chunk of genes."""
+        return np.abs(self.X)
 
     def _pairs(self, rows: slice) -> np.ndarray:
         Xt = self.Xt_scaled[rows]
@@ -187,7 +193,7 @@ class BatchedNewtonCD:
                 B[:, 0] = null_intercepts(fam, Y, True)
         B = np.array(B, dtype=float)
         if scale is None:
-            scale = tolerance_scales(fam, d.X, Y, d.fit_intercept)
+            scale = tolerance_scales(fam, d.X, Y, d.fit_intercept, d.X_abs)
         n_iter = np.zeros(n_genes, dtype=int)
         converged = np.zeros(n_genes, dtype=bool)
         kkt = np.full(n_genes, np.inf)
