@@ -23,6 +23,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold, PredefinedSplit
 
+import stglm._glm_cv as glm_cv_module
 import stglm._path as path_module
 from stglm import GLM, GLMCV
 from stglm._families import get_family
@@ -126,14 +127,30 @@ def load_visium():
 # =============================================================================================
 # 1. The path
 # =============================================================================================
+@pytest.fixture
+def per_fold(monkeypatch):
+    """Force GLMCV to solve each fold's path on its own (as for sparse or wide designs)."""
+    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+
+
+# Routes through GLMCV: all folds in one batched solve (small dense designs), or each fold's
+# path on its own with or without strong-rule screening.
+ROUTES = {"batched": (True, False), "screening": (False, True), "no-screening": (False, False)}
+
+
 @pytest.mark.parametrize("tau", [None, "tau"], ids=["identity", "Tau"])
 @pytest.mark.parametrize(
-    "alpha,screening", [(1.0, True), (1.0, False), (0.5, True), (0.5, False), (0.0, False)]
+    "alpha,route",
+    [(1.0, "batched"), (1.0, "screening"), (1.0, "no-screening"), (0.5, "batched"),
+     (0.5, "screening"), (0.5, "no-screening"), (0.0, "batched"), (0.0, "no-screening")],
 )
 @pytest.mark.parametrize("family_id", list(FAMILIES))
-def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, screening, tau):
+def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, monkeypatch):
     distr, eta, _ = FAMILIES[family_id]
     tau = TAU if tau == "tau" else None
+    batched, screening = ROUTES[route]
+    if not batched:
+        monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
     X, y = simulate(family_id)
     model = GLMCV(distr=distr, eta=eta, alpha=alpha, Tau=tau, cv=2, n_lambdas=10,
                   lambda_min_ratio=1e-2, clip_coeffs=0.0, tol=1e-10, screening=screening,
@@ -150,6 +167,37 @@ def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, screening, tau)
         np.testing.assert_allclose(b0, single.beta0_, rtol=0, atol=1e-8)
         if alpha > 0:  # the same zero pattern: screening never leaves out an active predictor
             np.testing.assert_array_equal(beta == 0, single.beta_ == 0)
+
+
+@pytest.mark.parametrize("family_id", list(FAMILIES))
+def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
+    """One batched solve of all folds (sample weights 0/1) = each fold's path on its own."""
+    distr, eta, _ = FAMILIES[family_id]
+    X, y = simulate(family_id)
+    params = dict(distr=distr, eta=eta, cv=3, n_lambdas=10, lambda_min_ratio=1e-2,
+                  clip_coeffs=0.0, tol=1e-11, **QUIET)
+    batched = GLMCV(**params).fit(X, y)
+    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+    per_fold = GLMCV(**params).fit(X, y)
+    np.testing.assert_allclose(batched.cv_scores_, per_fold.cv_scores_, rtol=1e-8)
+    np.testing.assert_allclose(batched.coef_path_, per_fold.coef_path_, rtol=0, atol=1e-8)
+    assert batched.best_index_ == per_fold.best_index_
+
+
+def test_batched_folds_count_repeated_training_indices(monkeypatch):
+    """A training index listed twice weighs twice in the batch, as the repeated row does."""
+    X, y = simulate("poisson")
+    n = len(y)
+    rng = np.random.default_rng(3)
+    folds = []
+    for test in np.array_split(rng.permutation(n), 3):
+        train = np.setdiff1d(np.arange(n), test)
+        folds.append((np.concatenate([train, train[:20]]), test))  # 20 rows twice
+    params = dict(eta=np.inf, cv=folds, n_lambdas=6, clip_coeffs=0.0, tol=1e-11, **QUIET)
+    batched = GLMCV(**params).fit(X, y)
+    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+    per_fold = GLMCV(**params).fit(X, y)  # fits X[train] with the repeated rows
+    np.testing.assert_allclose(batched.cv_scores_, per_fold.cv_scores_, rtol=1e-8)
 
 
 @pytest.mark.parametrize("tau", [None, "tau"], ids=["identity", "Tau"])
@@ -567,7 +615,7 @@ def test_clone_and_grid_search(poisson_data):
     assert isinstance(search.best_estimator_, GLMCV) and hasattr(search.best_estimator_, "glm_")
 
 
-def test_n_jobs_does_not_change_the_result(poisson_data):
+def test_n_jobs_does_not_change_the_result(poisson_data, per_fold):
     X, y = poisson_data
     _assert_same_fit(_fit(X, y, n_jobs=2), _fit(X, y, n_jobs=None))
 

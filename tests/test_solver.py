@@ -580,3 +580,31 @@ def test_batch_gradient_smoke_runs_and_is_not_better_than_exact():
     J_ex = _loss("poisson", 0.5, LAMBDA, X, y, packed(ex), theta=THETA)
     assert J_ex <= J_bg
     assert_allclose(bg.beta_, ex.beta_, atol=1e-2)  # spateo's rule stops near, not at, the optimum
+
+
+# ---------------------------------------------------------------------------------------------
+# sample weights of the batched solver (how GLMCV solves all folds in one batch)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("distr", DISTRS)
+def test_batched_sample_weights_select_rows_and_count_repeats(distr):
+    """Column weights 0/1 fit the selected rows; weight 2 fits the row repeated."""
+    from stglm._solvers.batched import BatchedNewtonCD, SharedDesign
+
+    X, y = make_data(distr, n=120, seed=4)
+    X = X * [1, 2, 3, 0.5, 1, 10] + [0, 0, 5, 0, 0, 3]  # the solver's scaling at work
+    n = len(y)
+    weights = np.ones((n, 4))
+    weights[:40, 0] = 0.0  # a training fold without the first 40 rows
+    weights[40:80, 1] = 0.0
+    weights[::3, 2] = 2.0  # every third row counted twice
+    model = exact(distr=distr, reg_lambda=LAMBDA, tol=1e-11)
+    family = model._family()
+    solver = BatchedNewtonCD(family, SharedDesign(X, True), 0.5, None, max_iter=100, tol=1e-11)
+    res = solver.solve(np.repeat(y[:, None], 4, axis=1), LAMBDA, weights=weights)
+    assert res.converged.all()
+    for k in range(4):
+        rows = np.repeat(np.arange(n), weights[:, k].astype(int))
+        single = exact(distr=distr, reg_lambda=LAMBDA, tol=1e-11).fit(X[rows], y[rows])
+        assert_allclose(res.coefs[k], single.beta_, rtol=0, atol=1e-8, err_msg=f"column {k}")
+        assert_allclose(res.intercepts[k], single.beta0_, rtol=0, atol=1e-8)
+        assert kkt_of(single, X[rows], y[rows]) <= 1e-8

@@ -7,6 +7,7 @@ import numbers
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, check_cv
 
@@ -14,6 +15,7 @@ from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
 from ._path import (
     LAMBDA_MIN_RATIO,
     PathResult,
+    batched_path,
     choose_lambda,
     clip,
     fit_path,
@@ -22,6 +24,8 @@ from ._path import (
 )
 from ._penalties import ElasticNet
 from ._solvers import Problem
+from ._solvers._threads import single_blas_thread
+from ._solvers.batched import PAIR_BYTES_BUDGET, BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import tolerance_scale
 from ._validation import Boolean, Integer, Options, Real, RealSequence
 
@@ -29,13 +33,20 @@ logger = logging.getLogger("stglm")
 
 __all__ = ["GLMCV"]
 
+#: Dense designs with at most this many predictors solve all folds (and the refit) together.
+BATCHED_MAX_FEATURES = 64
+
 
 class GLMCV(_GLMBase):
     """Penalised GLM with λ chosen by K-fold cross-validation (spateo's ``GLMCV``).
 
-    The path is solved on each training fold with warm starts and strong-rule
-    screening, scored on the held-out fold, and the model is refitted on all data
-    at the chosen λ.
+    The path is solved on each training fold with warm starts, scored on the
+    held-out fold, and the model is refitted on all data at the chosen λ. For a
+    dense design of at most 64 predictors (with the default solver), the folds and
+    the full data are solved together, as one batch of sample-weighted problems
+    sharing one design (each Newton iteration forms all their Hessians with one
+    matrix product); otherwise each fold's path is solved on its own, with
+    strong-rule screening.
 
     Parameters
     ----------
@@ -61,9 +72,12 @@ fit_intercept, random_seed, theta, verbose, solver
     lambda_min_ratio : float, default=1e-3
         End of the data-driven path as a fraction of λ_max.
     screening : bool, default=True
-        Use sequential strong rules (with a KKT check) along the path.
+        Use sequential strong rules (with a KKT check) along each fold's own path (not
+        used by the batched solve, which forms every Hessian in one product anyway).
     n_jobs : int or None, default=None
-        Folds fitted in parallel with joblib (None: one process).
+        Folds fitted in parallel with joblib (None: one process) when each fold's path
+        is solved on its own (sparse or wider designs, or ``solver="batch-gradient"``);
+        the batched solve of a small dense design runs in one thread.
 
     Attributes
     ----------
@@ -189,18 +203,20 @@ fit_intercept, random_seed, theta, verbose, solver
         lams = np.atleast_1d(np.asarray(self.reg_lambda, dtype=float))
         return np.sort(lams)[::-1]
 
-    def _score_path(self, family, path: PathResult, X, y, y_null: float) -> np.ndarray:
+    def _score_path(self, family, intercepts, coefs, X, y, y_null: float) -> np.ndarray:
         """Score every λ's (clipped) solution on (X, y); shape (n_lambdas,)."""
+        # The λ's play the role of responses: one matrix product scores the whole path.
+        n_lambdas = intercepts.shape[0]
         return score_path(
             family,
             X,
-            y[:, None],
-            path.intercepts[:, None],
-            clip(path.coefs, self.clip_coeffs)[:, None, :],
+            np.repeat(y[:, None], n_lambdas, axis=1),
+            intercepts[None, :],
+            clip(coefs, self.clip_coeffs)[None, :, :],
             fit_intercept=self.fit_intercept,
             metric=self.score_metric,
-            y_null=np.array([y_null]),
-        )[0]
+            y_null=np.full(n_lambdas, y_null),
+        )[:, 0]
 
     def _options(self) -> dict:
         return {
@@ -214,7 +230,61 @@ fit_intercept, random_seed, theta, verbose, solver
         sub = Problem(family, penalty, X[train], y[train], self.fit_intercept)
         path = fit_path(sub, lams, self.solver, self._options(), screening=self.screening)
         y_null = float(np.mean(y[train]))
-        return self._score_path(family, path, X[test], y[test], y_null), int(path.n_iter.sum())
+        scores = self._score_path(family, path.intercepts, path.coefs, X[test], y[test], y_null)
+        return scores, int(path.n_iter.sum())
+
+    def _batchable(self, X) -> bool:
+        """Whether the folds and the refit are solved as one batch (see the class doc)."""
+        n, p = X.shape
+        m = p + int(self.fit_intercept)
+        return (
+            self.solver == "irls-cd"
+            and not sp.issparse(X)
+            and p <= BATCHED_MAX_FEATURES
+            and 8 * n * m * (m + 1) // 2 <= PAIR_BYTES_BUDGET
+        )
+
+    def _batched_paths(self, family, X, y, Tau, folds, lams) -> tuple[np.ndarray, PathResult]:
+        """Every fold's path and the full-data path in one batched solve.
+
+        Column j < K of the batch is fold j's training set (sample weight = how often
+        a sample is in it, so repeated indices count twice); column K is all data.
+        Returns the folds' held-out scores (K, n_lambdas) and the full-data path.
+        """
+        k = len(folds)
+        weights = np.zeros((X.shape[0], k + 1))
+        for j, (train, _) in enumerate(folds):
+            np.add.at(weights[:, j], train, 1.0)
+        weights[:, k] = 1.0
+        design = SharedDesign(X, self.fit_intercept)
+        solver = BatchedNewtonCD(
+            family, design, self.alpha, Tau, max_iter=self.max_iter, tol=self.tol
+        )
+        Y = np.repeat(y[:, None], k + 1, axis=1)
+        with single_blas_thread():
+            path = batched_path(solver, Y, np.tile(lams, (k + 1, 1)), weights)
+        cv_scores = np.array(
+            [
+                self._score_path(
+                    family,
+                    path.intercepts[:, j],
+                    path.coefs[:, j],
+                    X[test],
+                    y[test],
+                    float(np.mean(y[train])),
+                )
+                for j, (train, test) in enumerate(folds)
+            ]
+        )
+        full = PathResult(
+            lams,
+            path.intercepts[:, k],
+            path.coefs[:, k],
+            path.n_iter.sum(axis=1),  # every column's iterations, charged to its λ
+            path.kkt[:, k],
+            path.converged[:, k],
+        )
+        return cv_scores, full
 
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> GLMCV:
@@ -236,9 +306,18 @@ fit_intercept, random_seed, theta, verbose, solver
         problem = Problem(family, penalty, X, y, self.fit_intercept)
         lams = self._lambdas(problem)
 
-        jobs = (delayed(self._fold_scores)(family, penalty, X, y, lams, tr, te) for tr, te in folds)
-        results = Parallel(n_jobs=self.n_jobs)(jobs)
-        self.cv_scores_ = np.array([scores for scores, _ in results])
+        if self._batchable(X):
+            self.cv_scores_, full = self._batched_paths(family, X, y, Tau, folds, lams)
+            self.n_iter_ = int(full.n_iter.sum())
+        else:
+            jobs = (
+                delayed(self._fold_scores)(family, penalty, X, y, lams, tr, te) for tr, te in folds
+            )
+            results = Parallel(n_jobs=self.n_jobs)(jobs)
+            self.cv_scores_ = np.array([scores for scores, _ in results])
+            options = {**self._options(), "scale": tolerance_scale(problem)}
+            full = fit_path(problem, lams, self.solver, options, screening=self.screening)
+            self.n_iter_ = sum(it for _, it in results) + int(full.n_iter.sum())
         k = len(folds)
         self.scores_ = self.cv_scores_.mean(axis=0)
         self.scores_se_ = self.cv_scores_.std(axis=0, ddof=1) / np.sqrt(k)
@@ -247,11 +326,8 @@ fit_intercept, random_seed, theta, verbose, solver
         self.best_index_ = self._choose()
         self.reg_lambda_opt_ = float(lams[self.best_index_])
 
-        options = {**self._options(), "scale": tolerance_scale(problem)}
-        full = fit_path(problem, lams, self.solver, options, screening=self.screening)
         self.coef_path_ = clip(full.coefs, self.clip_coeffs)
         self.intercept_path_ = full.intercepts
-        self.n_iter_ = sum(it for _, it in results) + int(full.n_iter.sum())
 
         glm_params = {name: getattr(self, name) for name in GLM._get_param_names()}
         self.glm_ = GLM(**{**glm_params, "reg_lambda": self.reg_lambda_opt_})

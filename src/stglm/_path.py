@@ -11,6 +11,8 @@ from ._metrics import column_deviance, column_pseudo_r2
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, solve
+from ._solvers._null_model import tolerance_scales
+from ._solvers.batched import BatchedNewtonCD
 from ._solvers.newton_cd import (
     GRAM_MAX_FEATURES,
     null_gradient,
@@ -23,6 +25,7 @@ __all__ = [
     "LAMBDA_MIN_RATIO",
     "RIDGE_ALPHA_FOR_PATH",
     "PathResult",
+    "batched_path",
     "choose_lambda",
     "clip",
     "fit_path",
@@ -70,7 +73,11 @@ def lambda_path(
 
 @dataclass
 class PathResult:
-    """Solutions along a path, one row per λ (in the order given)."""
+    """Solutions along a path, one row per λ (in the order given).
+
+    For several responses solved together (:func:`batched_path`) every field has a
+    second axis of length G after the λ axis: intercepts (K, G), coefs (K, G, p).
+    """
 
     reg_lambdas: np.ndarray  # (n_lambdas,)
     intercepts: np.ndarray  # (n_lambdas,)
@@ -172,6 +179,42 @@ def fit_path(
         out.n_iter[i], out.kkt[i], out.converged[i] = n_iter, res.kkt, res.converged
         if idx.size < p:  # the sub-problem's residual ignores discarded columns: take the full one
             out.kkt[i] = kkt_residual(g, beta, lam * alpha, g0 if problem.fit_intercept else None)
+    return out
+
+
+def batched_path(
+    solver: BatchedNewtonCD,
+    Y: np.ndarray,
+    reg_lambdas: np.ndarray,
+    weights: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+) -> PathResult:
+    """Warm-started paths for every column of Y (n, G), solved together.
+
+    ``reg_lambdas`` is (G, K), each row decreasing; ``weights`` (n, G) are the columns'
+    sample weights (0/1 for training folds); ``scale`` the columns' tolerance scales
+    (computed once for the whole path when None). No screening: with the few predictors
+    a batched design has, every Hessian comes from one product anyway.
+    """
+    d = solver.design
+    if scale is None:
+        scale = tolerance_scales(solver.family, d.X, Y, d.fit_intercept, d.X_abs, weights)
+    G, K = reg_lambdas.shape
+    out = PathResult(
+        reg_lambdas.T.copy(),
+        np.zeros((K, G)),
+        np.zeros((K, G, d.X.shape[1])),
+        np.zeros((K, G), dtype=int),
+        np.zeros((K, G)),
+        np.zeros((K, G), dtype=bool),
+    )
+    start, terms = None, None
+    for k in range(K):
+        res = solver.solve(Y, reg_lambdas[:, k], start, scale, weights, terms)
+        terms = res.terms
+        out.intercepts[k], out.coefs[k] = res.intercepts, res.coefs
+        out.n_iter[k], out.kkt[k], out.converged[k] = res.n_iter, res.kkt, res.converged
+        start = np.column_stack([res.intercepts, res.coefs]) if d.fit_intercept else res.coefs
     return out
 
 

@@ -18,13 +18,14 @@ from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._path import (
     LAMBDA_MIN_RATIO,
+    batched_path,
     choose_lambda,
     clip,
     geometric_path,
     lambda_max_from_gradient,
     score_path,
 )
-from ._solvers._null_model import null_gradients, tolerance_scales
+from ._solvers._null_model import null_gradients
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._validation import check_tau, check_X
@@ -113,24 +114,6 @@ class _GeneFitter:
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
         return clip(coefs, self.est.clip_coeffs)
 
-    def _path(self, design, Y, lams):
-        """Warm-started path for every gene: arrays (K, G) intercepts and (K, G, p) coefs."""
-        solver = self._solver(design)
-        scale = tolerance_scales(self.family, design.X, Y, design.fit_intercept, design.X_abs)
-        K = lams.shape[1]
-        icpt = np.zeros((K, Y.shape[1]))
-        coefs = np.zeros((K, Y.shape[1], design.X.shape[1]))
-        n_iter = np.zeros(Y.shape[1], dtype=int)
-        start = None
-        for k in range(K):
-            res = solver.solve(Y, lams[:, k], start, scale)
-            icpt[k], coefs[k] = res.intercepts, res.coefs
-            n_iter += res.n_iter
-            start = (
-                np.column_stack([res.intercepts, res.coefs]) if design.fit_intercept else res.coefs
-            )
-        return icpt, coefs, n_iter, res
-
     def _scores(self, design, Y, icpt, coefs, y_null):
         """Score of every gene at every λ on (design, Y): shape (G, K)."""
         e = self.est
@@ -160,15 +143,18 @@ class _GeneFitter:
                 lams = np.tile(fixed, (n_genes, 1))
             cv_scores = []
             for (train, test), dtr in zip(self.folds, self.fold_designs, strict=True):
-                icpt, coefs, _, _ = self._path(dtr, Y[train], lams)
+                path = batched_path(self._solver(dtr), Y[train], lams)
                 test_design = SharedDesign(d.X[test], d.fit_intercept)
                 cv_scores.append(
-                    self._scores(test_design, Y[test], icpt, coefs, Y[train].mean(axis=0))
+                    self._scores(
+                        test_design, Y[test], path.intercepts, path.coefs, Y[train].mean(axis=0)
+                    )
                 )
             scores = np.mean(cv_scores, axis=0)  # (G, K)
             se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
             best = choose_lambda(scores, se, e.score_metric, e.select)
-            icpt, coefs, n_iter, last = self._path(d, Y, lams)
+            path = batched_path(self._solver(d), Y, lams)
+            icpt, coefs, n_iter = path.intercepts, path.coefs, path.n_iter.sum(axis=0)
             rows = np.arange(n_genes)
             # The path's solution at the chosen λ is the refit on all data; confirm its KKT.
             start = (

@@ -90,37 +90,49 @@ def _newton_pair(code, eta, theta, y, z):
 
 
 @njit(cache=True, nogil=True)
-def nll_and_terms(code, eta, theta, Y, Z, R, W):
+def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None):
     """Mean −ℓ per column (up to terms in y alone) and the Newton terms, in one pass.
 
     Returns the means, shape (G,); fills R and W (n, G) with the working residuals and
-    the curvature weights.
+    the curvature weights. With sample weights M (n, G), each column's mean is
+    Σ_i m_i·(−ℓ_i) / Σ_i m_i and R, W are multiplied by m; rows of weight 0 are skipped
+    (their R and W are 0), so a 0/1 column of M selects a training fold.
     """
     n, g = Y.shape
     out = np.zeros(g)
     carry = np.zeros(g)
-    if code == 1 and eta == np.inf:
-        # Canonical Poisson, the common case: one exp per element; −ℓ = μ − y·z up to the
-        # seed's ε inside log(μ + ε), a relative 1e-16/μ that no comparison can see.
+    total = np.full(g, float(n))
+    if M is not None:
+        total = np.zeros(g)
         for i in range(n):
             for k in range(g):
-                y, mu = Y[i, k], math.exp(Z[i, k])
-                term = (mu - y * Z[i, k]) - carry[k]
-                total = out[k] + term
-                carry[k] = (total - out[k]) - term
-                out[k] = total
-                R[i, k] = mu - y
-                W[i, k] = mu
-        return out / n
+                total[k] += M[i, k]
+    canonical = code == 1 and eta == np.inf
     for i in range(n):
         for k in range(g):
+            m = 1.0
+            if M is not None:
+                m = M[i, k]
+                if m == 0.0:
+                    R[i, k] = 0.0
+                    W[i, k] = 0.0
+                    continue
             y, z = Y[i, k], Z[i, k]
-            mu = _mean_terms(code, eta, z)[0]
-            term = _nll(code, theta, y, mu) - carry[k]
-            total = out[k] + term
-            carry[k] = (total - out[k]) - term
-            out[k] = total
-            r, w = _newton_pair(code, eta, theta, y, z)
-            R[i, k] = r
-            W[i, k] = w if w > 0.0 else 0.0
-    return out / n
+            if canonical:
+                # The common case: one exp per element; −ℓ = μ − y·z up to the seed's ε
+                # inside log(μ + ε), a relative 1e-16/μ that no comparison can see.
+                mu = math.exp(z)
+                term = mu - y * z
+                r, w = mu - y, mu
+            else:
+                mu = _mean_terms(code, eta, z)[0]
+                term = _nll(code, theta, y, mu)
+                r, w = _newton_pair(code, eta, theta, y, z)
+                w = w if w > 0.0 else 0.0
+            term = m * term - carry[k]  # Kahan summation: J differences of 1e-16 matter
+            acc = out[k] + term
+            carry[k] = (acc - out[k]) - term
+            out[k] = acc
+            R[i, k] = m * r
+            W[i, k] = m * w
+    return out / total
