@@ -147,8 +147,9 @@ def ref_residual(distr, y, z, eta=2.0, theta=1.0):
     raise AssertionError(distr)
 
 
-def ref_kkt(distr, X, y, beta0, beta, *, reg_lambda, alpha, Tau=None, eta=2.0, theta=1.0,
-            fit_intercept=True):
+def ref_kkt(
+    distr, X, y, beta0, beta, *, reg_lambda, alpha, Tau=None, eta=2.0, theta=1.0, fit_intercept=True
+):
     """KKT residual of J at (β0, β): max over coordinates of the minimum-norm subgradient.
 
     Gradient (1/n)Xᵀr + λ(1−α)ΓᵀΓβ from SEMANTICS.md; the L1 part enters through
@@ -174,15 +175,22 @@ def ref_objective_z(distr, y, z, beta, *, reg_lambda, alpha, Tau=None, eta=2.0, 
     elif distr in ("poisson", "softplus"):
         ll = np.where(y > 0, y * np.log(mu + EPS), 0.0) - mu
     elif distr == "neg-binomial":
-        ll = (gammaln(y + theta) - gammaln(theta) - gammaln(y + 1.0) + theta * np.log(theta)
-              + np.where(y > 0, y * np.log(mu), 0.0) - (theta + y) * np.log(mu + theta))
+        ll = (
+            gammaln(y + theta)
+            - gammaln(theta)
+            - gammaln(y + 1.0)
+            + theta * np.log(theta)
+            + np.where(y > 0, y * np.log(mu), 0.0)
+            - (theta + y) * np.log(mu + theta)
+        )
     elif distr == "gamma":
         ll = -y / mu - np.log(mu)
     else:
         raise AssertionError(distr)
     tb = beta if Tau is None else np.asarray(Tau) @ beta
-    return float(-np.mean(ll) + reg_lambda * (0.5 * (1 - alpha) * tb @ tb
-                                              + alpha * np.abs(beta).sum()))
+    return float(
+        -np.mean(ll) + reg_lambda * (0.5 * (1 - alpha) * tb @ tb + alpha * np.abs(beta).sum())
+    )
 
 
 # ---------------------------------------------------------------------------------------------

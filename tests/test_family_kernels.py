@@ -6,8 +6,14 @@ import pytest
 from stglm import get_family
 from stglm._solvers._family_kernels import family_code, nll_and_terms
 
-FAMILIES = [("gaussian", {}), ("poisson", {"eta": 2.0}), ("poisson", {"eta": np.inf}),
-            ("softplus", {}), ("neg-binomial", {"theta": 2.5}), ("gamma", {})]
+FAMILIES = [
+    ("gaussian", {}),
+    ("poisson", {"eta": 2.0}),
+    ("poisson", {"eta": np.inf}),
+    ("softplus", {}),
+    ("neg-binomial", {"theta": 2.5}),
+    ("gamma", {}),
+]
 
 
 @pytest.mark.parametrize(("distr", "kw"), FAMILIES)

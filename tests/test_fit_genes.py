@@ -57,8 +57,10 @@ def poisson_mean(z, eta=2.0):
 
 def results(adata, genes, key="stglm"):
     """(intercepts, coefficient matrix) of ``genes`` as stored by fit_genes."""
-    return (adata.var.loc[genes, f"{key}_intercept"].to_numpy(),
-            adata.varm[f"{key}_coef"].loc[genes].to_numpy())
+    return (
+        adata.var.loc[genes, f"{key}_intercept"].to_numpy(),
+        adata.varm[f"{key}_coef"].loc[genes].to_numpy(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,18 +110,32 @@ FIXED_CASES = [
     pytest.param({"distr": "gaussian"}, "lognorm", id="gaussian-lognorm"),
     pytest.param({"distr": "neg-binomial", "theta": 2.0}, None, id="neg-binomial"),
     pytest.param({"distr": "softplus", "alpha": 0.0}, None, id="softplus-ridge"),
-    pytest.param({"distr": "poisson", "alpha": 1.0, "fit_intercept": False}, None,
-                 id="poisson-lasso-no-intercept"),
-    pytest.param({"distr": "poisson", "Tau": np.diag([1.0, 2.0, 0.5, 1.0, 3.0])}, None,
-                 id="poisson-Tau"),
+    pytest.param(
+        {"distr": "poisson", "alpha": 1.0, "fit_intercept": False},
+        None,
+        id="poisson-lasso-no-intercept",
+    ),
+    pytest.param(
+        {"distr": "poisson", "Tau": np.diag([1.0, 2.0, 0.5, 1.0, 3.0])}, None, id="poisson-Tau"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("params", "layer"), FIXED_CASES)
 def test_fixed_lambda_matches_single_gene_glm(visium, design, genes, params, layer):
     lam = 0.02
-    out = fit_genes(visium, genes, design=design, reg_lambda=lam, tol=TOL, clip_coeffs=0,
-                    layer=layer, copy=True, **params, **QUIET)
+    out = fit_genes(
+        visium,
+        genes,
+        design=design,
+        reg_lambda=lam,
+        tol=TOL,
+        clip_coeffs=0,
+        layer=layer,
+        copy=True,
+        **params,
+        **QUIET,
+    )
     icpt, coef = results(out, genes)
     matrix = visium.X if layer is None else visium.layers[layer]
     X = design.to_numpy()
@@ -143,8 +159,20 @@ def test_fixed_lambda_matches_single_gene_glm(visium, design, genes, params, lay
 def test_gaussian_ridge_matches_closed_form(visium, design, genes):
     """α = 0, gaussian: β = (XcᵀXc/n + λΓᵀΓ)⁻¹Xcᵀ(y − ȳ)/n, β0 = ȳ − x̄ᵀβ, for all genes at once."""
     lam, Tau = 0.05, np.diag([1.0, 2.0, 0.5, 1.0, 3.0])
-    out = fit_genes(visium, genes, design=design, distr="gaussian", alpha=0.0, reg_lambda=lam,
-                    Tau=Tau, layer="lognorm", tol=1e-10, clip_coeffs=0, copy=True, **QUIET)
+    out = fit_genes(
+        visium,
+        genes,
+        design=design,
+        distr="gaussian",
+        alpha=0.0,
+        reg_lambda=lam,
+        Tau=Tau,
+        layer="lognorm",
+        tol=1e-10,
+        clip_coeffs=0,
+        copy=True,
+        **QUIET,
+    )
     X = design.to_numpy()
     n = X.shape[0]
     Y = visium.layers["lognorm"][:, visium.var_names.get_indexer(genes)].toarray()
@@ -161,22 +189,41 @@ def test_unpenalised_poisson_matches_statsmodels(visium, design, genes):
     totals = np.asarray(visium.X[:, visium.var_names.get_indexer(genes)].sum(axis=0)).ravel()
     fittable = [g for g, t in zip(genes, totals, strict=True) if t >= 50]
     assert len(fittable) >= 10
-    out = fit_genes(visium, fittable, design=design, reg_lambda=0.0, eta=np.inf, tol=1e-10,
-                    clip_coeffs=0, copy=True, **QUIET)
+    out = fit_genes(
+        visium,
+        fittable,
+        design=design,
+        reg_lambda=0.0,
+        eta=np.inf,
+        tol=1e-10,
+        clip_coeffs=0,
+        copy=True,
+        **QUIET,
+    )
     icpt, coef = results(out, fittable)
     X = sm.add_constant(design.to_numpy())
     for i, gene in enumerate(fittable):
         y = column(visium.X, visium.var_names.get_loc(gene))
         ref = sm.GLM(y, X, family=sm.families.Poisson()).fit(tol=1e-13, maxiter=200)
-        np.testing.assert_allclose(np.r_[icpt[i], coef[i]], ref.params, rtol=1e-6, atol=1e-7,
-                                   err_msg=gene)
+        np.testing.assert_allclose(
+            np.r_[icpt[i], coef[i]], ref.params, rtol=1e-6, atol=1e-7, err_msg=gene
+        )
 
 
 def test_poisson_elastic_net_kkt_by_hand(visium, design, genes):
     """The stored coefficients satisfy 0 ∈ ∂J, with J's gradient written out here."""
     lam, alpha, eta = 0.02, 0.5, 2.0
-    out = fit_genes(visium, genes, design=design, reg_lambda=lam, alpha=alpha, tol=1e-10,
-                    clip_coeffs=0, copy=True, **QUIET)
+    out = fit_genes(
+        visium,
+        genes,
+        design=design,
+        reg_lambda=lam,
+        alpha=alpha,
+        tol=1e-10,
+        clip_coeffs=0,
+        copy=True,
+        **QUIET,
+    )
     icpt, coef = results(out, genes)
     X = design.to_numpy()
     n = X.shape[0]
@@ -188,8 +235,9 @@ def test_poisson_elastic_net_kkt_by_hand(visium, design, genes):
         r = dmu * (1.0 - y / mu)  # ∂(−logL_i)/∂z_i
         g = X.T @ r / n + lam * (1 - alpha) * coef[i]
         l1 = lam * alpha
-        viol = np.where(coef[i] != 0, np.abs(g + l1 * np.sign(coef[i])),
-                        np.maximum(np.abs(g) - l1, 0.0))
+        viol = np.where(
+            coef[i] != 0, np.abs(g + l1 * np.sign(coef[i])), np.maximum(np.abs(g) - l1, 0.0)
+        )
         assert abs(r.mean()) < 1e-8, f"{gene}: intercept gradient {r.mean()}"
         assert viol.max() < 1e-8, f"{gene}: KKT violation {viol.max()}"
     assert (coef == 0).any() and (coef != 0).any()  # the lasso part is active somewhere
@@ -201,12 +249,15 @@ def test_poisson_elastic_net_kkt_by_hand(visium, design, genes):
 CV_CASES = [
     pytest.param({"distr": "poisson", "score_metric": "deviance"}, None, id="poisson-deviance"),
     pytest.param({"distr": "poisson", "score_metric": "pseudo_r2"}, None, id="poisson-pseudo_r2"),
-    pytest.param({"distr": "neg-binomial", "theta": 2.0, "reg_lambda": [0.1, 0.03, 0.01, 0.003]},
-                 None, id="neg-binomial-list"),
-    pytest.param({"distr": "gaussian", "score_metric": "pseudo_r2"}, "lognorm",
-                 id="gaussian-lognorm"),
-    pytest.param({"distr": "poisson", "select": "one_se", "alpha": 0.9}, None,
-                 id="poisson-one_se"),
+    pytest.param(
+        {"distr": "neg-binomial", "theta": 2.0, "reg_lambda": [0.1, 0.03, 0.01, 0.003]},
+        None,
+        id="neg-binomial-list",
+    ),
+    pytest.param(
+        {"distr": "gaussian", "score_metric": "pseudo_r2"}, "lognorm", id="gaussian-lognorm"
+    ),
+    pytest.param({"distr": "poisson", "select": "one_se", "alpha": 0.9}, None, id="poisson-one_se"),
 ]
 
 
@@ -217,8 +268,17 @@ def test_glmcv_mode_matches_single_gene_glmcv(small, params, layer):
         adata = adata.copy()
         adata.layers[layer] = log_normalised(adata.X)
     params = {"reg_lambda": None, "n_lambdas": 8, "cv": 4, "random_seed": 3, **params}
-    out = fit_genes(adata, names, design=design, tol=TOL, clip_coeffs=0, layer=layer,
-                    copy=True, **params, **QUIET)
+    out = fit_genes(
+        adata,
+        names,
+        design=design,
+        tol=TOL,
+        clip_coeffs=0,
+        layer=layer,
+        copy=True,
+        **params,
+        **QUIET,
+    )
     icpt, coef = results(out, names)
     matrix = adata.X if layer is None else adata.layers[layer]
     X = design.to_numpy()
@@ -226,10 +286,15 @@ def test_glmcv_mode_matches_single_gene_glmcv(small, params, layer):
         y = column(matrix, adata.var_names.get_loc(gene))
         ref = GLMCV(tol=TOL, clip_coeffs=0, verbose=False, **params).fit(X, y)
         row = out.var.loc[gene]
-        np.testing.assert_allclose(row["stglm_lambda"], ref.reg_lambda_opt_, rtol=1e-10,
-                                   err_msg=f"{gene}: chosen λ")
-        np.testing.assert_allclose(row["stglm_score"], ref.scores_[ref.best_index_],
-                                   rtol=1e-8, err_msg=f"{gene}: mean CV score")
+        np.testing.assert_allclose(
+            row["stglm_lambda"], ref.reg_lambda_opt_, rtol=1e-10, err_msg=f"{gene}: chosen λ"
+        )
+        np.testing.assert_allclose(
+            row["stglm_score"],
+            ref.scores_[ref.best_index_],
+            rtol=1e-8,
+            err_msg=f"{gene}: mean CV score",
+        )
         np.testing.assert_allclose(coef[i], ref.beta_, rtol=0, atol=1e-8, err_msg=gene)
         np.testing.assert_allclose(icpt[i], ref.beta0_, rtol=0, atol=1e-8, err_msg=gene)
     assert (out.var.loc[names, "stglm_status"] == "ok").all()
@@ -268,12 +333,19 @@ MATRIX_KINDS = {
 @pytest.mark.parametrize("reg_lambda", [0.05, None], ids=["fixed", "cv"])
 def test_matrix_kinds_give_the_same_results(small, kind, reg_lambda):
     adata, design, names = small
-    kw = {"design": design, "reg_lambda": reg_lambda, "n_lambdas": 6, "cv": 3,
-          "copy": True, **QUIET}
+    kw = {
+        "design": design,
+        "reg_lambda": reg_lambda,
+        "n_lambdas": 6,
+        "cv": 3,
+        "copy": True,
+        **QUIET,
+    }
     ref = fit_genes(with_X(adata, sp.csr_matrix(adata.X)), names, **kw)
     got = fit_genes(with_X(adata, MATRIX_KINDS[kind](adata.X)), names, **kw)
-    pd.testing.assert_frame_equal(got.varm["stglm_coef"], ref.varm["stglm_coef"],
-                                  check_exact=False, rtol=1e-12, atol=1e-14)
+    pd.testing.assert_frame_equal(
+        got.varm["stglm_coef"], ref.varm["stglm_coef"], check_exact=False, rtol=1e-12, atol=1e-14
+    )
     pd.testing.assert_frame_equal(got.var, ref.var, check_exact=False, rtol=1e-12, atol=1e-14)
 
 
@@ -296,15 +368,24 @@ def test_chunking_and_threads_do_not_change_results(small, chunk_size, n_jobs):
     adata, design, names = small
     # Chunks change the shapes of the BLAS products, hence their rounding: the results agree
     # to the solver's tolerance, not bit for bit.
-    kw = {"design": design, "reg_lambda": None, "n_lambdas": 6, "cv": 3, "copy": True,
-          "tol": 1e-12, **QUIET}
+    kw = {
+        "design": design,
+        "reg_lambda": None,
+        "n_lambdas": 6,
+        "cv": 3,
+        "copy": True,
+        "tol": 1e-12,
+        **QUIET,
+    }
     ref = fit_genes(adata, names, **kw)
     got = fit_genes(adata, names, chunk_size=chunk_size, n_jobs=n_jobs, **kw)
-    pd.testing.assert_frame_equal(got.varm["stglm_coef"], ref.varm["stglm_coef"],
-                                  check_exact=False, rtol=1e-8, atol=1e-10)
+    pd.testing.assert_frame_equal(
+        got.varm["stglm_coef"], ref.varm["stglm_coef"], check_exact=False, rtol=1e-8, atol=1e-10
+    )
     cols = [c for c in ref.var.columns if not c.endswith(("_kkt", "_n_iter"))]
-    pd.testing.assert_frame_equal(got.var[cols], ref.var[cols], check_exact=False, rtol=1e-8,
-                                  atol=1e-10)
+    pd.testing.assert_frame_equal(
+        got.var[cols], ref.var[cols], check_exact=False, rtol=1e-8, atol=1e-10
+    )
 
 
 def test_design_as_array_and_shuffled_frame(small):
@@ -314,8 +395,9 @@ def test_design_as_array_and_shuffled_frame(small):
     got = fit_genes(adata, names, design=shuffled, copy=True, **QUIET)
     pd.testing.assert_frame_equal(got.varm["stglm_coef"], ref.varm["stglm_coef"])
     arr = fit_genes(adata, names, design=design.to_numpy(), copy=True, **QUIET)
-    np.testing.assert_array_equal(arr.varm["stglm_coef"].to_numpy(),
-                                  ref.varm["stglm_coef"].to_numpy())
+    np.testing.assert_array_equal(
+        arr.varm["stglm_coef"].to_numpy(), ref.varm["stglm_coef"].to_numpy()
+    )
     assert list(arr.varm["stglm_coef"].columns) == [f"x{j}" for j in range(design.shape[1])]
 
 
@@ -364,8 +446,9 @@ def test_copy_false_adds_only_documented_keys(small, key_added, store_fitted):
     adata, design, names = small
     adata = decorated(adata)
     before = adata.copy()
-    returned = fit_genes(adata, names, design=design, key_added=key_added,
-                         store_fitted=store_fitted, **QUIET)
+    returned = fit_genes(
+        adata, names, design=design, key_added=key_added, store_fitted=store_fitted, **QUIET
+    )
     assert returned is None
 
     new_var = set(adata.var.columns) - set(before.var.columns)
@@ -412,8 +495,16 @@ def test_store_fitted_is_the_model_mean(small):
 
 def test_results_survive_h5ad_round_trip(small, tmp_path):
     adata, design, names = small
-    out = fit_genes(adata, names, design=design, reg_lambda=[0.1, 0.01], cv=3,
-                    Tau=np.eye(design.shape[1]), copy=True, **QUIET)
+    out = fit_genes(
+        adata,
+        names,
+        design=design,
+        reg_lambda=[0.1, 0.01],
+        cv=3,
+        Tau=np.eye(design.shape[1]),
+        copy=True,
+        **QUIET,
+    )
     out.write_h5ad(tmp_path / "fit.h5ad")
     back = ad.read_h5ad(tmp_path / "fit.h5ad")
     pd.testing.assert_frame_equal(coef_df(back), coef_df(out))
@@ -435,8 +526,15 @@ def test_all_zero_genes_are_reported_not_fatal(small, chunk_size, reg_lambda):
     zero = [g for g in adata.var_names if g not in names][:2]
     zeroed = with_zero_genes(adata, zero)
     requested = [names[0], zero[0], *names[1:4], zero[1]]
-    kw = {"design": design, "reg_lambda": reg_lambda, "n_lambdas": 6, "cv": 3, "copy": True,
-          "tol": 1e-12, **QUIET}
+    kw = {
+        "design": design,
+        "reg_lambda": reg_lambda,
+        "n_lambdas": 6,
+        "cv": 3,
+        "copy": True,
+        "tol": 1e-12,
+        **QUIET,
+    }
     out = fit_genes(zeroed, requested, chunk_size=chunk_size, **kw)
     ref = fit_genes(adata, names[:4], **kw)  # the fittable genes, without the zero ones
 
@@ -445,17 +543,22 @@ def test_all_zero_genes_are_reported_not_fatal(small, chunk_size, reg_lambda):
     assert (status.loc[names[:4]] == "ok").all()
     assert out.varm["stglm_coef"].loc[zero].isna().all().all()
     assert out.var.loc[zero, "stglm_intercept"].isna().all()
-    pd.testing.assert_frame_equal(out.varm["stglm_coef"].loc[names[:4]],
-                                  ref.varm["stglm_coef"].loc[names[:4]],
-                                  check_exact=False, rtol=1e-8, atol=1e-10)
+    pd.testing.assert_frame_equal(
+        out.varm["stglm_coef"].loc[names[:4]],
+        ref.varm["stglm_coef"].loc[names[:4]],
+        check_exact=False,
+        rtol=1e-8,
+        atol=1e-10,
+    )
 
 
 def test_all_zero_gene_is_fitted_by_gaussian(small):
     """Only count families refuse an all-zero response; gaussian fits it (μ ≡ 0)."""
     adata, design, names = small
     zero = [g for g in adata.var_names if g not in names][:1]
-    out = fit_genes(with_zero_genes(adata, zero), zero, design=design, distr="gaussian",
-                    copy=True, **QUIET)
+    out = fit_genes(
+        with_zero_genes(adata, zero), zero, design=design, distr="gaussian", copy=True, **QUIET
+    )
     assert out.var.loc[zero[0], "stglm_status"] == "ok"
     np.testing.assert_allclose(out.varm["stglm_coef"].loc[zero[0]], 0.0, atol=1e-12)
     np.testing.assert_allclose(out.var.loc[zero[0], "stglm_intercept"], 0.0, atol=1e-12)
@@ -494,8 +597,9 @@ def test_coef_df_is_tidy_and_consistent(small, include_intercept):
     adata, design, names = small
     zero = [g for g in adata.var_names if g not in names][:1]
     requested = [names[2], zero[0], names[0], names[1]]  # not alphabetical on purpose
-    out = fit_genes(with_zero_genes(adata, zero), requested, design=design,
-                    key_added="m", copy=True, **QUIET)
+    out = fit_genes(
+        with_zero_genes(adata, zero), requested, design=design, key_added="m", copy=True, **QUIET
+    )
     df = coef_df(out, key_added="m", include_intercept=include_intercept)
 
     assert list(df.columns) == ["gene", "predictor", "coef", "lambda", "score", "status"]
@@ -533,10 +637,25 @@ def test_coef_df_errors(small):
 # bad input
 # ---------------------------------------------------------------------------------------------
 BAD_IDS = [
-    "unknown-gene", "duplicate-genes", "empty-genes", "design-rows", "design-frame-rows",
-    "design-NaN", "design-missing", "negative-counts", "chunk_size-0", "chunk_size-neg",
-    "chunk_size-float", "chunk_size-bool", "chunk_size-str", "unknown-layer",
-    "key_added-empty", "distr", "cv-splitter", "non-AnnData", "non-AnnData-matrix",
+    "unknown-gene",
+    "duplicate-genes",
+    "empty-genes",
+    "design-rows",
+    "design-frame-rows",
+    "design-NaN",
+    "design-missing",
+    "negative-counts",
+    "chunk_size-0",
+    "chunk_size-neg",
+    "chunk_size-float",
+    "chunk_size-bool",
+    "chunk_size-str",
+    "unknown-layer",
+    "key_added-empty",
+    "distr",
+    "cv-splitter",
+    "non-AnnData",
+    "non-AnnData-matrix",
 ]
 
 
@@ -549,8 +668,12 @@ def bad_case(case, adata, design, names):
     if case == "negative-counts":
         negative = adata.X.toarray()
         negative[7, adata.var_names.get_loc(names[0])] = -1
-        return (with_X(adata, sp.csr_matrix(negative)), {"genes": names[:2]}, ValueError,
-                "non-negative")
+        return (
+            with_X(adata, sp.csr_matrix(negative)),
+            {"genes": names[:2]},
+            ValueError,
+            "non-negative",
+        )
     cases = {
         "unknown-gene": (adata, {"genes": ["NOT_A_GENE"]}, ValueError, "NOT_A_GENE"),
         "duplicate-genes": (adata, {"genes": [names[0], names[0]]}, ValueError, "duplicate"),
@@ -634,20 +757,39 @@ ADATA_FUNCTIONS = adata_functions()
 
 def test_structure_walk_finds_the_adata_functions():
     """The walk below is not vacuous: it sees the functions we know take an AnnData."""
-    for name in ("stglm.fit_genes", "stglm.fit_glm", "stglm.spatial.spatial_lag",
-                 "stglm.spatial.niche_composition", "stglm.spatial.coordinates",
-                 "stglm.spatial.expression_neighbors", "stglm.get.coef_df"):
+    for name in (
+        "stglm.fit_genes",
+        "stglm.fit_glm",
+        "stglm.spatial.spatial_lag",
+        "stglm.spatial.niche_composition",
+        "stglm.spatial.coordinates",
+        "stglm.spatial.expression_neighbors",
+        "stglm.get.coef_df",
+    ):
         assert name in ADATA_FUNCTIONS, name
     # fit_glm is exempt because its signature is the seed's, unchanged
     params = list(inspect.signature(stglm.fit_glm).parameters)
-    assert params[:8] == ["X", "adata", "y_feat", "calc_first_moment", "log_transform",
-                          "gs_params", "n_gs_cv", "return_model"]
+    assert params[:8] == [
+        "X",
+        "adata",
+        "y_feat",
+        "calc_first_moment",
+        "log_transform",
+        "gs_params",
+        "n_gs_cv",
+        "return_model",
+    ]
 
 
 @pytest.mark.parametrize(
     "qualname",
-    [pytest.param(q, marks=pytest.mark.xfail(strict=True, reason=KNOWN_VIOLATIONS[q]))
-     if q in KNOWN_VIOLATIONS else q for q in sorted(ADATA_FUNCTIONS) if q not in EXEMPT],
+    [
+        pytest.param(q, marks=pytest.mark.xfail(strict=True, reason=KNOWN_VIOLATIONS[q]))
+        if q in KNOWN_VIOLATIONS
+        else q
+        for q in sorted(ADATA_FUNCTIONS)
+        if q not in EXEMPT
+    ],
 )
 def test_adata_functions_follow_api_conventions(qualname):
     params = list(inspect.signature(ADATA_FUNCTIONS[qualname]).parameters.values())
@@ -655,13 +797,19 @@ def test_adata_functions_follow_api_conventions(qualname):
     assert first.name in ADATA_NAMES, f"{qualname}: the AnnData must come first, got {first.name}"
     assert first.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     allowed = POSITIONAL_ALLOWED.get(qualname, ())
-    positional = [p.name for p in params[1:]
-                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                inspect.Parameter.VAR_POSITIONAL)]
-    assert positional == list(allowed[:len(positional)]) and set(positional) <= set(allowed), (
-        f"{qualname}: parameters after the AnnData must be keyword-only; positional: "
-        f"{positional}")
+    positional = [
+        p.name
+        for p in params[1:]
+        if p.kind
+        in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.VAR_POSITIONAL,
+        )
+    ]
+    assert positional == list(allowed[: len(positional)]) and set(positional) <= set(allowed), (
+        f"{qualname}: parameters after the AnnData must be keyword-only; positional: {positional}"
+    )
     by_name = {p.name: p for p in params}
     if "copy" in by_name:
         assert by_name["copy"].default is False, f"{qualname}: copy must default to False"

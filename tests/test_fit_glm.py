@@ -182,8 +182,9 @@ def test_gaussian_spatial_graph(visium, design):
     assert not np.allclose(y_spatial, y_expr)  # the two graphs give different responses
 
     out = fit_glm(X, visium, GENE, distr="gaussian", graph="spatial", **FAST)
-    check_against_glmcv(out, GLMCV(distr="gaussian", score_metric="pseudo_r2", **FAST),
-                        X, y_spatial)
+    check_against_glmcv(
+        out, GLMCV(distr="gaussian", score_metric="pseudo_r2", **FAST), X, y_spatial
+    )
 
 
 def test_gaussian_given_graph_matrix_and_obsp_key():
@@ -197,8 +198,9 @@ def test_gaussian_given_graph_matrix_and_obsp_key():
 
     check_against_glmcv(fit_glm(X, adata, GENE, distr="gaussian", graph=W, **FAST), model, X, y)
     adata.obsp["my_graph"] = W
-    check_against_glmcv(fit_glm(X, adata, GENE, distr="gaussian", graph="my_graph", **FAST),
-                        model, X, y)
+    check_against_glmcv(
+        fit_glm(X, adata, GENE, distr="gaussian", graph="my_graph", **FAST), model, X, y
+    )
 
 
 def test_gaussian_layer_is_the_response_source():
@@ -278,15 +280,17 @@ def test_view_gives_the_same_fit_as_its_copy():
 # count families: no smoothing, no log, said once
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("distr", ["poisson", "softplus", "neg-binomial"])
-@pytest.mark.parametrize("flags", [(True, True), (True, False), (False, True)],
-                         ids=["both", "moment", "log"])
+@pytest.mark.parametrize(
+    "flags", [(True, True), (True, False), (False, True)], ids=["both", "moment", "log"]
+)
 def test_count_families_switch_preprocessing_off(distr, flags):
     adata = rich_adata(n_obs=300)
     X = visium_design(adata)
     first, log = flags
     with pytest.warns(UserWarning, match="switched off") as record:
-        out = fit_glm(X, adata, GENE, calc_first_moment=first, log_transform=log,
-                      distr=distr, **FAST)
+        out = fit_glm(
+            X, adata, GENE, calc_first_moment=first, log_transform=log, distr=distr, **FAST
+        )
     assert sum("switched off" in str(w.message) for w in record) == 1  # said once
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning at all when both flags are False
@@ -352,13 +356,20 @@ def test_grid_search_picks_intercept(intercept_problem, metric, prefix):
     pick = (np.argmax if higher else np.argmin)([h[metric] for h in hand])
     assert pick == 1, f"constructed case broken: hand CV scores {hand}"
 
-    out = fit_glm(X, adata, "g", **NO_PREPROCESSING, gs_params={f"{prefix}fit_intercept":
-                                                                [False, True]},
-                  n_gs_cv=3, **base)
+    out = fit_glm(
+        X,
+        adata,
+        "g",
+        **NO_PREPROCESSING,
+        gs_params={f"{prefix}fit_intercept": [False, True]},
+        n_gs_cv=3,
+        **base,
+    )
     reg = out[4]
     assert reg.fit_intercept is True, (
         f"grid search chose fit_intercept={reg.fit_intercept} although its mean CV {metric} "
-        f"is worse: {hand}")
+        f"is worse: {hand}"
+    )
     check_against_glmcv(out, GLMCV(**base, fit_intercept=True), X, y)
 
 
@@ -372,10 +383,18 @@ def test_grid_search_picks_unclipped(intercept_problem, metric, prefix):
     pick = (np.argmax if metric == "pseudo_r2" else np.argmin)([h[metric] for h in hand])
     assert pick == 1, f"constructed case broken: hand CV scores {hand}"
 
-    out = fit_glm(X, adata, "g", **NO_PREPROCESSING,
-                  gs_params={f"{prefix}clip_coeffs": [100.0, 0.0]}, n_gs_cv=4, **base)
+    out = fit_glm(
+        X,
+        adata,
+        "g",
+        **NO_PREPROCESSING,
+        gs_params={f"{prefix}clip_coeffs": [100.0, 0.0]},
+        n_gs_cv=4,
+        **base,
+    )
     assert out[4].clip_coeffs == 0.0, (
-        f"grid search kept clip_coeffs={out[4].clip_coeffs}; hand CV {metric}: {hand}")
+        f"grid search kept clip_coeffs={out[4].clip_coeffs}; hand CV {metric}: {hand}"
+    )
     assert np.all(out[1][:2] != 0)
     check_against_glmcv(out, GLMCV(**base, clip_coeffs=0.0), X, y)
 
@@ -392,8 +411,15 @@ def test_grid_search_two_parameters_mixed_keys(intercept_problem):
     candidates = [{"alpha": a, "fit_intercept": f} for a in (0.1, 0.9) for f in (False, True)]
     hand = hand_cv_scores(X, y, 3, candidates, base)
     best = candidates[int(np.argmin([h["deviance"] for h in hand]))]
-    out = fit_glm(X, adata, "g", **NO_PREPROCESSING, n_gs_cv=3, **base,
-                  gs_params={"alpha": [0.1, 0.9], "classifier__fit_intercept": [False, True]})
+    out = fit_glm(
+        X,
+        adata,
+        "g",
+        **NO_PREPROCESSING,
+        n_gs_cv=3,
+        **base,
+        gs_params={"alpha": [0.1, 0.9], "classifier__fit_intercept": [False, True]},
+    )
     assert {"alpha": out[4].alpha, "fit_intercept": out[4].fit_intercept} == best
     check_against_glmcv(out, GLMCV(**base, **best), X, y)
 
@@ -404,6 +430,7 @@ def test_grid_search_two_parameters_mixed_keys(intercept_problem):
 @pytest.fixture
 def no_work(monkeypatch):
     """Make reading the response or fitting anything fail loudly: errors must come first."""
+
     def boom(*args, **kwargs):
         raise AssertionError("fit_glm started working before rejecting its input")
 
@@ -424,18 +451,47 @@ def bad_inputs():
         pytest.param(nan_X, adata, GENE, {}, ValueError, "NaN", id="X-NaN"),
         pytest.param(X, adata.to_df(), GENE, {}, TypeError, "AnnData", id="adata-DataFrame"),
         pytest.param(X, adata.X, GENE, {}, TypeError, "AnnData", id="adata-matrix"),
-        pytest.param(X, adata, GENE, {"gs_params": {"classifier__nope": [1, 2]}}, ValueError,
-                     "nope", id="gs_params-prefixed-key"),
-        pytest.param(X, adata, GENE, {"gs_params": {"nope": [1, 2]}}, ValueError, "nope",
-                     id="gs_params-key"),
-        pytest.param(X, adata, GENE, {"gs_params": [("alpha", [0.5])]}, TypeError, "dict",
-                     id="gs_params-not-dict"),
+        pytest.param(
+            X,
+            adata,
+            GENE,
+            {"gs_params": {"classifier__nope": [1, 2]}},
+            ValueError,
+            "nope",
+            id="gs_params-prefixed-key",
+        ),
+        pytest.param(
+            X, adata, GENE, {"gs_params": {"nope": [1, 2]}}, ValueError, "nope", id="gs_params-key"
+        ),
+        pytest.param(
+            X,
+            adata,
+            GENE,
+            {"gs_params": [("alpha", [0.5])]},
+            TypeError,
+            "dict",
+            id="gs_params-not-dict",
+        ),
         pytest.param(X, adata, GENE, {"nope": 1}, TypeError, "nope", id="kwargs-name"),
         pytest.param(X, adata, GENE, {"distr": "poison"}, ValueError, "distr", id="kwargs-distr"),
-        pytest.param(X, adata, GENE, {"n_gs_cv": 1, "gs_params": {"alpha": [0.5]}}, ValueError,
-                     "n_gs_cv", id="n_gs_cv"),
-        pytest.param(X, adata, GENE, {"calc_first_moment": "yes"}, TypeError,
-                     "calc_first_moment", id="flag-not-bool"),
+        pytest.param(
+            X,
+            adata,
+            GENE,
+            {"n_gs_cv": 1, "gs_params": {"alpha": [0.5]}},
+            ValueError,
+            "n_gs_cv",
+            id="n_gs_cv",
+        ),
+        pytest.param(
+            X,
+            adata,
+            GENE,
+            {"calc_first_moment": "yes"},
+            TypeError,
+            "calc_first_moment",
+            id="flag-not-bool",
+        ),
     ]
 
 
@@ -448,5 +504,6 @@ def test_errors_before_any_work(no_work, X, adata, y_feat, kwargs, error, match)
 def test_invalid_grid_value_raises_before_any_work(no_work):
     adata = rich_adata(n_obs=120)
     with pytest.raises(ValueError, match="alpha"):
-        fit_glm(visium_design(adata), adata, GENE, **NO_PREPROCESSING,
-                gs_params={"alpha": [0.5, 2.0]})
+        fit_glm(
+            visium_design(adata), adata, GENE, **NO_PREPROCESSING, gs_params={"alpha": [0.5, 2.0]}
+        )

@@ -82,8 +82,11 @@ def lambda_max_by_hand(distr, eta, X, y, alpha, fit_intercept=True) -> float:
     """‖∇_β loss at the null model‖∞ / α (the null model predicts ȳ, or z = 0 without intercept)."""
     if fit_intercept:
         mu0 = y.mean()
-        z0 = mu0 if distr == "gaussian" else (
-            np.log(mu0) if mu0 <= np.exp(eta) else mu0 / np.exp(eta) + eta - 1.0)
+        z0 = (
+            mu0
+            if distr == "gaussian"
+            else (np.log(mu0) if mu0 <= np.exp(eta) else mu0 / np.exp(eta) + eta - 1.0)
+        )
     else:
         z0 = 0.0
     _, r = mean_and_residual(distr, eta, y, np.full_like(y, z0))
@@ -141,8 +144,16 @@ ROUTES = {"batched": (True, False), "screening": (False, True), "no-screening": 
 @pytest.mark.parametrize("tau", [None, "tau"], ids=["identity", "Tau"])
 @pytest.mark.parametrize(
     "alpha,route",
-    [(1.0, "batched"), (1.0, "screening"), (1.0, "no-screening"), (0.5, "batched"),
-     (0.5, "screening"), (0.5, "no-screening"), (0.0, "batched"), (0.0, "no-screening")],
+    [
+        (1.0, "batched"),
+        (1.0, "screening"),
+        (1.0, "no-screening"),
+        (0.5, "batched"),
+        (0.5, "screening"),
+        (0.5, "no-screening"),
+        (0.0, "batched"),
+        (0.0, "no-screening"),
+    ],
 )
 @pytest.mark.parametrize("family_id", list(FAMILIES))
 def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, monkeypatch):
@@ -152,17 +163,36 @@ def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, mon
     if not batched:
         monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
     X, y = simulate(family_id)
-    model = GLMCV(distr=distr, eta=eta, alpha=alpha, Tau=tau, cv=2, n_lambdas=10,
-                  lambda_min_ratio=1e-2, clip_coeffs=0.0, tol=1e-10, screening=screening,
-                  **QUIET).fit(X, y)
+    model = GLMCV(
+        distr=distr,
+        eta=eta,
+        alpha=alpha,
+        Tau=tau,
+        cv=2,
+        n_lambdas=10,
+        lambda_min_ratio=1e-2,
+        clip_coeffs=0.0,
+        tol=1e-10,
+        screening=screening,
+        **QUIET,
+    ).fit(X, y)
     assert np.count_nonzero(model.coef_path_[-1]) >= 3  # the path reaches a non-trivial model
     for k, lam in enumerate(model.reg_lambda_path_):
         b0, beta = model.intercept_path_[k], model.coef_path_[k]
         assert kkt_by_hand(distr, eta, X, y, b0, beta, lam, alpha, tau) <= KKT_TOL, k
-        single = GLM(distr=distr, eta=eta, alpha=alpha, Tau=tau, reg_lambda=lam,
-                     clip_coeffs=0.0, tol=1e-10, **QUIET).fit(X, y)
-        assert kkt_by_hand(distr, eta, X, y, single.beta0_, single.beta_, lam, alpha, tau) \
-            <= KKT_TOL
+        single = GLM(
+            distr=distr,
+            eta=eta,
+            alpha=alpha,
+            Tau=tau,
+            reg_lambda=lam,
+            clip_coeffs=0.0,
+            tol=1e-10,
+            **QUIET,
+        ).fit(X, y)
+        assert (
+            kkt_by_hand(distr, eta, X, y, single.beta0_, single.beta_, lam, alpha, tau) <= KKT_TOL
+        )
         np.testing.assert_allclose(beta, single.beta_, rtol=0, atol=1e-8, err_msg=f"λ #{k}")
         np.testing.assert_allclose(b0, single.beta0_, rtol=0, atol=1e-8)
         if alpha > 0:  # the same zero pattern: screening never leaves out an active predictor
@@ -174,8 +204,16 @@ def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
     """One batched solve of all folds (sample weights 0/1) = each fold's path on its own."""
     distr, eta, _ = FAMILIES[family_id]
     X, y = simulate(family_id)
-    params = dict(distr=distr, eta=eta, cv=3, n_lambdas=10, lambda_min_ratio=1e-2,
-                  clip_coeffs=0.0, tol=1e-11, **QUIET)
+    params = dict(
+        distr=distr,
+        eta=eta,
+        cv=3,
+        n_lambdas=10,
+        lambda_min_ratio=1e-2,
+        clip_coeffs=0.0,
+        tol=1e-11,
+        **QUIET,
+    )
     batched = GLMCV(**params).fit(X, y)
     monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
     per_fold = GLMCV(**params).fit(X, y)
@@ -206,15 +244,15 @@ def test_gaussian_ridge_path_equals_normal_equations(tau):
     tau = TAU if tau == "tau" else None
     X, y = simulate("gaussian")
     n = len(y)
-    model = GLMCV(distr="gaussian", alpha=0.0, Tau=tau, cv=2, n_lambdas=8, clip_coeffs=0.0,
-                  tol=1e-12, **QUIET).fit(X, y)
+    model = GLMCV(
+        distr="gaussian", alpha=0.0, Tau=tau, cv=2, n_lambdas=8, clip_coeffs=0.0, tol=1e-12, **QUIET
+    ).fit(X, y)
     Xc, yc = X - X.mean(0), y - y.mean()
     gram = np.eye(P) if tau is None else tau.T @ tau
     for k, lam in enumerate(model.reg_lambda_path_):
         beta = np.linalg.solve(Xc.T @ Xc / n + lam * gram, Xc.T @ yc / n)
         np.testing.assert_allclose(model.coef_path_[k], beta, rtol=1e-9, atol=1e-11)
-        np.testing.assert_allclose(model.intercept_path_[k], y.mean() - X.mean(0) @ beta,
-                                   rtol=1e-9)
+        np.testing.assert_allclose(model.intercept_path_[k], y.mean() - X.mean(0) @ beta, rtol=1e-9)
 
 
 def _glmnet_fits():
@@ -242,8 +280,20 @@ def test_fit_path_equals_r_glmnet(fit, screening):
     res = fit_path(problem, np.asarray(fit["lambda"]), "irls-cd", options, screening=screening)
     beta_r = np.asarray(fit["beta"])
     for k, lam in enumerate(fit["lambda"]):
-        assert kkt_by_hand(fit["family"], np.inf, X, y, res.intercepts[k], res.coefs[k], lam,
-                           fit["alpha"], fit_intercept=fit["intercept"]) <= 1e-10
+        assert (
+            kkt_by_hand(
+                fit["family"],
+                np.inf,
+                X,
+                y,
+                res.intercepts[k],
+                res.coefs[k],
+                lam,
+                fit["alpha"],
+                fit_intercept=fit["intercept"],
+            )
+            <= 1e-10
+        )
     scale = max(1.0, np.abs(beta_r).max())
     np.testing.assert_allclose(res.coefs, beta_r, rtol=0, atol=1e-7 * scale)
     if fit["intercept"]:
@@ -259,23 +309,65 @@ def test_lambda_max_is_smallest_lambda_zeroing_beta(family_id, alpha, fit_interc
     if distr == "gaussian" and not fit_intercept:
         y = y + 2.0  # the null model z = 0 is then far from y
     lam_max = lambda_max_by_hand(distr, eta, X, y, alpha, fit_intercept)
-    model = GLMCV(distr=distr, eta=eta, alpha=alpha, cv=2, n_lambdas=7, lambda_min_ratio=0.05,
-                  fit_intercept=fit_intercept, clip_coeffs=0.0, tol=1e-10, **QUIET).fit(X, y)
-    np.testing.assert_allclose(model.reg_lambda_path_,
-                               np.geomspace(lam_max, 0.05 * lam_max, 7), rtol=1e-12)
+    model = GLMCV(
+        distr=distr,
+        eta=eta,
+        alpha=alpha,
+        cv=2,
+        n_lambdas=7,
+        lambda_min_ratio=0.05,
+        fit_intercept=fit_intercept,
+        clip_coeffs=0.0,
+        tol=1e-10,
+        **QUIET,
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        model.reg_lambda_path_, np.geomspace(lam_max, 0.05 * lam_max, 7), rtol=1e-12
+    )
     assert np.all(model.coef_path_[0] == 0.0)
-    common = dict(distr=distr, eta=eta, alpha=alpha, fit_intercept=fit_intercept,
-                  clip_coeffs=0.0, tol=1e-10, **QUIET)
+    common = dict(
+        distr=distr,
+        eta=eta,
+        alpha=alpha,
+        fit_intercept=fit_intercept,
+        clip_coeffs=0.0,
+        tol=1e-10,
+        **QUIET,
+    )
     at_max = GLM(reg_lambda=lam_max, **common).fit(X, y)
     assert np.all(at_max.beta_ == 0.0)
-    assert kkt_by_hand(distr, eta, X, y, at_max.beta0_, at_max.beta_, lam_max, alpha,
-                       fit_intercept=fit_intercept) <= KKT_TOL
+    assert (
+        kkt_by_hand(
+            distr,
+            eta,
+            X,
+            y,
+            at_max.beta0_,
+            at_max.beta_,
+            lam_max,
+            alpha,
+            fit_intercept=fit_intercept,
+        )
+        <= KKT_TOL
+    )
     below = GLM(reg_lambda=0.99 * lam_max, **common).fit(X, y)
     assert np.count_nonzero(below.beta_) >= 1
     # ... and necessarily so: the null model violates the KKT conditions at 0.99·λ_max.
     null_b0 = at_max.beta0_
-    assert kkt_by_hand(distr, eta, X, y, null_b0, np.zeros(P), 0.99 * lam_max, alpha,
-                       fit_intercept=fit_intercept) > 1e-4 * lam_max
+    assert (
+        kkt_by_hand(
+            distr,
+            eta,
+            X,
+            y,
+            null_b0,
+            np.zeros(P),
+            0.99 * lam_max,
+            alpha,
+            fit_intercept=fit_intercept,
+        )
+        > 1e-4 * lam_max
+    )
 
 
 def test_lambda_max_ridge_uses_glmnet_convention():
@@ -288,8 +380,14 @@ def test_lambda_max_ridge_uses_glmnet_convention():
 def test_lambdas_above_lambda_max_give_null_model():
     X, y = simulate("poisson")
     lam_max = lambda_max_by_hand("poisson", np.inf, X, y, 0.5)
-    model = GLMCV(eta=np.inf, reg_lambda=[10 * lam_max, 2 * lam_max, lam_max, 0.5 * lam_max],
-                  cv=2, clip_coeffs=0.0, tol=1e-10, **QUIET).fit(X, y)
+    model = GLMCV(
+        eta=np.inf,
+        reg_lambda=[10 * lam_max, 2 * lam_max, lam_max, 0.5 * lam_max],
+        cv=2,
+        clip_coeffs=0.0,
+        tol=1e-10,
+        **QUIET,
+    ).fit(X, y)
     assert np.all(model.coef_path_[:3] == 0.0)
     np.testing.assert_allclose(model.intercept_path_[:3], np.log(y.mean()), rtol=1e-12)
     assert np.count_nonzero(model.coef_path_[3]) > 0
@@ -333,8 +431,11 @@ def test_strong_rule_violators_are_brought_back(distr, seed, alpha, monkeypatch)
     p = X.shape[1]
     family = get_family(distr, eta=np.inf)
     problem = Problem(family, ElasticNet(0.0, alpha), X, y, True)
-    lams = np.geomspace(lambda_max_by_hand(distr, np.inf, X, y, alpha), 0.01 * lambda_max_by_hand(
-        distr, np.inf, X, y, alpha), 10)
+    lams = np.geomspace(
+        lambda_max_by_hand(distr, np.inf, X, y, alpha),
+        0.01 * lambda_max_by_hand(distr, np.inf, X, y, alpha),
+        10,
+    )
     options = {"learning_rate": 0.2, "max_iter": 1000, "tol": 1e-12, "random_seed": 0}
     plain = fit_path(problem, lams, "irls-cd", options, screening=False)
 
@@ -342,17 +443,20 @@ def test_strong_rule_violators_are_brought_back(distr, seed, alpha, monkeypatch)
     # |∇_j J(β̂(λ_{k−1}))| < α(2λ_k − λ_{k−1}) discards some j that is non-zero at λ_k.
     mistakes = []
     for k in range(1, len(lams)):
-        _, g = smooth_gradient(distr, np.inf, X, y, plain.intercepts[k - 1], plain.coefs[k - 1],
-                               lams[k - 1], alpha)
+        _, g = smooth_gradient(
+            distr, np.inf, X, y, plain.intercepts[k - 1], plain.coefs[k - 1], lams[k - 1], alpha
+        )
         discarded = (np.abs(g) < alpha * (2 * lams[k] - lams[k - 1])) & (plain.coefs[k - 1] == 0)
         mistakes += [(k, j) for j in np.flatnonzero(discarded & (plain.coefs[k] != 0))]
     assert mistakes, "test design no longer makes the strong rule discard an active predictor"
 
     sizes = []  # number of predictors of every problem handed to the solver
     real_solve = path_module.solve
-    monkeypatch.setattr(path_module, "solve",
-                        lambda prob, *a, **kw: sizes.append(prob.n_features) or real_solve(
-                            prob, *a, **kw))
+    monkeypatch.setattr(
+        path_module,
+        "solve",
+        lambda prob, *a, **kw: sizes.append(prob.n_features) or real_solve(prob, *a, **kw),
+    )
     screened = fit_path(problem, lams, "irls-cd", options, screening=True)
     assert any(s < p for s in sizes)  # screening did restrict some problems
 
@@ -361,8 +465,10 @@ def test_strong_rule_violators_are_brought_back(distr, seed, alpha, monkeypatch)
     for k, j in mistakes:
         assert screened.coefs[k, j] != 0.0
     for k, lam in enumerate(lams):
-        assert kkt_by_hand(distr, np.inf, X, y, screened.intercepts[k], screened.coefs[k], lam,
-                           alpha) <= KKT_TOL
+        assert (
+            kkt_by_hand(distr, np.inf, X, y, screened.intercepts[k], screened.coefs[k], lam, alpha)
+            <= KKT_TOL
+        )
 
 
 # =============================================================================================
@@ -371,16 +477,27 @@ def test_strong_rule_violators_are_brought_back(distr, seed, alpha, monkeypatch)
 CV_REF = json.loads((REFERENCES / "cv_glmnet.json").read_text())
 # The plain gaussian α = 0.5 case solves a different objective in every fold (README §3);
 # "gaussian_mapped" is its comparable counterpart.
-CV_CASES = {f"{c['kind']}-a{c['alpha']:g}": c for c in CV_REF["cases"]
-            if not (c["kind"] == "gaussian" and c["alpha"] < 1)}
+CV_CASES = {
+    f"{c['kind']}-a{c['alpha']:g}": c
+    for c in CV_REF["cases"]
+    if not (c["kind"] == "gaussian" and c["alpha"] < 1)
+}
 CV_REL_TOL = 1e-6
 
 
 def _cv_glmnet_fit(case: dict, select: str) -> GLMCV:
     X, y, foldid = load_visium()
-    return GLMCV(distr=case["family"], alpha=case["alpha"], eta=np.inf,
-                 reg_lambda=case["lambda"], cv=PredefinedSplit(foldid - 1), clip_coeffs=0.0,
-                 tol=1e-10, select=select, **QUIET).fit(X, y)
+    return GLMCV(
+        distr=case["family"],
+        alpha=case["alpha"],
+        eta=np.inf,
+        reg_lambda=case["lambda"],
+        cv=PredefinedSplit(foldid - 1),
+        clip_coeffs=0.0,
+        tol=1e-10,
+        select=select,
+        **QUIET,
+    ).fit(X, y)
 
 
 def _case_and_model(name, cv_fits, select):
@@ -389,8 +506,11 @@ def _case_and_model(name, cv_fits, select):
 
 @pytest.fixture(scope="module")
 def cv_fits():
-    return {(name, select): _cv_glmnet_fit(case, select)
-            for name, case in CV_CASES.items() for select in ("best", "one_se")}
+    return {
+        (name, select): _cv_glmnet_fit(case, select)
+        for name, case in CV_CASES.items()
+        for select in ("best", "one_se")
+    }
 
 
 def test_cv_cases_cover_the_comparable_references():
@@ -414,8 +534,9 @@ def test_cv_curve_matches_cv_glmnet(name, cv_fits):
     # Per fold: cv_scores_[k] / n_k = cv.glmnet's per-fold mean deviance.
     fold_sizes = np.asarray(case["fold_sizes"])
     np.testing.assert_array_equal(fold_sizes, np.bincount(foldid)[1:])
-    np.testing.assert_allclose(model.cv_scores_ / fold_sizes[:, None], case["fold_mean_deviance"],
-                               rtol=CV_REL_TOL, atol=0)
+    np.testing.assert_allclose(
+        model.cv_scores_ / fold_sizes[:, None], case["fold_mean_deviance"], rtol=CV_REL_TOL, atol=0
+    )
 
 
 @pytest.mark.parametrize("name", list(CV_CASES))
@@ -539,8 +660,9 @@ def test_int_cv_gives_seeded_shuffled_kfold(poisson_data):
 def test_different_random_seed_gives_different_folds(poisson_data):
     X, y = poisson_data
     a, b = _fit(X, y, random_seed=1), _fit(X, y, random_seed=2)
-    assert any(not np.array_equal(ta, tb)
-               for (_, ta), (_, tb) in zip(a.folds_, b.folds_, strict=True))
+    assert any(
+        not np.array_equal(ta, tb) for (_, ta), (_, tb) in zip(a.folds_, b.folds_, strict=True)
+    )
     assert not np.array_equal(a.cv_scores_, b.cv_scores_)
 
 
@@ -572,8 +694,11 @@ def test_cv_forms_are_equivalent(poisson_data):
         ({"cv": True}, TypeError, "cv must be an int"),
         ({"cv": KFold(200)}, ValueError, "cv could not be used"),
         ({"cv": [(np.arange(45), np.arange(45, 90))]}, ValueError, "at least 2 folds"),
-        ({"cv": [(np.arange(45), np.arange(45, 95)), (np.arange(45, 90), np.arange(45))]},
-         ValueError, "outside the data"),
+        (
+            {"cv": [(np.arange(45), np.arange(45, 95)), (np.arange(45, 90), np.arange(45))]},
+            ValueError,
+            "outside the data",
+        ),
         ({"cv": [(np.arange(90), np.array([], dtype=int))] * 2}, ValueError, "empty fold"),
         ({"reg_lambda": [0.1, -0.01]}, ValueError, "reg_lambda"),
         ({"reg_lambda": -0.1}, ValueError, "reg_lambda"),
@@ -607,8 +732,10 @@ def test_clone_and_grid_search(poisson_data):
     search = GridSearchCV(base, {"alpha": [0.2, 1.0]}, cv=outer).fit(X, y)
     # Each mean test score is the mean pseudo-R² of a clone fitted on the outer training part.
     for i, alpha in enumerate(search.cv_results_["param_alpha"]):
-        manual = [clone(base).set_params(alpha=alpha).fit(X[tr], y[tr]).score(X[te], y[te])
-                  for tr, te in outer.split(X)]
+        manual = [
+            clone(base).set_params(alpha=alpha).fit(X[tr], y[tr]).score(X[te], y[te])
+            for tr, te in outer.split(X)
+        ]
         assert search.cv_results_["mean_test_score"][i] == pytest.approx(np.mean(manual), rel=1e-12)
     best = int(np.argmax(search.cv_results_["mean_test_score"]))  # pseudo-R²: higher is better
     assert search.best_params_["alpha"] == search.cv_results_["param_alpha"][best]
@@ -664,8 +791,9 @@ def test_cv_scores_equal_independent_fold_fits(family_id, metric):
     by_hand = cv_scores_by_hand(X, y, model.folds_, model.reg_lambda_path_, metric, **params)
     np.testing.assert_allclose(model.cv_scores_, by_hand, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(model.scores_, by_hand.mean(0), rtol=1e-7, atol=1e-9)
-    np.testing.assert_allclose(model.scores_se_, by_hand.std(0, ddof=1) / np.sqrt(3),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        model.scores_se_, by_hand.std(0, ddof=1) / np.sqrt(3), rtol=1e-6, atol=1e-9
+    )
 
 
 def one_se_by_hand(cv_scores: np.ndarray, higher_is_better: bool) -> tuple[int, int]:
@@ -710,8 +838,9 @@ def test_predict_fit_predict_score_delegate_to_glm(poisson_data):
         assert isinstance(glm, GLM) and glm.reg_lambda == model.reg_lambda_opt_
         for name in GLM._get_param_names():
             if name != "reg_lambda":
-                assert glm.get_params()[name] is getattr(model, name) or \
-                    glm.get_params()[name] == getattr(model, name)
+                assert glm.get_params()[name] is getattr(model, name) or glm.get_params()[
+                    name
+                ] == getattr(model, name)
         np.testing.assert_array_equal(model.beta_, glm.beta_)
         assert model.beta0_ == glm.beta0_
         np.testing.assert_array_equal(model.predict(X), glm.predict(X))
@@ -723,8 +852,9 @@ def test_predict_fit_predict_score_delegate_to_glm(poisson_data):
         np.testing.assert_allclose(exact.beta_, own.beta_, rtol=0, atol=1e-8)
         np.testing.assert_allclose(exact.coef_path_[exact.best_index_], own.beta_, atol=1e-8)
         # predict by hand
-        np.testing.assert_allclose(model.predict(X), np.exp(model.beta0_ + X @ model.beta_),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            model.predict(X), np.exp(model.beta0_ + X @ model.beta_), rtol=1e-12
+        )
 
 
 def test_attributes_have_documented_shapes(poisson_data):

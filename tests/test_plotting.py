@@ -101,8 +101,9 @@ def test_coef_path_feature_names(data):
     legend = [t.get_text() for t in plot_coef_path(model).get_legend().get_texts()]
     assert legend[:4] == names
     given = ["a", "b", "c", "d"]
-    legend = [t.get_text() for t in
-              plot_coef_path(model, feature_names=given).get_legend().get_texts()]
+    legend = [
+        t.get_text() for t in plot_coef_path(model, feature_names=given).get_legend().get_texts()
+    ]
     assert legend[:4] == given
     with pytest.raises(ValueError, match="feature_names"):
         plot_coef_path(model, feature_names=["a", "b"])
@@ -134,7 +135,8 @@ def test_cv_curve_mean_band_and_chosen_lambda(fitted):
     verts = np.concatenate([p.vertices for p in band.get_paths()])
     lo, hi = fitted.scores_ - fitted.scores_se_, fitted.scores_ + fitted.scores_se_
     assert verts[:, 1].min() == pytest.approx(lo.min()) and verts[:, 1].max() == pytest.approx(
-        hi.max())
+        hi.max()
+    )
     (opt,) = _by_gid(ax, "lambda_opt")
     assert _vline_x(opt) == pytest.approx(np.log(fitted.reg_lambda_opt_), rel=1e-12)
     assert _by_gid(ax, "lambda_best") == []  # select="best": one line only

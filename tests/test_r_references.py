@@ -71,8 +71,11 @@ def longley_exact_ols():
     A = [[Fraction(1)] + [Fraction(v) for v in row] for row in X.tolist()]
     b = [Fraction(v) for v in y.tolist()]
     m = len(A[0])
-    M = [[sum(r[i] * r[j] for r in A) for j in range(m)]
-         + [sum(r[i] * bk for r, bk in zip(A, b, strict=True))] for i in range(m)]
+    M = [
+        [sum(r[i] * r[j] for r in A) for j in range(m)]
+        + [sum(r[i] * bk for r, bk in zip(A, b, strict=True))]
+        for i in range(m)
+    ]
     for i in range(m):  # Gauss-Jordan, exact
         for k in range(m):
             if k != i:
@@ -92,8 +95,9 @@ def test_cpunish_poisson_matches_r_glm():
     assert m.n_iter_ <= 50, m.n_iter_
     params = np.r_[m.beta_, m.beta0_]  # statsmodels' order: slopes, then the constant
     # R printed 7 significant digits; 1e-6 relative is within that rounding.
-    assert_allclose(params, res.params, rtol=1e-6,
-                    err_msg="Cpunish coefficients differ from R's glm")
+    assert_allclose(
+        params, res.params, rtol=1e-6, err_msg="Cpunish coefficients differ from R's glm"
+    )
     mu = m.predict(X)
     assert_allclose(mu, res.fittedvalues, rtol=1e-6)
     deviance = 2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0) - (y - mu))
@@ -114,10 +118,15 @@ def test_longley_gaussian_matches_r_glm():
     params = np.r_[m.beta_, m.beta0_]
     assert m.converged_, (
         f"irls-cd did not converge on Longley in max_iter={m.max_iter}: KKT residual "
-        f"{m.kkt_residual_:.3g}, max rel. error vs R {np.max(np.abs(params / res.params - 1)):.3g}")
+        f"{m.kkt_residual_:.3g}, max rel. error vs R {np.max(np.abs(params / res.params - 1)):.3g}"
+    )
     assert_allclose(params, res.params, rtol=1e-6, err_msg="Longley coefficients differ from R")
-    assert_allclose(params, longley_exact_ols(), rtol=1e-8,
-                    err_msg="Longley coefficients differ from the exact (NIST) solution")
+    assert_allclose(
+        params,
+        longley_exact_ols(),
+        rtol=1e-8,
+        err_msg="Longley coefficients differ from the exact (NIST) solution",
+    )
     # A Newton method needs a handful of steps on a quadratic; an earlier CD inner solver
     # stalled here (KKT ~1e4 after 100000 iterations, coefficients off by 670 %).
     assert m.n_iter_ <= 20, m.n_iter_
@@ -146,8 +155,11 @@ def test_longley_standardised_converges():
 # ---------------------------------------------------------------------------------------------
 SOFTPLUS = json.loads((REF / "glm_softplus.json").read_text())
 SOFTPLUS_DATA = pd.read_csv(REF / "softplus_data.csv")
-SOFTPLUS_DISTR = {"poisson": ("softplus", "y_poisson"), "negbin": ("neg-binomial", "y_nb"),
-                  "gamma": ("gamma", "y_gamma")}
+SOFTPLUS_DISTR = {
+    "poisson": ("softplus", "y_poisson"),
+    "negbin": ("neg-binomial", "y_nb"),
+    "gamma": ("gamma", "y_gamma"),
+}
 
 
 @pytest.mark.parametrize("key", list(SOFTPLUS["fits"]))
@@ -161,19 +173,29 @@ def test_softplus_link_matches_r_glm(key):
     m = exact(distr=distr, theta=theta, reg_lambda=0.0, fit_intercept=icpt, tol=1e-10).fit(X, y)
     assert m.converged_
     b = coefs(m, icpt)
-    assert_allclose(b, ref["coef"], rtol=0, atol=1e-6,
-                    err_msg=f"{key}: coefficients differ from R's glm by "
-                            f"{np.max(np.abs(b - ref['coef'])):.3g}")
-    kkt = ref_kkt(distr, X, y, m.beta0_, m.beta_, reg_lambda=0.0, alpha=0.5, theta=theta,
-                  fit_intercept=icpt)
+    assert_allclose(
+        b,
+        ref["coef"],
+        rtol=0,
+        atol=1e-6,
+        err_msg=f"{key}: coefficients differ from R's glm by {np.max(np.abs(b - ref['coef'])):.3g}",
+    )
+    kkt = ref_kkt(
+        distr, X, y, m.beta0_, m.beta_, reg_lambda=0.0, alpha=0.5, theta=theta, fit_intercept=icpt
+    )
     assert kkt <= 1e-8
     # logL at the fit: R's loglik_objective is the seed's logL (no log y! for Poisson).
     mu = m.predict(X)
     if distr == "softplus":
         ll = np.sum(y * np.log(mu) - mu)
     elif distr == "neg-binomial":
-        ll = np.sum(gammaln(y + theta) - gammaln(theta) - gammaln(y + 1)
-                    + theta * np.log(theta / (theta + mu)) + y * np.log(mu / (theta + mu)))
+        ll = np.sum(
+            gammaln(y + theta)
+            - gammaln(theta)
+            - gammaln(y + 1)
+            + theta * np.log(theta / (theta + mu))
+            + y * np.log(mu / (theta + mu))
+        )
     else:
         ll = np.sum(-y / mu - np.log(mu))
     assert_allclose(ll, ref["loglik_objective"], rtol=1e-12)
@@ -188,8 +210,17 @@ def test_kkt_helper_agrees_with_r_at_r_solution(key):
     y = SOFTPLUS_DATA[ycol].to_numpy(dtype=float)
     c = np.asarray(ref["coef"])
     b0, b = (c[0], c[1:]) if ref["intercept"] else (0.0, c)
-    kkt = ref_kkt(distr, X, y, b0, b, reg_lambda=0.0, alpha=0.5, theta=SOFTPLUS["theta"],
-                  fit_intercept=ref["intercept"])
+    kkt = ref_kkt(
+        distr,
+        X,
+        y,
+        b0,
+        b,
+        reg_lambda=0.0,
+        alpha=0.5,
+        theta=SOFTPLUS["theta"],
+        fit_intercept=ref["intercept"],
+    )
     # R's max_abs_score is for the summed log-likelihood; ours is per sample.
     assert kkt <= 10 * ref["max_abs_score"] / len(y) + 1e-14
 
@@ -211,8 +242,10 @@ def glmnet_data(name):
 
 
 def _glmnet_id(f):
-    return (f"{f['dataset']}-{f['kind']}-alpha{f['alpha']:.3g}-"
-            f"{'intercept' if f['intercept'] else 'no-intercept'}")
+    return (
+        f"{f['dataset']}-{f['kind']}-alpha{f['alpha']:.3g}-"
+        f"{'intercept' if f['intercept'] else 'no-intercept'}"
+    )
 
 
 @pytest.mark.parametrize("fit", GLMNET["fits"], ids=[_glmnet_id(f) for f in GLMNET["fits"]])
@@ -220,8 +253,14 @@ def test_matches_glmnet(fit):
     X, y = glmnet_data(fit["dataset"])
     icpt = fit["intercept"]
     for k, lam in enumerate(fit["lambda"]):
-        m = exact(distr=fit["family"], alpha=fit["alpha"], reg_lambda=lam, eta=np.inf,
-                  fit_intercept=icpt, tol=1e-10).fit(X, y)
+        m = exact(
+            distr=fit["family"],
+            alpha=fit["alpha"],
+            reg_lambda=lam,
+            eta=np.inf,
+            fit_intercept=icpt,
+            tol=1e-10,
+        ).fit(X, y)
         assert m.converged_, f"lambda[{k}]={lam:.4g}: no convergence (KKT {m.kkt_residual_:.3g})"
         ref_b = np.asarray(fit["beta"][k])
         dev = np.max(np.abs(m.beta_ - ref_b))
@@ -231,12 +270,22 @@ def test_matches_glmnet(fit):
             assert m.beta0_ == 0.0
         assert dev <= 1e-6, (
             f"lambda[{k}]={lam:.4g}: max |stglm - glmnet| = {dev:.3g}\n"
-            f"stglm  {np.r_[m.beta0_, m.beta_]}\nglmnet {np.r_[fit['a0'][k], ref_b]}")
+            f"stglm  {np.r_[m.beta0_, m.beta_]}\nglmnet {np.r_[fit['a0'][k], ref_b]}"
+        )
         # glmnet zeroes exactly the coefficients we zero (lasso part active).
         if fit["alpha"] > 0:
             assert np.array_equal(m.beta_ == 0, ref_b == 0), (m.beta_, ref_b)
-        kkt = ref_kkt(fit["family"], X, y, m.beta0_, m.beta_, reg_lambda=lam,
-                      alpha=fit["alpha"], eta=np.inf, fit_intercept=icpt)
+        kkt = ref_kkt(
+            fit["family"],
+            X,
+            y,
+            m.beta0_,
+            m.beta_,
+            reg_lambda=lam,
+            alpha=fit["alpha"],
+            eta=np.inf,
+            fit_intercept=icpt,
+        )
         assert kkt <= 1e-8
 
 
@@ -245,9 +294,17 @@ def test_kkt_helper_agrees_with_glmnet_kkt(fit):
     """The helper reproduces the KKT residual R computed at glmnet's own solution."""
     X, y = glmnet_data(fit["dataset"])
     for k, lam in enumerate(fit["lambda"]):
-        ours = ref_kkt(fit["family"], X, y, fit["a0"][k], np.asarray(fit["beta"][k]),
-                       reg_lambda=lam, alpha=fit["alpha"], eta=np.inf,
-                       fit_intercept=fit["intercept"])
+        ours = ref_kkt(
+            fit["family"],
+            X,
+            y,
+            fit["a0"][k],
+            np.asarray(fit["beta"][k]),
+            reg_lambda=lam,
+            alpha=fit["alpha"],
+            eta=np.inf,
+            fit_intercept=fit["intercept"],
+        )
         theirs = max(fit["kkt_beta"][k], fit["kkt_intercept"][k])
         assert ours <= 1e-10
         assert abs(ours - theirs) <= 1e-11

@@ -46,8 +46,19 @@ def packed(m):
 def kkt_of(m, X, y):
     """KKT residual of the fitted model's own problem, computed by hand."""
     eta = m.eta if m.distr == "poisson" else 2.0
-    return ref_kkt(m.distr, X, y, m.beta0_, m.beta_, reg_lambda=m.reg_lambda, alpha=m.alpha,
-                   Tau=m.Tau, eta=eta, theta=m.theta, fit_intercept=m.fit_intercept)
+    return ref_kkt(
+        m.distr,
+        X,
+        y,
+        m.beta0_,
+        m.beta_,
+        reg_lambda=m.reg_lambda,
+        alpha=m.alpha,
+        Tau=m.Tau,
+        eta=eta,
+        theta=m.theta,
+        fit_intercept=m.fit_intercept,
+    )
 
 
 def standardise(X):
@@ -87,8 +98,13 @@ def tau_matrix(p, seed=3):
 # ---------------------------------------------------------------------------------------------
 # 1. correctness on standardised problems: KKT and the objective
 # ---------------------------------------------------------------------------------------------
-GRID = [(d, a, i, t) for d in DISTRS for a in (0.0, 0.5, 1.0) for i in (True, False)
-        for t in (False, True)]
+GRID = [
+    (d, a, i, t)
+    for d in DISTRS
+    for a in (0.0, 0.5, 1.0)
+    for i in (True, False)
+    for t in (False, True)
+]
 
 
 def _grid_id(case):
@@ -121,8 +137,11 @@ def test_kkt_at_convergence_and_not_worse_than_batch_gradient(case):
     assert J <= J_bg + 1e-13 * max(1.0, abs(J)), (J, J_bg)
     # _loss agrees with the objective written out by hand.
     z = X @ m.beta_ + m.beta0_
-    assert_allclose(J, ref_objective_z(distr, y, z, m.beta_, reg_lambda=LAMBDA, alpha=alpha,
-                                       Tau=Tau, theta=THETA), rtol=1e-13)
+    assert_allclose(
+        J,
+        ref_objective_z(distr, y, z, m.beta_, reg_lambda=LAMBDA, alpha=alpha, Tau=Tau, theta=THETA),
+        rtol=1e-13,
+    )
 
 
 def test_poisson_tangent_region_is_exercised():
@@ -164,7 +183,8 @@ def test_duplicated_columns_lasso_splits_the_same_total(distr):
     X, y = make_data(distr)
     m = exact(distr=distr, alpha=1.0, reg_lambda=LAMBDA, tol=1e-12).fit(X, y)
     m2 = exact(distr=distr, alpha=1.0, reg_lambda=LAMBDA / 2, tol=1e-12).fit(
-        np.hstack([X, X]) / 2, y)
+        np.hstack([X, X]) / 2, y
+    )
     p = X.shape[1]
     assert_allclose(m2.beta_[:p] + m2.beta_[p:], 2 * m.beta_, atol=1e-7)
     assert np.all(m2.beta_[:p] * m2.beta_[p:] >= 0)  # never opposite signs (that costs L1)
@@ -252,8 +272,11 @@ def test_more_features_than_samples(distr, alpha):
     X = rng.standard_normal((n, p))
     beta = np.zeros(p)
     beta[:5] = [0.6, -0.6, 0.3, 0.3, -0.3]
-    y = X @ beta + rng.standard_normal(n) if distr == "gaussian" else \
-        rng.poisson(np.exp(0.5 + X @ beta)).astype(float)
+    y = (
+        X @ beta + rng.standard_normal(n)
+        if distr == "gaussian"
+        else rng.poisson(np.exp(0.5 + X @ beta)).astype(float)
+    )
     for lam in (0.1, 0.01):
         m = exact(distr=distr, alpha=alpha, reg_lambda=lam, eta=np.inf, tol=1e-10).fit(X, y)
         assert m.converged_
@@ -266,8 +289,14 @@ def wide_problem(distr, fmt, n=150, p=GRAM_MAX_FEATURES + 500, seed=5):
     if fmt == "dense":
         X = rng.standard_normal((n, p))
     else:
-        X = sp.random(n, p, density=0.05, random_state=seed, format=fmt,
-                      data_rvs=lambda k: rng.standard_normal(k))
+        X = sp.random(
+            n,
+            p,
+            density=0.05,
+            random_state=seed,
+            format=fmt,
+            data_rvs=lambda k: rng.standard_normal(k),
+        )
     beta = np.zeros(p)
     beta[:10] = 0.3 if fmt == "dense" else 1.0
     z = 0.5 + np.asarray(X @ beta).ravel()
@@ -286,7 +315,8 @@ def test_wide_residual_kernel(distr, alpha, fmt):
     assert kkt_of(m, X, y) <= 1e-8
     if fmt != "dense":
         md = exact(distr=distr, alpha=alpha, reg_lambda=0.03, eta=np.inf, tol=1e-10).fit(
-            X.toarray(), y)
+            X.toarray(), y
+        )
         assert_allclose(m.beta_, md.beta_, atol=1e-10)
         assert_allclose(m.beta0_, md.beta0_, atol=1e-10)
 
@@ -300,11 +330,13 @@ def test_wide_ridge_more_features_than_samples_converges():
     y = rng.poisson(np.exp(0.5 + X @ beta)).astype(float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        m = exact(distr="poisson", alpha=0.0, reg_lambda=0.1, eta=np.inf, max_iter=100,
-                  tol=1e-8).fit(X, y)
+        m = exact(
+            distr="poisson", alpha=0.0, reg_lambda=0.1, eta=np.inf, max_iter=100, tol=1e-8
+        ).fit(X, y)
     kkt = kkt_of(m, X, y)
     assert m.converged_ and kkt <= 1e-6, (
-        f"ridge p>>n: not converged after {m.n_iter_} Newton iterations, KKT residual {kkt:.3g}")
+        f"ridge p>>n: not converged after {m.n_iter_} Newton iterations, KKT residual {kkt:.3g}"
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
@@ -329,12 +361,16 @@ def test_gram_and_residual_kernels_agree(distr, use_tau, alpha, monkeypatch):
 def test_sparse_equals_dense_gram_path(distr, alpha, fmt):
     rng = np.random.default_rng(6)
     n, p = 200, 20
-    X = sp.random(n, p, density=0.2, random_state=6, format=fmt,
-                  data_rvs=lambda k: rng.standard_normal(k))
+    X = sp.random(
+        n, p, density=0.2, random_state=6, format=fmt, data_rvs=lambda k: rng.standard_normal(k)
+    )
     Xd = X.toarray()
     z = 0.3 + Xd @ rng.uniform(-0.8, 0.8, p)
-    y = z + rng.standard_normal(n) if distr == "gaussian" else \
-        rng.poisson(np.logaddexp(0, z)).astype(float)
+    y = (
+        z + rng.standard_normal(n)
+        if distr == "gaussian"
+        else rng.poisson(np.logaddexp(0, z)).astype(float)
+    )
     kw = dict(distr=distr, alpha=alpha, reg_lambda=0.02, tol=1e-12)
     ms = exact(**kw).fit(X, y)
     md = exact(**kw).fit(Xd, y)
@@ -345,16 +381,18 @@ def test_sparse_equals_dense_gram_path(distr, alpha, fmt):
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("fit_intercept", [True, False], ids=["icpt", "noicpt"])
-@pytest.mark.parametrize("distr,eta", [("poisson", np.inf), ("poisson", 2.0), ("softplus", 2.0),
-                                        ("neg-binomial", 2.0)])
+@pytest.mark.parametrize(
+    "distr,eta", [("poisson", np.inf), ("poisson", 2.0), ("softplus", 2.0), ("neg-binomial", 2.0)]
+)
 def test_all_zero_counts(distr, eta, fit_intercept, alpha):
     """y ≡ 0: no crash, no NaN, β = 0 and a tiny fitted mean (β0 → −∞ is the infimum)."""
     X, _ = make_data("poisson")
     y = np.zeros(X.shape[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        m = exact(distr=distr, eta=eta, alpha=alpha, reg_lambda=LAMBDA,
-                  fit_intercept=fit_intercept).fit(X, y)
+        m = exact(
+            distr=distr, eta=eta, alpha=alpha, reg_lambda=LAMBDA, fit_intercept=fit_intercept
+        ).fit(X, y)
         mu = m.predict(X)
     assert np.isfinite(m.beta0_) and np.all(np.isfinite(m.beta_))
     if alpha > 0:
@@ -364,8 +402,9 @@ def test_all_zero_counts(distr, eta, fit_intercept, alpha):
     assert np.all(np.isfinite(mu)) and np.all(mu >= 0)
     if fit_intercept:
         assert np.all(mu < 1e-6), mu.max()
-    J = _loss(distr, alpha, LAMBDA, X, y, packed(m), eta=eta, theta=THETA,
-              fit_intercept=fit_intercept)
+    J = _loss(
+        distr, alpha, LAMBDA, X, y, packed(m), eta=eta, theta=THETA, fit_intercept=fit_intercept
+    )
     assert np.isfinite(J)
 
 
@@ -388,8 +427,7 @@ def test_poisson_means_across_twelve_decades_tight_tol(mean):
     # counts drawn at that mean (all zero at 1e-6), lightly penalised: the KKT relative to the
     # gradient scale ‖Xᵀ(ȳ − y)‖∞/n + mean(y) must be small
     yc = np.random.default_rng(7).poisson(y).astype(float)
-    mc = exact(distr="poisson", eta=np.inf, alpha=0.5, reg_lambda=1e-3 * mean,
-               tol=1e-10).fit(X, yc)
+    mc = exact(distr="poisson", eta=np.inf, alpha=0.5, reg_lambda=1e-3 * mean, tol=1e-10).fit(X, yc)
     assert np.all(np.isfinite(mc.beta_)) and np.isfinite(mc.beta0_)
     scale = max(np.abs(X.T @ (yc.mean() - yc)).max() / len(yc), yc.mean(), 1e-300)
     if yc.any():
@@ -403,8 +441,10 @@ def test_poisson_means_default_tol_is_scale_free(mean):
     y = np.exp(np.log(mean) + X @ TRUE_BETA)
     m = exact(distr="poisson", eta=np.inf, reg_lambda=0.0).fit(X, y)
     err = np.max(np.abs(m.beta_ - TRUE_BETA))
-    assert err <= 1e-4, (f"mean {mean:g}: max |beta - beta_true| = {err:.3g} after "
-                         f"{m.n_iter_} iterations (converged_={m.converged_})")
+    assert err <= 1e-4, (
+        f"mean {mean:g}: max |beta - beta_true| = {err:.3g} after "
+        f"{m.n_iter_} iterations (converged_={m.converged_})"
+    )
 
 
 def test_float32_input_gives_the_float64_result():
@@ -494,9 +534,15 @@ def _record_steps(monkeypatch):
     return steps, directions
 
 
-MONOTONE = [("gaussian", 0.5, False), ("poisson", 0.5, False), ("poisson", 1.0, True),
-            ("softplus", 0.0, False), ("neg-binomial", 0.5, True), ("gamma", 0.5, False),
-            ("gamma", 1.0, True)]
+MONOTONE = [
+    ("gaussian", 0.5, False),
+    ("poisson", 0.5, False),
+    ("poisson", 1.0, True),
+    ("softplus", 0.0, False),
+    ("neg-binomial", 0.5, True),
+    ("gamma", 0.5, False),
+    ("gamma", 1.0, True),
+]
 
 
 @pytest.mark.parametrize("distr,alpha,use_tau", MONOTONE)
@@ -512,7 +558,8 @@ def test_no_step_increases_the_objective(distr, alpha, use_tau, monkeypatch):
     J += [ref_objective_z(distr, y, z_new, b_new, **kw) for *_, z_new, b_new in calls]
     increases = np.diff(J) / np.abs(J[:-1])
     assert increases.max() <= 1e-15, (
-        f"J went up by {increases.max():.3g} (relative) at iteration {increases.argmax() + 1}: {J}")
+        f"J went up by {increases.max():.3g} (relative) at iteration {increases.argmax() + 1}: {J}"
+    )
     assert J[-1] < J[0]
     # the last iterate recorded is the returned solution
     assert_allclose(calls[-1][4], m.beta_, rtol=0, atol=0)
@@ -554,8 +601,15 @@ def test_batch_gradient_smoke_one_step_by_hand():
     X, y = make_data("poisson")
     lr, seed, lam, alpha = 0.05, 888, LAMBDA, 0.5
     with pytest.warns(ConvergenceWarning):
-        m = exact(distr="poisson", alpha=alpha, reg_lambda=lam, solver="batch-gradient",
-                  learning_rate=lr, max_iter=1, random_seed=seed).fit(X, y)
+        m = exact(
+            distr="poisson",
+            alpha=alpha,
+            reg_lambda=lam,
+            solver="batch-gradient",
+            learning_rate=lr,
+            max_iter=1,
+            random_seed=seed,
+        ).fit(X, y)
     p = X.shape[1]
     start = np.random.RandomState(seed).normal(0.0, 1.0, p + 1) / (p + 1)
     b0, b = start[0], start[1:]
