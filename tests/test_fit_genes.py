@@ -14,6 +14,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import KFold
 import scipy.sparse as sp
 from conftest import assert_adata_equal
 
@@ -562,6 +563,38 @@ def test_all_zero_gene_is_fitted_by_gaussian(small):
     assert out.var.loc[zero[0], "stglm_status"] == "ok"
     np.testing.assert_allclose(out.varm["stglm_coef"].loc[zero[0]], 0.0, atol=1e-12)
     np.testing.assert_allclose(out.var.loc[zero[0], "stglm_intercept"], 0.0, atol=1e-12)
+
+
+def test_gene_with_all_counts_in_one_held_out_fold_is_flagged(small):
+    """A gene whose few counts all fall in one test fold: some training fold has none."""
+    adata, design, names = small
+    n = adata.n_obs
+    folds = list(KFold(3, shuffle=True, random_state=888).split(np.zeros(n)))  # fit_genes' folds
+    dense = adata.X.toarray()
+    sparse_gene = names[0]
+    j = adata.var_names.get_loc(sparse_gene)
+    dense[:, j] = 0.0
+    dense[folds[1][1][:3], j] = [1.0, 2.0, 1.0]  # 4 counts, all in fold 1's test set
+    with pytest.warns(UserWarning, match="training fold without counts"):
+        out = fit_genes(
+            with_X(adata, sp.csr_matrix(dense)),
+            names[:3],
+            design=design,
+            reg_lambda=None,
+            n_lambdas=5,
+            cv=3,
+            copy=True,
+            **QUIET,
+        )
+    status = out.var["stglm_status"]
+    assert status[sparse_gene] == "fold without counts"
+    assert (status.loc[names[1:3]] == "ok").all()
+    assert np.isfinite(out.var.loc[sparse_gene, "stglm_intercept"])  # the refit is still exact
+    # With a fixed λ there are no folds and nothing to flag.
+    fixed = fit_genes(
+        with_X(adata, sp.csr_matrix(dense)), [sparse_gene], design=design, copy=True, **QUIET
+    )
+    assert fixed.var.loc[sparse_gene, "stglm_status"] == "ok"
 
 
 def test_genes_not_requested(small):

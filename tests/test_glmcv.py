@@ -742,6 +742,18 @@ def test_clone_and_grid_search(poisson_data):
     assert isinstance(search.best_estimator_, GLMCV) and hasattr(search.best_estimator_, "glm_")
 
 
+def test_training_fold_without_counts_warns():
+    X, y = simulate("poisson")
+    y = np.zeros_like(y)
+    y[:3] = [1.0, 2.0, 1.0]
+    folds = [
+        (np.arange(3, len(y)), np.arange(3)),
+        (np.arange(len(y) // 2), np.arange(len(y) // 2, len(y))),
+    ]
+    with pytest.warns(UserWarning, match=r"training fold\(s\) \[0\] have no counts"):
+        GLMCV(eta=np.inf, cv=folds, n_lambdas=4, **QUIET).fit(X, y)
+
+
 def test_n_jobs_does_not_change_the_result(poisson_data, per_fold):
     X, y = poisson_data
     _assert_same_fit(_fit(X, y, n_jobs=2), _fit(X, y, n_jobs=None))

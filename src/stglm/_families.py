@@ -16,6 +16,7 @@ import numpy as np
 from scipy.special import expit, gammaln, xlogy
 
 __all__ = [
+    "COUNT_FAMILIES",
     "DISTRIBUTIONS",
     "Family",
     "Gamma",
@@ -26,6 +27,8 @@ __all__ = [
     "get_family",
 ]
 
+#: Families whose responses are counts: an all-zero response has no finite maximum-likelihood fit.
+COUNT_FAMILIES = ("poisson", "softplus", "neg-binomial")
 #: Machine epsilon added inside ``log`` by the seed's Poisson likelihood.
 EPS = np.finfo(float).eps
 

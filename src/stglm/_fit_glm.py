@@ -11,9 +11,9 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
+from ._families import COUNT_FAMILIES
 from ._glm_cv import GLMCV
 from ._graphs import check_adata, get_graph, get_matrix, size_factors
-from ._transcriptome import COUNT_FAMILIES
 from ._validation import check_X
 from .spatial import calc_1nd_moment
 

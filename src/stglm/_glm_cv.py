@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, check_cv
 
+from ._families import COUNT_FAMILIES
 from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
 from ._path import (
     LAMBDA_MIN_RATIO,
@@ -302,6 +304,17 @@ fit_intercept, random_seed, theta, verbose, solver
         """
         family, X, y, Tau = self._validate(X, y)
         folds = self._folds(X.shape[0], X, y)
+        if family.name in COUNT_FAMILIES:
+            empty = [j for j, (train, _) in enumerate(folds) if not np.any(y[train])]
+            if empty:
+                warnings.warn(
+                    f"training fold(s) {empty} have no counts (y is 0 on all their samples): "
+                    "their fits have no finite optimum (the intercept runs to -inf), so the CV "
+                    "scores and the chosen lambda are unreliable. Use fewer folds or a "
+                    "stratified splitter.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         penalty = ElasticNet(0.0, self.alpha, Tau)
         problem = Problem(family, penalty, X, y, self.fit_intercept)
         lams = self._lambdas(problem)

@@ -13,7 +13,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
-from ._families import Family
+from ._families import COUNT_FAMILIES, Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._path import (
@@ -34,8 +34,6 @@ __all__ = ["fit_genes"]
 
 #: Memory for one chunk of genes' dense working arrays (about ten n × chunk arrays).
 CHUNK_BYTES_BUDGET = 512 * 2**20
-#: Families whose responses are counts: an all-zero gene has no finite maximum-likelihood fit.
-COUNT_FAMILIES = ("poisson", "softplus", "neg-binomial")
 
 
 def _design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
@@ -268,8 +266,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
           chosen), ``[f"{key_added}_score"]`` (in-sample score for a fixed λ, mean CV
           score at the chosen λ otherwise), ``[f"{key_added}_converged"]``,
           ``[f"{key_added}_kkt"]`` (KKT residual), ``[f"{key_added}_n_iter"]`` and
-          ``[f"{key_added}_status"]`` ("ok", "not converged", "all zeros" for a count
-          gene without counts — not fitted —, or "not requested");
+          ``[f"{key_added}_status"]`` ("ok"; "not converged"; "all zeros" for a count
+          gene without counts — not fitted —; "fold without counts" for a count gene
+          whose counts all fall in one held-out fold — some training fold has none, its
+          fit has no finite optimum (the intercept runs to −∞), so the gene's CV scores
+          and chosen λ are unreliable, though the refit at that λ is exact —; or
+          "not requested");
         - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...]}``;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
     """
@@ -358,10 +360,14 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
             raise ValueError("the expression matrix contains NaN or infinite values.")
         family.check_y(Y)
         usable = np.ones(len(chunk), dtype=bool)
+        empty_fold = np.zeros(len(chunk), dtype=bool)
         if distr in COUNT_FAMILIES:
-            usable = Y.sum(axis=0) > 0
+            totals = Y.sum(axis=0)
+            usable = totals > 0
+            for _, test in folds or ():
+                empty_fold |= usable & (Y[test].sum(axis=0) == totals)  # all counts held out
         result = fitter.fit(Y[:, usable]) if usable.any() else None
-        return chunk, usable, result
+        return chunk, usable, empty_fold, result
 
     bar = tqdm(
         total=len(names),
@@ -371,9 +377,10 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     )
     n_workers = 1 if n_jobs is None else max(1, min(n_jobs, len(chunks)))
     with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
-        for chunk, usable, result in parallel(delayed(run)(c) for c in chunks):
+        for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
             idx = chunk[usable]
             status[chunk[~usable]] = "all zeros"
+            status[chunk[empty_fold]] = "fold without counts"
             if result is not None:
                 for key, values in result.items():
                     out[key][idx] = values
@@ -389,6 +396,14 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         warnings.warn(
             f"{int(np.sum(status == 'not converged'))} genes did not converge in "
             f"max_iter={max_iter}; see adata.var['{key_added}_status'].",
+            stacklevel=2,
+        )
+    if np.any(status == "fold without counts"):
+        warnings.warn(
+            f"{int(np.sum(status == 'fold without counts'))} genes have a training fold without "
+            "counts (all their counts fall in one held-out fold): that fold's fit has no finite "
+            "optimum, so their CV scores and chosen λ are unreliable; see "
+            f"adata.var['{key_added}_status'].",
             stacklevel=2,
         )
     _store_results(adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer)
