@@ -14,9 +14,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.model_selection import KFold
 import scipy.sparse as sp
 from conftest import assert_adata_equal
+from sklearn.model_selection import KFold
 
 import stglm
 import stglm.get
