@@ -36,18 +36,27 @@ def _xlogy(x, y):
     return 0.0 if x == 0.0 else x * math.log(y)
 
 
+def _exponentials(code, eta, Z, out):
+    """The one exponential each family needs at every z, into ``out`` (see :func:`_mean_terms`).
+
+    numpy's exp is vectorised (≈ 0.5 ns per element here, against ≈ 2.7 ns for the
+    compiled scalar loop), so the kernels receive it ready.
+    """
+    if code == 1:
+        np.exp(np.minimum(Z, eta, out=out) if eta < np.inf else Z, out=out)
+    elif code != 0:
+        np.exp(np.negative(np.abs(Z, out=out), out=out), out=out)
+
+
 @njit(cache=True, nogil=True)
-def _mean_terms(code, eta, z):
-    """(μ, μ', μ'') at z."""
+def _mean_terms(code, eta, z, e):
+    """(μ, μ', μ'') at z, given e = exp(min(z, η)) (poisson) or exp(−|z|) (softplus means)."""
     if code == 0:
         return z, 1.0, 0.0
     if code == 1:
         if z <= eta:
-            mu = math.exp(z)
-            return mu, mu, mu
-        e = math.exp(eta)
+            return e, e, e
         return e * (z - eta + 1.0), e, 0.0
-    e = math.exp(-abs(z))  # shared by softplus and the logistic function
     mu = max(z, 0.0) + math.log1p(e)
     s = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
     return mu, s, s * (1.0 - s)
@@ -66,9 +75,9 @@ def _nll(code, theta, y, mu):
 
 
 @njit(cache=True, nogil=True)
-def _newton_pair(code, eta, theta, y, z):
+def _newton_pair(code, eta, theta, y, z, e):
     """(r, w): ∂(−ℓ)/∂z and the curvature weight (true Hessian if > 0, else Fisher)."""
-    mu, d1, d2 = _mean_terms(code, eta, z)
+    mu, d1, d2 = _mean_terms(code, eta, z, e)
     if code == 0:
         return mu - y, 1.0
     if code == 1 and z <= eta:
@@ -89,7 +98,6 @@ def _newton_pair(code, eta, theta, y, z):
     return d1 * g1, true if true > 0.0 else d1 * d1 * fisher
 
 
-@njit(cache=True, nogil=True)
 def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None):
     """Mean −ℓ per column (up to terms in y alone) and the Newton terms, in one pass.
 
@@ -98,6 +106,14 @@ def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None):
     Σ_i m_i·(−ℓ_i) / Σ_i m_i and R, W are multiplied by m; rows of weight 0 are skipped
     (their R and W are 0), so a 0/1 column of M selects a training fold.
     """
+    with np.errstate(over="ignore"):
+        _exponentials(code, eta, Z, W)  # W holds the exponentials until the kernel reads them
+    return _nll_and_terms(code, eta, theta, Y, Z, R, W, M)
+
+
+@njit(cache=True, nogil=True)
+def _nll_and_terms(code, eta, theta, Y, Z, R, W, M):
+    """:func:`nll_and_terms` once W holds the exponentials (each read before it is written)."""
     n, g = Y.shape
     out = np.zeros(g)
     carry = np.zeros(g)
@@ -107,7 +123,7 @@ def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None):
         for i in range(n):
             for k in range(g):
                 total[k] += M[i, k]
-    canonical = code == 1 and eta == np.inf
+    poisson = code == 1
     for i in range(n):
         for k in range(g):
             m = 1.0
@@ -117,17 +133,16 @@ def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None):
                     R[i, k] = 0.0
                     W[i, k] = 0.0
                     continue
-            y, z = Y[i, k], Z[i, k]
-            if canonical:
-                # The common case: one exp per element; −ℓ = μ − y·z up to the seed's ε
-                # inside log(μ + ε), a relative 1e-16/μ that no comparison can see.
-                mu = math.exp(z)
-                term = mu - y * z
-                r, w = mu - y, mu
+            y, z, e = Y[i, k], Z[i, k], W[i, k]
+            if poisson and z <= eta:
+                # The common case (every z for η = ∞): μ = e, −ℓ = μ − y·z up to the seed's ε
+                # inside log(μ + ε), a relative ε/μ that no comparison can see.
+                term = e - y * z
+                r, w = e - y, e
             else:
-                mu = _mean_terms(code, eta, z)[0]
+                mu = _mean_terms(code, eta, z, e)[0]
                 term = _nll(code, theta, y, mu)
-                r, w = _newton_pair(code, eta, theta, y, z)
+                r, w = _newton_pair(code, eta, theta, y, z, e)
                 w = w if w > 0.0 else 0.0
             term = m * term - carry[k]  # Kahan summation: J differences of 1e-16 matter
             acc = out[k] + term
