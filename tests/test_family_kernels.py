@@ -16,6 +16,15 @@ FAMILIES = [
 ]
 
 
+def kernel(fam, Y, Z, M=None):
+    """The kernel on sample-major (n, G) arrays: it works gene-major, (G, n)."""
+    R, W = np.empty_like(Z.T, order="C"), np.empty_like(Z.T, order="C")
+    args = [np.ascontiguousarray(A.T) for A in (Y, Z)]
+    weights = None if M is None else np.ascontiguousarray(M.T)
+    nll = nll_and_terms(*family_code(fam), *args, R, W, weights)
+    return nll, R.T, W.T
+
+
 @pytest.mark.parametrize(("distr", "kw"), FAMILIES)
 def test_kernel_matches_reference_family(distr, kw):
     rng = np.random.default_rng(0)
@@ -27,17 +36,41 @@ def test_kernel_matches_reference_family(distr, kw):
         Y += 0.25
     if distr == "poisson" and np.isinf(fam.eta):
         Z = np.clip(Z, -30, 30)
-    R, W = np.empty_like(Z), np.empty_like(Z)
-    nll_and_terms(*family_code(fam), Y, Z, R, W)
+    _, R, W = kernel(fam, Y, Z)
     np.testing.assert_allclose(R, fam.residual(Y, Z), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(W, np.maximum(fam.hessian_weights(Y, Z), 0), rtol=1e-10, atol=1e-12)
     if distr == "poisson":
         # The kernel's −ℓ below η is μ − y·z: the seed's y·log(μ + ε) without its ε, a
         # difference of y·ε/μ, visible in this comparison where μ < 1e-7 (z < −15).
         Z = np.maximum(Z, -15.0)
-    nll = nll_and_terms(*family_code(fam), Y, Z, np.empty_like(Z), np.empty_like(Z))
+    nll = kernel(fam, Y, Z)[0]
     # −ℓ up to terms in y alone: the difference between two means is the same.
     Z2 = Z + 0.1
-    nll2 = nll_and_terms(*family_code(fam), Y, Z2, np.empty_like(Z), np.empty_like(Z))
+    nll2 = kernel(fam, Y, Z2)[0]
     ref = [-fam.loglik(Y, fam.mean(z)).mean(axis=0) for z in (Z, Z2)]
     np.testing.assert_allclose(nll2 - nll, ref[1] - ref[0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(("distr", "kw"), FAMILIES)
+def test_sample_weights_select_and_count_samples(distr, kw):
+    """Weight 0 drops a sample, weight 2 counts it twice: the weighted mean of the terms."""
+    rng = np.random.default_rng(1)
+    fam = get_family(distr, **kw)
+    Z = rng.normal(0.3, 1.0, size=(300, 2))
+    Y = rng.poisson(2.0, size=Z.shape).astype(float) + (0.25 if distr == "gamma" else 0.0)
+    M = rng.choice([0.0, 1.0, 2.0], size=Z.shape)
+    Z[M[:, 0] == 0, 0] = 800.0  # a dropped sample may overflow exp: it must not leak in
+    nll, R, W = kernel(fam, Y, Z, M)
+    for k in range(Z.shape[1]):
+        rows = np.repeat(np.arange(Z.shape[0]), M[:, k].astype(int))
+        ref_nll, ref_R, ref_W = kernel(fam, Y[rows, k : k + 1], Z[rows, k : k + 1])
+        np.testing.assert_allclose(nll[k], ref_nll[0], rtol=1e-12)
+        kept = M[:, k] > 0
+        np.testing.assert_array_equal(R[~kept, k], 0.0)
+        np.testing.assert_array_equal(W[~kept, k], 0.0)
+        np.testing.assert_allclose(
+            R[kept, k], M[kept, k] * ref_R[np.cumsum(M[:, k])[kept].astype(int) - 1, 0]
+        )
+        np.testing.assert_allclose(
+            W[kept, k], M[kept, k] * ref_W[np.cumsum(M[:, k])[kept].astype(int) - 1, 0]
+        )

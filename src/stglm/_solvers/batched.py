@@ -1,11 +1,16 @@
 """Proximal Newton for many responses that share one design: all genes' Hessians at once.
 
 For a design X̃ = [1, X] (n × m) shared by G genes, every gene's Gram matrix
-X̃ᵀdiag(w_g)X̃ comes from one matrix product Zᵀ·W, where Z (n × m(m+1)/2) holds the
-row-wise products of X̃'s column pairs and W (n × G) the genes' Newton weights.
+X̃ᵀdiag(w_g)X̃ comes from one matrix product W·Z, where Z (n × m(m+1)/2) holds the
+row-wise products of X̃'s column pairs and W (G × n) the genes' Newton weights.
 Gradients, line searches and KKT checks are vectorised over genes; only the small
 per-gene coordinate descent runs in a compiled loop. Genes leave the batch as they
 converge. The iteration is the one of :mod:`stglm._solvers.newton_cd`, gene by gene.
+
+The working arrays are gene-major (G × n, one contiguous row per gene), allocated once
+per solver and double-buffered: a step is accepted by swapping buffers, and genes that
+leave are replaced by moving only the rows of the last ones into their places. (In the
+sample-major layout, compaction and fresh temporaries cost more than the arithmetic.)
 """
 
 from __future__ import annotations
@@ -25,8 +30,17 @@ from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
 
 #: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
 PAIR_BYTES_BUDGET = 256 * 2**20
-#: Below this many columns of W, Hessians are formed as (Wᵀ·Z)ᵀ (measured: 1.5× faster for 6).
+#: Below this many genes, Hessians are formed as W·Z rather than (Zᵀ·Wᵀ)ᵀ (measured: 1.5×
+#: faster for 6 genes, slower for hundreds).
 FEW_COLUMNS = 16
+
+
+@njit(cache=True, nogil=True)
+def _move_rows(arrays, dst, src):
+    """Row src[j] → row dst[j] of every array (gene-major compaction)."""
+    for A in arrays:
+        for j in range(dst.size):
+            A[dst[j], :] = A[src[j], :]
 
 
 @njit(cache=True, nogil=True)
@@ -100,22 +114,22 @@ class SharedDesign:
         return SharedDesign(X, self.fit_intercept)
 
     def hessians(self, W: np.ndarray, total: np.ndarray | None = None) -> np.ndarray:
-        """(1/n_g)·X̃'ᵀdiag(w_g)X̃' for each column w_g of W; shape (G, m, m).
+        """(1/n_g)·X̃'ᵀdiag(w_g)X̃' for each row w_g of W (G, n); shape (G, m, m).
 
-        n_g is ``total[g]`` (the column's sum of sample weights), or n.
+        n_g is ``total[g]`` (the row's sum of sample weights), or n.
         """
         if self.Z is not None:
-            # Same product; OpenBLAS is faster in this orientation for a few columns of W.
-            packed = (W.T @ self.Z).T if W.shape[1] < FEW_COLUMNS else self.Z.T @ W
+            # The same product; OpenBLAS is faster in this orientation for few genes.
+            packed = W @ self.Z if W.shape[0] < FEW_COLUMNS else (self.Z.T @ W.T).T
         else:
-            packed = np.zeros((self.rows.size, W.shape[1]))
+            packed = np.zeros((W.shape[0], self.rows.size))
             for start in range(0, self.n, self.block):
                 rows = slice(start, start + self.block)
-                packed += self._pairs(rows).T @ W[rows]
-        packed /= self.n if total is None else total[None, :]
-        H = np.empty((W.shape[1], self.m, self.m))
-        H[:, self.rows, self.cols] = packed.T
-        H[:, self.cols, self.rows] = packed.T
+                packed += W[:, rows] @ self._pairs(rows)
+        packed /= self.n if total is None else total[:, None]
+        H = np.empty((W.shape[0], self.m, self.m))
+        H[:, self.rows, self.cols] = packed
+        H[:, self.cols, self.rows] = packed
         return H
 
 
@@ -123,7 +137,7 @@ class SharedDesign:
 class NewtonTerms:
     """What an evaluation leaves at a point, for G columns.
 
-    The linear predictors Z (n, G), the Newton terms R and W (n, G) and the mean −ℓ
+    The linear predictors Z (G, n), the Newton terms R and W (G, n) and the mean −ℓ
     (G,). A path hands them from one λ to the next, whose start is the previous
     solution: only the penalty changes there.
     """
@@ -187,7 +201,8 @@ class BatchedNewtonCD:
         return ridge + lam * self.alpha * np.abs(beta).sum(axis=1)
 
     def _gradient(self, R, B, lam, total) -> np.ndarray:
-        G = (self.design.Xt.T @ R).T / total[:, None]
+        """∇J per gene (rows), from the working residuals R (G, n)."""
+        G = (R @ self.design.Xt) / total[:, None]
         beta = B[:, 1:] if self.design.fit_intercept else B
         ridge = (lam * (1 - self.alpha))[:, None] * (beta @ self.gram)
         G[:, -beta.shape[1] :] += ridge
@@ -211,6 +226,14 @@ class BatchedNewtonCD:
         nll = self._nll(Y, Z, R, W, M)
         return nll + self._penalty(B, lam), nll
 
+    def _workspace(self, n_genes: int, n_arrays: int) -> list[np.ndarray]:
+        """``n_arrays`` (G, n) buffers, kept by the solver so that a path allocates once."""
+        ws = getattr(self, "_ws", None)
+        if ws is None or len(ws) < n_arrays or ws[0].shape[0] < n_genes:
+            ws = [np.empty((n_genes, self.design.n)) for _ in range(n_arrays)]
+            self._ws = ws
+        return ws
+
     def solve(
         self,
         Y: np.ndarray,
@@ -227,7 +250,8 @@ class BatchedNewtonCD:
         −ℓ becomes Σ_i m_ig·(−ℓ_ig) / Σ_i m_ig. A 0/1 column fits a training fold on the
         full design, so all folds of a cross-validation share one design and one batch.
         ``terms`` are the Newton terms at B when the caller has them (a path's previous
-        solution): the first evaluation is then skipped, and their arrays are reused.
+        solution): the first evaluation is then skipped, and their arrays are reused for
+        the returned terms.
         """
         d, fam = self.design, self.family
         n_genes = Y.shape[1]
@@ -242,33 +266,44 @@ class BatchedNewtonCD:
         n_iter = np.zeros(n_genes, dtype=int)
         converged = np.zeros(n_genes, dtype=bool)
         kkt = np.full(n_genes, np.inf)
-        # The working set: genes still iterating, their columns kept contiguous and compacted
-        # only when some leave.
-        genes = np.arange(n_genes)
-        Ya, Ba, la = np.ascontiguousarray(Y, dtype=float), B.copy(), lam
-        Ma = None if weights is None else np.ascontiguousarray(weights, dtype=float)
-        total_a = np.full(n_genes, float(d.n)) if Ma is None else Ma.sum(axis=0)
+        weighted = weights is not None
+        # Gene-major working arrays: the current point (Zc, Rc, Wc), the trial point
+        # (Zt, Rt, Wt), the responses and weights (their rows move with the genes).
+        ws = self._workspace(n_genes, 8 if weighted else 7)
+        Zc, Rc, Wc, Zt, Rt, Wt, Yw = (a[:n_genes] for a in ws[:7])
+        Mw = ws[7][:n_genes] if weighted else None
+        np.copyto(Yw, Y.T)
+        if weighted:
+            np.copyto(Mw, weights.T)
+        total_a = np.full(n_genes, float(d.n)) if Mw is None else Mw.sum(axis=1)
+        final = (
+            NewtonTerms(np.empty_like(Zc), np.empty_like(Zc), np.empty_like(Zc), np.empty(n_genes))
+            if terms is None
+            else terms
+        )
+        genes = np.arange(n_genes)  # which gene each working row holds
+        Ba, la = B.copy(), lam
         tol_a = self.tol * scale
         it_a = np.zeros(n_genes, dtype=int)
         stuck_a = np.zeros(n_genes, dtype=bool)
         at_minimum = np.zeros(n_genes, dtype=bool)
-        if terms is None:
-            Za = d.Xt @ Ba.T
-            R, W = np.empty_like(Za), np.empty_like(Za)
-        else:
-            Za, R, W = terms.Z, terms.R, terms.W
-        final = None  # the Newton terms at every gene's returned point, filled as genes leave
+        k = n_genes
         ridge_block = slice(1, None) if d.fit_intercept else slice(None)
         sc = d.scaling
         pen_mask = self.penalized[None, :]
+        XtT = d.Xt.T
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if terms is None:
-                F, L = self._evaluate(Ya, Za, Ba, la, R, W, Ma)
+                np.matmul(Ba, XtT, out=Zc)
+                F, L = self._evaluate(Yw, Zc, Ba, la, Rc, Wc, Mw)
             else:
-                L = terms.nll
+                np.copyto(Zc, terms.Z)
+                np.copyto(Rc, terms.R)
+                np.copyto(Wc, terms.W)
+                L = terms.nll.copy()
                 F = L + self._penalty(Ba, la)
             while True:
-                Gr = self._gradient(R, Ba, la, total_a)
+                Gr = self._gradient(Rc[:k], Ba, la, total_a)
                 kkt_a = self._kkt(Gr, Ba, la)
                 done = (kkt_a <= tol_a) | at_minimum
                 leave = done | stuck_a | (it_a >= self.max_iter)
@@ -280,43 +315,44 @@ class BatchedNewtonCD:
                         done[leave],
                         it_a[leave],
                     )
-                    if final is None and leave.all():  # all at once: the arrays are final
-                        final = NewtonTerms(Za, R, W, L)
-                        break
-                    if final is None:
-                        final = NewtonTerms(
-                            np.empty_like(Za),
-                            np.empty_like(Za),
-                            np.empty_like(Za),
-                            np.empty(n_genes),
-                        )
-                    final.Z[:, out], final.R[:, out], final.W[:, out] = (
-                        Za[:, leave],
-                        R[:, leave],
-                        W[:, leave],
+                    final.Z[out], final.R[out], final.W[out] = (
+                        Zc[:k][leave],
+                        Rc[:k][leave],
+                        Wc[:k][leave],
                     )
                     final.nll[out] = L[leave]
                     keep = ~leave
-                    if not keep.any():
+                    k_new = int(keep.sum())
+                    if k_new == 0:
                         break
+                    # Fill the leaving rows among the first k_new with the kept rows beyond.
+                    dst = np.flatnonzero(leave[:k_new])
+                    src = k_new + np.flatnonzero(keep[k_new:])
+                    moved_arrays = (Yw, Zc, Rc, Wc) if Mw is None else (Yw, Mw, Zc, Rc, Wc)
+                    _move_rows(moved_arrays, dst, src)
+                    order = np.arange(k)
+                    order[dst] = src
+                    order = order[:k_new]
                     genes, Ba, la, tol_a, it_a, stuck_a, kkt_a, Gr, F, L, at_minimum, total_a = (
-                        genes[keep],
-                        Ba[keep],
-                        la[keep],
-                        tol_a[keep],
-                        it_a[keep],
-                        stuck_a[keep],
-                        kkt_a[keep],
-                        Gr[keep],
-                        F[keep],
-                        L[keep],
-                        at_minimum[keep],
-                        total_a[keep],
+                        a[order]
+                        for a in (
+                            genes,
+                            Ba,
+                            la,
+                            tol_a,
+                            it_a,
+                            stuck_a,
+                            kkt_a,
+                            Gr,
+                            F,
+                            L,
+                            at_minimum,
+                            total_a,
+                        )
                     )
-                    Ya, Za, R, W = Ya[:, keep], Za[:, keep], R[:, keep], W[:, keep]
-                    Ma = None if Ma is None else Ma[:, keep]
+                    k = k_new
                 it_a += 1
-                H = d.hessians(W, total_a)  # in the scaled coordinates b' (see _scaling)
+                H = d.hessians(Wc[:k], total_a)  # in the scaled coordinates b' (see _scaling)
                 H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[
                     :, None, None
                 ] * self.gram_scaled
@@ -333,58 +369,69 @@ class BatchedNewtonCD:
                 )
                 D = X_new - Ba
                 at_minimum = ~D.any(axis=1)  # the model's minimiser is the current point
-                dZ = d.Xt @ D.T
                 delta = np.einsum("gj,gj->g", Gr, D) + la * self.alpha * (
                     (np.abs(X_new) - np.abs(Ba)) * pen_mask
                 ).sum(1)
-                step, F_new, L_new, R_new, W_new = self._line_search(
-                    Ya, Za, dZ, Ba, D, la, F, delta, Ma
+                # The full step's predictors go straight into the trial buffer.
+                np.matmul(D, XtT, out=Zt[:k])
+                Zt[:k] += Zc[:k]
+                step, F_new, L_new = self._line_search(
+                    Yw[:k],
+                    (Zc[:k], Rc[:k], Wc[:k]),
+                    (Zt[:k], Rt[:k], Wt[:k]),
+                    None if Mw is None else Mw[:k],
+                    Ba,
+                    D,
+                    la,
+                    F,
+                    delta,
                 )
                 moved = step > 0
                 # No representable decrease: as close as floating point gets; stop there.
                 stuck_a |= ~moved
                 Ba += step[:, None] * D
-                Za += dZ * step[None, :]
-                if moved.all():
-                    F, L, R, W = F_new, L_new, R_new, W_new
-                else:
-                    F, L = np.where(moved, F_new, F), np.where(moved, L_new, L)
-                    R[:, moved], W[:, moved] = R_new[:, moved], W_new[:, moved]
+                F, L = np.where(moved, F_new, F), np.where(moved, L_new, L)
+                # Accept: the trial buffers become the current ones (rows stay aligned).
+                Zc, Zt, Rc, Rt, Wc, Wt = Zt, Zc, Rt, Rc, Wt, Wc
         m_beta = slice(1, None) if d.fit_intercept else slice(None)
         intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt, final)
 
-    def _line_search(self, Y, Z, dZ, B, D, lam, F, delta, M):
+    def _line_search(self, Y, current, trial, M, B, D, lam, F, delta):
         """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none).
 
-        Returns the steps, J and the mean −ℓ there, and the Newton terms there (for the
-        next iteration).
+        ``trial`` (Z, R, W) arrives with Z at the full step; it leaves with the Newton
+        terms at each gene's accepted step (the current ones, copied, where the step is
+        0). Returns the steps, and J and the mean −ℓ there.
         """
+        Zc, Rc, Wc = current
+        Zt, Rt, Wt = trial
         n_genes = B.shape[0]
         step = np.ones(n_genes)
-        R, W = np.empty_like(Z), np.empty_like(Z)
-        F_new, L_new = self._evaluate(Y, Z + dZ, B + D, lam, R, W, M)  # the full step, for all
+        F_new, L_new = self._evaluate(Y, Zt, B + D, lam, Rt, Wt, M)  # the full step, for all
         todo = np.arange(n_genes)
         eps = np.finfo(float).eps
         for _ in range(MAX_HALVINGS):
-            s, trial = step[todo], F_new[todo]
-            ok = trial <= F[todo] + ARMIJO * s * delta[todo]
-            ok |= (s == 1.0) & (np.abs(trial - F[todo]) <= 16 * eps * np.abs(F[todo]))
+            s, trial_F = step[todo], F_new[todo]
+            ok = trial_F <= F[todo] + ARMIJO * s * delta[todo]
+            ok |= (s == 1.0) & (np.abs(trial_F - F[todo]) <= 16 * eps * np.abs(F[todo]))
             todo = todo[~ok]
             if todo.size == 0:
-                return step, F_new, L_new, R, W
+                return step, F_new, L_new
             step[todo] *= 0.5
             s = step[todo]
-            Rt, Wt = np.empty((Z.shape[0], todo.size)), np.empty((Z.shape[0], todo.size))
+            Zs = Zc[todo] + s[:, None] * (D[todo] @ self.design.Xt.T)
+            Rs, Ws = np.empty_like(Zs), np.empty_like(Zs)
             F_new[todo], L_new[todo] = self._evaluate(
-                Y[:, todo],
-                Z[:, todo] + dZ[:, todo] * s[None, :],
+                Y[todo],
+                Zs,
                 B[todo] + s[:, None] * D[todo],
                 lam[todo],
-                Rt,
-                Wt,
-                None if M is None else M[:, todo],
+                Rs,
+                Ws,
+                None if M is None else M[todo],
             )
-            R[:, todo], W[:, todo] = Rt, Wt
+            Zt[todo], Rt[todo], Wt[todo] = Zs, Rs, Ws
         step[todo] = 0.0
-        return step, F_new, L_new, R, W
+        Zt[todo], Rt[todo], Wt[todo] = Zc[todo], Rc[todo], Wc[todo]
+        return step, F_new, L_new

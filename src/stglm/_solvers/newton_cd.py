@@ -100,7 +100,7 @@ class NewtonCD:
             self.X_csc = sp.csc_matrix(X)
         self.ridge_gram = problem.penalty.gram  # None means the identity
         self.code = family_code(problem.family)
-        self.y2d = np.ascontiguousarray(problem.y, dtype=float).reshape(-1, 1)
+        self.y_row = np.ascontiguousarray(problem.y, dtype=float).reshape(1, -1)
 
     # -- pieces of one iteration -------------------------------------------------------------
     def _evaluate(self, z: np.ndarray, beta: np.ndarray):
@@ -109,9 +109,9 @@ class NewtonCD:
         J is up to terms in y alone (they cancel in every comparison the solver makes); r
         and w are the working residual and the curvature weights.
         """
-        r, w = np.empty((z.size, 1)), np.empty((z.size, 1))
-        nll = nll_and_terms(*self.code, self.y2d, z.reshape(-1, 1), r, w)[0]
-        return float(nll + self.problem.penalty.value(beta)), r[:, 0], w[:, 0]
+        r, w = np.empty((1, z.size)), np.empty((1, z.size))
+        nll = nll_and_terms(*self.code, self.y_row, z.reshape(1, -1), r, w)[0]
+        return float(nll + self.problem.penalty.value(beta)), r[0], w[0]
 
     def _gradient(self, r: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
         n = self.problem.n_samples
