@@ -6,7 +6,14 @@ import numpy as np
 
 from ._families import Family
 
-__all__ = ["column_deviance", "column_pseudo_r2", "deviance", "log_likelihood", "pseudo_r2"]
+__all__ = [
+    "column_deviance",
+    "column_pseudo_r2",
+    "deviance",
+    "log_likelihood",
+    "pseudo_r2",
+    "r2_from_deviances",
+]
 
 
 def log_likelihood(family: Family, y: np.ndarray, y_hat: np.ndarray | float) -> float:
@@ -23,20 +30,33 @@ def deviance(family: Family, y: np.ndarray, y_hat: np.ndarray | float) -> float:
     return float(column_deviance(family, y[:, None], y_hat[:, None])[0])
 
 
-def column_deviance(family: Family, Y: np.ndarray, MU: np.ndarray) -> np.ndarray:
-    """Deviance of each column of Y (n, G) under the means MU (n, G); shape (G,)."""
-    return 2.0 * (family.saturated_loglik(Y) - family.loglik(Y, MU)).sum(axis=0)
+def column_deviance(
+    family: Family, Y: np.ndarray, MU: np.ndarray, saturated: np.ndarray | None = None
+) -> np.ndarray:
+    """Deviance of each column of Y (n, G) under the means MU (n, G); shape (G,).
+
+    ``saturated`` is Σ_i ℓ(y_i, y_i) per column when the caller scores many MU for one Y.
+    """
+    if saturated is None:
+        saturated = family.saturated_loglik(Y).sum(axis=0)
+    return 2.0 * (saturated - family.loglik(Y, MU).sum(axis=0))
+
+
+def r2_from_deviances(dev: np.ndarray, null_dev: np.ndarray) -> np.ndarray:
+    """1 − dev/null_dev; where null_dev is 0, 1 for dev = 0 and 0 otherwise."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = 1.0 - dev / null_dev
+    return np.where(null_dev == 0.0, np.where(dev == 0.0, 1.0, 0.0), r2)
 
 
 def column_pseudo_r2(
     family: Family, Y: np.ndarray, MU: np.ndarray, y_null: np.ndarray
 ) -> np.ndarray:
     """:func:`pseudo_r2` of each column of Y, with null means ``y_null`` (G,)."""
-    dev = column_deviance(family, Y, MU)
-    null_dev = column_deviance(family, Y, np.broadcast_to(y_null, MU.shape))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = 1.0 - dev / null_dev
-    return np.where(null_dev == 0.0, np.where(dev == 0.0, 1.0, 0.0), r2)
+    saturated = family.saturated_loglik(Y).sum(axis=0)
+    dev = column_deviance(family, Y, MU, saturated)
+    null_dev = column_deviance(family, Y, np.broadcast_to(y_null, MU.shape), saturated)
+    return r2_from_deviances(dev, null_dev)
 
 
 def pseudo_r2(family: Family, y: np.ndarray, y_hat: np.ndarray, y_null: float) -> float:

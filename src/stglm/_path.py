@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._families import Family
-from ._metrics import column_deviance, column_pseudo_r2
+from ._metrics import column_deviance, r2_from_deviances
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, solve
@@ -240,15 +240,15 @@ def score_path(
     every response; ``metric`` is "deviance" or "pseudo_r2" (null means ``y_null``, (G,)).
     """
     out = np.empty((Y.shape[1], intercepts.shape[0]))
+    saturated = family.saturated_loglik(Y).sum(axis=0)  # the same for every λ
+    if metric != "deviance":
+        null_dev = column_deviance(family, Y, np.broadcast_to(y_null, Y.shape), saturated)
     for k in range(intercepts.shape[0]):
         Z = np.asarray(X @ coefs[k].T, dtype=float)
         if fit_intercept:
-            Z = Z + intercepts[k][None, :]
-        MU = family.mean(Z)
-        if metric == "deviance":
-            out[:, k] = column_deviance(family, Y, MU)
-        else:
-            out[:, k] = column_pseudo_r2(family, Y, MU, y_null)
+            Z += intercepts[k][None, :]
+        dev = column_deviance(family, Y, family.mean(Z), saturated)
+        out[:, k] = dev if metric == "deviance" else r2_from_deviances(dev, null_dev)
     return out
 
 

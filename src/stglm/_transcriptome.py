@@ -139,7 +139,13 @@ class _GeneFitter:
             else:
                 fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
                 lams = np.tile(fixed, (n_genes, 1))
+            K = lams.shape[1]
             cv_scores = []
+            # The folds' mean solution at each λ: the refit's start at the chosen one (no
+            # full-data path needed: from there Newton takes a few steps).
+            mean_icpt = np.zeros((K, n_genes))
+            mean_coefs = np.zeros((K, n_genes, d.X.shape[1]))
+            n_iter = np.zeros(n_genes, dtype=int)
             for (train, test), dtr in zip(self.folds, self.fold_designs, strict=True):
                 path = batched_path(self._solver(dtr), Y[train], lams)
                 test_design = SharedDesign(d.X[test], d.fit_intercept)
@@ -148,18 +154,16 @@ class _GeneFitter:
                         test_design, Y[test], path.intercepts, path.coefs, Y[train].mean(axis=0)
                     )
                 )
+                mean_icpt += path.intercepts / len(self.folds)
+                mean_coefs += path.coefs / len(self.folds)
+                n_iter += path.n_iter.sum(axis=0)
             scores = np.mean(cv_scores, axis=0)  # (G, K)
             se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
             best = choose_lambda(scores, se, e.score_metric, e.select)
-            path = batched_path(self._solver(d), Y, lams)
-            icpt, coefs, n_iter = path.intercepts, path.coefs, path.n_iter.sum(axis=0)
             rows = np.arange(n_genes)
-            # The path's solution at the chosen λ is the refit on all data; confirm its KKT.
-            start = (
-                np.column_stack([icpt[best, rows], coefs[best, rows]])
-                if d.fit_intercept
-                else coefs[best, rows]
-            )
+            start = mean_coefs[best, rows]
+            if d.fit_intercept:
+                start = np.column_stack([mean_icpt[best, rows], start])
             res = self._solver(d).solve(Y, lams[rows, best], start)
             return {
                 "intercept": res.intercepts,
@@ -222,8 +226,9 @@ def fit_genes(
     same parameters and results to solver tolerance — but the genes are solved
     together: the design's pair products, the folds and each training fold's design
     are built once, and each Newton iteration forms all genes' Hessians with one
-    matrix product. Counts are read chunk by chunk of genes; sparse matrices are
-    never densified whole.
+    matrix product. With cross-validation, the refit at each gene's chosen λ starts
+    from the folds' mean solution there (GLMCV's full-data path is not needed).
+    Counts are read chunk by chunk of genes; sparse matrices are never densified whole.
 
     Parameters
     ----------
@@ -265,7 +270,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         - ``adata.var[f"{key_added}_intercept"]``, ``[f"{key_added}_lambda"]`` (λ used or
           chosen), ``[f"{key_added}_score"]`` (in-sample score for a fixed λ, mean CV
           score at the chosen λ otherwise), ``[f"{key_added}_converged"]``,
-          ``[f"{key_added}_kkt"]`` (KKT residual), ``[f"{key_added}_n_iter"]`` and
+          ``[f"{key_added}_kkt"]`` (KKT residual), ``[f"{key_added}_n_iter"]`` (Newton
+          iterations, over all folds' paths and the refit with cross-validation) and
           ``[f"{key_added}_status"]`` ("ok"; "not converged"; "all zeros" for a count
           gene without counts — not fitted —; "fold without counts" for a count gene
           whose counts all fall in one held-out fold — some training fold has none, its
