@@ -115,14 +115,12 @@ def synthetic(n: int, n_genes: int, p: int, seed: int):
     return adata, design, {"true_intercept": b0.tolist(), "true_coef": B.T.tolist()}
 
 
-def default_chunk_size(n_obs: int) -> int | None:
+def default_chunk_size(n_obs: int, counts_bytes: int) -> int | None:
     """The genes per chunk fit_genes picks by default (its rule, read from stglm if present)."""
     from stglm import _transcriptome
 
-    budget = getattr(_transcriptome, "CHUNK_BYTES_BUDGET", None)
-    if budget is None:
-        return None
-    return int(np.clip(budget // (8 * 12 * n_obs), 1, 2048))
+    rule = getattr(_transcriptome, "default_chunk_size", None)
+    return None if rule is None else int(rule(n_obs, counts_bytes))
 
 
 def input_bytes(adata, design) -> dict:
@@ -240,7 +238,8 @@ def main(argv=None) -> int:
                 "kkt_max": float(np.nanmax(var["stglm_kkt"])),
                 "n_iter_sum": int(var["stglm_n_iter"].sum()),
                 "n_iter": var["stglm_n_iter"].astype(int).tolist(),
-                "chunk_size": args.chunk_size or default_chunk_size(adata.n_obs),
+                "chunk_size": args.chunk_size
+                or default_chunk_size(adata.n_obs, input_bytes(adata, design)["counts"]),
                 "n_iter_max": int(var["stglm_n_iter"].max()),
                 "nonzero_coef_fraction": float(np.mean(adata.varm["stglm_coef"].to_numpy() != 0)),
                 "rss_end": proc_status().get("VmRSS"),
