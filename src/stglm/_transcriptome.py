@@ -40,7 +40,7 @@ CHUNK_ARRAYS = 13
 #: genes 6.5–7.3 s, all 1,255 at once 7.5 s; before the gene-major layout 9.6 s vs 21 s).
 CHUNK_MAX_GENES = 128
 #: Memory for a chunk's working arrays: 4× the expression matrix, within these bounds.
-CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 64 * 2**20, 512 * 2**20
+CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 128 * 2**20, 512 * 2**20
 
 
 def _design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
@@ -104,7 +104,7 @@ def default_chunk_size(n_obs: int, input_bytes: int) -> int:
     """Genes per chunk for ``n_obs`` samples and an expression matrix of ``input_bytes``.
 
     At most ``CHUNK_MAX_GENES``, with working arrays (``CHUNK_ARRAYS`` n-vectors per gene)
-    within 4× the input's bytes, clipped to 64–512 MiB.
+    within 4× the input's bytes, clipped to 128–512 MiB.
     """
     budget = int(np.clip(4 * input_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX))
     return int(np.clip(budget // (8 * CHUNK_ARRAYS * n_obs), 1, CHUNK_MAX_GENES))
@@ -278,7 +278,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     chunk_size : int, optional
         Genes solved together (default: :func:`default_chunk_size` — at most 128, and
         fewer when their working arrays would exceed about 4× the expression matrix's
-        bytes, within 64–512 MiB).
+        bytes, within 128–512 MiB).
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks).
     progress : bool, default=True
