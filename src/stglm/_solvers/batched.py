@@ -134,7 +134,7 @@ class SharedDesign:
 
 @dataclass
 class NewtonTerms:
-    """What an evaluation leaves at a point, for G columns.
+    """What an evaluation leaves at a point, for G responses.
 
     The linear predictors Z (G, n), the Newton terms R and W (G, n) and the mean −ℓ
     (G,). A path hands them from one λ to the next, whose start is the previous
