@@ -210,7 +210,7 @@ def batched_path(
     )
     start, terms = None, None
     for k in range(K):
-        res = solver.solve(Y, reg_lambdas[:, k], start, scale, weights, terms)
+        res = solver.solve(Y, reg_lambdas[:, k], start, scale, weights, terms, keep_terms=True)
         terms = res.terms
         out.intercepts[k], out.coefs[k] = res.intercepts, res.coefs
         out.n_iter[k], out.kkt[k], out.converged[k] = res.n_iter, res.kkt, res.converged

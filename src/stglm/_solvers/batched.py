@@ -151,7 +151,7 @@ class NewtonTerms:
 class BatchResult:
     """Solutions for G genes: intercepts (G,), coefficients (G, p), and diagnostics (G,).
 
-    ``terms`` are the Newton terms at the solutions (see :class:`NewtonTerms`).
+    ``terms`` are the Newton terms at the solutions (see :class:`NewtonTerms`), if kept.
     """
 
     intercepts: np.ndarray
@@ -159,7 +159,7 @@ class BatchResult:
     n_iter: np.ndarray
     converged: np.ndarray
     kkt: np.ndarray
-    terms: NewtonTerms
+    terms: NewtonTerms | None
 
 
 class BatchedNewtonCD:
@@ -241,6 +241,7 @@ class BatchedNewtonCD:
         scale: np.ndarray | None = None,
         weights: np.ndarray | None = None,
         terms: NewtonTerms | None = None,
+        keep_terms: bool = False,
     ) -> BatchResult:
         """Solve for every column of Y (n, G) with λ_g = ``lam[g]``.
 
@@ -250,7 +251,8 @@ class BatchedNewtonCD:
         full design, so all folds of a cross-validation share one design and one batch.
         ``terms`` are the Newton terms at B when the caller has them (a path's previous
         solution): the first evaluation is then skipped, and their arrays are reused for
-        the returned terms.
+        the returned terms. The result carries the terms at the solutions when ``terms``
+        were given or ``keep_terms`` is set (three more n-vectors per gene), else None.
         """
         d, fam = self.design, self.family
         n_genes = Y.shape[1]
@@ -275,11 +277,11 @@ class BatchedNewtonCD:
         if weighted:
             np.copyto(Mw, weights.T)
         total_a = np.full(n_genes, float(d.n)) if Mw is None else Mw.sum(axis=1)
-        final = (
-            NewtonTerms(np.empty_like(Zc), np.empty_like(Zc), np.empty_like(Zc), np.empty(n_genes))
-            if terms is None
-            else terms
-        )
+        final = terms
+        if final is None and keep_terms:
+            final = NewtonTerms(
+                np.empty_like(Zc), np.empty_like(Zc), np.empty_like(Zc), np.empty(n_genes)
+            )
         genes = np.arange(n_genes)  # which gene each working row holds
         Ba, la = B.copy(), lam
         tol_a = self.tol * scale
@@ -314,12 +316,13 @@ class BatchedNewtonCD:
                         done[leave],
                         it_a[leave],
                     )
-                    final.Z[out], final.R[out], final.W[out] = (
-                        Zc[:k][leave],
-                        Rc[:k][leave],
-                        Wc[:k][leave],
-                    )
-                    final.nll[out] = L[leave]
+                    if final is not None:
+                        final.Z[out], final.R[out], final.W[out] = (
+                            Zc[:k][leave],
+                            Rc[:k][leave],
+                            Wc[:k][leave],
+                        )
+                        final.nll[out] = L[leave]
                     keep = ~leave
                     k_new = int(keep.sum())
                     if k_new == 0:
