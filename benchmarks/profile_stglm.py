@@ -82,7 +82,18 @@ def instrument() -> None:
     _wrap(glm_mod.GLM, "fit", "GLM.fit: total")
     _wrap(cv_mod.GLMCV, "fit", "GLMCV.fit: total")
     _wrap(cv_mod.GLMCV, "_score_path", "CV scoring")
+    batched = import_module("stglm._solvers.batched")
     for attr, label in [
+        ("solve", "batched solver: total"),
+        ("_evaluate", "batched: evaluate J, r, w (fused kernel)"),
+        ("_gradient", "batched: gradients"),
+        ("_line_search", "batched: line search"),
+    ]:
+        _wrap(batched.BatchedNewtonCD, attr, label)
+    _wrap(batched.SharedDesign, "hessians", "batched: Hessians (W·Z)")
+    _wrap(batched, "_cd_gram_many", "batched: CD kernels (numba)")
+    for attr, label in [
+        ("batched_path", "path: batched (all folds + refit)"),
         ("gradient", "path: full gradient check"),
         ("_restrict", "path: restrict to kept columns"),
         ("tolerance_scale", "tolerance_scale"),

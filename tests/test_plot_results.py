@@ -210,3 +210,17 @@ def test_gene_fit_errors(fits, data):
     )
     with pytest.raises(ValueError, match="not requested"):
         plot_gene_fit(partial, "CNN1", design=design)
+
+
+def test_unreliable_cv_genes_are_plotted_alone_but_not_ranked(fits):
+    """A "fold without counts" gene has a fit (its panel draws) but stays off the heatmap."""
+    stored, _, design = fits
+    flagged = stored.copy()
+    status = flagged.var["stglm_status"].astype(str)
+    status["CNN1"] = "fold without counts"
+    flagged.var["stglm_status"] = pd.Categorical(status)
+    ax = plot_coef_heatmap(flagged, cluster=False)
+    rows = tick_labels(ax.get_yticklabels())
+    assert "CNN1" not in rows and "KRT15" in rows
+    axes = plot_gene_fit(flagged, "CNN1", design=design)
+    assert len(axes) == 2

@@ -21,15 +21,13 @@ from matplotlib.colors import Normalize, PowerNorm
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from ._families import get_family
-from ._transcriptome import _design_frame
+from ._transcriptome import FITTED_STATUSES, RANKED_STATUSES, _design_frame
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["plot_coef_heatmap", "plot_gene_fit"]
 
-#: Statuses of genes that have coefficients (see :func:`stglm.fit_genes`).
-FITTED_STATUSES = ("ok", "not converged")
 #: Linkage used to order rows and columns: seaborn's clustermap default.
 LINKAGE_METHOD, LINKAGE_METRIC = "average", "euclidean"
 
@@ -50,7 +48,11 @@ def _results(adata: Any, key_added: str) -> dict:
 
 
 def _coef_frame(adata: AnnData, key_added: str) -> pd.DataFrame:
-    """Coefficients of the fitted genes (rows, in ``uns[key]['genes']`` order) × predictors."""
+    """Coefficients of the genes to compare (rows, in ``uns[key]['genes']`` order) × predictors.
+
+    Genes with an unreliable cross-validation ("fold without counts") are left out: their
+    λ, and so the size of their coefficients, does not compare with the others'.
+    """
     info = _results(adata, key_added)
     predictors = [str(p) for p in info["predictors"]]
     coef = pd.DataFrame(
@@ -59,8 +61,8 @@ def _coef_frame(adata: AnnData, key_added: str) -> pd.DataFrame:
         columns=predictors,
     )
     status = adata.var[f"{key_added}_status"].astype(str)
-    fitted = [g for g in info["genes"] if status[g] in FITTED_STATUSES]
-    return coef.loc[fitted]
+    ranked = [g for g in info["genes"] if status[g] in RANKED_STATUSES]
+    return coef.loc[ranked]
 
 
 def _check_gene(adata: AnnData, gene: Any, key_added: str) -> int:

@@ -32,6 +32,10 @@ from ._validation import check_tau, check_X
 
 __all__ = ["fit_genes"]
 
+#: Statuses of genes that have coefficients (see :func:`fit_genes`).
+FITTED_STATUSES = ("ok", "not converged", "fold without counts")
+#: Those whose coefficients rank among other genes' (a degenerate CV can pick a tiny λ).
+RANKED_STATUSES = ("ok", "not converged")
 #: Working arrays per gene of a chunk, in n-vectors of float64 (the solver's gene-major
 #: workspace and returned Newton terms, the responses and their training-fold copies).
 CHUNK_ARRAYS = 13

@@ -279,10 +279,11 @@ def build_design(
 # ---------------------------------------------------------------------------------------------
 def strongest_effects(adata: Any, key_added: str, top: int) -> dict[str, list[tuple[str, float]]]:
     """For each predictor, the ``top`` genes with the largest nonzero |coef|, strongest first."""
+    from ._transcriptome import RANKED_STATUSES
     from .get import coef_df
 
     tidy = coef_df(adata, key_added=key_added)
-    tidy = tidy[tidy["status"].isin(["ok", "not converged"]) & (tidy["coef"] != 0)]
+    tidy = tidy[tidy["status"].isin(RANKED_STATUSES) & (tidy["coef"] != 0)]
     out = {}
     for predictor in adata.uns[key_added]["predictors"]:
         rows = tidy[tidy["predictor"] == predictor]
@@ -306,8 +307,10 @@ def _summary(
     figures: list[Path],
     top: int,
 ) -> str:
+    from ._transcriptome import FITTED_STATUSES
+
     status = adata.var[f"{key}_status"].astype(str)
-    fitted = status.isin(["ok", "not converged"])
+    fitted = status.isin(FITTED_STATUSES)
     lam = (
         f"λ = {reg_lambda:g}"
         if reg_lambda is not None
@@ -318,7 +321,8 @@ def _summary(
     lines = [
         f"stglm: fitted {n_genes} genes on {adata.n_obs} cells/spots with "
         f"{design.shape[1]} predictors ({distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
-        f"  converged: {int((status == 'ok').sum())} of {int(fitted.sum())} fitted genes"
+        f"  converged: {int(adata.var[f'{key}_converged'][fitted].sum())} of "
+        f"{int(fitted.sum())} fitted genes"
         f" (status: {', '.join(f'{k} {v}' for k, v in counts.items())})",
         f"  predictors: {', '.join(design.columns)}",
         f"  results: {out} (varm['{key}_coef'], var['{key}_*'], uns['{key}'], "
@@ -354,10 +358,11 @@ def _write_figures(
     from matplotlib.figure import Figure
 
     from ._plot_results import gene_fit_layout, plot_coef_heatmap, plot_gene_fit
+    from ._transcriptome import FITTED_STATUSES
 
     written: list[Path] = []
     status = adata.var[f"{key}_status"].astype(str)
-    if not status.isin(["ok", "not converged"]).any():
+    if not status.isin(FITTED_STATUSES).any():
         if not quiet:
             _warn("no figures: no gene was fitted.")
         return written
@@ -376,7 +381,7 @@ def _write_figures(
     )
     shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float))
     for gene in genes:
-        if status[gene] not in ("ok", "not converged"):
+        if status[gene] not in FITTED_STATUSES:
             if not quiet:
                 _warn(f"no figure for {gene}: it has no fit (status {status[gene]!r}).")
             continue
