@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -917,3 +918,34 @@ def test_glm_inherits_feature_names(poisson_data):
         warnings.simplefilter("error")
         model.glm_.predict(df)
     np.testing.assert_array_equal(model.glm_.feature_names_in_, df.columns)
+
+
+@pytest.mark.parametrize("family_id", list(FAMILIES))
+def test_first_step_with_the_previous_hessian_reaches_the_same_path(family_id, monkeypatch):
+    """The batched path's first step at each λ may use the previous λ's last Hessian: the
+    step changes, the optimum (KKT, checked by hand) and the CV curve do not."""
+    batched = importlib.import_module("stglm._solvers.batched")
+    distr, eta, _ = FAMILIES[family_id]
+    X, y = simulate(family_id)
+    params = dict(
+        distr=distr,
+        eta=eta,
+        cv=3,
+        n_lambdas=10,
+        lambda_min_ratio=1e-2,
+        clip_coeffs=0.0,
+        tol=1e-11,
+        **QUIET,
+    )
+    fits = {}
+    for stale in (True, False):
+        monkeypatch.setattr(batched, "STALE_FIRST", stale)
+        fits[stale] = GLMCV(**params).fit(X, y)
+    np.testing.assert_allclose(fits[True].coef_path_, fits[False].coef_path_, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(fits[True].cv_scores_, fits[False].cv_scores_, rtol=1e-8)
+    model = fits[True]
+    for k, lam in enumerate(model.reg_lambda_path_):
+        kkt = kkt_by_hand(
+            distr, eta, X, y, model.intercept_path_[k], model.coef_path_[k], lam, 0.5, None
+        )
+        assert kkt <= KKT_TOL, k

@@ -28,6 +28,11 @@ from ._null_model import null_intercepts, tolerance_scales
 from ._scaling import DesignScaling
 from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
 
+#: Take a path's first Newton step at each λ with the previous λ's last Hessian: a product
+#: saved per λ (GLMCV 2,000 × 20: 19.0 → 16.3 ms; Visium fit_genes CV 7.3 → 5.5 s) for a few
+#: more iterations (299 → 305). Any positive definite matrix gives a descent direction, and
+#: the stopping rule (KKT) does not depend on it.
+STALE_FIRST = True
 #: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
 PAIR_BYTES_BUDGET = 256 * 2**20
 
@@ -136,15 +141,17 @@ class SharedDesign:
 class NewtonTerms:
     """What an evaluation leaves at a point, for G responses.
 
-    The linear predictors Z (G, n), the Newton terms R and W (G, n) and the mean −ℓ
-    (G,). A path hands them from one λ to the next, whose start is the previous
-    solution: only the penalty changes there.
+    The linear predictors Z (G, n), the Newton terms R and W (G, n), the mean −ℓ (G,)
+    and the last Hessians used. A path hands them from one λ to the next, whose start is
+    the previous solution: only the penalty changes there.
     """
 
     Z: np.ndarray
     R: np.ndarray
     W: np.ndarray
     nll: np.ndarray
+    #: The last Hessian of each response's likelihood (G, m, m; no ridge term), or None.
+    H: np.ndarray | None = None
 
 
 @dataclass
@@ -277,11 +284,15 @@ class BatchedNewtonCD:
         if weighted:
             np.copyto(Mw, weights.T)
         total_a = np.full(n_genes, float(d.n)) if Mw is None else Mw.sum(axis=1)
+        # The previous λ's last Hessians serve the first step at this λ (see STALE_FIRST).
+        Ha = None if terms is None or terms.H is None else terms.H.copy()
         final = terms
         if final is None and keep_terms:
             final = NewtonTerms(
                 np.empty_like(Zc), np.empty_like(Zc), np.empty_like(Zc), np.empty(n_genes)
             )
+        if final is not None and final.H is None:
+            final.H = np.full((n_genes, d.m, d.m), np.nan)  # NaN: no Newton step taken yet
         genes = np.arange(n_genes)  # which gene each working row holds
         Ba, la = B.copy(), lam
         tol_a = self.tol * scale
@@ -323,6 +334,8 @@ class BatchedNewtonCD:
                             Wc[:k][leave],
                         )
                         final.nll[out] = L[leave]
+                        if Ha is not None:
+                            final.H[out] = Ha[leave]
                     keep = ~leave
                     k_new = int(keep.sum())
                     if k_new == 0:
@@ -352,9 +365,17 @@ class BatchedNewtonCD:
                             total_a,
                         )
                     )
+                    Ha = None if Ha is None else Ha[order]
                     k = k_new
                 it_a += 1
-                H = d.hessians(Wc[:k], total_a)  # in the scaled coordinates b' (see _scaling)
+                # Hessians in the scaled coordinates b' (see _scaling), ridge term added below.
+                if STALE_FIRST and Ha is not None and it_a[0] == 1:
+                    fresh = ~np.isfinite(Ha).all(axis=(1, 2))  # genes without a last Hessian
+                    if fresh.any():
+                        Ha[fresh] = d.hessians(Wc[:k][fresh], total_a[fresh])
+                else:
+                    Ha = d.hessians(Wc[:k], total_a)
+                H = Ha.copy()
                 H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[
                     :, None, None
                 ] * self.gram_scaled
