@@ -200,12 +200,9 @@ def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, mon
             np.testing.assert_array_equal(beta == 0, single.beta_ == 0)
 
 
-@pytest.mark.parametrize("family_id", list(FAMILIES))
-def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
-    """One batched solve of all folds (sample weights 0/1) = each fold's path on its own."""
-    distr, eta, _ = FAMILIES[family_id]
-    X, y = simulate(family_id)
-    params = dict(
+def small_path_params(distr, eta) -> dict:
+    """A short, tightly solved GLMCV: 3 folds, 10 λ down to 1e-2·λ_max, no clipping."""
+    return dict(
         distr=distr,
         eta=eta,
         cv=3,
@@ -215,6 +212,14 @@ def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
         tol=1e-11,
         **QUIET,
     )
+
+
+@pytest.mark.parametrize("family_id", list(FAMILIES))
+def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
+    """One batched solve of all folds (sample weights 0/1) = each fold's path on its own."""
+    distr, eta, _ = FAMILIES[family_id]
+    X, y = simulate(family_id)
+    params = small_path_params(distr, eta)
     batched = GLMCV(**params).fit(X, y)
     monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
     per_fold = GLMCV(**params).fit(X, y)
@@ -927,16 +932,7 @@ def test_first_step_with_the_previous_hessian_reaches_the_same_path(family_id, m
     batched = importlib.import_module("stglm._solvers.batched")
     distr, eta, _ = FAMILIES[family_id]
     X, y = simulate(family_id)
-    params = dict(
-        distr=distr,
-        eta=eta,
-        cv=3,
-        n_lambdas=10,
-        lambda_min_ratio=1e-2,
-        clip_coeffs=0.0,
-        tol=1e-11,
-        **QUIET,
-    )
+    params = small_path_params(distr, eta)
     fits = {}
     for stale in (True, False):
         monkeypatch.setattr(batched, "STALE_FIRST", stale)
