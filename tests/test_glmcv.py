@@ -945,3 +945,12 @@ def test_first_step_with_the_previous_hessian_reaches_the_same_path(family_id, m
             distr, eta, X, y, model.intercept_path_[k], model.coef_path_[k], lam, 0.5, None
         )
         assert kkt <= KKT_TOL, k
+
+
+def test_batch_only_when_its_working_arrays_fit_the_budget():
+    """Many folds on many samples (leave-one-out) take the per-fold route, not one batch."""
+    model = GLMCV(**QUIET)
+    assert model._batchable(np.zeros((2_000, 20)), 5)
+    assert not model._batchable(np.zeros((5_000, 5)), 5_000)  # 5,001 columns × 5,000 rows
+    assert not model._batchable(np.zeros((100, 65)), 5)  # too many predictors
+    assert not GLMCV(solver="batch-gradient", **QUIET)._batchable(np.zeros((100, 5)), 5)

@@ -37,6 +37,8 @@ __all__ = ["GLMCV"]
 
 #: Dense designs with at most this many predictors solve all folds (and the refit) together.
 BATCHED_MAX_FEATURES = 64
+#: n-vectors of working arrays per column of that batch (solver workspace, Newton terms, Y).
+BATCH_ARRAYS = 12
 
 
 class GLMCV(_GLMBase):
@@ -235,8 +237,13 @@ fit_intercept, random_seed, theta, verbose, solver
         scores = self._score_path(family, path.intercepts, path.coefs, X[test], y[test], y_null)
         return scores, int(path.n_iter.sum())
 
-    def _batchable(self, X) -> bool:
-        """Whether the folds and the refit are solved as one batch (see the class doc)."""
+    def _batchable(self, X, n_folds: int) -> bool:
+        """Whether the folds and the refit are solved as one batch (see the class doc).
+
+        Besides a small dense design, the batch's working arrays (about
+        ``BATCH_ARRAYS`` n-vectors per fold, e.g. for leave-one-out on many samples) must
+        fit the same memory budget as the design's pair products.
+        """
         n, p = X.shape
         m = p + int(self.fit_intercept)
         return (
@@ -244,6 +251,7 @@ fit_intercept, random_seed, theta, verbose, solver
             and not sp.issparse(X)
             and p <= BATCHED_MAX_FEATURES
             and 8 * n * m * (m + 1) // 2 <= PAIR_BYTES_BUDGET
+            and 8 * n * (n_folds + 1) * BATCH_ARRAYS <= PAIR_BYTES_BUDGET
         )
 
     def _batched_paths(self, family, X, y, Tau, folds, lams) -> tuple[np.ndarray, PathResult]:
@@ -319,7 +327,7 @@ fit_intercept, random_seed, theta, verbose, solver
         problem = Problem(family, penalty, X, y, self.fit_intercept)
         lams = self._lambdas(problem)
 
-        if self._batchable(X):
+        if self._batchable(X, len(folds)):
             self.cv_scores_, full = self._batched_paths(family, X, y, Tau, folds, lams)
             self.n_iter_ = int(full.n_iter.sum())
         else:
