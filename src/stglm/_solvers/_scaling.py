@@ -34,12 +34,16 @@ class DesignScaling:
             sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
         else:
             mean = X.mean(axis=0)
-            sq = None
+            sq = np.einsum("ij,ij->j", X, X) / n  # one pass, no n × p temporary
         self.center = mean if fit_intercept else np.zeros(X.shape[1])
-        if sq is None:
-            spread = np.sqrt(((X - self.center) ** 2).sum(axis=0) / n)
-        else:
-            spread = np.sqrt(np.maximum(sq - 2 * self.center * mean + self.center**2, 0.0))
+        var = np.maximum(sq - 2 * self.center * mean + self.center**2, 0.0)
+        if not sp.issparse(X):
+            # Where the one-pass formula cancels (|mean| ≫ spread), take two passes.
+            cancels = var <= 1e-8 * sq
+            if cancels.any():
+                cols = X[:, cancels] - self.center[cancels]
+                var[cancels] = np.einsum("ij,ij->j", cols, cols) / n
+        spread = np.sqrt(var)
         self.scale = np.where(spread > 0, spread, 1.0)  # a constant column is left as is
         # A design that is already centred enough and evenly scaled is used as it is: the
         # transform would only cost a copy of X.
