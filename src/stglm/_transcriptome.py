@@ -128,8 +128,10 @@ class _GeneFitter:
         self.est, self.family, self.Tau = estimator, family, Tau
         self.design = SharedDesign(X, estimator.fit_intercept)
         self.folds = folds
-        # Training-fold designs (their pair products) are built once and reused by every chunk.
+        # Training-fold designs (their pair products) and held-out predictors are built once
+        # and reused by every chunk.
         self.fold_designs = [self.design.subset(train) for train, _ in folds] if folds else []
+        self.test_X = [X[test] for _, test in folds] if folds else []
 
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
         e = self.est
@@ -140,16 +142,16 @@ class _GeneFitter:
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
         return clip(coefs, self.est.clip_coeffs)
 
-    def _scores(self, design, Y, icpt, coefs, y_null):
-        """Score of every gene at every λ on (design, Y): shape (G, K)."""
+    def _scores(self, X, Y, icpt, coefs, y_null):
+        """Score of every gene at every λ on (X, Y): shape (G, K)."""
         e = self.est
         return score_path(
             self.family,
-            design.X,
+            X,
             Y,
             icpt,
             self._clip(coefs),
-            fit_intercept=design.fit_intercept,
+            fit_intercept=e.fit_intercept,
             metric=e.score_metric,
             y_null=y_null,
         )
@@ -174,13 +176,12 @@ class _GeneFitter:
             mean_icpt = np.zeros((K, n_genes))
             mean_coefs = np.zeros((K, n_genes, d.X.shape[1]))
             n_iter = np.zeros(n_genes, dtype=int)
-            for (train, test), dtr in zip(self.folds, self.fold_designs, strict=True):
-                path = batched_path(self._solver(dtr), Y[train], lams)
-                test_design = SharedDesign(d.X[test], d.fit_intercept)
+            folds = zip(self.folds, self.fold_designs, self.test_X, strict=True)
+            for (train, test), train_design, test_X in folds:
+                Y_train = Y[train]
+                path = batched_path(self._solver(train_design), Y_train, lams)
                 cv_scores.append(
-                    self._scores(
-                        test_design, Y[test], path.intercepts, path.coefs, Y[train].mean(axis=0)
-                    )
+                    self._scores(test_X, Y[test], path.intercepts, path.coefs, Y_train.mean(axis=0))
                 )
                 mean_icpt += path.intercepts / len(self.folds)
                 mean_coefs += path.coefs / len(self.folds)
@@ -206,7 +207,7 @@ class _GeneFitter:
         res = self._solver(d).solve(Y, lam)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
-        score = self._scores(d, Y, icpt, coefs[None], Y.mean(axis=0))[:, 0]
+        score = self._scores(d.X, Y, icpt, coefs[None], Y.mean(axis=0))[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,

@@ -98,18 +98,21 @@ def _newton_pair(code, eta, theta, y, z, e):
     return d1 * g1, true if true > 0.0 else d1 * d1 * fisher
 
 
-def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None):
+def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None, total=None):
     """Mean −ℓ per response (up to terms in y alone) and the Newton terms, in one pass.
 
     Arrays are gene-major, (G, n): one contiguous row per response. Returns the means,
     shape (G,); fills R and W with the working residuals and the curvature weights.
     With sample weights M (G, n), each row's mean is Σ_i m_i·(−ℓ_i) / Σ_i m_i and R, W
     are multiplied by m; samples of weight 0 are skipped (their R and W are 0), so a
-    0/1 row of M selects a training fold.
+    0/1 row of M selects a training fold. ``total`` (G,) is Σ_i m_i per row when the
+    caller keeps it (a solver evaluates the same weights many times).
     """
+    if total is None:
+        total = np.full(Y.shape[0], float(Y.shape[1])) if M is None else M.sum(axis=1)
     with np.errstate(over="ignore"):
         _exponentials(code, eta, Z, W)  # W holds the exponentials until the kernel reads them
-    return _nll_and_terms(code, eta, theta, Y, Z, R, W, M)
+    return _nll_and_terms(code, eta, theta, Y, Z, R, W, M, np.asarray(total, dtype=float))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -125,7 +128,7 @@ def _element(code, eta, theta, y, z, e):
 
 
 @njit(cache=True, nogil=True)
-def _nll_and_terms(code, eta, theta, Y, Z, R, W, M):
+def _nll_and_terms(code, eta, theta, Y, Z, R, W, M, total):
     """:func:`nll_and_terms` once W holds the exponentials (each read before it is written).
 
     The sum runs in four interleaved Kahan accumulators: one chain of dependent additions
@@ -139,11 +142,6 @@ def _nll_and_terms(code, eta, theta, Y, Z, R, W, M):
     for k in range(g):
         sums[:] = 0.0
         carries[:] = 0.0
-        total = float(n)
-        if M is not None:
-            total = 0.0
-            for i in range(n):
-                total += M[k, i]
         for i in range(n):
             m = 1.0
             if M is not None:
@@ -163,5 +161,5 @@ def _nll_and_terms(code, eta, theta, Y, Z, R, W, M):
         out[k] = ((sums[0] - carries[0]) + (sums[1] - carries[1])) + (
             (sums[2] - carries[2]) + (sums[3] - carries[3])
         )
-        out[k] /= total
+        out[k] /= total[k]
     return out

@@ -42,13 +42,10 @@ def _null_residuals(family: Family, Y: np.ndarray, fit_intercept: bool, M=None) 
     return R if M is None else M * R
 
 
-def null_gradients(
-    family: Family, X, Y: np.ndarray, fit_intercept: bool, M: np.ndarray | None = None
-) -> np.ndarray:
-    """∇_β of the (weighted) mean negative log-likelihood at each column's null model; (G, p)."""
-    R = _null_residuals(family, Y, fit_intercept, M)
-    total = Y.shape[0] if M is None else M.sum(axis=0)[:, None]
-    return np.asarray(X.T @ R, dtype=float).T / total
+def null_gradients(family: Family, X, Y: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """∇_β of the mean negative log-likelihood at each column's null model; shape (G, p)."""
+    R = _null_residuals(family, Y, fit_intercept)
+    return np.asarray(X.T @ R, dtype=float).T / Y.shape[0]
 
 
 def tolerance_scales(

@@ -221,15 +221,12 @@ class BatchedNewtonCD:
         sub = np.where(pen, sub, np.abs(Gr))  # the intercept: its gradient
         return sub.max(axis=1)
 
-    def _nll(self, Y, Z, R, W, M) -> np.ndarray:
-        """Mean −ℓ per gene at Z, filling R and W with the Newton terms there."""
-        if M is None:
-            return nll_and_terms(*self.code, Y, Z, R, W)
-        return nll_and_terms(*self.code, Y, Z, R, W, M)
+    def _evaluate(self, Y, Z, B, lam, R, W, sample) -> tuple[np.ndarray, np.ndarray]:
+        """(J, mean −ℓ) per gene at (Z, B), filling R and W with the Newton terms there.
 
-    def _evaluate(self, Y, Z, B, lam, R, W, M) -> tuple[np.ndarray, np.ndarray]:
-        """(J, mean −ℓ) per gene at (Z, B), filling R and W with the Newton terms there."""
-        nll = self._nll(Y, Z, R, W, M)
+        ``sample`` is None or (M, total): the rows' sample weights and their sums.
+        """
+        nll = nll_and_terms(*self.code, Y, Z, R, W, *(sample or ()))
         return nll + self._penalty(B, lam), nll
 
     def _workspace(self, n_genes: int, n_arrays: int) -> list[np.ndarray]:
@@ -307,7 +304,8 @@ class BatchedNewtonCD:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if terms is None:
                 np.matmul(Ba, XtT, out=Zc)
-                F, L = self._evaluate(Yw, Zc, Ba, la, Rc, Wc, Mw)
+                sample = None if Mw is None else (Mw, total_a)
+                F, L = self._evaluate(Yw, Zc, Ba, la, Rc, Wc, sample)
             else:
                 np.copyto(Zc, terms.Z)
                 np.copyto(Rc, terms.R)
@@ -402,7 +400,7 @@ class BatchedNewtonCD:
                     Yw[:k],
                     (Zc[:k], Rc[:k], Wc[:k]),
                     (Zt[:k], Rt[:k], Wt[:k]),
-                    None if Mw is None else Mw[:k],
+                    None if Mw is None else (Mw[:k], total_a),
                     Ba,
                     D,
                     la,
@@ -420,18 +418,19 @@ class BatchedNewtonCD:
         intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt, final)
 
-    def _line_search(self, Y, current, trial, M, B, D, lam, F, delta):
+    def _line_search(self, Y, current, trial, sample, B, D, lam, F, delta):
         """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none).
 
         ``trial`` (Z, R, W) arrives with Z at the full step; it leaves with the Newton
         terms at each gene's accepted step (the current ones, copied, where the step is
-        0). Returns the steps, and J and the mean −ℓ there.
+        0). ``sample`` as in :meth:`_evaluate`. Returns the steps, and J and the mean −ℓ
+        there.
         """
         Zc, Rc, Wc = current
         Zt, Rt, Wt = trial
         n_genes = B.shape[0]
         step = np.ones(n_genes)
-        F_new, L_new = self._evaluate(Y, Zt, B + D, lam, Rt, Wt, M)  # the full step, for all
+        F_new, L_new = self._evaluate(Y, Zt, B + D, lam, Rt, Wt, sample)  # the full step
         todo = np.arange(n_genes)
         eps = np.finfo(float).eps
         for _ in range(MAX_HALVINGS):
@@ -452,7 +451,7 @@ class BatchedNewtonCD:
                 lam[todo],
                 Rs,
                 Ws,
-                None if M is None else M[todo],
+                None if sample is None else (sample[0][todo], sample[1][todo]),
             )
             Zt[todo], Rt[todo], Wt[todo] = Zs, Rs, Ws
         step[todo] = 0.0
