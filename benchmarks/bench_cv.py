@@ -377,7 +377,7 @@ def glmnet_row(r: dict, X, y, lams) -> dict:
 
 def run(quick: bool = False) -> dict:
     t_start = time.time()
-    res = {"loadavg_start": _loadavg()}
+    res = {"loadavg_start": C.loadavg()}
     datasets = {"syn": C.synthetic_poisson(N_SYN, P_SYN, SEED_SYN)}
     d = C.visium_design()
     genes = d["y_genes"][:2] if quick else d["y_genes"]
@@ -399,17 +399,10 @@ def run(quick: bool = False) -> dict:
     res["genes"] = list(genes)
     res["visium_sum"] = sum_rows([rows[f"v_{g}"] for g in genes])
     res["visium_sum"].insert(3, fit_genes_row(d["X"], d["Y"][:, : len(genes)], genes, lams_of))
-    res["loadavg_end"] = _loadavg()
+    res["loadavg_end"] = C.loadavg()
     res["seconds"] = time.time() - t_start
     res["table"] = render(res)
     return res
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def render(res: dict) -> str:

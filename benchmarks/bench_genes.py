@@ -168,7 +168,6 @@ def stglm_fit(adata, design, *, tol: float, reg_lambda):
 def glum_loop(X, Y, lam: float, gradient_tol):
     """GeneralizedLinearRegressor per gene (irls-cd, the only glum solver for α > 0)."""
     from glum import GeneralizedLinearRegressor
-    from sklearn.exceptions import ConvergenceWarning
 
     G = Y.shape[1]
     b0, beta = np.empty(G), np.empty((G, X.shape[1]))
@@ -183,10 +182,7 @@ def glum_loop(X, Y, lam: float, gradient_tol):
             gradient_tol=gradient_tol,
             max_iter=1000,
         )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            m.fit(X, Y[:, g])
-        converged[g] = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        converged[g] = C.fit_converged(m, X, Y[:, g])
         b0[g], beta[g], n_iter[g] = m.intercept_, m.coef_, m.n_iter_
     return {"b0": b0, "beta": beta, "n_iter": n_iter, "converged": converged}
 
@@ -199,7 +195,6 @@ def gene_paths(X, Y) -> np.ndarray:
 
 def glum_cv_gene(X, y, lams, folds, gradient_tol) -> dict:
     from glum import GeneralizedLinearRegressorCV
-    from sklearn.exceptions import ConvergenceWarning
 
     m = GeneralizedLinearRegressorCV(
         family="poisson",
@@ -211,14 +206,12 @@ def glum_cv_gene(X, y, lams, folds, gradient_tol) -> dict:
         gradient_tol=gradient_tol,
         max_iter=1000,
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        m.fit(X, y)
+    converged = C.fit_converged(m, X, y)
     return {
         "b0": float(m.intercept_),
         "beta": np.asarray(m.coef_, dtype=float),
         "lam": float(m.alpha_),
-        "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+        "converged": converged,
     }
 
 

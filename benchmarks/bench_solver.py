@@ -104,11 +104,28 @@ def _stglm(solver: str, **kw):
     return make
 
 
+def _fitted(build):
+    """A peer factory from ``build(lam, alpha, tol)`` → a scikit-learn style estimator."""
+
+    def make(X, y, lam, alpha, tol):
+        m = build(lam, alpha, tol)
+
+        def fit():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m.fit(X, y)
+            return float(m.intercept_), np.asarray(m.coef_), {"n_iter": int(m.n_iter_)}
+
+        return fit
+
+    return make
+
+
 def _glum(solver: str):
     from glum import GeneralizedLinearRegressor
 
-    def make(X, y, lam, alpha, tol):
-        m = GeneralizedLinearRegressor(
+    return _fitted(
+        lambda lam, alpha, tol: GeneralizedLinearRegressor(
             family="poisson",
             alpha=lam,
             l1_ratio=alpha,
@@ -117,34 +134,17 @@ def _glum(solver: str):
             solver=solver,
             max_iter=1000,
         )
-
-        def fit():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                m.fit(X, y)
-            return float(m.intercept_), np.asarray(m.coef_), {"n_iter": int(m.n_iter_)}
-
-        return fit
-
-    return make
+    )
 
 
 def _sklearn(solver: str):
     from sklearn.linear_model import PoissonRegressor
 
-    def make(X, y, lam, alpha, tol):
+    def build(lam, alpha, tol):
         assert alpha == 0.0, "PoissonRegressor has only the ridge penalty"
-        m = PoissonRegressor(alpha=lam, solver=solver, tol=tol, max_iter=100_000)
+        return PoissonRegressor(alpha=lam, solver=solver, tol=tol, max_iter=100_000)
 
-        def fit():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                m.fit(X, y)
-            return float(m.intercept_), np.asarray(m.coef_), {"n_iter": int(m.n_iter_)}
-
-        return fit
-
-    return make
+    return _fitted(build)
 
 
 def python_peers(ridge: bool, visium: bool) -> list[Peer]:
@@ -497,7 +497,7 @@ VISIUM_HEADERS = [
 
 def run(quick: bool = False) -> dict:
     t_start = time.time()
-    res: dict = {"machine": C.machine_info(), "loadavg_start": _loadavg()}
+    res: dict = {"machine": C.machine_info(), "loadavg_start": C.loadavg()}
     have_r = C.r_available()
 
     # (a) synthetic ---------------------------------------------------------------------------
@@ -556,17 +556,10 @@ def run(quick: bool = False) -> dict:
         "per_gene": vis_rows,
         "aggregate": aggregate_visium(vis_rows),
     }
-    res["loadavg_end"] = _loadavg()
+    res["loadavg_end"] = C.loadavg()
     res["seconds"] = time.time() - t_start
     res["table"] = render(res)
     return res
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def _first_call_lines(fc: dict) -> list[str]:

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,31 +81,15 @@ def visium_design() -> dict:
     k=6 nearest neighbours within each section (self excluded, weights 1/6); X = spatial lag
     of log1p(counts/total·1e4) of ``VISIUM_X_GENES``; Y = raw counts of ``VISIUM_Y_GENES``.
     """
-    import scipy.sparse as sp
-    from scipy.spatial import cKDTree
+    sys.path.insert(0, str(ROOT / "tests" / "references"))
+    from make_visium_design import knn_lag
 
     from stglm.datasets import visium_prostate
 
     a = visium_prostate()
-    counts = sp.csr_matrix(a.X).astype(np.float64)
-    n = a.n_obs
-    coords = np.asarray(a.obsm["spatial"], dtype=np.float64)
-    section = a.obs["list_ID"].astype(str).to_numpy()
-    rows, cols = [], []
-    for s in np.unique(section):
-        idx = np.flatnonzero(section == s)
-        _, nb = cKDTree(coords[idx]).query(coords[idx], k=VISIUM_K + 1)
-        for r, i in enumerate(idx):
-            nbrs = [idx[j] for j in nb[r] if idx[j] != i][:VISIUM_K]
-            rows.extend([i] * VISIUM_K)
-            cols.extend(nbrs)
-    W = sp.csr_matrix((np.full(len(rows), 1.0 / VISIUM_K), (rows, cols)), shape=(n, n))
-    tot = np.asarray(counts.sum(axis=1)).ravel()
-    lognorm = sp.diags(1e4 / tot) @ counts
-    lognorm.data = np.log1p(lognorm.data)
-    xi = [a.var_names.get_loc(g) for g in VISIUM_X_GENES]
+    lag, counts, section = knn_lag(a, VISIUM_X_GENES, VISIUM_K)
+    X = np.ascontiguousarray(lag)
     yi = [a.var_names.get_loc(g) for g in VISIUM_Y_GENES]
-    X = np.ascontiguousarray(np.asarray((W @ lognorm[:, xi]).todense()))
     Y = np.asarray(counts[:, yi].todense())
     return {
         "X": X,
@@ -309,6 +294,24 @@ def blas_info() -> list[dict]:
         for d in threadpool_info()
         if d.get("user_api") == "blas"
     ]
+
+
+def fit_converged(model, X, y) -> bool:
+    """Fit a scikit-learn style ``model``; True unless it raised a ConvergenceWarning."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, y)
+    return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 min load averages, as "1.00 0.88 0.89" ("?" where unavailable)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def machine_info() -> dict:

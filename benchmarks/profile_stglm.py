@@ -195,8 +195,7 @@ def main(argv=None) -> int:
         ),
     ]
     out = [
-        f"BLAS threads: {th or 'numpy default'}; load average "
-        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
+        f"BLAS threads: {th or 'numpy default'}; load average {C.loadavg()}",
         "",
     ]
     with blas_threads(th):

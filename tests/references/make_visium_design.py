@@ -35,44 +35,56 @@ SUB_SEED = 7
 FOLD_SEED = 11
 NFOLDS = 5
 
-a = ad.read_h5ad(H5AD)
-counts = sp.csr_matrix(a.X).astype(np.float64)
-n = a.n_obs
-coords = np.asarray(a.obsm["spatial"], dtype=np.float64)
-section = a.obs["list_ID"].astype(str).to_numpy()
 
-# kNN graph within each section, self excluded, row-normalised (mean over neighbours)
-rows, cols = [], []
-for s in np.unique(section):
-    idx = np.flatnonzero(section == s)
-    tree = cKDTree(coords[idx])
-    _, nb = tree.query(coords[idx], k=K + 1)
-    for r, i in enumerate(idx):
-        nbrs = [idx[j] for j in nb[r] if idx[j] != i][:K]
-        assert len(nbrs) == K
-        rows.extend([i] * K)
-        cols.extend(nbrs)
-W = sp.csr_matrix((np.full(len(rows), 1.0 / K), (rows, cols)), shape=(n, n))
+def knn_lag(adata, genes, k: int = K) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+    """(spatial lags of ``genes``, raw counts as float CSR, section labels) on all spots.
 
-tot = np.asarray(counts.sum(axis=1)).ravel()
-lognorm = sp.diags(1e4 / tot) @ counts
-lognorm.data = np.log1p(lognorm.data)
+    k-nearest-neighbour graph within each section (self excluded, weights 1/k); the lag of
+    a gene is the mean over a spot's neighbours of log1p(counts / total per spot · 1e4).
+    benchmarks/common.py builds its Visium design with this function too.
+    """
+    counts = sp.csr_matrix(adata.X).astype(np.float64)
+    n = adata.n_obs
+    coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+    section = adata.obs["list_ID"].astype(str).to_numpy()
+    rows, cols = [], []
+    for s in np.unique(section):
+        idx = np.flatnonzero(section == s)
+        _, nb = cKDTree(coords[idx]).query(coords[idx], k=k + 1)
+        for r, i in enumerate(idx):
+            nbrs = [idx[j] for j in nb[r] if idx[j] != i][:k]
+            assert len(nbrs) == k
+            rows.extend([i] * k)
+            cols.extend(nbrs)
+    W = sp.csr_matrix((np.full(len(rows), 1.0 / k), (rows, cols)), shape=(n, n))
+    tot = np.asarray(counts.sum(axis=1)).ravel()
+    lognorm = sp.diags(1e4 / tot) @ counts
+    lognorm.data = np.log1p(lognorm.data)
+    gidx = [adata.var_names.get_loc(g) for g in genes]
+    return np.asarray((W @ lognorm[:, gidx]).todense()), counts, section
 
-gidx = [a.var_names.get_loc(g) for g in X_GENES]
-lag = np.asarray((W @ lognorm[:, gidx]).todense())
-y = np.asarray(counts[:, a.var_names.get_loc(Y_GENE)].todense()).ravel().astype(np.int64)
 
-rng = np.random.default_rng(SUB_SEED)
-keep = np.sort(rng.choice(n, size=N_SUB, replace=False))
+def main() -> None:
+    a = ad.read_h5ad(H5AD)
+    lag, counts, section = knn_lag(a, X_GENES)
+    n = a.n_obs
+    y = np.asarray(counts[:, a.var_names.get_loc(Y_GENE)].todense()).ravel().astype(np.int64)
 
-df = pd.DataFrame(lag[keep], columns=[f"lag_{g}" for g in X_GENES])
-df.insert(0, "section", section[keep])
-df.insert(0, "spot", a.obs_names[keep].to_numpy())
-df["y"] = y[keep]
-df.to_csv("visium_design.csv", index=False, float_format="%.17g")
+    rng = np.random.default_rng(SUB_SEED)
+    keep = np.sort(rng.choice(n, size=N_SUB, replace=False))
 
-frng = np.random.default_rng(FOLD_SEED)
-foldid = frng.permutation(np.arange(N_SUB) % NFOLDS + 1)
-pd.DataFrame({"spot": df["spot"], "foldid": foldid}).to_csv("visium_foldid.csv", index=False)
-print(df.describe().T)
-print("y gene:", Y_GENE, "x genes:", X_GENES)
+    df = pd.DataFrame(lag[keep], columns=[f"lag_{g}" for g in X_GENES])
+    df.insert(0, "section", section[keep])
+    df.insert(0, "spot", a.obs_names[keep].to_numpy())
+    df["y"] = y[keep]
+    df.to_csv("visium_design.csv", index=False, float_format="%.17g")
+
+    frng = np.random.default_rng(FOLD_SEED)
+    foldid = frng.permutation(np.arange(N_SUB) % NFOLDS + 1)
+    pd.DataFrame({"spot": df["spot"], "foldid": foldid}).to_csv("visium_foldid.csv", index=False)
+    print(df.describe().T)
+    print("y gene:", Y_GENE, "x genes:", X_GENES)
+
+
+if __name__ == "__main__":
+    main()
