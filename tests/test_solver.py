@@ -662,3 +662,66 @@ def test_batched_sample_weights_select_rows_and_count_repeats(distr):
         assert_allclose(res.coefs[k], single.beta_, rtol=0, atol=1e-8, err_msg=f"column {k}")
         assert_allclose(res.intercepts[k], single.beta0_, rtol=0, atol=1e-8)
         assert kkt_of(single, X[rows], y[rows]) <= 1e-8
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
+    """The batched solver's compiled pieces against the penalty and scaling in numpy."""
+    from stglm._penalties import ElasticNet, kkt_residual
+    from stglm._solvers._batched_kernels import finish_gradients, newton_directions, penalties
+    from stglm._solvers._cd_kernels import _cd_gram
+    from stglm._solvers._scaling import DesignScaling
+
+    rng = np.random.default_rng(11)
+    n_genes, p = 5, 4
+    off = int(fit_intercept)
+    m = p + off
+    B = rng.standard_normal((n_genes, m))
+    B[:, off + 1] = 0.0  # zeros exercise the subgradient's two branches
+    B[2, off:] = 0.0
+    lam = rng.uniform(0.05, 0.5, n_genes)
+    Tau = rng.standard_normal((p, p)) + 2 * np.eye(p)
+    gram = Tau.T @ Tau
+    raw = rng.standard_normal((n_genes, m))  # R·X̃ of some working residuals
+    total = rng.uniform(50, 100, n_genes)
+
+    pen = penalties(B, lam, alpha, gram, fit_intercept)
+    grads = raw.copy()
+    kkt = finish_gradients(grads, total, B, lam, alpha, gram, fit_intercept)
+    for k in range(n_genes):
+        enet = ElasticNet(lam[k], alpha, Tau)
+        beta = B[k, off:]
+        assert_allclose(pen[k], enet.value(beta), rtol=1e-13, atol=1e-15)
+        g = raw[k] / total[k]
+        g[off:] += enet.ridge_grad(beta)
+        assert_allclose(grads[k], g, rtol=1e-13, atol=1e-15)
+        expected = kkt_residual(g[off:], beta, enet.l1, g[0] if fit_intercept else None)
+        assert_allclose(kkt[k], expected, rtol=1e-13, atol=1e-15)
+
+    X = rng.standard_normal((30, p)) * [1.0, 3.0, 0.2, 50.0] + [0.0, 4.0, 1.0, 100.0]
+    scaling = DesignScaling(X, fit_intercept)
+    assert not scaling.identity
+    A = rng.standard_normal((n_genes, m, m))
+    H_lik = A @ A.transpose(0, 2, 1) + m * np.eye(m)
+    gram_scaled = scaling.ridge_gram(gram)
+    tol = np.full(n_genes, 1e-12)
+    X_new = np.empty_like(B)
+    delta, at_minimum = newton_directions(
+        H_lik, gram_scaled, grads, B, lam, alpha, scaling.center, scaling.scale,
+        fit_intercept, tol, 100_000, X_new,
+    )  # fmt: skip
+    G_s, B_s = scaling.gradient_to_scaled(grads), scaling.to_scaled(B)
+    L1 = scaling.l1_weights(lam * alpha)
+    for k in range(n_genes):
+        H = H_lik[k].copy()
+        H[off:, off:] += lam[k] * (1 - alpha) * gram_scaled
+        x, _ = _cd_gram(H, G_s[k], B_s[k], L1[k], 1e-12, 100_000)
+        expected = scaling.from_scaled(x[None, :])[0]
+        assert_allclose(X_new[k], expected, rtol=1e-12, atol=1e-14)
+        d = expected - B[k]
+        decrease = grads[k] @ d + lam[k] * alpha * (
+            np.abs(expected[off:]).sum() - np.abs(B[k, off:]).sum()
+        )
+        assert_allclose(delta[k], decrease, rtol=1e-10, atol=1e-14)
+        assert at_minimum[k] == (not d.any())

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from numba import njit
 
 from .._families import Family
-from ._cd_kernels import _cd_gram
-from ._family_kernels import family_code, nll_and_terms
+from ._batched_kernels import finish_gradients, move_rows, newton_directions, penalties
+from ._family_kernels import EPS, family_code, nll_and_terms
 from ._null_model import null_intercepts, tolerance_scales
 from ._scaling import DesignScaling
 from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
@@ -35,24 +34,6 @@ from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
 STALE_FIRST = True
 #: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
 PAIR_BYTES_BUDGET = 256 * 2**20
-
-
-@njit(cache=True, nogil=True)
-def _move_rows(arrays, dst, src):
-    """Row src[j] → row dst[j] of every array (gene-major compaction)."""
-    for A in arrays:
-        for j in range(dst.size):
-            A[dst[j], :] = A[src[j], :]
-
-
-@njit(cache=True, nogil=True)
-def _cd_gram_many(H, g, b, l1w, tol, max_sweeps):
-    """:func:`_cd_gram` for each gene: H (G, m, m), g, b and l1w (G, m), tol (G,)."""
-    out = np.empty_like(b)
-    for k in range(b.shape[0]):
-        x, _ = _cd_gram(H[k], g[k], b[k], l1w[k], tol[k], max_sweeps)
-        out[k] = x
-    return out
 
 
 class SharedDesign:
@@ -192,34 +173,19 @@ class BatchedNewtonCD:
         self.gram = np.eye(p) if Tau is None else Tau.T @ Tau
         self.Tau = Tau
         self.max_iter, self.tol = max_iter, tol
-        self.penalized = np.ones(design.m, dtype=bool)
-        if design.fit_intercept:
-            self.penalized[0] = False
         self.gram_scaled = design.scaling.ridge_gram(self.gram)
         # A change of the scaled gradient by t is one of up to t·s_j in the original units.
         self.tol_factor = float(design.scaling.scale.max(initial=1.0))
 
-    # -- vectorised pieces (rows of B are genes; B includes the intercept column if any) ------
+    # -- per-gene pieces (rows of B are genes; B includes the intercept column if any) -------
     def _penalty(self, B: np.ndarray, lam: np.ndarray) -> np.ndarray:
-        beta = B[:, 1:] if self.design.fit_intercept else B
-        tb = beta if self.Tau is None else beta @ self.Tau.T
-        ridge = 0.5 * lam * (1 - self.alpha) * np.einsum("gj,gj->g", tb, tb)
-        return ridge + lam * self.alpha * np.abs(beta).sum(axis=1)
+        return penalties(B, lam, self.alpha, self.gram, self.design.fit_intercept)
 
-    def _gradient(self, R, B, lam, total) -> np.ndarray:
-        """∇J per gene (rows), from the working residuals R (G, n)."""
-        G = (R @ self.design.Xt) / total[:, None]
-        beta = B[:, 1:] if self.design.fit_intercept else B
-        ridge = (lam * (1 - self.alpha))[:, None] * (beta @ self.gram)
-        G[:, -beta.shape[1] :] += ridge
-        return G
-
-    def _kkt(self, Gr, B, lam) -> np.ndarray:
-        l1 = (lam * self.alpha)[:, None]
-        pen = self.penalized[None, :]
-        sub = np.where(B != 0, np.abs(Gr + l1 * np.sign(B)), np.maximum(np.abs(Gr) - l1, 0.0))
-        sub = np.where(pen, sub, np.abs(Gr))  # the intercept: its gradient
-        return sub.max(axis=1)
+    def _gradient(self, R, B, lam, total) -> tuple[np.ndarray, np.ndarray]:
+        """∇J per gene (rows), from the working residuals R (G, n), and the KKT residuals."""
+        Gr = R @ self.design.Xt
+        kkt = finish_gradients(Gr, total, B, lam, self.alpha, self.gram, self.design.fit_intercept)
+        return Gr, kkt
 
     def _evaluate(self, Y, Z, B, lam, R, W, sample) -> tuple[np.ndarray, np.ndarray]:
         """(J, mean −ℓ) per gene at (Z, B), filling R and W with the Newton terms there.
@@ -297,9 +263,7 @@ class BatchedNewtonCD:
         stuck_a = np.zeros(n_genes, dtype=bool)
         at_minimum = np.zeros(n_genes, dtype=bool)
         k = n_genes
-        ridge_block = slice(1, None) if d.fit_intercept else slice(None)
         sc = d.scaling
-        pen_mask = self.penalized[None, :]
         XtT = d.Xt.T
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if terms is None:
@@ -313,8 +277,7 @@ class BatchedNewtonCD:
                 L = terms.nll.copy()
                 F = L + self._penalty(Ba, la)
             while True:
-                Gr = self._gradient(Rc[:k], Ba, la, total_a)
-                kkt_a = self._kkt(Gr, Ba, la)
+                Gr, kkt_a = self._gradient(Rc[:k], Ba, la, total_a)
                 done = (kkt_a <= tol_a) | at_minimum
                 leave = done | stuck_a | (it_a >= self.max_iter)
                 if leave.any():
@@ -342,7 +305,7 @@ class BatchedNewtonCD:
                     dst = np.flatnonzero(leave[:k_new])
                     src = k_new + np.flatnonzero(keep[k_new:])
                     moved_arrays = (Yw, Zc, Rc, Wc) if Mw is None else (Yw, Mw, Zc, Rc, Wc)
-                    _move_rows(moved_arrays, dst, src)
+                    move_rows(moved_arrays, dst, src)
                     order = np.arange(k)
                     order[dst] = src
                     order = order[:k_new]
@@ -366,33 +329,30 @@ class BatchedNewtonCD:
                     Ha = None if Ha is None else Ha[order]
                     k = k_new
                 it_a += 1
-                # Hessians in the scaled coordinates b' (see _scaling), ridge term added below.
+                # Hessians in the scaled coordinates b' (see _scaling), without the ridge.
                 if STALE_FIRST and Ha is not None and it_a[0] == 1:
                     fresh = ~np.isfinite(Ha).all(axis=(1, 2))  # genes without a last Hessian
                     if fresh.any():
                         Ha[fresh] = d.hessians(Wc[:k][fresh], total_a[fresh])
                 else:
                     Ha = d.hessians(Wc[:k], total_a)
-                H = Ha.copy()
-                H[:, ridge_block, ridge_block] += (la * (1 - self.alpha))[
-                    :, None, None
-                ] * self.gram_scaled
                 inner_tol = np.maximum(0.05 * kkt_a, 0.1 * tol_a) / self.tol_factor
-                X_new = sc.from_scaled(
-                    _cd_gram_many(
-                        H,
-                        sc.gradient_to_scaled(Gr),
-                        sc.to_scaled(Ba),
-                        sc.l1_weights(la * self.alpha),
-                        inner_tol,
-                        MAX_SWEEPS,
-                    )
+                X_new = np.empty_like(Ba)
+                delta, at_minimum = newton_directions(
+                    Ha,
+                    self.gram_scaled,
+                    Gr,
+                    Ba,
+                    la,
+                    self.alpha,
+                    sc.center,
+                    sc.scale,
+                    d.fit_intercept,
+                    inner_tol,
+                    MAX_SWEEPS,
+                    X_new,
                 )
                 D = X_new - Ba
-                at_minimum = ~D.any(axis=1)  # the model's minimiser is the current point
-                delta = np.einsum("gj,gj->g", Gr, D) + la * self.alpha * (
-                    (np.abs(X_new) - np.abs(Ba)) * pen_mask
-                ).sum(1)
                 # The full step's predictors go straight into the trial buffer.
                 np.matmul(D, XtT, out=Zt[:k])
                 Zt[:k] += Zc[:k]
@@ -432,11 +392,10 @@ class BatchedNewtonCD:
         step = np.ones(n_genes)
         F_new, L_new = self._evaluate(Y, Zt, B + D, lam, Rt, Wt, sample)  # the full step
         todo = np.arange(n_genes)
-        eps = np.finfo(float).eps
         for _ in range(MAX_HALVINGS):
             s, trial_F = step[todo], F_new[todo]
             ok = trial_F <= F[todo] + ARMIJO * s * delta[todo]
-            ok |= (s == 1.0) & (np.abs(trial_F - F[todo]) <= 16 * eps * np.abs(F[todo]))
+            ok |= (s == 1.0) & (np.abs(trial_F - F[todo]) <= 16 * EPS * np.abs(F[todo]))
             todo = todo[~ok]
             if todo.size == 0:
                 return step, F_new, L_new

@@ -1,0 +1,138 @@
+"""Compiled per-gene pieces of the batched Newton iteration (:mod:`stglm._solvers.batched`).
+
+The arrays of one Newton iteration are small — (G, m) coefficients and gradients, G
+Hessians of m × m — so in numpy their dozens of element-wise steps cost more in call
+overhead than in arithmetic (≈ 60 % of a 2,000 × 20 cross-validation). Each kernel
+here is one pass over them, with the formulas of :mod:`stglm._penalties` and
+:mod:`stglm._solvers._scaling` (tests compare the two). The products with the design
+(R·X̃, D·X̃ᵀ, W·Z) stay with BLAS.
+
+Rows of every (G, m) array are genes; column 0 is the intercept when ``fit_intercept``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._cd_kernels import _cd_gram, _violation
+
+
+@njit(cache=True, nogil=True)
+def move_rows(arrays, dst, src):
+    """Row src[j] → row dst[j] of every array (gene-major compaction)."""
+    for A in arrays:
+        for j in range(dst.size):
+            A[dst[j], :] = A[src[j], :]
+
+
+@njit(cache=True, nogil=True)
+def penalties(B, lam, alpha, gram, fit_intercept):
+    """λ_g[½(1−α)·βᵀΓᵀΓβ + α‖β‖₁] for each row of B; ``gram`` is ΓᵀΓ (p, p)."""
+    n_genes, m = B.shape
+    off = 1 if fit_intercept else 0
+    out = np.empty(n_genes)
+    for k in range(n_genes):
+        quad = 0.0
+        l1 = 0.0
+        for a in range(m - off):
+            b = B[k, off + a]
+            if b == 0.0:
+                continue
+            l1 += abs(b)
+            acc = 0.0
+            for c in range(m - off):
+                acc += gram[a, c] * B[k, off + c]
+            quad += b * acc
+        out[k] = lam[k] * (0.5 * (1.0 - alpha) * quad + alpha * l1)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def finish_gradients(Gr, total, B, lam, alpha, gram, fit_intercept):
+    """Turn Gr = R·X̃ (G, m) into ∇J in place; return each gene's KKT residual.
+
+    ∇J = R·X̃ / n_g plus the ridge term λ_g(1−α)·ΓᵀΓβ on β; the residual is
+    :func:`stglm._penalties.kkt_residual`'s (|g_0| for the intercept).
+    """
+    n_genes, m = B.shape
+    off = 1 if fit_intercept else 0
+    kkt = np.empty(n_genes)
+    for k in range(n_genes):
+        l2 = lam[k] * (1.0 - alpha)
+        l1 = lam[k] * alpha
+        worst = 0.0
+        for j in range(m):
+            g = Gr[k, j] / total[k]
+            if j < off:
+                worst = max(worst, abs(g))
+            else:
+                if l2 != 0.0:
+                    acc = 0.0
+                    for c in range(m - off):
+                        acc += gram[j - off, c] * B[k, off + c]
+                    g += l2 * acc
+                worst = max(worst, _violation(g, B[k, j], l1))
+            Gr[k, j] = g
+        kkt[k] = worst
+    return kkt
+
+
+@njit(cache=True, nogil=True)
+def newton_directions(
+    H_lik, gram_scaled, Gr, B, lam, alpha, center, scale, fit_intercept, tol, max_sweeps, X_new
+):
+    """Each gene's Newton model minimised by coordinate descent, in the scaled coordinates.
+
+    ``H_lik`` (G, m, m) are the likelihood's Hessians in the scaled coordinates b' = T⁻¹b
+    (:mod:`stglm._solvers._scaling`: β'_j = s_j·β_j, β0' = β0 + c·β); the ridge block
+    λ_g(1−α)·S⁻¹ΓᵀΓS⁻¹ (``gram_scaled``) is added here. The minimisers, mapped back to b,
+    go into ``X_new``. Returns the predicted decrease gᵀd + λα(‖β_new‖₁ − ‖β‖₁) per gene
+    (the line search's Armijo term) and whether the model's minimiser is the current point.
+    """
+    n_genes, m = B.shape
+    off = 1 if fit_intercept else 0
+    delta = np.empty(n_genes)
+    at_minimum = np.empty(n_genes, dtype=np.bool_)
+    H = np.empty((m, m))
+    g = np.empty(m)
+    b = np.empty(m)
+    l1w = np.zeros(m)
+    for k in range(n_genes):
+        l2 = lam[k] * (1.0 - alpha)
+        l1 = lam[k] * alpha
+        H[:, :] = H_lik[k]
+        if l2 != 0.0:
+            for a in range(off, m):
+                for c in range(off, m):
+                    H[a, c] += l2 * gram_scaled[a - off, c - off]
+        g0 = Gr[k, 0] if fit_intercept else 0.0
+        shift = 0.0  # c·β, the intercept's move between coordinates
+        for j in range(off, m):
+            s, c = scale[j - off], center[j - off]
+            g[j] = (Gr[k, j] - c * g0) / s
+            b[j] = B[k, j] * s
+            l1w[j] = l1 / s
+            shift += c * B[k, j]
+        if fit_intercept:
+            g[0] = g0
+            b[0] = B[k, 0] + shift
+        x, _ = _cd_gram(H, g, b, l1w, tol[k], max_sweeps)
+        shift = 0.0
+        for j in range(off, m):
+            X_new[k, j] = x[j] / scale[j - off]
+            shift += center[j - off] * X_new[k, j]
+        if fit_intercept:
+            X_new[k, 0] = x[0] - shift
+        decrease = 0.0
+        still = True
+        for j in range(m):
+            d = X_new[k, j] - B[k, j]
+            if d != 0.0:
+                still = False
+            decrease += Gr[k, j] * d
+            if j >= off:
+                decrease += l1 * (abs(X_new[k, j]) - abs(B[k, j]))
+        delta[k] = decrease
+        at_minimum[k] = still
+    return delta, at_minimum
