@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from typing import Any
@@ -51,10 +52,21 @@ COMMON_CONSTRAINTS = {
 }
 
 
+@functools.cache
+def _param_names(cls) -> tuple[str, ...]:
+    return tuple(super(_GLMBase, cls)._get_param_names())
+
+
 class _GLMBase(RegressorMixin, BaseEstimator):
     """Shared machinery of GLM and GLMCV: validation, prediction and scoring."""
 
     _constraints: dict = COMMON_CONSTRAINTS
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        # scikit-learn reads the constructor's signature at every get_params/clone/fit
+        # (≈ 0.15 ms, 1–2 % of a small GLMCV); a class's signature does not change.
+        return list(_param_names(cls))
 
     def _family(self) -> Family:
         return get_family(self.distr, eta=self.eta, theta=self.theta)

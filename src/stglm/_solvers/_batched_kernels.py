@@ -27,6 +27,44 @@ def move_rows(arrays, dst, src):
 
 
 @njit(cache=True, nogil=True)
+def pair_products(XT, start, stop, out):
+    """Rows start..stop−1 of Z, Z[i] = (x̃_ia·x̃_ib for a ≤ b in ``np.triu_indices`` order).
+
+    XT is the transposed design (m, n). Rows go through a small tile so that each row
+    of Z is written once, in order, from contiguous values (1.3–1.6× faster than numpy's
+    column blocks, whose writes are strided).
+    """
+    m = XT.shape[0]
+    rows_per_tile = 32
+    tile = np.empty((rows_per_tile, m))
+    for i0 in range(start, stop, rows_per_tile):
+        size = min(rows_per_tile, stop - i0)
+        for a in range(m):
+            for r in range(size):
+                tile[r, a] = XT[a, i0 + r]
+        for r in range(size):
+            row = out[i0 + r - start]
+            x = tile[r]
+            t = 0
+            for a in range(m):
+                for b in range(a, m):
+                    row[t] = x[a] * x[b]
+                    t += 1
+
+
+@njit(cache=True, nogil=True)
+def unpack_hessians(packed, total, rows, cols, m):
+    """(G, m, m) symmetric matrices from their upper triangles ``packed`` (G, pairs) / total."""
+    out = np.empty((packed.shape[0], m, m))
+    for k in range(packed.shape[0]):
+        for t in range(rows.size):
+            v = packed[k, t] / total[k]
+            out[k, rows[t], cols[t]] = v
+            out[k, cols[t], rows[t]] = v
+    return out
+
+
+@njit(cache=True, nogil=True)
 def penalties(B, lam, alpha, gram, fit_intercept):
     """λ_g[½(1−α)·βᵀΓᵀΓβ + α‖β‖₁] for each row of B; ``gram`` is ΓᵀΓ (p, p)."""
     n_genes, m = B.shape
@@ -136,3 +174,31 @@ def newton_directions(
         delta[k] = decrease
         at_minimum[k] = still
     return delta, at_minimum
+
+
+@njit(cache=True, nogil=True)
+def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
+    """Armijo's test per gene: J(trial) ≤ J + c·t·Δ.
+
+    A full step that leaves J unchanged to rounding (16 ulp) passes too: nothing is left
+    to gain in floating point.
+    """
+    ok = np.empty(F.size, dtype=np.bool_)
+    for k in range(F.size):
+        ok[k] = trial_F[k] <= F[k] + armijo * step[k] * delta[k] or (
+            step[k] == 1.0 and abs(trial_F[k] - F[k]) <= 16.0 * eps * abs(F[k])
+        )
+    return ok
+
+
+@njit(cache=True, nogil=True)
+def accept_steps(step, D, B, F, F_new, L, L_new, stuck):
+    """In place: B += t·D, J and −ℓ take their trial values where t > 0; t = 0 marks stuck."""
+    for k in range(step.size):
+        if step[k] > 0.0:
+            for j in range(B.shape[1]):
+                B[k, j] += step[k] * D[k, j]
+            F[k] = F_new[k]
+            L[k] = L_new[k]
+        else:
+            stuck[k] = True

@@ -21,7 +21,16 @@ from functools import cached_property
 import numpy as np
 
 from .._families import Family
-from ._batched_kernels import finish_gradients, move_rows, newton_directions, penalties
+from ._batched_kernels import (
+    accept_steps,
+    finish_gradients,
+    move_rows,
+    newton_directions,
+    pair_products,
+    penalties,
+    sufficient_decrease,
+    unpack_hessians,
+)
 from ._family_kernels import EPS, family_code, nll_and_terms
 from ._null_model import null_intercepts, tolerance_scales
 from ._scaling import DesignScaling
@@ -55,17 +64,18 @@ class SharedDesign:
         X = np.asarray(X, dtype=np.float64)
         self.fit_intercept = fit_intercept
         self.X = X
-        self.Xt = np.hstack([np.ones((X.shape[0], 1)), X]) if fit_intercept else X
+        # X̃ kept transposed, (m, n) contiguous: the step's predictors D·X̃ᵀ, every
+        # iteration, come 2.5× faster from it than from X̃ (6 × 21 by 21 × 2,000: 6 against
+        # 15 µs), and R·X̃ through its transposed view is as fast as from X̃.
+        n, p = X.shape
         self.scaling = DesignScaling(X, fit_intercept)
-        scaled = self.scaling.design(X)
-        if self.scaling.identity:  # no copy when the design needs no transform
-            self.Xt_scaled = self.Xt
-        else:
-            self.Xt_scaled = (
-                np.hstack([np.ones((X.shape[0], 1)), scaled]) if fit_intercept else scaled
-            )
-        n, m = self.Xt.shape
-        self.n, self.m = n, m
+        self.XtT = self._with_intercept(X)
+        self.Xt = self.XtT.T
+        # The pair products come from the scaled design (the same array when no transform).
+        self._XtT_scaled = (
+            self.XtT if self.scaling.identity else self._with_intercept(self.scaling.design(X))
+        )
+        self.n, self.m = n, m = self.Xt.shape
         self.rows, self.cols = np.triu_indices(m)
         pair_bytes = 8 * n * self.rows.size
         # Rows per block of Z: all of them when Z fits the budget.
@@ -76,6 +86,14 @@ class SharedDesign:
         )
         self.Z = self._pairs(slice(None)) if self.block == n else None
 
+    def _with_intercept(self, X: np.ndarray) -> np.ndarray:
+        """[1, X]ᵀ (or Xᵀ) as an (m, n) C-contiguous array."""
+        out = np.empty((X.shape[1] + int(self.fit_intercept), X.shape[0]))
+        out[int(self.fit_intercept) :] = X.T
+        if self.fit_intercept:
+            out[0] = 1.0
+        return out
+
     @cached_property
     def X_abs(self) -> np.ndarray:
         """|X|, for the tolerance scales of every chunk of genes."""
@@ -83,12 +101,9 @@ class SharedDesign:
 
     def _pairs(self, rows: slice) -> np.ndarray:
         """Z for some rows: columns x̃_a·x̃_b for a ≤ b, in ``np.triu_indices`` order."""
-        Xt = self.Xt_scaled[rows]
-        Z = np.empty((Xt.shape[0], self.rows.size))
-        start = 0
-        for a in range(self.m):  # block a holds x̃_a·x̃_b for b = a..m−1 (no gathered copies)
-            np.multiply(Xt[:, a : a + 1], Xt[:, a:], out=Z[:, start : start + self.m - a])
-            start += self.m - a
+        start, stop, _ = rows.indices(self.n)
+        Z = np.empty((stop - start, self.rows.size))
+        pair_products(self._XtT_scaled, start, stop, Z)
         return Z
 
     def subset(self, index: np.ndarray) -> SharedDesign:
@@ -111,11 +126,8 @@ class SharedDesign:
             for start in range(0, self.n, self.block):
                 rows = slice(start, start + self.block)
                 packed += W[:, rows] @ self._pairs(rows)
-        packed /= self.n if total is None else total[:, None]
-        H = np.empty((W.shape[0], self.m, self.m))
-        H[:, self.rows, self.cols] = packed
-        H[:, self.cols, self.rows] = packed
-        return H
+        total = np.full(W.shape[0], float(self.n)) if total is None else total
+        return unpack_hessians(packed, total, self.rows, self.cols, self.m)
 
 
 @dataclass
@@ -226,7 +238,7 @@ class BatchedNewtonCD:
         """
         d, fam = self.design, self.family
         n_genes = Y.shape[1]
-        lam = np.broadcast_to(np.asarray(lam, dtype=float), (n_genes,)).copy()
+        lam = np.full(n_genes, lam, dtype=float)
         if B is None:
             B = np.zeros((n_genes, d.m))
             if d.fit_intercept:
@@ -264,7 +276,7 @@ class BatchedNewtonCD:
         at_minimum = np.zeros(n_genes, dtype=bool)
         k = n_genes
         sc = d.scaling
-        XtT = d.Xt.T
+        XtT = d.XtT
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if terms is None:
                 np.matmul(Ba, XtT, out=Zc)
@@ -362,46 +374,43 @@ class BatchedNewtonCD:
                     (Zt[:k], Rt[:k], Wt[:k]),
                     None if Mw is None else (Mw[:k], total_a),
                     Ba,
+                    X_new,
                     D,
                     la,
                     F,
                     delta,
                 )
-                moved = step > 0
-                # No representable decrease: as close as floating point gets; stop there.
-                stuck_a |= ~moved
-                Ba += step[:, None] * D
-                F, L = np.where(moved, F_new, F), np.where(moved, L_new, L)
+                # A step of 0 (no representable decrease) leaves the gene stuck: as close as
+                # floating point gets; it stops there.
+                accept_steps(step, D, Ba, F, F_new, L, L_new, stuck_a)
                 # Accept: the trial buffers become the current ones (rows stay aligned).
                 Zc, Zt, Rc, Rt, Wc, Wt = Zt, Zc, Rt, Rc, Wt, Wc
         m_beta = slice(1, None) if d.fit_intercept else slice(None)
         intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt, final)
 
-    def _line_search(self, Y, current, trial, sample, B, D, lam, F, delta):
+    def _line_search(self, Y, current, trial, sample, B, B_full, D, lam, F, delta):
         """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none).
 
         ``trial`` (Z, R, W) arrives with Z at the full step; it leaves with the Newton
         terms at each gene's accepted step (the current ones, copied, where the step is
         0). ``sample`` as in :meth:`_evaluate`. Returns the steps, and J and the mean −ℓ
-        there.
+        there. ``B_full`` is B + D, the full step.
         """
         Zc, Rc, Wc = current
         Zt, Rt, Wt = trial
         n_genes = B.shape[0]
         step = np.ones(n_genes)
-        F_new, L_new = self._evaluate(Y, Zt, B + D, lam, Rt, Wt, sample)  # the full step
+        F_new, L_new = self._evaluate(Y, Zt, B_full, lam, Rt, Wt, sample)
         todo = np.arange(n_genes)
         for _ in range(MAX_HALVINGS):
-            s, trial_F = step[todo], F_new[todo]
-            ok = trial_F <= F[todo] + ARMIJO * s * delta[todo]
-            ok |= (s == 1.0) & (np.abs(trial_F - F[todo]) <= 16 * EPS * np.abs(F[todo]))
+            ok = sufficient_decrease(F_new[todo], F[todo], delta[todo], step[todo], ARMIJO, EPS)
             todo = todo[~ok]
             if todo.size == 0:
                 return step, F_new, L_new
             step[todo] *= 0.5
             s = step[todo]
-            Zs = Zc[todo] + s[:, None] * (D[todo] @ self.design.Xt.T)
+            Zs = Zc[todo] + s[:, None] * (D[todo] @ self.design.XtT)
             Rs, Ws = np.empty_like(Zs), np.empty_like(Zs)
             F_new[todo], L_new[todo] = self._evaluate(
                 Y[todo],
