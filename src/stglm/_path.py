@@ -208,6 +208,10 @@ def batched_path(
         np.zeros((K, G)),
         np.zeros((K, G), dtype=bool),
     )
+    # Column-major once: every solve copies Y and the weights into its gene-major rows,
+    # which is then one contiguous copy instead of a transposition (11 % of a Visium CV).
+    Y = np.asfortranarray(Y)
+    weights = None if weights is None else np.asfortranarray(weights)
     start, terms = None, None
     for k in range(K):
         res = solver.solve(Y, reg_lambdas[:, k], start, scale, weights, terms, keep_terms=True)

@@ -65,6 +65,14 @@ def unpack_hessians(packed, total, rows, cols, m):
 
 
 @njit(cache=True, nogil=True)
+def copy_rows(sources, targets, src, dst):
+    """Row src[j] of each source → row dst[j] of the matching target (no temporaries)."""
+    for a in range(len(sources)):
+        for j in range(src.size):
+            targets[a][dst[j], :] = sources[a][src[j], :]
+
+
+@njit(cache=True, nogil=True)
 def penalties(B, lam, alpha, gram, fit_intercept):
     """λ_g[½(1−α)·βᵀΓᵀΓβ + α‖β‖₁] for each row of B; ``gram`` is ΓᵀΓ (p, p)."""
     n_genes, m = B.shape

@@ -23,6 +23,7 @@ import numpy as np
 from .._families import Family
 from ._batched_kernels import (
     accept_steps,
+    copy_rows,
     finish_gradients,
     move_rows,
     newton_directions,
@@ -301,10 +302,8 @@ class BatchedNewtonCD:
                         it_a[leave],
                     )
                     if final is not None:
-                        final.Z[out], final.R[out], final.W[out] = (
-                            Zc[:k][leave],
-                            Rc[:k][leave],
-                            Wc[:k][leave],
+                        copy_rows(
+                            (Zc, Rc, Wc), (final.Z, final.R, final.W), np.flatnonzero(leave), out
                         )
                         final.nll[out] = L[leave]
                         if Ha is not None:
