@@ -166,7 +166,8 @@ class GLM(_GLMBase):
     learning_rate : float > 0, default=0.2
         Step size of ``solver="batch-gradient"``; unused by other solvers.
     max_iter : int >= 1, default=1000
-        Maximum number of iterations (outer Newton iterations for "irls-cd").
+        Maximum number of iterations: for "irls-cd" its outer iterations (L-BFGS, then
+        Newton, iterations; see ``n_iter_``), for "batch-gradient" its gradient steps.
     tol : float > 0, default=1e-6
         Stopping tolerance. "irls-cd" stops when the KKT residual of J is below ``tol``
         times the size of the gradient's terms at the null model,
@@ -201,7 +202,9 @@ class GLM(_GLMBase):
     beta_ : ndarray of shape (n_features,)
         Coefficients.
     n_iter_ : int
-        Iterations run by the solver.
+        Iterations run by the solver. For "irls-cd": Newton iterations, plus, on smooth
+        problems (λα = 0) with a large X, the L-BFGS iterations it starts with (at most
+        half of ``max_iter``; Newton takes over if L-BFGS converges slowly).
     converged_ : bool
         Whether the solver's stopping rule was met within ``max_iter``.
     kkt_residual_ : float

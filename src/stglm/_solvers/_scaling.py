@@ -45,6 +45,7 @@ class DesignScaling:
                 var[cancels] = np.einsum("ij,ij->j", cols, cols) / n
         spread = np.sqrt(var)
         self.scale = np.where(spread > 0, spread, 1.0)  # a constant column is left as is
+        self._standard = (self.center, self.scale)
         # A design that is already centred enough and evenly scaled is used as it is: the
         # transform would only cost a copy of X.
         ratio = np.abs(self.center) / self.scale
@@ -55,11 +56,24 @@ class DesignScaling:
         if self.identity:
             self.center, self.scale = np.zeros_like(self.center), np.ones_like(self.scale)
 
+    def standardising(self) -> DesignScaling:
+        """The transform to centred, unit-spread columns, even where this one is the identity.
+
+        Newton's model does not mind a factor of 100 between columns, but a first-order
+        method (the L-BFGS phase) does; it only ever transforms vectors, never X.
+        """
+        full = object.__new__(DesignScaling)
+        full.fit_intercept, full.identity = self.fit_intercept, False
+        full.center, full.scale = self._standard
+        full._standard = self._standard
+        return full
+
     def columns(self, keep: np.ndarray) -> DesignScaling:
         """The same transform for the columns ``keep`` of the design (a screened path)."""
         sub = object.__new__(DesignScaling)
         sub.fit_intercept, sub.identity = self.fit_intercept, self.identity
         sub.center, sub.scale = self.center[keep], self.scale[keep]
+        sub._standard = (self._standard[0][keep], self._standard[1][keep])
         return sub
 
     def design(self, X: np.ndarray) -> np.ndarray:
