@@ -15,7 +15,7 @@ measured: the size of the gradient's terms at the null model,
 max_j (1/n)·Σ_i |x̃_ij|·|r_i| (:func:`stglm._solvers._null_model.tolerance_scales`), or
 when the Newton step is exactly zero (nothing left to gain in floating point).
 
-Smooth problems (λα = 0: ridge, or no penalty) with enough features first run L-BFGS
+Smooth problems (λα = 0: ridge, or no penalty) on a large enough X first run L-BFGS
 (:meth:`NewtonCD._lbfgs`): on a well-conditioned design it meets the same KKT rule in
 about twice as many iterations as Newton, each costing two passes over X instead of a
 Gram product. When its convergence is too slow to pay (ill-conditioned designs) Newton
@@ -60,7 +60,9 @@ def lbfgs_budget(p: int) -> int:
     return int(5 * (4 + p / 8) / 2.2)
 
 
-def _two_loop(q, S, Y, rho, stored, newest):
+def _two_loop(
+    q: np.ndarray, S: np.ndarray, Y: np.ndarray, rho: np.ndarray, stored: int, newest: int
+) -> np.ndarray:
     """L-BFGS two-loop recursion: H·q for the inverse-Hessian estimate of the stored pairs.
 
     Pairs (S[j], Y[j]) sit in a ring buffer, the newest at index ``newest``; the initial
