@@ -268,13 +268,14 @@ class NewtonCD:
             and prob.n_samples * prob.n_features >= LBFGS_MIN_SIZE
         )
 
-    def _scaled_gradient(self, r: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, float]:
-        """∇J in the scaled coordinates b' (intercept first) and the KKT residual (λα = 0)."""
+    def _scaled_gradient(
+        self, r: np.ndarray, beta: np.ndarray, sc: DesignScaling
+    ) -> tuple[np.ndarray, float]:
+        """∇J in the coordinates of ``sc`` (intercept first) and the KKT residual (λα = 0)."""
         g0, g = self._gradient(r, beta)
         if self.problem.fit_intercept:
-            gs = self.lbfgs_scaling.gradient_to_scaled(np.r_[g0, g][None])[0]
-            return gs, kkt_residual(g, beta, 0.0, g0)
-        return self.lbfgs_scaling.gradient_to_scaled(g[None])[0], kkt_residual(g, beta, 0.0)
+            return sc.gradient_to_scaled(np.r_[g0, g][None])[0], kkt_residual(g, beta, 0.0, g0)
+        return sc.gradient_to_scaled(g[None])[0], kkt_residual(g, beta, 0.0)
 
     def _lbfgs(self, beta0: float, beta: np.ndarray, z: np.ndarray, evaluated, max_iter: int):
         """L-BFGS on J for centred, unit-spread columns (see :mod:`._scaling`), from (β0, β).
@@ -294,9 +295,9 @@ class NewtonCD:
         prob = self.problem
         icpt = prob.fit_intercept
         m = prob.n_features + int(icpt)
-        sc = self.lbfgs_scaling = self.scaling.standardising()
+        sc = self.scaling.standardising()
         F, r, w = evaluated
-        gs, kkt = self._scaled_gradient(r, beta)
+        gs, kkt = self._scaled_gradient(r, beta, sc)
         kkt_checked = kkt
         # First step: the inverse of the Hessian's diagonal in these coordinates (columns of
         # unit mean square, so its data part is about mean(w) on every coordinate).
@@ -330,7 +331,7 @@ class NewtonCD:
             n_iter += 1
             beta0, beta, z = beta0 + step * d0, beta + step * d, z + step * dz
             F, r, w = evaluated
-            gs_new, kkt = self._scaled_gradient(r, beta)
+            gs_new, kkt = self._scaled_gradient(r, beta, sc)
             s_k, y_k = step * q, gs_new - gs
             gs = gs_new
             sy = float(s_k @ y_k)
