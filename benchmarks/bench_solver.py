@@ -40,6 +40,11 @@ SKLEARN_LADDER = [1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-10, 1e-12]
 GLMNET_LADDER = [1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-14, 1e-16, 1e-18, 1e-20, 1e-22]
 BG_LONG_LADDER = [1e-7, 1e-8, 1e-9, 1e-10, 1e-12]
 BG_LONG_MAX_ITER = 1_000_000
+#: On Visium the seed's step (0.2) diverges: batch-gradient's best configuration there is the
+#: step from this ladder with the lowest J after a short scan, then a long fixed budget.
+BG_STEP_LADDER = [2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4]
+BG_STEP_SCAN_ITER = 10_000
+BG_STEP_MAX_ITER = 100_000
 
 
 @contextlib.contextmanager
@@ -70,6 +75,10 @@ class Peer:
     stop_at_target: bool = True
     note: str = ""
     extra: dict = field(default_factory=dict)
+    #: ``choose(X, y, lam, alpha)`` → the ladder for these data (replaces ``ladder``).
+    choose: Callable | None = None
+    #: Timed repeats (after the warm-up); None: common.REPEATS, each ≥ MIN_REPEAT_TIME.
+    repeats: int | None = None
 
 
 # -------------------------------------------------------------------------------------------
@@ -147,6 +156,47 @@ def _sklearn(solver: str):
     return _fitted(build)
 
 
+def _bg_fixed_steps(max_iter: int):
+    """batch-gradient running ``max_iter`` steps (tol=1e-300) at the step given as "tol"."""
+    from stglm import GLM
+
+    def make(X, y, lam, alpha, step):
+        m = GLM(
+            distr="poisson",
+            eta=np.inf,
+            reg_lambda=lam,
+            alpha=alpha,
+            clip_coeffs=0,
+            verbose=False,
+            solver="batch-gradient",
+            learning_rate=step,
+            max_iter=max_iter,
+            tol=1e-300,
+        )
+
+        def fit():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m.fit(X, y)
+            return m.beta0_, m.beta_, {"n_iter": m.n_iter_}
+
+        return fit
+
+    return make
+
+
+def _best_step(X, y, lam, alpha) -> list[float]:
+    """The ladder's step with the lowest J after BG_STEP_SCAN_ITER steps (not timed)."""
+    scan = _bg_fixed_steps(BG_STEP_SCAN_ITER)
+    objectives = []
+    for step in BG_STEP_LADDER:
+        b0, beta, _ = scan(X, y, lam, alpha, step)()
+        with np.errstate(over="ignore", invalid="ignore"):
+            J = C.poisson_objective(X, y, b0, beta, lam, alpha)
+        objectives.append(J if np.isfinite(J) else np.inf)
+    return [BG_STEP_LADDER[int(np.argmin(objectives))]]
+
+
 def python_peers(ridge: bool, visium: bool) -> list[Peer]:
     peers = [
         Peer("stglm irls-cd", _stglm("irls-cd"), STGLM_LADDER),
@@ -162,7 +212,22 @@ def python_peers(ridge: bool, visium: bool) -> list[Peer]:
             note="learning_rate=0.2, max_iter=1000, tol=1e-6 (spateo's stopping rule)",
         ),
     ]
-    if not visium:  # on Visium the seed's step diverges at once: one row is enough
+    if visium:  # the seed's step diverges at once: give batch-gradient a step that does not
+        peers.append(
+            Peer(
+                f"batch-gradient, best step, {BG_STEP_MAX_ITER:,} steps",
+                _bg_fixed_steps(BG_STEP_MAX_ITER),
+                [],
+                tol_name="learning_rate",
+                stop_at_target=False,
+                choose=_best_step,
+                repeats=1,
+                note=f"step: lowest J after {BG_STEP_SCAN_ITER:,} steps among "
+                + ", ".join(f"{s:g}" for s in BG_STEP_LADDER)
+                + "; timed once",
+            )
+        )
+    else:
         peers.append(
             Peer(
                 "batch-gradient, max_iter=1e6",
@@ -192,7 +257,8 @@ def python_peers(ridge: bool, visium: bool) -> list[Peer]:
 def run_python_peer(peer: Peer, X, y, lam, alpha) -> dict:
     """Walk the ladder, then time and measure the chosen setting."""
     chosen = None
-    for tol in peer.ladder:
+    ladder = peer.choose(X, y, lam, alpha) if peer.choose else peer.ladder
+    for tol in ladder:
         fit = peer.make(X, y, lam, alpha, tol)
         try:
             with threads(peer.thread_options[0]):
@@ -214,7 +280,11 @@ def run_python_peer(peer: Peer, X, y, lam, alpha) -> dict:
     best = None
     for th in peer.thread_options:
         with threads(th):
-            tm = C.median_time(fit)
+            tm = (
+                C.median_time(fit, repeats=peer.repeats, min_time=0.0)
+                if peer.repeats
+                else C.median_time(fit)
+            )
         if best is None or tm["median"] < best[1]["median"]:
             best = (th, tm)
     with threads(best[0]):
