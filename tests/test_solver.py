@@ -725,3 +725,34 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
         )
         assert_allclose(delta[k], decrease, rtol=1e-10, atol=1e-14)
         assert at_minimum[k] == (not d.any())
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_shared_design_hessians_by_hand(fit_intercept, blocked, monkeypatch):
+    """Each row's Hessian from the pair products = X̃'ᵀdiag(w)X̃'/n_g, also block by block.
+
+    (The solvers' results cannot show a wrong Hessian: it only slows convergence.)
+    """
+    from stglm._solvers import batched
+
+    if blocked:  # a few rows per block of Z, the last block partial
+        monkeypatch.setattr(batched, "PAIR_BYTES_BUDGET", 8 * 28 * 7)
+    rng = np.random.default_rng(5)
+    n = 53
+    X = rng.standard_normal((n, 6)) * [1, 2, 3, 0.02, 1, 10] + [0, 0, 5, 0, 0, 3]
+    design = batched.SharedDesign(X, fit_intercept)
+    assert (design.Z is None) == blocked
+    sc = design.scaling
+    assert not sc.identity
+    ones = [np.ones((n, 1))] if fit_intercept else []
+    assert_array_equal(design.Xt, np.hstack([*ones, X]))
+    scaled = np.hstack([*ones, (X - sc.center) / sc.scale])
+    W = rng.uniform(0, 2, (4, n))
+    W[1, ::3] = 0.0  # sample weights 0: a training fold
+    total = W.sum(axis=1)
+    H = design.hessians(W, total)
+    for g in range(4):
+        expected = scaled.T @ (W[g][:, None] * scaled) / total[g]
+        assert_allclose(H[g], expected, rtol=1e-12, atol=1e-14)
+    assert_allclose(design.hessians(W)[0], scaled.T @ (W[0][:, None] * scaled) / n, rtol=1e-12)
