@@ -86,10 +86,11 @@ class Peer:
 # -------------------------------------------------------------------------------------------
 
 
-def _stglm(solver: str, **kw):
+def _stglm(solver: str, ladder_param: str = "tol", **kw):
+    """stglm GLM on the peers' objective; the ladder's value sets ``ladder_param``."""
     from stglm import GLM
 
-    def make(X, y, lam, alpha, tol):
+    def make(X, y, lam, alpha, value):
         m = GLM(
             distr="poisson",
             eta=np.inf,
@@ -97,9 +98,8 @@ def _stglm(solver: str, **kw):
             alpha=alpha,
             clip_coeffs=0,
             verbose=False,
-            tol=tol,
             solver=solver,
-            **kw,
+            **{**kw, ladder_param: value},
         )
 
         def fit():
@@ -157,32 +157,8 @@ def _sklearn(solver: str):
 
 
 def _bg_fixed_steps(max_iter: int):
-    """batch-gradient running ``max_iter`` steps (tol=1e-300) at the step given as "tol"."""
-    from stglm import GLM
-
-    def make(X, y, lam, alpha, step):
-        m = GLM(
-            distr="poisson",
-            eta=np.inf,
-            reg_lambda=lam,
-            alpha=alpha,
-            clip_coeffs=0,
-            verbose=False,
-            solver="batch-gradient",
-            learning_rate=step,
-            max_iter=max_iter,
-            tol=1e-300,
-        )
-
-        def fit():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                m.fit(X, y)
-            return m.beta0_, m.beta_, {"n_iter": m.n_iter_}
-
-        return fit
-
-    return make
+    """batch-gradient running ``max_iter`` steps (tol=1e-300) at the ladder's step size."""
+    return _stglm("batch-gradient", "learning_rate", max_iter=max_iter, tol=1e-300)
 
 
 def _best_step(X, y, lam, alpha) -> list[float]:

@@ -226,6 +226,24 @@ def assert_same_value(a, b, where):
         assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
 
 
+def _own_problem(m) -> dict:
+    """A fitted GLM's penalty and family parameters, as the reference functions take them."""
+    eta = m.eta if m.distr == "poisson" else 2.0
+    return dict(reg_lambda=m.reg_lambda, alpha=m.alpha, Tau=m.Tau, eta=eta, theta=m.theta)
+
+
+def model_kkt(m, X, y):
+    """KKT residual of a fitted GLM's own problem (its family, λ, α, Γ), by hand."""
+    own = _own_problem(m)
+    return ref_kkt(m.distr, X, y, m.beta0_, m.beta_, fit_intercept=m.fit_intercept, **own)
+
+
+def model_objective(m, X, y):
+    """J of a fitted GLM's own problem at its coefficients, by hand."""
+    z = np.asarray(X @ m.beta_, dtype=float).reshape(-1) + (m.beta0_ if m.fit_intercept else 0.0)
+    return ref_objective_z(m.distr, y, z, m.beta_, **_own_problem(m))
+
+
 def assert_adata_equal(got, expected):
     """Every slot of two AnnData objects is identical (values, dtypes, formats, keys)."""
     assert got.shape == expected.shape

@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import model_kkt as kkt_of
+from conftest import model_objective as objective_of
 from conftest import ref_kkt, ref_objective_z
 from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
@@ -85,37 +87,6 @@ def record(monkeypatch):
     monkeypatch.setattr(NewtonCD, "_lbfgs", recording_lbfgs)
     monkeypatch.setattr(NewtonCD, "_direction", recording_direction)
     return phases, newton
-
-
-def kkt_of(m, X, y):
-    return ref_kkt(
-        m.distr,
-        X,
-        y,
-        m.beta0_,
-        m.beta_,
-        reg_lambda=m.reg_lambda,
-        alpha=m.alpha,
-        Tau=m.Tau,
-        eta=m.eta,
-        theta=m.theta,
-        fit_intercept=m.fit_intercept,
-    )
-
-
-def objective_of(m, X, y):
-    z = X @ m.beta_ + (m.beta0_ if m.fit_intercept else 0.0)
-    return ref_objective_z(
-        m.distr,
-        y,
-        z,
-        m.beta_,
-        reg_lambda=m.reg_lambda,
-        alpha=m.alpha,
-        Tau=m.Tau,
-        eta=m.eta,
-        theta=m.theta,
-    )
 
 
 @pytest.mark.parametrize("use_tau", [False, True], ids=["identity", "tau"])

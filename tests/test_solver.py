@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import DISTRS, ref_kkt, ref_objective_z, ref_residual
+from conftest import DISTRS, ref_objective_z, ref_residual
+from conftest import model_kkt as kkt_of
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
@@ -41,24 +42,6 @@ def exact(**kw):
 def packed(m):
     """[β0, β] with intercept, β without: the seed's layout for ``_loss``."""
     return np.r_[m.beta0_, m.beta_] if m.fit_intercept else np.asarray(m.beta_)
-
-
-def kkt_of(m, X, y):
-    """KKT residual of the fitted model's own problem, computed by hand."""
-    eta = m.eta if m.distr == "poisson" else 2.0
-    return ref_kkt(
-        m.distr,
-        X,
-        y,
-        m.beta0_,
-        m.beta_,
-        reg_lambda=m.reg_lambda,
-        alpha=m.alpha,
-        Tau=m.Tau,
-        eta=eta,
-        theta=m.theta,
-        fit_intercept=m.fit_intercept,
-    )
 
 
 def standardise(X):
