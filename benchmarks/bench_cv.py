@@ -91,7 +91,8 @@ def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
     Returns the time of the λ done, the extrapolation to the whole grid, the chosen λ.
     ``no_early_stop``: spateo's own loop, SPATEO_STEPS steps every fit. Emulated with
     tol=1e-300, which still stops where a step changes nothing at all (an exact fixed
-    point); such a fit is charged for the steps it skipped at its own time per step.
+    point); such a fit is charged for the steps it skipped at the median time per step of
+    the fits that ran all of them (of all fits if none did).
     """
     from stglm import GLM
 
@@ -99,7 +100,7 @@ def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
     n = len(y)
     all_idx = np.arange(n)
     scores, n_iter, failures = [], [], 0
-    skipped_wall = skipped_cpu = 0.0  # the steps an emulated fit skipped at a fixed point
+    fit_times = []  # (wall, cpu, steps) of each fit, to charge the steps skipped at a fixed point
     t0, c0 = time.perf_counter(), time.process_time()
     done = 0
     with threads(1), warnings.catch_warnings():
@@ -112,10 +113,9 @@ def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
                     f0, fc0 = time.perf_counter(), time.process_time()
                     m.fit(X[tr], y[tr])
                     n_iter.append(m.n_iter_)
-                    if no_early_stop:
-                        missing = SPATEO_STEPS / m.n_iter_ - 1
-                        skipped_wall += missing * (time.perf_counter() - f0)
-                        skipped_cpu += missing * (time.process_time() - fc0)
+                    fit_times.append(
+                        (time.perf_counter() - f0, time.process_time() - fc0, m.n_iter_)
+                    )
                     if te is not None:
                         s.append(m.score(X[te], y[te]))
                 except (ValueError, OverflowError):
@@ -125,14 +125,21 @@ def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
             done += 1
             if not no_early_stop and time.perf_counter() - t0 > SEED_BUDGET:
                 break
-    wall = time.perf_counter() - t0 + skipped_wall
-    cpu = time.process_time() - c0 + skipped_cpu
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    measured = wall
+    if no_early_stop:
+        times = np.array(fit_times)
+        full = times[times[:, 2] >= SPATEO_STEPS]
+        rated = full if len(full) else times
+        per_step = np.median(rated[:, :2] / rated[:, 2:], axis=0)  # wall, cpu
+        skipped = float(np.sum(SPATEO_STEPS - times[:, 2]))
+        wall, cpu = wall + skipped * per_step[0], cpu + skipped * per_step[1]
     scale = len(SPATEO_GRID) / done
     best = int(np.nanargmin(scores)) if done == len(SPATEO_GRID) else None
     return {
         "time": wall * scale,
         "cpu": cpu * scale,
-        "measured_time": wall,
+        "measured_time": measured,
         "lambdas_done": done,
         "extrapolated": done < len(SPATEO_GRID),
         "fits": done * (len(folds) + 1),

@@ -169,16 +169,22 @@ def test_n_iter_counts_lbfgs_and_newton_iterations(force_phase, monkeypatch):
     assert full.converged_
     assert full.n_iter_ == phases[0]["n_iter"] + len(newton) >= 2
 
-    # max_iter caps both phases together; L-BFGS gets at most half of it
+    # a max_iter without room for both phases keeps Newton alone, capped as before
+    budget = newton_cd_module.lbfgs_budget(X.shape[1])
     for max_iter in (1, 2, 5):
         phases.clear()
         newton.clear()
         with pytest.warns(ConvergenceWarning, match=rf"max_iter={max_iter}\b.*KKT residual"):
             capped = exact(max_iter=max_iter, **kw).fit(X, y)
-        assert not capped.converged_ and capped.n_iter_ == max_iter
-        assert phases[0]["n_iter"] <= max_iter // 2
-        assert capped.n_iter_ == phases[0]["n_iter"] + len(newton)
+        assert not phases
+        assert not capped.converged_ and capped.n_iter_ == max_iter == len(newton)
         assert capped.kkt_residual_ == pytest.approx(kkt_of(capped, X, y), rel=1e-6)
+    # with room for both, max_iter caps them together
+    phases.clear()
+    newton.clear()
+    both = exact(max_iter=2 * budget, **kw).fit(X, y)
+    assert 1 <= phases[0]["n_iter"] <= budget
+    assert both.n_iter_ == phases[0]["n_iter"] + len(newton) <= 2 * budget
 
     # an optimal start costs nothing
     phases.clear()
@@ -206,7 +212,8 @@ def test_steps_never_increase_the_objective(force_phase, monkeypatch):
     assert phases[0]["n_iter"] >= 2
     J = [ref_objective_z("gamma", y, steps[0][0], steps[0][1], **kw)]
     J += [ref_objective_z("gamma", y, z_new, b_new, **kw) for *_, z_new, b_new in steps]
-    assert (np.diff(J) / np.abs(J[:-1])).max() <= 1e-15, J
+    # the line search allows a full step 16 ulp of J (no representable decrease left)
+    assert (np.diff(J) / np.abs(J[:-1])).max() <= 16 * np.finfo(float).eps, J
     assert_allclose(steps[-1][3], m.beta_, rtol=0, atol=0)
 
 
@@ -264,5 +271,5 @@ def test_forced_phase_on_cpunish_matches_r_glm(force_phase, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         m = exact(distr="poisson", eta=np.inf, reg_lambda=0.0, tol=1e-12).fit(X, y)
-    assert phases and m.converged_ and m.n_iter_ <= 50
+    assert phases[0]["n_iter"] >= 1 and m.converged_ and m.n_iter_ <= 50
     assert_allclose(np.r_[m.beta_, m.beta0_], R.Cpunish().params, rtol=1e-6)

@@ -663,10 +663,12 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
     B = rng.standard_normal((n_genes, m))
     B[:, off + 1] = 0.0  # zeros exercise the subgradient's two branches
     B[2, off:] = 0.0
+    B[3] = 0.0  # with a zero gradient below: the model's minimiser is the current point
     lam = rng.uniform(0.05, 0.5, n_genes)
     Tau = rng.standard_normal((p, p)) + 2 * np.eye(p)
     gram = Tau.T @ Tau
     raw = rng.standard_normal((n_genes, m))  # R·X̃ of some working residuals
+    raw[3] = 0.0
     total = rng.uniform(50, 100, n_genes)
 
     pen = penalties(B, lam, alpha, gram, fit_intercept)
@@ -708,6 +710,34 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
         )
         assert_allclose(delta[k], decrease, rtol=1e-10, atol=1e-14)
         assert at_minimum[k] == (not d.any())
+    assert at_minimum[3]
+
+
+def test_batched_kernels_never_take_nan_for_converged():
+    """NaN never passes: a NaN gradient gives a NaN KKT residual (max() would drop it).
+
+    A NaN J, a rise or too small a decrease fails Armijo's test.
+    """
+    from stglm._solvers._batched_kernels import accept_steps, finish_gradients, sufficient_decrease
+
+    B = np.zeros((3, 3))
+    raw = np.array([[0.5, np.nan, 0.1], [np.nan, 0.0, 0.0], [0.2, 0.1, np.inf]])
+    kkt = finish_gradients(raw, np.ones(3), B, np.full(3, 0.1), 0.5, np.eye(2), True)
+    assert np.isnan(kkt[0]) and np.isnan(kkt[1]) and kkt[2] == np.inf
+    ok = sufficient_decrease(
+        np.array([np.nan, 1.5, 0.99995]), np.ones(3), np.full(3, -1.0), np.ones(3), 1e-4, 2e-16
+    )
+    assert ok.tolist() == [False, False, False]
+    # a full step takes B + D as evaluated; half a step moves by D/2; a step of 0 is stuck
+    step, D = np.array([1.0, 0.5, 0.0]), np.full((3, 3), 0.3)
+    B, B_full = np.ones((3, 3)), np.full((3, 3), 1.3)
+    F, L, stuck = np.zeros(3), np.zeros(3), np.zeros(3, dtype=bool)
+    accept_steps(step, D, B, B_full, F, np.ones(3), L, np.full(3, 2.0), stuck)
+    assert_array_equal(B[0], B_full[0])
+    assert_allclose(B[1], 1.15, rtol=1e-15)
+    assert_array_equal(B[2], 1.0)
+    assert F.tolist() == [1.0, 1.0, 0.0] and L.tolist() == [2.0, 2.0, 0.0]
+    assert stuck.tolist() == [False, False, True]
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])

@@ -54,6 +54,7 @@ COMMON_CONSTRAINTS = {
 
 @functools.cache
 def _param_names(cls) -> tuple[str, ...]:
+    """scikit-learn's parameter names of an estimator class (its constructor's), once per class."""
     return tuple(super(_GLMBase, cls)._get_param_names())
 
 
@@ -203,8 +204,9 @@ class GLM(_GLMBase):
         Coefficients.
     n_iter_ : int
         Iterations run by the solver. For "irls-cd": Newton iterations, plus, on smooth
-        problems (λα = 0) with a large X, the L-BFGS iterations it starts with (at most
-        half of ``max_iter``; Newton takes over if L-BFGS converges slowly).
+        problems (λα = 0) with a large X, the L-BFGS iterations it starts with (only when
+        ``max_iter`` leaves room for both phases; Newton takes over if L-BFGS converges
+        slowly).
     converged_ : bool
         Whether the solver's stopping rule was met within ``max_iter``.
     kkt_residual_ : float

@@ -99,7 +99,8 @@ def finish_gradients(Gr, total, B, lam, alpha, gram, fit_intercept):
     """Turn Gr = R·X̃ (G, m) into ∇J in place; return each gene's KKT residual.
 
     ∇J = R·X̃ / n_g plus the ridge term λ_g(1−α)·ΓᵀΓβ on β; the residual is
-    :func:`stglm._penalties.kkt_residual`'s (|g_0| for the intercept).
+    :func:`stglm._penalties.kkt_residual`'s (|g_0| for the intercept). A NaN gradient
+    gives a NaN residual, as numpy's max would: such a gene must never count as converged.
     """
     n_genes, m = B.shape
     off = 1 if fit_intercept else 0
@@ -111,14 +112,17 @@ def finish_gradients(Gr, total, B, lam, alpha, gram, fit_intercept):
         for j in range(m):
             g = Gr[k, j] / total[k]
             if j < off:
-                worst = max(worst, abs(g))
+                v = abs(g)
             else:
                 if l2 != 0.0:
                     acc = 0.0
                     for c in range(m - off):
                         acc += gram[j - off, c] * B[k, off + c]
                     g += l2 * acc
-                worst = max(worst, _violation(g, B[k, j], l1))
+                v = _violation(g, B[k, j], l1)
+            # Not max(): Python's and numba's max(0.0, nan) is 0.0. Once NaN, it stays.
+            if worst == worst and not v <= worst:
+                worst = v
             Gr[k, j] = g
         kkt[k] = worst
     return kkt
@@ -200,12 +204,19 @@ def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
 
 
 @njit(cache=True, nogil=True)
-def accept_steps(step, D, B, F, F_new, L, L_new, stuck):
-    """In place: B += t·D, J and −ℓ take their trial values where t > 0; t = 0 marks stuck."""
+def accept_steps(step, D, B, B_full, F, F_new, L, L_new, stuck):
+    """In place: B moves by t·D, J and −ℓ take their trial values where t > 0; t = 0 marks stuck.
+
+    A full step takes B_full (= B + D, where the line search evaluated J) itself, so that
+    the point and its J agree to the last bit and the model's exact zeros stay exact.
+    """
     for k in range(step.size):
-        if step[k] > 0.0:
+        if step[k] == 1.0:
+            B[k, :] = B_full[k, :]
+        elif step[k] > 0.0:
             for j in range(B.shape[1]):
                 B[k, j] += step[k] * D[k, j]
+        if step[k] > 0.0:
             F[k] = F_new[k]
             L[k] = L_new[k]
         else:

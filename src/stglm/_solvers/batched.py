@@ -89,10 +89,11 @@ class SharedDesign:
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
         """[1, X]ᵀ (or Xᵀ) as an (m, n) C-contiguous array."""
-        out = np.empty((X.shape[1] + int(self.fit_intercept), X.shape[0]))
-        out[int(self.fit_intercept) :] = X.T
-        if self.fit_intercept:
-            out[0] = 1.0
+        if not self.fit_intercept:
+            return np.ascontiguousarray(X.T)  # no copy of a column-major X
+        out = np.empty((X.shape[1] + 1, X.shape[0]))
+        out[0] = 1.0
+        out[1:] = X.T
         return out
 
     @cached_property
@@ -381,7 +382,7 @@ class BatchedNewtonCD:
                 )
                 # A step of 0 (no representable decrease) leaves the gene stuck: as close as
                 # floating point gets; it stops there.
-                accept_steps(step, D, Ba, F, F_new, L, L_new, stuck_a)
+                accept_steps(step, D, Ba, X_new, F, F_new, L, L_new, stuck_a)
                 # Accept: the trial buffers become the current ones (rows stay aligned).
                 Zc, Zt, Rc, Rt, Wc, Wt = Zt, Zc, Rt, Rc, Wt, Wc
         m_beta = slice(1, None) if d.fit_intercept else slice(None)
