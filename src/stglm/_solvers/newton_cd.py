@@ -16,10 +16,11 @@ max_j (1/n)·Σ_i |x̃_ij|·|r_i| (:func:`stglm._solvers._null_model.tolerance_s
 when the Newton step is exactly zero (nothing left to gain in floating point).
 
 Smooth problems (λα = 0: ridge, or no penalty) on a large enough X first run L-BFGS
-(:meth:`NewtonCD._lbfgs`): on a well-conditioned design it meets the same KKT rule in
-about twice as many iterations as Newton, each costing two passes over X instead of a
-Gram product. When its convergence is too slow to pay (ill-conditioned designs) Newton
-takes over from the point it reached. ``n_iter`` counts the iterations of both phases.
+(:meth:`NewtonCD._lbfgs`): on a well-conditioned design it meets the same KKT rule (to a
+tenth of the tolerance) in about twice as many iterations as Newton, each costing two
+passes over X instead of a Gram product. When its convergence is too slow to pay
+(ill-conditioned designs) Newton takes over from the point it reached. ``n_iter`` counts
+the iterations of both phases.
 """
 
 from __future__ import annotations
