@@ -403,10 +403,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
             usable = totals > 0
             for _, test in folds or ():
                 empty_fold |= usable & (Y[test].sum(axis=0) == totals)  # all counts held out
-        if usable.all():
-            result = fitter.fit(Y)
-        else:
-            result = fitter.fit(Y[:, usable]) if usable.any() else None
+        result = None
+        if usable.any():  # all usable: no copy of the block
+            result = fitter.fit(Y if usable.all() else Y[:, usable])
         return chunk, usable, empty_fold, result
 
     bar = tqdm(

@@ -19,14 +19,6 @@ from ._cd_kernels import _cd_gram, _violation
 
 
 @njit(cache=True, nogil=True)
-def move_rows(arrays, dst, src):
-    """Row src[j] → row dst[j] of every array (gene-major compaction)."""
-    for A in arrays:
-        for j in range(dst.size):
-            A[dst[j], :] = A[src[j], :]
-
-
-@njit(cache=True, nogil=True)
 def pair_products(XT, start, stop, out):
     """Rows start..stop−1 of Z, Z[i] = (x̃_ia·x̃_ib for a ≤ b in ``np.triu_indices`` order).
 
@@ -66,7 +58,11 @@ def unpack_hessians(packed, total, rows, cols, m):
 
 @njit(cache=True, nogil=True)
 def copy_rows(sources, targets, src, dst):
-    """Row src[j] of each source → row dst[j] of the matching target (no temporaries)."""
+    """Row src[j] of each source → row dst[j] of the matching target (no temporaries).
+
+    With targets = sources it moves rows within arrays (the gene-major compaction); rows
+    are copied in order, so a row must not be read after it has been written.
+    """
     for a in range(len(sources)):
         for j in range(src.size):
             targets[a][dst[j], :] = sources[a][src[j], :]

@@ -25,7 +25,6 @@ from ._batched_kernels import (
     accept_steps,
     copy_rows,
     finish_gradients,
-    move_rows,
     newton_directions,
     pair_products,
     penalties,
@@ -185,7 +184,6 @@ class BatchedNewtonCD:
         self.code = family_code(family)
         p = design.X.shape[1]
         self.gram = np.eye(p) if Tau is None else Tau.T @ Tau
-        self.Tau = Tau
         self.max_iter, self.tol = max_iter, tol
         self.gram_scaled = design.scaling.ridge_gram(self.gram)
         # A change of the scaled gradient by t is one of up to t·s_j in the original units.
@@ -240,12 +238,16 @@ class BatchedNewtonCD:
         """
         d, fam = self.design, self.family
         n_genes = Y.shape[1]
-        lam = np.full(n_genes, lam, dtype=float)
+        # The working rows (Ba, la, ...) follow the genes still in the batch; B receives
+        # each gene's solution as it leaves.
+        la = np.full(n_genes, lam, dtype=float)
         if B is None:
-            B = np.zeros((n_genes, d.m))
+            Ba = np.zeros((n_genes, d.m))
             if d.fit_intercept:
-                B[:, 0] = null_intercepts(fam, Y, True, weights)
-        B = np.array(B, dtype=float)
+                Ba[:, 0] = null_intercepts(fam, Y, True, weights)
+        else:
+            Ba = np.array(B, dtype=float)
+        B = np.empty_like(Ba)
         if scale is None:
             scale = tolerance_scales(fam, d.X, Y, d.fit_intercept, d.X_abs, weights)
         n_iter = np.zeros(n_genes, dtype=int)
@@ -271,7 +273,6 @@ class BatchedNewtonCD:
         if final is not None and final.H is None:
             final.H = np.full((n_genes, d.m, d.m), np.nan)  # NaN: no Newton step taken yet
         genes = np.arange(n_genes)  # which gene each working row holds
-        Ba, la = B.copy(), lam
         tol_a = self.tol * scale
         it_a = np.zeros(n_genes, dtype=int)
         stuck_a = np.zeros(n_genes, dtype=bool)
@@ -317,7 +318,7 @@ class BatchedNewtonCD:
                     dst = np.flatnonzero(leave[:k_new])
                     src = k_new + np.flatnonzero(keep[k_new:])
                     moved_arrays = (Yw, Zc, Rc, Wc) if Mw is None else (Yw, Mw, Zc, Rc, Wc)
-                    move_rows(moved_arrays, dst, src)
+                    copy_rows(moved_arrays, moved_arrays, src, dst)
                     order = np.arange(k)
                     order[dst] = src
                     order = order[:k_new]

@@ -329,10 +329,11 @@ class NewtonCD:
         S, Y = np.zeros((LBFGS_MEMORY, m)), np.zeros((LBFGS_MEMORY, m))
         rho = np.zeros(LBFGS_MEMORY)
         stored = newest = 0
-        budget = lbfgs_budget(prob.n_features)
+        # No curvature to start from (e.g. every w is 0): leave it all to Newton.
+        budget = lbfgs_budget(prob.n_features) if diag.min() > 0.0 else 0
         target = LBFGS_TOL_SHARE * self.tol_abs
         n_iter = 0
-        while kkt > target and n_iter < budget and diag.min() > 0.0:
+        while kkt > target and n_iter < budget:
             if n_iter and n_iter % LBFGS_PATIENCE == 0:
                 if not kkt * LBFGS_MIN_DROP <= kkt_checked:
                     break  # ill-conditioned: L-BFGS crawls where Newton converges
