@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import ref_residual
 
 from stglm import get_family
 from stglm._solvers._family_kernels import family_code, nll_and_terms
@@ -38,6 +39,12 @@ def test_kernel_matches_reference_family(distr, kw):
         Z = np.clip(Z, -30, 30)
     _, R, W = kernel(fam, Y, Z)
     np.testing.assert_allclose(R, fam.residual(Y, Z), rtol=1e-10, atol=1e-12)
+    # and against the SEMANTICS formulas (conftest), where their σ(z) = ½(1 + tanh(z/2)) is
+    # still accurate to 1e-10 (not in the far left tail of the softplus families)
+    core = Z > -8.0
+    np.testing.assert_allclose(
+        R[core], ref_residual(distr, Y, Z, **kw)[core], rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(W, np.maximum(fam.hessian_weights(Y, Z), 0), rtol=1e-10, atol=1e-12)
     if distr == "poisson":
         # The kernel's −ℓ below η is μ − y·z: the seed's y·log(μ + ε) without its ε, a
@@ -68,9 +75,10 @@ def test_sample_weights_select_and_count_samples(distr, kw):
         kept = M[:, k] > 0
         np.testing.assert_array_equal(R[~kept, k], 0.0)
         np.testing.assert_array_equal(W[~kept, k], 0.0)
+        last_copy = np.cumsum(M[:, k])[kept].astype(int) - 1  # each kept row's place in `rows`
+        np.testing.assert_allclose(R[kept, k], M[kept, k] * ref_R[last_copy, 0])
+        np.testing.assert_allclose(W[kept, k], M[kept, k] * ref_W[last_copy, 0])
+        # the weighted residuals against the formulas, not only the kernel itself
         np.testing.assert_allclose(
-            R[kept, k], M[kept, k] * ref_R[np.cumsum(M[:, k])[kept].astype(int) - 1, 0]
-        )
-        np.testing.assert_allclose(
-            W[kept, k], M[kept, k] * ref_W[np.cumsum(M[:, k])[kept].astype(int) - 1, 0]
+            R[kept, k], M[kept, k] * ref_residual(distr, Y[kept, k], Z[kept, k], **kw)
         )

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import assert_adata_equal
+from conftest import assert_adata_equal, ref_kkt
 from sklearn.model_selection import KFold
 
 import stglm
@@ -50,6 +50,19 @@ def log_normalised(counts):
     dense = dense.astype(np.float64)
     totals = dense.sum(axis=1, keepdims=True)
     return sp.csr_matrix(np.log1p(1e4 * dense / totals))
+
+
+def path_kw(design, reg_lambda, **extra):
+    """fit_genes arguments of the path/CV tests on ``small``: 6 λ, 3 folds, results in a copy."""
+    return {
+        "design": design,
+        "reg_lambda": reg_lambda,
+        "n_lambdas": 6,
+        "cv": 3,
+        "copy": True,
+        **QUIET,
+        **extra,
+    }
 
 
 def poisson_mean(z, eta=2.0):
@@ -304,7 +317,7 @@ def test_glmcv_mode_matches_single_gene_glmcv(small, params, layer):
 def test_random_seed_changes_the_folds(small):
     """Same seed → same folds (the equality above); another seed → other folds, other scores."""
     adata, design, names = small
-    kw = {"design": design, "reg_lambda": None, "n_lambdas": 6, "cv": 3, "copy": True, **QUIET}
+    kw = path_kw(design, None)
     a = fit_genes(adata, names, random_seed=1, **kw).var.loc[names, "stglm_score"]
     b = fit_genes(adata, names, random_seed=1, **kw).var.loc[names, "stglm_score"]
     c = fit_genes(adata, names, random_seed=2, **kw).var.loc[names, "stglm_score"]
@@ -334,14 +347,7 @@ MATRIX_KINDS = {
 @pytest.mark.parametrize("reg_lambda", [0.05, None], ids=["fixed", "cv"])
 def test_matrix_kinds_give_the_same_results(small, kind, reg_lambda):
     adata, design, names = small
-    kw = {
-        "design": design,
-        "reg_lambda": reg_lambda,
-        "n_lambdas": 6,
-        "cv": 3,
-        "copy": True,
-        **QUIET,
-    }
+    kw = path_kw(design, reg_lambda)
     ref = fit_genes(with_X(adata, sp.csr_matrix(adata.X)), names, **kw)
     got = fit_genes(with_X(adata, MATRIX_KINDS[kind](adata.X)), names, **kw)
     pd.testing.assert_frame_equal(
@@ -369,15 +375,7 @@ def test_chunking_and_threads_do_not_change_results(small, chunk_size, n_jobs):
     adata, design, names = small
     # Chunks change the shapes of the BLAS products, hence their rounding: the results agree
     # to the solver's tolerance, not bit for bit.
-    kw = {
-        "design": design,
-        "reg_lambda": None,
-        "n_lambdas": 6,
-        "cv": 3,
-        "copy": True,
-        "tol": 1e-12,
-        **QUIET,
-    }
+    kw = path_kw(design, None, tol=1e-12)
     ref = fit_genes(adata, names, **kw)
     got = fit_genes(adata, names, chunk_size=chunk_size, n_jobs=n_jobs, **kw)
     pd.testing.assert_frame_equal(
@@ -527,15 +525,7 @@ def test_all_zero_genes_are_reported_not_fatal(small, chunk_size, reg_lambda):
     zero = [g for g in adata.var_names if g not in names][:2]
     zeroed = with_zero_genes(adata, zero)
     requested = [names[0], zero[0], *names[1:4], zero[1]]
-    kw = {
-        "design": design,
-        "reg_lambda": reg_lambda,
-        "n_lambdas": 6,
-        "cv": 3,
-        "copy": True,
-        "tol": 1e-12,
-        **QUIET,
-    }
+    kw = path_kw(design, reg_lambda, tol=1e-12)
     out = fit_genes(zeroed, requested, chunk_size=chunk_size, **kw)
     ref = fit_genes(adata, names[:4], **kw)  # the fittable genes, without the zero ones
 
@@ -590,6 +580,12 @@ def test_gene_with_all_counts_in_one_held_out_fold_is_flagged(small):
     assert status[sparse_gene] == "fold without counts"
     assert (status.loc[names[1:3]] == "ok").all()
     assert np.isfinite(out.var.loc[sparse_gene, "stglm_intercept"])  # the refit is still exact
+    # ... exact by hand: the KKT residual of J at the chosen λ (defaults α = 0.5, η = 2).
+    y = dense[:, j]
+    icpt, coef = results(out, [sparse_gene])
+    lam = out.var.loc[sparse_gene, "stglm_lambda"]
+    kkt = ref_kkt("poisson", design.to_numpy(), y, icpt[0], coef[0], reg_lambda=lam, alpha=0.5)
+    assert kkt <= 1e-6, kkt
     # With a fixed λ there are no folds and nothing to flag.
     fixed = fit_genes(
         with_X(adata, sp.csr_matrix(dense)), [sparse_gene], design=design, copy=True, **QUIET

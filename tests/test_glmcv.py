@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from stglm._families import get_family
 from stglm._path import fit_path
 from stglm._penalties import ElasticNet
 from stglm._solvers import Problem
+from stglm._solvers import batched as batched_module
 
 REFERENCES = Path(__file__).parent / "references"
 KKT_TOL = 1e-8
@@ -131,10 +131,15 @@ def load_visium():
 # =============================================================================================
 # 1. The path
 # =============================================================================================
+def force_per_fold(monkeypatch):
+    """Make GLMCV solve each fold's path on its own (as for sparse or wide designs)."""
+    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+
+
 @pytest.fixture
 def per_fold(monkeypatch):
-    """Force GLMCV to solve each fold's path on its own (as for sparse or wide designs)."""
-    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+    """Force GLMCV to solve each fold's path on its own for the whole test."""
+    force_per_fold(monkeypatch)
 
 
 # Routes through GLMCV: all folds in one batched solve (small dense designs), or each fold's
@@ -162,7 +167,7 @@ def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, mon
     tau = TAU if tau == "tau" else None
     batched, screening = ROUTES[route]
     if not batched:
-        monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+        force_per_fold(monkeypatch)
     X, y = simulate(family_id)
     model = GLMCV(
         distr=distr,
@@ -221,11 +226,20 @@ def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
     X, y = simulate(family_id)
     params = small_path_params(distr, eta)
     batched = GLMCV(**params).fit(X, y)
-    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+    force_per_fold(monkeypatch)
     per_fold = GLMCV(**params).fit(X, y)
     np.testing.assert_allclose(batched.cv_scores_, per_fold.cv_scores_, rtol=1e-8)
     np.testing.assert_allclose(batched.coef_path_, per_fold.coef_path_, rtol=0, atol=1e-8)
     assert batched.best_index_ == per_fold.best_index_
+    # Not only the same as each other: the held-out deviances of independent single-λ fits,
+    # and the refit path optimal by hand (GLMCV's default α = 0.5).
+    lams = batched.reg_lambda_path_
+    glm_params = dict(distr=distr, eta=eta, clip_coeffs=0.0, tol=1e-11, **QUIET)
+    by_hand = cv_scores_by_hand(X, y, batched.folds_, lams, "deviance", **glm_params)
+    np.testing.assert_allclose(batched.cv_scores_, by_hand, rtol=1e-7, atol=1e-9)
+    for k, lam in enumerate(lams):
+        b0, beta = batched.intercept_path_[k], batched.coef_path_[k]
+        assert kkt_by_hand(distr, eta, X, y, b0, beta, lam, 0.5) <= KKT_TOL, k
 
 
 def test_batched_folds_count_repeated_training_indices(monkeypatch):
@@ -239,9 +253,14 @@ def test_batched_folds_count_repeated_training_indices(monkeypatch):
         folds.append((np.concatenate([train, train[:20]]), test))  # 20 rows twice
     params = dict(eta=np.inf, cv=folds, n_lambdas=6, clip_coeffs=0.0, tol=1e-11, **QUIET)
     batched = GLMCV(**params).fit(X, y)
-    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+    force_per_fold(monkeypatch)
     per_fold = GLMCV(**params).fit(X, y)  # fits X[train] with the repeated rows
     np.testing.assert_allclose(batched.cv_scores_, per_fold.cv_scores_, rtol=1e-8)
+    # ... and both equal single GLM fits on X[train] (rows repeated), deviance by hand.
+    glm_params = dict(distr="poisson", eta=np.inf, clip_coeffs=0.0, tol=1e-11, **QUIET)
+    lams = batched.reg_lambda_path_
+    by_hand = cv_scores_by_hand(X, y, folds, lams, "deviance", **glm_params)
+    np.testing.assert_allclose(batched.cv_scores_, by_hand, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("tau", [None, "tau"], ids=["identity", "Tau"])
@@ -929,13 +948,12 @@ def test_glm_inherits_feature_names(poisson_data):
 def test_first_step_with_the_previous_hessian_reaches_the_same_path(family_id, monkeypatch):
     """The batched path's first step at each λ may use the previous λ's last Hessian: the
     step changes, the optimum (KKT, checked by hand) and the CV curve do not."""
-    batched = importlib.import_module("stglm._solvers.batched")
     distr, eta, _ = FAMILIES[family_id]
     X, y = simulate(family_id)
     params = small_path_params(distr, eta)
     fits = {}
     for stale in (True, False):
-        monkeypatch.setattr(batched, "STALE_FIRST", stale)
+        monkeypatch.setattr(batched_module, "STALE_FIRST", stale)
         fits[stale] = GLMCV(**params).fit(X, y)
     np.testing.assert_allclose(fits[True].coef_path_, fits[False].coef_path_, rtol=0, atol=1e-8)
     np.testing.assert_allclose(fits[True].cv_scores_, fits[False].cv_scores_, rtol=1e-8)

@@ -17,15 +17,14 @@ import pytest
 import scipy.sparse as sp
 from conftest import model_kkt as kkt_of
 from conftest import model_objective as objective_of
-from conftest import ref_kkt, ref_objective_z
+from conftest import ref_kkt, ref_objective_z, sample_y
 from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
-
-from stglm import GLM
+from test_solver import THETA, exact
+from test_solver import _record_steps as record_newton_steps
 
 newton_cd_module = importlib.import_module("stglm._solvers.newton_cd")
 NewtonCD = newton_cd_module.NewtonCD
-THETA = 2.0
 SMOOTH_FAMILIES = [
     ("poisson", np.inf),
     ("poisson", 0.5),  # the linear continuation above η is reached by many samples
@@ -33,12 +32,6 @@ SMOOTH_FAMILIES = [
     ("neg-binomial", 2.0),
     ("gamma", 2.0),
 ]
-
-
-def exact(**kw):
-    """An unclipped, silent GLM."""
-    kw.setdefault("theta", THETA)
-    return GLM(clip_coeffs=0.0, verbose=False, **kw)
 
 
 def smooth_data(distr, n=400, p=25, seed=0, eta=2.0):
@@ -50,13 +43,7 @@ def smooth_data(distr, n=400, p=25, seed=0, eta=2.0):
         mu = np.exp(np.minimum(z, eta)) * np.where(z > eta, z - eta + 1, 1)
     else:
         mu = np.logaddexp(0, z)
-    if distr in ("poisson", "softplus"):
-        y = rng.poisson(mu).astype(float)
-    elif distr == "neg-binomial":
-        y = rng.negative_binomial(THETA, THETA / (THETA + mu)).astype(float)
-    else:
-        y = rng.gamma(1.0, mu)
-    return X, y
+    return X, sample_y(distr, mu, rng, THETA)
 
 
 @pytest.fixture
@@ -70,22 +57,24 @@ def tau_matrix(p, seed=3):
     return np.eye(p) + 0.2 * rng.uniform(-1, 1, (p, p))
 
 
-def record(monkeypatch):
-    """Count L-BFGS iterations (one entry per phase) and Newton directions."""
-    phases, newton = [], []
-    lbfgs, direction = NewtonCD._lbfgs, NewtonCD._direction
+def record_lbfgs(monkeypatch):
+    """One entry per L-BFGS phase: its iterations and whether it converged."""
+    phases = []
+    lbfgs = NewtonCD._lbfgs
 
     def recording_lbfgs(self, *args, **kwargs):
         out = lbfgs(self, *args, **kwargs)
         phases.append({"n_iter": out[5], "converged": out[6]})
         return out
 
-    def recording_direction(self, *args, **kwargs):
-        newton.append(None)
-        return direction(self, *args, **kwargs)
-
     monkeypatch.setattr(NewtonCD, "_lbfgs", recording_lbfgs)
-    monkeypatch.setattr(NewtonCD, "_direction", recording_direction)
+    return phases
+
+
+def record(monkeypatch):
+    """Count L-BFGS iterations (one entry per phase) and Newton directions."""
+    phases = record_lbfgs(monkeypatch)
+    _, newton = record_newton_steps(monkeypatch)
     return phases, newton
 
 
@@ -197,16 +186,8 @@ def test_n_iter_counts_lbfgs_and_newton_iterations(force_phase, monkeypatch):
 def test_steps_never_increase_the_objective(force_phase, monkeypatch):
     """Every accepted step of both phases lowers J (recomputed by the reference code)."""
     X, y = smooth_data("gamma", seed=4)
-    steps = []
-    line_search = NewtonCD._line_search
-
-    def recording_line_search(self, z, dz, beta, d, *args, **kwargs):
-        out = line_search(self, z, dz, beta, d, *args, **kwargs)
-        steps.append((z.copy(), beta.copy(), z + out[0] * dz, beta + out[0] * d))
-        return out
-
-    monkeypatch.setattr(NewtonCD, "_line_search", recording_line_search)
-    phases, _ = record(monkeypatch)
+    steps, _ = record_newton_steps(monkeypatch)  # (z, β, step, z_new, β_new) per line search
+    phases = record_lbfgs(monkeypatch)
     kw = dict(reg_lambda=0.01, alpha=0.0, theta=THETA)
     m = exact(distr="gamma", tol=1e-12, **kw).fit(X, y)
     assert phases[0]["n_iter"] >= 2
@@ -214,7 +195,7 @@ def test_steps_never_increase_the_objective(force_phase, monkeypatch):
     J += [ref_objective_z("gamma", y, z_new, b_new, **kw) for *_, z_new, b_new in steps]
     # the line search allows a full step 16 ulp of J (no representable decrease left)
     assert (np.diff(J) / np.abs(J[:-1])).max() <= 16 * np.finfo(float).eps, J
-    assert_allclose(steps[-1][3], m.beta_, rtol=0, atol=0)
+    assert_allclose(steps[-1][-1], m.beta_, rtol=0, atol=0)
 
 
 def test_used_only_where_it_pays(monkeypatch):

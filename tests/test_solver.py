@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import DISTRS, ref_objective_z, ref_residual
+from conftest import DISTRS, kkt_by_hand, ref_objective_z, ref_residual
 from conftest import model_kkt as kkt_of
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
@@ -683,6 +683,14 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
         assert_allclose(grads[k], g, rtol=1e-13, atol=1e-15)
         expected = kkt_residual(g[off:], beta, enet.l1, g[0] if fit_intercept else None)
         assert_allclose(kkt[k], expected, rtol=1e-13, atol=1e-15)
+        # ... and the same three written out here, without stglm's ElasticNet.
+        l1, l2 = lam[k] * alpha, lam[k] * (1 - alpha)
+        pen_by_hand = 0.5 * l2 * np.sum((Tau @ beta) ** 2) + l1 * np.abs(beta).sum()
+        assert_allclose(pen[k], pen_by_hand, rtol=1e-13, atol=1e-15)
+        g_by_hand = raw[k] / total[k] + np.r_[np.zeros(off), l2 * gram @ beta]
+        assert_allclose(grads[k], g_by_hand, rtol=1e-13, atol=1e-15)
+        kkt_hand = kkt_by_hand(g_by_hand[off:], beta, l1, g_by_hand[0] if fit_intercept else None)
+        assert_allclose(kkt[k], kkt_hand, rtol=1e-13, atol=1e-15)
 
     X = rng.standard_normal((30, p)) * [1.0, 3.0, 0.2, 50.0] + [0.0, 4.0, 1.0, 100.0]
     scaling = DesignScaling(X, fit_intercept)
@@ -710,6 +718,16 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
         )
         assert_allclose(delta[k], decrease, rtol=1e-10, atol=1e-14)
         assert at_minimum[k] == (not d.any())
+        # Independently of _cd_gram and the scaling's methods: X_new minimises the Newton
+        # model in the original coordinates. With b' = T⁻¹b (β' = s·β, β0' = β0 + c·β) its
+        # gradient is g + T⁻ᵀH_likT⁻¹d + λ(1−α)ΓᵀΓ·d_β, its L1 weight λα.
+        T_inv = np.diag(np.r_[np.ones(off), scaling.scale])
+        if fit_intercept:
+            T_inv[0, 1:] = scaling.center
+        q = grads[k] + T_inv.T @ H_lik[k] @ T_inv @ d
+        q[off:] += lam[k] * (1 - alpha) * gram @ d[off:]
+        model_kkt = kkt_by_hand(q[off:], X_new[k, off:], lam[k] * alpha, q[0] if off else None)
+        assert model_kkt <= 1e-9, (k, model_kkt)
     assert at_minimum[3]
 
 
