@@ -23,8 +23,6 @@ Run: python benchmarks/bench_cv.py [--json out.json] [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 import warnings
@@ -34,7 +32,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
-from bench_solver import threads  # noqa: E402
 
 N_SYN, P_SYN, SEED_SYN = 2_000, 20, 7
 ALPHA = 0.5
@@ -73,7 +70,7 @@ def path_kkt(X, y, intercepts, coefs, lams, alpha) -> float:
 
 
 def timed(fit, th=1) -> dict:
-    with threads(th):
+    with C.threads(th):
         tm = C.median_time(fit)
         mem = C.tracemalloc_peak(fit)
     return {
@@ -85,7 +82,7 @@ def timed(fit, th=1) -> dict:
     }
 
 
-def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
+def seed_procedure(X, y, folds, no_early_stop: bool) -> dict:
     """spateo's GLMCV loop with stglm's batch-gradient GLM (seed defaults); timed once.
 
     Returns the time of the λ done, the extrapolation to the whole grid, the chosen λ.
@@ -103,9 +100,9 @@ def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
     fit_times = []  # (wall, cpu, steps) of each fit, to charge the steps skipped at a fixed point
     t0, c0 = time.perf_counter(), time.process_time()
     done = 0
-    with threads(1), warnings.catch_warnings():
+    with C.threads(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for lam in lambdas:
+        for lam in SPATEO_GRID:
             s = []
             for tr, te in [*folds, (all_idx, None)]:
                 m = GLM(solver="batch-gradient", reg_lambda=lam, verbose=False, **kw)
@@ -151,22 +148,25 @@ def seed_procedure(X, y, folds, no_early_stop: bool, lambdas) -> dict:
 
 
 def glum_cv(X, y, lams, folds) -> dict:
-    from glum import GeneralizedLinearRegressorCV
-
     out = {}
 
     def fit():
-        out["m"] = GeneralizedLinearRegressorCV(
-            family="poisson",
-            l1_ratio=ALPHA,
-            alphas=lams,
-            cv=folds,
-            fit_intercept=True,
-            solver="irls-cd",
-            max_iter=1000,
-        ).fit(X, y)
+        out["m"] = C.glum_poisson_cv(lams, ALPHA, folds).fit(X, y)
 
     return {"fit": _quiet(fit), "out": out}
+
+
+def stglm_row(name: str, config: str, timing: dict, m, kkt) -> dict:
+    """A row for a fitted GLMCV ``m`` (25 λ × (5 folds + full data))."""
+    return {
+        "name": name,
+        "config": config,
+        **timing,
+        "fits": 6 * 25,
+        "best_index": m.best_index_,
+        "kkt": kkt,
+        "n_iter": m.n_iter_,
+    }
 
 
 def one_dataset(X, y, key: str) -> tuple[list[dict], list[dict], dict, np.ndarray]:
@@ -175,17 +175,14 @@ def one_dataset(X, y, key: str) -> tuple[list[dict], list[dict], dict, np.ndarra
     # stglm, the call a user makes
     s = stglm_cv(X, y)
     r = timed(s["fit"])
-    m = s["out"]["m"]
     rows.append(
-        {
-            "name": "stglm GLMCV() default call",
-            "config": "eta=2, clip_coeffs=0.01, tol=1e-6, 25 λ data-driven, 5 folds",
-            **r,
-            "fits": 6 * 25,
-            "best_index": m.best_index_,
-            "kkt": None,
-            "n_iter": m.n_iter_,
-        }
+        stglm_row(
+            "stglm GLMCV() default call",
+            "eta=2, clip_coeffs=0.01, tol=1e-6, 25 λ data-driven, 5 folds",
+            r,
+            s["out"]["m"],
+            None,
+        )
     )
     # stglm on glmnet's objective
     s = stglm_cv(X, y, eta=np.inf, clip_coeffs=0)
@@ -193,28 +190,16 @@ def one_dataset(X, y, key: str) -> tuple[list[dict], list[dict], dict, np.ndarra
     m = s["out"]["m"]
     lams, folds = m.reg_lambda_path_, m.folds_
     kkt = path_kkt(X, y, m.intercept_path_, m.coef_path_, lams, ALPHA)
-    rows.append(
-        {
-            "name": "stglm GLMCV(eta=inf, clip_coeffs=0)",
-            "config": "tol=1e-6",
-            **r,
-            "fits": 6 * 25,
-            "best_index": m.best_index_,
-            "kkt": kkt,
-            "n_iter": m.n_iter_,
-        }
-    )
+    rows.append(stglm_row("stglm GLMCV(eta=inf, clip_coeffs=0)", "tol=1e-6", r, m, kkt))
     r2 = timed(s["fit"], th=None)
     rows.append(
-        {
-            "name": "stglm GLMCV(eta=inf, clip_coeffs=0), 2 BLAS threads",
-            "config": "tol=1e-6, numpy's default threads",
-            **r2,
-            "fits": 6 * 25,
-            "best_index": m.best_index_,
-            "kkt": kkt,
-            "n_iter": m.n_iter_,
-        }
+        stglm_row(
+            "stglm GLMCV(eta=inf, clip_coeffs=0), 2 BLAS threads",
+            "tol=1e-6, numpy's default threads",
+            r2,
+            m,
+            kkt,
+        )
     )
     # glum
     g = glum_cv(X, y, lams, folds)
@@ -234,7 +219,7 @@ def one_dataset(X, y, key: str) -> tuple[list[dict], list[dict], dict, np.ndarra
         }
     )
     # the seed's procedure
-    seed = seed_procedure(X, y, folds, no_early_stop=False, lambdas=SPATEO_GRID)
+    seed = seed_procedure(X, y, folds, no_early_stop=False)
     rows.append(
         {
             "name": "seed procedure (stglm batch-gradient)",
@@ -244,7 +229,7 @@ def one_dataset(X, y, key: str) -> tuple[list[dict], list[dict], dict, np.ndarra
             "n_iter": seed["n_iter_total"],
         }
     )
-    lit = seed_procedure(X, y, folds, no_early_stop=True, lambdas=SPATEO_GRID)
+    lit = seed_procedure(X, y, folds, no_early_stop=True)
     rows.append(
         {
             "name": "seed procedure as spateo ran it",
@@ -449,23 +434,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--quick", action="store_true", help="2 Visium genes only")
-    args = ap.parse_args(argv)
-    res = run(quick=args.quick)
-    print(res["table"])
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=_jsonable))
-    return 0
-
-
-def _jsonable(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    return str(o)
+    return C.bench_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -60,25 +60,19 @@ SEQFISH_CANDIDATES = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", file=sys.stderr)
-
-
 def load1() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def threads1():
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1)
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {load1():.2f}] {msg}", file=sys.stderr)
 
 
-def runs(fn, repeats: int = REPEATS):
-    """Call ``fn`` ``repeats`` times; medians of wall and process CPU time, the last result."""
+def runs(fn):
+    """Call ``fn`` REPEATS times; medians of wall and process CPU time, the last result."""
     walls, cpus, loads = [], [], []
     out = None
-    for _ in range(repeats):
+    for _ in range(REPEATS):
         loads.append(load1())
         t, c = time.perf_counter(), time.process_time()
         out = fn()
@@ -167,21 +161,11 @@ def stglm_fit(adata, design, *, tol: float, reg_lambda):
 
 def glum_loop(X, Y, lam: float, gradient_tol):
     """GeneralizedLinearRegressor per gene (irls-cd, the only glum solver for α > 0)."""
-    from glum import GeneralizedLinearRegressor
-
     G = Y.shape[1]
     b0, beta = np.empty(G), np.empty((G, X.shape[1]))
     n_iter, converged = np.empty(G, dtype=int), np.ones(G, dtype=bool)
     for g in range(G):
-        m = GeneralizedLinearRegressor(
-            family="poisson",
-            alpha=lam,
-            l1_ratio=ALPHA,
-            fit_intercept=True,
-            solver="irls-cd",
-            gradient_tol=gradient_tol,
-            max_iter=1000,
-        )
+        m = C.glum_poisson(lam, ALPHA, gradient_tol, "irls-cd")
         converged[g] = C.fit_converged(m, X, Y[:, g])
         b0[g], beta[g], n_iter[g] = m.intercept_, m.coef_, m.n_iter_
     return {"b0": b0, "beta": beta, "n_iter": n_iter, "converged": converged}
@@ -194,18 +178,7 @@ def gene_paths(X, Y) -> np.ndarray:
 
 
 def glum_cv_gene(X, y, lams, folds, gradient_tol) -> dict:
-    from glum import GeneralizedLinearRegressorCV
-
-    m = GeneralizedLinearRegressorCV(
-        family="poisson",
-        l1_ratio=ALPHA,
-        alphas=lams,
-        cv=folds,
-        fit_intercept=True,
-        solver="irls-cd",
-        gradient_tol=gradient_tol,
-        max_iter=1000,
-    )
+    m = C.glum_poisson_cv(lams, ALPHA, folds, gradient_tol)
     converged = C.fit_converged(m, X, y)
     return {
         "b0": float(m.intercept_),
@@ -215,18 +188,18 @@ def glum_cv_gene(X, y, lams, folds, gradient_tol) -> dict:
     }
 
 
-def kkts(X, Y, b0, beta, lams) -> np.ndarray:
+def per_gene(judge, X, Y, b0, beta, lams) -> np.ndarray:
+    """``judge`` (common.poisson_kkt or poisson_objective) of each gene's solution at ALPHA."""
     lams = np.broadcast_to(lams, (Y.shape[1],))
-    return np.array(
-        [C.poisson_kkt(X, Y[:, g], b0[g], beta[g], lams[g], ALPHA) for g in range(Y.shape[1])]
-    )
+    return np.array([judge(X, Y[:, g], b0[g], beta[g], lams[g], ALPHA) for g in range(Y.shape[1])])
+
+
+def kkts(X, Y, b0, beta, lams) -> np.ndarray:
+    return per_gene(C.poisson_kkt, X, Y, b0, beta, lams)
 
 
 def objectives(X, Y, b0, beta, lams) -> np.ndarray:
-    lams = np.broadcast_to(lams, (Y.shape[1],))
-    return np.array(
-        [C.poisson_objective(X, Y[:, g], b0[g], beta[g], lams[g], ALPHA) for g in range(Y.shape[1])]
-    )
+    return per_gene(C.poisson_objective, X, Y, b0, beta, lams)
 
 
 def ladder(fit, values, check) -> tuple:
@@ -250,7 +223,7 @@ def bench_visium_fixed(v: dict) -> dict:
         return k.max() <= C.KKT_TARGET, float(k.max())
 
     rows = {}
-    with threads1():
+    with C.threads(1):
         log("Visium fixed λ: stglm tolerance ladder")
         tol, _, st_steps = ladder(
             lambda t: stglm_fit(adata, design, tol=t, reg_lambda=LAMBDA), STGLM_LADDER, check
@@ -290,7 +263,7 @@ def bench_visium_cv(v: dict, tol: float, glum_tol) -> dict:
     lams = gene_paths(X, Y)
     folds = list(KFold(N_FOLDS, shuffle=True, random_state=CV_SEED).split(X))
     out = {}
-    with threads1():
+    with C.threads(1):
         log(f"Visium CV: stglm fit_genes(reg_lambda=None), tol={tol}, {REPEATS} runs")
         timing, st = runs(lambda: stglm_fit(adata, design, tol=tol, reg_lambda=None))
         out["stglm"] = {"tol": tol, **timing, "res": st}
@@ -320,14 +293,14 @@ def bench_visium_cv(v: dict, tol: float, glum_tol) -> dict:
         for g in todo:
             one(g)
         loads.append(load1())
-    timed = np.array(sorted(cpu_per))
-    scale = G / len(timed)
+    n_timed = len(cpu_per)
+    scale = G / n_timed
     genes = np.array(sorted(res))  # those glum could fit
     out["glum"] = {
         "gradient_tol": glum_tol,
-        "genes_timed": int(len(timed)),
-        "failed": {str(v["adata"].var_names[g]): msg for g, msg in sorted(failed.items())},
-        "failed_fraction": len(failed) / len(timed),
+        "genes_timed": n_timed,
+        "failed": {str(adata.var_names[g]): msg for g, msg in sorted(failed.items())},
+        "failed_fraction": len(failed) / n_timed,
         "n_genes": int(G),
         "extrapolated": not full,
         "wall": float(sum(wall_per.values()) * scale),
@@ -367,7 +340,7 @@ def bench_visium_cv(v: dict, tol: float, glum_tol) -> dict:
         "coef_diff_max_same_lambda": float(diff[same].max(initial=0.0)),
         "coef_diff_max_gene": (
             {
-                "gene": str(v["adata"].var_names[genes[same][np.argmax(diff[same])]]),
+                "gene": str(adata.var_names[genes[same][np.argmax(diff[same])]]),
                 "lambda_index": int(gl_idx[same][np.argmax(diff[same])]),
                 "total_count": float(sub[:, same][:, np.argmax(diff[same])].sum()),
             }
@@ -474,20 +447,15 @@ def bench_jobs(dataset: str, modes: list[tuple[str, list[str], int]]) -> dict:
 
 
 def _best_time(fn, repeats: int = 5) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.min(ts))
+    """Fastest of ``repeats`` single calls after a warm-up (seconds)."""
+    return C.median_time(fn, repeats, min_time=0.0)["min"]
 
 
 def machine_rates(shapes: dict[str, tuple[int, int, int]]) -> dict:
     """GFLOP/s of Zᵀ·W for each (n, pairs, genes) shape, of a 2000² matmul, exp and memory."""
     rng = np.random.default_rng(0)
     out = {"gemm": {}}
-    with threads1():
+    with C.threads(1):
         for key, (n, P, G) in shapes.items():
             Z, W = rng.standard_normal((n, P)), rng.standard_normal((n, G))
             t = _best_time(lambda Z=Z, W=W: Z.T @ W)
@@ -530,6 +498,7 @@ def floor(n: int, p: int, n_iter: np.ndarray, measured: float, gemm: dict, rates
         "floor": t_shape + t_exp,
         "measured": measured,
         "ratio": measured / (t_shape + t_exp),
+        "gemm_gflops": gemm["gflops"],
     }
 
 
@@ -580,7 +549,7 @@ def table_fixed(r: dict, v: dict) -> str:
     head = [
         "peer",
         "configuration",
-        "wall (median of 3)",
+        f"wall (median of {REPEATS})",
         "CPU (median)",
         "CPU / stglm",
         "wall / stglm",
@@ -602,32 +571,37 @@ def table_cv(r: dict) -> str:
         if gl["extrapolated"]
         else f"all {gl['genes_timed']} genes, one run"
     )
+
+    def cells(name: str, config: str, timing: str, x: dict, ratio: str) -> list[str]:
+        return [
+            name,
+            config,
+            timing,
+            C.fmt_time(x["wall"]),
+            C.fmt_time(x["cpu"]),
+            ratio,
+            f"{x['converged_fraction']:.3f}",
+            f"{x['kkt_ok_fraction']:.3f}",
+            C.fmt_num(x["kkt_max"]),
+            fmt_loads(x["load"]),
+        ]
+
     rows = [
-        [
+        cells(
             "stglm fit_genes(reg_lambda=None)",
             f"tol={st['tol']:g}, 25 λ from λ_max to 1e-3·λ_max per gene, KFold(5, shuffle, 888)",
-            "median of 3",
-            C.fmt_time(st["wall"]),
-            C.fmt_time(st["cpu"]),
+            f"median of {REPEATS}",
+            st,
             "1.0×",
-            f"{st['converged_fraction']:.3f}",
-            f"{st['kkt_ok_fraction']:.3f}",
-            C.fmt_num(st["kkt_max"]),
-            fmt_loads(st["load"]),
-        ],
-        [
+        ),
+        cells(
             "glum loop over genes",
             f"GeneralizedLinearRegressorCV irls-cd, gradient_tol={gl['gradient_tol']:g}, "
             "alphas = stglm's path, cv = stglm's folds",
             timed,
-            C.fmt_time(gl["wall"]),
-            C.fmt_time(gl["cpu"]),
+            gl,
             fmt_ratio(gl["cpu"] / st["cpu"]),
-            f"{gl['converged_fraction']:.3f}",
-            f"{gl['kkt_ok_fraction']:.3f}",
-            C.fmt_num(gl["kkt_max"]),
-            fmt_loads(gl["load"]),
-        ],
+        ),
     ]
     head = [
         "peer",
@@ -764,28 +738,11 @@ def table_floor(floors: dict) -> str:
 
 
 def git_state() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=C.ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = [
-            d.strip()
-            for d in subprocess.run(
-                ["git", "status", "--short", "src"], cwd=C.ROOT, capture_output=True, text=True
-            ).stdout.splitlines()
-            if d.strip()
-        ]
-    except OSError:
+    state = C.git_src_state()
+    if state is None:
         return "unknown"
+    head, dirty = state
     return head + (f" + uncommitted changes in src/ ({len(dirty)} files)" if dirty else "")
-
-
-def _jsonable(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.integer | np.floating | np.bool_):
-        return o.item()
-    return str(o)
 
 
 def main(argv=None) -> int:
@@ -886,7 +843,6 @@ def main(argv=None) -> int:
         rates["gemm"]["visium"],
         rates,
     )
-    floors[vlabel]["gemm_gflops"] = rates["gemm"]["visium"]["gflops"]
     # CV: fit_genes counts the iterations of the 5 fold paths (0.8·n cells each) and of the
     # refit (n cells, a few per gene): all are charged at 0.8·n cells, a slight underestimate.
     cst = cv["stglm"]
@@ -899,7 +855,6 @@ def main(argv=None) -> int:
         rates["gemm"]["visium"],
         rates,
     )
-    floors[clabel]["gemm_gflops"] = rates["gemm"]["visium"]["gflops"]
     for key, jobs in (("seqfish", sf), ("synthetic", syn)):
         if jobs:
             r0 = jobs["fixed"]["runs"][0]
@@ -912,7 +867,6 @@ def main(argv=None) -> int:
                 rates["gemm"][key],
                 rates,
             )
-            floors[label]["gemm_gflops"] = rates["gemm"][key]["gflops"]
     load_end = os.getloadavg()
 
     # tables
@@ -1042,7 +996,7 @@ def main(argv=None) -> int:
         seconds=time.time() - t0,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "genes.json").write_text(json.dumps(results, indent=1, default=_jsonable))
+    (args.out / "genes.json").write_text(json.dumps(results, indent=1, default=C.jsonable))
     (args.out / "genes.md").write_text(md)
     log(f"wrote {args.out / 'genes.md'} and genes.json ({time.time() - t0:.0f} s)")
     return 0

@@ -15,14 +15,11 @@ Run: python benchmarks/bench_solver.py [--json out.json] [--quick]
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +42,8 @@ BG_LONG_MAX_ITER = 1_000_000
 BG_STEP_LADDER = [2e-3, 1e-3, 5e-4, 2.5e-4, 1.25e-4]
 BG_STEP_SCAN_ITER = 10_000
 BG_STEP_MAX_ITER = 100_000
-
-
-@contextlib.contextmanager
-def threads(n: int | None):
-    """Limit BLAS and OpenMP pools to ``n`` threads (None: leave them as they are)."""
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n):
-        yield
+#: The row every ratio is taken against.
+REF = "stglm irls-cd"
 
 
 @dataclass
@@ -74,7 +61,6 @@ class Peer:
     thread_options: tuple = (1,)
     stop_at_target: bool = True
     note: str = ""
-    extra: dict = field(default_factory=dict)
     #: ``choose(X, y, lam, alpha)`` → the ladder for these data (replaces ``ladder``).
     choose: Callable | None = None
     #: Timed repeats (after the warm-up); None: common.REPEATS, each ≥ MIN_REPEAT_TIME.
@@ -131,19 +117,7 @@ def _fitted(build):
 
 
 def _glum(solver: str):
-    from glum import GeneralizedLinearRegressor
-
-    return _fitted(
-        lambda lam, alpha, tol: GeneralizedLinearRegressor(
-            family="poisson",
-            alpha=lam,
-            l1_ratio=alpha,
-            fit_intercept=True,
-            gradient_tol=tol,
-            solver=solver,
-            max_iter=1000,
-        )
-    )
+    return _fitted(lambda lam, alpha, tol: C.glum_poisson(lam, alpha, tol, solver))
 
 
 def _sklearn(solver: str):
@@ -175,7 +149,7 @@ def _best_step(X, y, lam, alpha) -> list[float]:
 
 def python_peers(ridge: bool, visium: bool) -> list[Peer]:
     peers = [
-        Peer("stglm irls-cd", _stglm("irls-cd"), STGLM_LADDER),
+        Peer(REF, _stglm("irls-cd"), STGLM_LADDER),
         Peer(
             "stglm irls-cd, 2 BLAS threads", _stglm("irls-cd"), STGLM_LADDER, thread_options=(None,)
         ),
@@ -237,7 +211,7 @@ def run_python_peer(peer: Peer, X, y, lam, alpha) -> dict:
     for tol in ladder:
         fit = peer.make(X, y, lam, alpha, tol)
         try:
-            with threads(peer.thread_options[0]):
+            with C.threads(peer.thread_options[0]):
                 b0, beta, info = fit()
         except (ValueError, OverflowError, FloatingPointError) as err:
             return {
@@ -255,7 +229,7 @@ def run_python_peer(peer: Peer, X, y, lam, alpha) -> dict:
     tol, fit, b0, beta, info, kkt = chosen
     best = None
     for th in peer.thread_options:
-        with threads(th):
+        with C.threads(th):
             tm = (
                 C.median_time(fit, repeats=peer.repeats, min_time=0.0)
                 if peer.repeats
@@ -263,7 +237,7 @@ def run_python_peer(peer: Peer, X, y, lam, alpha) -> dict:
             )
         if best is None or tm["median"] < best[1]["median"]:
             best = (th, tm)
-    with threads(best[0]):
+    with C.threads(best[0]):
         mem = C.tracemalloc_peak(fit)
     with np.errstate(over="ignore", invalid="ignore"):
         obj = C.poisson_objective(X, y, b0, beta, lam, alpha)
@@ -341,6 +315,7 @@ def glmnet_rows(
         key, name = r["name"].split("|", 1)
         X, y, lam, alpha = X_of[key], y_of[key], lam_of[key], alpha_of[key]
         beta = np.asarray(r["beta"], dtype=float)
+        kkt = C.poisson_kkt(X, y, r["a0"], beta, lam, alpha)
         rows.setdefault(key, []).append(
             {
                 "name": name,
@@ -353,21 +328,18 @@ def glmnet_rows(
                 "times": r["times"],
                 "number": r["number"],
                 "diverged": False,
-                "kkt": C.poisson_kkt(X, y, r["a0"], beta, lam, alpha),
+                "kkt": kkt,
                 "kkt_R": r["kkt_R"],
                 "objective": C.poisson_objective(X, y, r["a0"], beta, lam, alpha),
                 "mem": r["mem_mb"] * 2**20,
                 "mem_kind": "R gc",
                 "n_iter": r["npasses"],
-                "reached": None,
+                "reached": kkt <= C.KKT_TARGET,
                 "note": "",
                 "b0": r["a0"],
                 "beta": beta.tolist(),
             }
         )
-    for rs in rows.values():
-        for row in rs:
-            row["reached"] = row["kkt"] <= C.KKT_TARGET
     return rows
 
 
@@ -384,7 +356,7 @@ def gram_bound(X, n_newton: int) -> dict:
     n, p = X.shape
     A = np.hstack([np.ones((n, 1)), X])
     v = np.ones(p + 1)
-    with threads(1):
+    with C.threads(1):
         t_gram = C.median_time(lambda: A.T @ A)["median"]
         t_pass = C.median_time(lambda: A.T @ (A @ v))["median"]
     return {
@@ -411,11 +383,11 @@ def _tol_label(r: dict) -> str:
     return f"{r['tol_name']}=" + ",".join(f"{t:g}" for t in vals) + extra
 
 
-def format_rows(rows: list[dict], ref: str = "stglm irls-cd") -> list[list[str]]:
+def format_rows(rows: list[dict]) -> list[list[str]]:
     """Table cells; J − min J is against the best objective any peer reached."""
     finite = [r["objective"] for r in rows if np.isfinite(r.get("objective", np.nan))]
     best_obj = min(finite)
-    st = next(r for r in rows if r["name"] == ref)
+    st = next(r for r in rows if r["name"] == REF)
     out = []
     for r in rows:
         if "error" in r:
@@ -499,7 +471,7 @@ def aggregate_visium(per_gene: list[list[dict]]) -> list[dict]:
 
 
 def format_visium(rows: list[dict]) -> list[list[str]]:
-    st = next(r for r in rows if r["name"] == "stglm irls-cd")
+    st = next(r for r in rows if r["name"] == REF)
     out = []
     for r in rows:
         if "error" in r:
@@ -562,7 +534,7 @@ def run(quick: bool = False) -> dict:
     genes = d["y_genes"][:2] if quick else d["y_genes"]
     vis_rows: list[list[dict]] = []
     vis_lams = []
-    for j, _g in enumerate(genes):
+    for j in range(len(genes)):
         yv = YV[:, j]
         lam = C.poisson_lambda_max(XV, yv, 0.5) * VISIUM_LAMBDA_FRACTION
         vis_lams.append(lam)
@@ -577,12 +549,11 @@ def run(quick: bool = False) -> dict:
         arrays = {"Xa": X, "ya": y, "Xv": XV}
         X_of, y_of = {"a": X, "a-ridge": X}, {"a": y, "a-ridge": y}
         lam_of, alpha_of = {"a": LAM_A, "a-ridge": LAM_A}, {"a": ALPHA_A, "a-ridge": 0.0}
-        for j, g in enumerate(genes):
+        for j in range(len(genes)):
             arrays[f"yv{j}"] = YV[:, j]
             tasks += glmnet_tasks(f"v{j}", "Xv", f"yv{j}", XV, YV[:, j], vis_lams[j], 0.5)
             X_of[f"v{j}"], y_of[f"v{j}"] = XV, YV[:, j]
             lam_of[f"v{j}"], alpha_of[f"v{j}"] = vis_lams[j], 0.5
-            del g
         r_rows = glmnet_rows(C.run_r("glmnet_bench.R", tasks, arrays), X_of, y_of, lam_of, alpha_of)
         for key in problems:
             rows[key] += r_rows[key]
@@ -590,7 +561,7 @@ def run(quick: bool = False) -> dict:
             vis_rows[j] += r_rows[f"v{j}"]
 
     # hardware floor and first-call cost -------------------------------------------------------
-    st = next(r for r in rows["a"] if r["name"] == "stglm irls-cd")
+    st = next(r for r in rows["a"] if r["name"] == REF)
     res["gram_bound_a"] = gram_bound(X, st["n_iter"])
     res["first_call"] = C.first_call_times()
     res["matmul"] = C.matmul_reference(N_A, P_A)
@@ -650,7 +621,7 @@ def render(res: dict) -> str:
     per_gene = []
     for g, lam, rs in zip(v["genes"], v["lambdas"], v["per_gene"], strict=True):
         by = {r["name"]: r for r in rs}
-        st = by["stglm irls-cd"]
+        st = by[REF]
         cells = [g, f"{lam:.4g}", f"{C.fmt_time(st['time'])} ({_tol_label(st)})"]
         for other in ("glum irls-cd", "glmnet single λ", "glmnet path to λ"):
             r = next((r for n, r in by.items() if n.startswith(other)), None)
@@ -672,7 +643,7 @@ def render(res: dict) -> str:
     gb = res["gram_bound_a"]
     fc = res["first_call"]
     mm = res["matmul"]
-    st = next(r for r in res["rows"]["a"] if r["name"] == "stglm irls-cd")
+    st = next(r for r in res["rows"]["a"] if r["name"] == REF)
     parts += [
         "### Hardware floor for (a)",
         "",
@@ -694,15 +665,7 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, help="write all numbers here")
-    ap.add_argument("--quick", action="store_true", help="2 Visium genes only")
-    args = ap.parse_args(argv)
-    res = run(quick=args.quick)
-    print(res["table"])
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1, default=float))
-    return 0
+    return C.bench_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

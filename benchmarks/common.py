@@ -1,4 +1,4 @@
-"""Shared pieces of the stglm benchmarks: data, the objective and KKT residual, timing, memory, R.
+"""Shared pieces of the stglm benchmarks: data, J and the KKT residual, glum, timing, memory, R.
 
 Everything that judges a solution (objective, KKT residual, λ_max) is written here from the
 formulas with plain NumPy, never by calling stglm, so every peer is judged by the same code:
@@ -11,6 +11,8 @@ formulas with plain NumPy, never by calling stglm, so every peer is judged by th
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import platform
@@ -100,16 +102,6 @@ def visium_design() -> dict:
     }
 
 
-def cv_foldid(n: int, k: int, seed: int) -> np.ndarray:
-    """Fold ids 1..k, a seeded random permutation of arange(n) % k + 1."""
-    return np.random.default_rng(seed).permutation(np.arange(n) % k + 1)
-
-
-def folds_from_id(foldid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) index pairs, one per fold id in increasing order."""
-    return [(np.flatnonzero(foldid != f), np.flatnonzero(foldid == f)) for f in np.unique(foldid)]
-
-
 # -------------------------------------------------------------------------------------------
 # objective, KKT residual, λ_max (independent of stglm)
 # -------------------------------------------------------------------------------------------
@@ -144,8 +136,56 @@ def poisson_lambda_max(X, y, alpha: float) -> float:
 
 
 # -------------------------------------------------------------------------------------------
+# peers: glum on J (glum minimises deviance/2n + alpha·l1_ratio‖w‖₁ + ½·alpha·(1−l1_ratio)‖w‖²)
+# -------------------------------------------------------------------------------------------
+
+
+def glum_poisson(lam: float, alpha: float, gradient_tol=None, solver: str = "irls-cd"):
+    """glum ``GeneralizedLinearRegressor`` solving J at (λ, α)."""
+    from glum import GeneralizedLinearRegressor
+
+    return GeneralizedLinearRegressor(
+        family="poisson",
+        alpha=lam,
+        l1_ratio=alpha,
+        fit_intercept=True,
+        gradient_tol=gradient_tol,
+        solver=solver,
+        max_iter=1000,
+    )
+
+
+def glum_poisson_cv(lams, alpha: float, folds, gradient_tol=None):
+    """glum ``GeneralizedLinearRegressorCV`` (irls-cd) over the λ grid ``lams`` and ``folds``."""
+    from glum import GeneralizedLinearRegressorCV
+
+    return GeneralizedLinearRegressorCV(
+        family="poisson",
+        l1_ratio=alpha,
+        alphas=lams,
+        cv=folds,
+        fit_intercept=True,
+        solver="irls-cd",
+        gradient_tol=gradient_tol,
+        max_iter=1000,
+    )
+
+
+# -------------------------------------------------------------------------------------------
 # timing and memory
 # -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Limit BLAS and OpenMP pools to ``n`` threads (None: leave them as they are)."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield
 
 
 def median_time(
@@ -370,6 +410,42 @@ def matmul_reference(n: int, p: int) -> dict:
         "gram_gflops": flops / t / 1e9,
         "square_2000_gflops": 2.0 * 2000**3 / tb / 1e9,
     }
+
+
+def git_src_state() -> tuple[str, list[str]] | None:
+    """HEAD (short hash) and the ``git status --short`` lines of src/; None without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--short", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+    except OSError:
+        return None
+    return head, [d.strip() for d in status.splitlines() if d.strip()]
+
+
+def jsonable(o):
+    """``json.dumps`` default: numpy arrays and scalars as Python values, the rest as str."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.integer | np.floating | np.bool_):
+        return o.item()
+    return str(o)
+
+
+def bench_main(run: Callable[..., dict], description: str, argv=None) -> int:
+    """Command line of bench_solver / bench_cv: ``run(quick)``, print its table, --json."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--json", type=Path, help="write all numbers here")
+    ap.add_argument("--quick", action="store_true", help="2 Visium genes only")
+    args = ap.parse_args(argv)
+    res = run(quick=args.quick)
+    print(res["table"])
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1, default=jsonable))
+    return 0
 
 
 def fmt_time(s: float | None) -> str:

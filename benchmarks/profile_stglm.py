@@ -12,7 +12,6 @@ Run: python benchmarks/profile_stglm.py [--threads 1]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import pstats
@@ -26,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
+from bench_cv import N_SYN, P_SYN, SEED_SYN  # noqa: E402
+from bench_solver import ALPHA_A, LAM_A, N_A, P_A, SEED_A, VISIUM_LAMBDA_FRACTION  # noqa: E402
 
 TIMES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
@@ -103,17 +104,6 @@ def instrument() -> None:
         _wrap(path_mod, attr, label)
 
 
-@contextlib.contextmanager
-def blas_threads(n):
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n):
-        yield
-
-
 def report(title: str, fn, reps: int, top_total: str) -> str:
     fn()  # warm-up (numba cache load, imports)
     TIMES.clear()
@@ -162,16 +152,16 @@ def main(argv=None) -> int:
     from stglm import GLM, GLMCV
 
     th = args.threads or None
-    Xa, ya = C.synthetic_poisson(20_000, 50, 20240601)
-    Xc, yc = C.synthetic_poisson(2_000, 20, 7)
+    Xa, ya = C.synthetic_poisson(N_A, P_A, SEED_A)
+    Xc, yc = C.synthetic_poisson(N_SYN, P_SYN, SEED_SYN)
     d = C.visium_design()
     Xv, yv = d["X"], d["Y"][:, 0]
-    lam_v = C.poisson_lambda_max(Xv, yv, 0.5) * 10**-1.5
-    kw = {"distr": "poisson", "eta": np.inf, "alpha": 0.5, "clip_coeffs": 0, "verbose": False}
+    lam_v = C.poisson_lambda_max(Xv, yv, ALPHA_A) * VISIUM_LAMBDA_FRACTION
+    kw = {"distr": "poisson", "eta": np.inf, "alpha": ALPHA_A, "clip_coeffs": 0, "verbose": False}
     jobs = [
         (
-            "GLM fit, synthetic 20,000 × 50, λ=0.01, tol=1e-6",
-            lambda: GLM(reg_lambda=0.01, **kw).fit(Xa, ya),
+            f"GLM fit, synthetic {N_A:,} × {P_A}, λ={LAM_A}, tol=1e-6",
+            lambda: GLM(reg_lambda=LAM_A, **kw).fit(Xa, ya),
             20,
             "GLM.fit: total",
         ),
@@ -182,7 +172,7 @@ def main(argv=None) -> int:
             "GLM.fit: total",
         ),
         (
-            "GLMCV, synthetic 2,000 × 20 (eta=inf, clip 0)",
+            f"GLMCV, synthetic {N_SYN:,} × {P_SYN} (eta=inf, clip 0)",
             lambda: GLMCV(eta=np.inf, clip_coeffs=0, verbose=False).fit(Xc, yc),
             10,
             "GLMCV.fit: total",
@@ -198,7 +188,7 @@ def main(argv=None) -> int:
         f"BLAS threads: {th or 'numpy default'}; load average {C.loadavg()}",
         "",
     ]
-    with blas_threads(th):
+    with C.threads(th):
         for title, fn, reps, top in jobs:
             out.append(report(title, fn, reps, top))
             out.append("")

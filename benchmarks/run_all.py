@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,16 +29,10 @@ import common as C  # noqa: E402
 
 def git_state() -> str:
     """HEAD and the modified files of src/, so a table can be tied to the code it timed."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=C.ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--short", "src"], cwd=C.ROOT, capture_output=True, text=True
-        ).stdout.split("\n")
-    except OSError:
+    state = C.git_src_state()
+    if state is None:
         return "unknown"
-    dirty = [d.strip() for d in dirty if d.strip()]
+    head, dirty = state
     return head + (
         f" + uncommitted changes in {len(dirty)} file(s) of src/: " + ", ".join(dirty)
         if dirty
@@ -86,8 +79,8 @@ def main(argv=None) -> int:
     print(solver["table"], "\n", flush=True)
     cv = bench_cv.run(quick=args.quick)
     print(cv["table"], flush=True)
-    (args.out / "solver.json").write_text(json.dumps(solver, indent=1, default=bench_cv._jsonable))
-    (args.out / "cv.json").write_text(json.dumps(cv, indent=1, default=bench_cv._jsonable))
+    (args.out / "solver.json").write_text(json.dumps(solver, indent=1, default=C.jsonable))
+    (args.out / "cv.json").write_text(json.dumps(cv, indent=1, default=C.jsonable))
     command = " ".join(
         [
             "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
