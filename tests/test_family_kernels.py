@@ -5,7 +5,7 @@ import pytest
 from conftest import ref_residual
 
 from stglm import get_family
-from stglm._solvers._family_kernels import family_code, nll_and_terms
+from stglm._solvers._family_kernels import nll_and_terms
 
 FAMILIES = [
     ("gaussian", {}),
@@ -22,7 +22,7 @@ def kernel(fam, Y, Z, M=None):
     R, W = np.empty_like(Z.T, order="C"), np.empty_like(Z.T, order="C")
     args = [np.ascontiguousarray(A.T) for A in (Y, Z)]
     weights = None if M is None else np.ascontiguousarray(M.T)
-    nll = nll_and_terms(*family_code(fam), *args, R, W, weights)
+    nll = nll_and_terms(fam, *args, R, W, weights)
     return nll, R.T, W.T
 
 

@@ -671,9 +671,10 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
     raw[3] = 0.0
     total = rng.uniform(50, 100, n_genes)
 
-    pen = penalties(B, lam, alpha, gram, fit_intercept)
+    ones = np.ones(p)  # penalty factors: see test_penalty_factors for others
+    pen = penalties(B, lam, alpha, ones, gram, fit_intercept)
     grads = raw.copy()
-    kkt = finish_gradients(grads, total, B, lam, alpha, gram, fit_intercept)
+    kkt = finish_gradients(grads, total, B, lam, alpha, ones, gram, fit_intercept)
     for k in range(n_genes):
         enet = ElasticNet(lam[k], alpha, Tau)
         beta = B[k, off:]
@@ -701,7 +702,7 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
     tol = np.full(n_genes, 1e-12)
     X_new = np.empty_like(B)
     delta, at_minimum = newton_directions(
-        H_lik, gram_scaled, grads, B, lam, alpha, scaling.center, scaling.scale,
+        H_lik, gram_scaled, grads, B, lam, alpha, ones, scaling.center, scaling.scale,
         fit_intercept, tol, 100_000, X_new,
     )  # fmt: skip
     G_s, B_s = scaling.gradient_to_scaled(grads), scaling.to_scaled(B)
@@ -740,7 +741,7 @@ def test_batched_kernels_never_take_nan_for_converged():
 
     B = np.zeros((3, 3))
     raw = np.array([[0.5, np.nan, 0.1], [np.nan, 0.0, 0.0], [0.2, 0.1, np.inf]])
-    kkt = finish_gradients(raw, np.ones(3), B, np.full(3, 0.1), 0.5, np.eye(2), True)
+    kkt = finish_gradients(raw, np.ones(3), B, np.full(3, 0.1), 0.5, np.ones(2), np.eye(2), True)
     assert np.isnan(kkt[0]) and np.isnan(kkt[1]) and kkt[2] == np.inf
     ok = sufficient_decrease(
         np.array([np.nan, 1.5, 0.99995]), np.ones(3), np.full(3, -1.0), np.ones(3), 1e-4, 2e-16

@@ -1,36 +1,47 @@
-"""Response families: mean function, likelihood and their derivatives.
+"""Response families: a likelihood together with a mean function (the inverse link).
 
-Each family is an object that knows its mean function μ(z) (the inverse link of
-spateo's conventions, see ``SEMANTICS.md``), the per-sample log-likelihood
-ℓ(y, μ), and the first two derivatives of −ℓ with respect to μ.  Everything a
-solver needs — the working residual ∂(−ℓ)/∂z and the Newton / Fisher weights
-∂²(−ℓ)/∂z² — is derived from those pieces by the chain rule in :class:`Family`,
-so a new family only describes its own mathematics.
+A :class:`Family` is one (likelihood, link) pair: it knows its mean function μ(z)
+(:class:`MeanFunction`), the per-sample log-likelihood ℓ(y, μ) and the first two
+derivatives of −ℓ with respect to μ. Everything a solver needs — the working residual
+∂(−ℓ)/∂z and the Newton / Fisher weights ∂²(−ℓ)/∂z² — is derived from those pieces by the
+chain rule in :class:`Family`, so a new family only describes its own mathematics and runs
+through every solver (in numpy). The built-in families also name the compiled kernel that
+evaluates them in the solvers' hot loops (:attr:`Family.kernel`).
+
+Links: ``link=None`` keeps the seed's mean functions (``docs/SEMANTICS.md``: the Poisson
+mean e^z continued linearly above ``eta``, softplus means for the negative binomial and
+gamma); ``link="log"`` gives μ = e^z exactly, the model of R's ``glm``, MASS, glmGamPoi and
+DESeq2, where coefficients are log fold changes per unit of the predictor.
 
 A family is chosen from its name in exactly one place, :func:`get_family`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import expit, gammaln, xlogy
 
 __all__ = [
-    "COUNT_FAMILIES",
     "DISTRIBUTIONS",
+    "LINKS",
     "Family",
     "Gamma",
     "Gaussian",
+    "MeanFunction",
     "NegativeBinomial",
     "Poisson",
     "Softplus",
     "get_family",
 ]
 
-#: Families whose responses are counts: an all-zero response has no finite maximum-likelihood fit.
-COUNT_FAMILIES = ("poisson", "softplus", "neg-binomial")
 #: Machine epsilon added inside ``log`` by the seed's Poisson likelihood.
 EPS = np.finfo(float).eps
+
+#: Codes of the compiled kernels (:mod:`stglm._solvers._family_kernels`).
+LIK_GAUSSIAN, LIK_POISSON, LIK_NEGBIN, LIK_GAMMA = 0, 1, 2, 3
+MEAN_IDENTITY, MEAN_EXP, MEAN_SOFTPLUS = 0, 1, 2
 
 
 def softplus(z: np.ndarray) -> np.ndarray:
@@ -40,33 +51,118 @@ def softplus(z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z)
 
 
+# -- mean functions ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MeanFunction:
+    """μ(z) with its first two derivatives and its inverse (the link).
+
+    ``kind`` is "identity", "exp" (e^z, continued along its tangent above ``eta``; exact
+    e^z for ``eta = inf``) or "softplus" (log(1 + e^z)).
+    """
+
+    kind: str
+    eta: float = np.inf
+
+    @property
+    def code(self) -> int:
+        """The kernels' code for this mean function."""
+        return {"identity": MEAN_IDENTITY, "exp": MEAN_EXP, "softplus": MEAN_SOFTPLUS}[self.kind]
+
+    @property
+    def link_name(self) -> str:
+        """The link's name as users write it (``"log"`` only for the exact exponential)."""
+        if self.kind == "exp":
+            return "log" if not np.isfinite(self.eta) else f"log-linear(eta={self.eta:g})"
+        return self.kind
+
+    def mean(self, z):
+        z = np.asarray(z, dtype=float)
+        if self.kind == "identity":
+            return z
+        if self.kind == "softplus":
+            return softplus(z)
+        if not np.isfinite(self.eta):
+            return np.exp(z)
+        e = np.exp(self.eta)
+        return np.where(z > self.eta, e * (z - self.eta + 1.0), np.exp(np.minimum(z, self.eta)))
+
+    def deriv(self, z):
+        z = np.asarray(z, dtype=float)
+        if self.kind == "identity":
+            return np.ones_like(z)
+        if self.kind == "softplus":
+            return expit(z)
+        return np.exp(np.minimum(z, self.eta))
+
+    def deriv2(self, z):
+        z = np.asarray(z, dtype=float)
+        if self.kind == "identity":
+            return np.zeros_like(z)
+        if self.kind == "softplus":
+            s = expit(z)
+            return s * (1.0 - s)
+        return np.where(z > self.eta, 0.0, np.exp(np.minimum(z, self.eta)))
+
+    def inverse(self, mu):
+        mu = np.asarray(mu, dtype=float)
+        if self.kind == "identity":
+            return mu
+        if self.kind == "softplus":
+            return mu + np.log(-np.expm1(-mu))  # log(e^μ − 1) without overflow
+        if not np.isfinite(self.eta):
+            return np.log(mu)
+        e = np.exp(self.eta)
+        return np.where(mu > e, mu / e + self.eta - 1.0, np.log(np.minimum(mu, e)))
+
+
+IDENTITY = MeanFunction("identity")
+LOG = MeanFunction("exp")
+SOFTPLUS = MeanFunction("softplus")
+
+
 class Family:
     """Base class: a response distribution together with its mean function.
 
-    Subclasses implement ``mean``, ``mean_deriv``, ``mean_deriv2``, ``loglik``,
-    ``nll_dmu``, ``nll_dmu2`` and ``fisher_dmu2`` and set ``name``.
+    Subclasses implement ``loglik``, ``nll_dmu``, ``nll_dmu2`` and ``fisher_dmu2``, set
+    ``name`` and ``mean_function`` (a :class:`MeanFunction`), and may override
+    ``check_y`` and the flags below. A family defined outside stglm (Tweedie, binomial, …)
+    runs through every solver with these numpy methods; the built-in ones also name a
+    compiled kernel (:attr:`kernel`).
     """
 
     name: str = ""
-    #: Whether the Hessian ∂²(−ℓ)/∂z² can be negative for some (y, z).
+    mean_function: MeanFunction = IDENTITY
+    #: Whether the true Hessian ∂²(−ℓ)/∂z² is non-negative for every (y, z) (else the
+    #: solvers fall back to Fisher weights where it is not).
     canonical: bool = False
+    #: Whether responses are counts: an all-zero response then has no finite fit.
+    is_count: bool = False
+    #: Whether −ℓ is quadratic in z (one Newton step solves an unpenalised fit).
+    is_quadratic: bool = False
+    #: The compiled likelihood's code, or None (numpy only).
+    likelihood_code: int | None = None
 
     # -- mean function ---------------------------------------------------------------------
+    @property
+    def link_name(self) -> str:
+        """The link's name: "identity", "log", "softplus" or the seed's "log-linear(eta=…)"."""
+        return self.mean_function.link_name
+
     def mean(self, z: np.ndarray) -> np.ndarray:
         """Mean μ(z) of the response given the linear predictor z."""
-        raise NotImplementedError
+        return self.mean_function.mean(z)
 
     def mean_deriv(self, z: np.ndarray) -> np.ndarray:
         """First derivative μ'(z)."""
-        raise NotImplementedError
-
-    def link(self, mu: np.ndarray) -> np.ndarray:
-        """Inverse of the mean function, z such that μ(z) = mu."""
-        raise NotImplementedError
+        return self.mean_function.deriv(z)
 
     def mean_deriv2(self, z: np.ndarray) -> np.ndarray:
         """Second derivative μ''(z)."""
-        raise NotImplementedError
+        return self.mean_function.deriv2(z)
+
+    def link(self, mu: np.ndarray) -> np.ndarray:
+        """Inverse of the mean function, z such that μ(z) = mu."""
+        return self.mean_function.inverse(mu)
 
     # -- likelihood --------------------------------------------------------------------------
     def loglik(self, y: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -91,6 +187,15 @@ class Family:
 
     def check_y(self, y: np.ndarray) -> None:
         """Raise ``ValueError`` if ``y`` lies outside the family's support."""
+
+    # -- what the compiled kernels need ------------------------------------------------------
+    @property
+    def kernel(self) -> tuple[int, int, float, float] | None:
+        """(likelihood code, mean code, eta, theta) for the compiled kernels, or None."""
+        if self.likelihood_code is None:
+            return None
+        mf = self.mean_function
+        return (self.likelihood_code, mf.code, float(mf.eta), float(getattr(self, "theta", 1.0)))
 
     # -- derived quantities (chain rule) -----------------------------------------------------
     def residual(self, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -122,22 +227,9 @@ class Family:
         return hash((type(self), tuple(sorted(self.__dict__.items()))))
 
 
-class _SoftplusMean:
-    """Mixin: μ = softplus(z) = log(1 + e^z), μ' = σ(z), μ'' = σ(z)(1 − σ(z))."""
-
-    def mean(self, z):
-        return softplus(z)
-
-    def mean_deriv(self, z):
-        return expit(z)
-
-    def link(self, mu):
-        mu = np.asarray(mu, dtype=float)
-        return mu + np.log(-np.expm1(-mu))  # log(e^μ − 1) without overflow
-
-    def mean_deriv2(self, z):
-        s = expit(z)
-        return s * (1.0 - s)
+def _check_counts(y: np.ndarray, name: str) -> None:
+    if np.any(y < 0):
+        raise ValueError(f"y must be non-negative for distr='{name}' (counts).")
 
 
 class Gaussian(Family):
@@ -145,18 +237,8 @@ class Gaussian(Family):
 
     name = "gaussian"
     canonical = True
-
-    def mean(self, z):
-        return np.asarray(z, dtype=float)
-
-    def mean_deriv(self, z):
-        return np.ones_like(z, dtype=float)
-
-    def link(self, mu):
-        return np.asarray(mu, dtype=float)
-
-    def mean_deriv2(self, z):
-        return np.zeros_like(z, dtype=float)
+    is_quadratic = True
+    likelihood_code = LIK_GAUSSIAN
 
     def loglik(self, y, mu):
         return -0.5 * (y - mu) ** 2
@@ -173,6 +255,9 @@ class Gaussian(Family):
 
 class _PoissonLikelihood(Family):
     """Poisson log-likelihood without the log y! term: ℓ = y·log(μ + ε) − μ."""
+
+    is_count = True
+    likelihood_code = LIK_POISSON
 
     def loglik(self, y, mu):
         # y·log(μ + ε) with numpy's vectorised log (3× faster than xlogy); xlogy's
@@ -196,15 +281,15 @@ class _PoissonLikelihood(Family):
         return 1.0 / mu
 
     def check_y(self, y):
-        if np.any(y < 0):
-            raise ValueError(f"y must be non-negative for distr='{self.name}' (counts).")
+        _check_counts(y, self.name)
 
 
 class Poisson(_PoissonLikelihood):
-    """Poisson with μ = e^z, linearised above ``eta``.
+    """Poisson with μ = e^z, linearised above ``eta`` (the seed's mean).
 
     Above ``eta`` the mean continues along the tangent e^η·(z − η + 1), so μ and
-    μ' are continuous; ``eta=np.inf`` gives the canonical log-linear model.
+    μ' are continuous; ``eta=np.inf`` (what ``link="log"`` gives) is the canonical
+    log-linear model.
     """
 
     name = "poisson"
@@ -212,27 +297,7 @@ class Poisson(_PoissonLikelihood):
     def __init__(self, eta: float = 2.0):
         self.eta = float(eta)
         self.canonical = not np.isfinite(self.eta)
-
-    def mean(self, z):
-        z = np.asarray(z, dtype=float)
-        if not np.isfinite(self.eta):
-            return np.exp(z)
-        e = np.exp(self.eta)
-        return np.where(z > self.eta, e * (z - self.eta + 1.0), np.exp(np.minimum(z, self.eta)))
-
-    def mean_deriv(self, z):
-        return np.exp(np.minimum(np.asarray(z, dtype=float), self.eta))
-
-    def link(self, mu):
-        mu = np.asarray(mu, dtype=float)
-        if not np.isfinite(self.eta):
-            return np.log(mu)
-        e = np.exp(self.eta)
-        return np.where(mu > e, mu / e + self.eta - 1.0, np.log(np.minimum(mu, e)))
-
-    def mean_deriv2(self, z):
-        z = np.asarray(z, dtype=float)
-        return np.where(z > self.eta, 0.0, np.exp(np.minimum(z, self.eta)))
+        self.mean_function = MeanFunction("exp", self.eta)
 
     def residual(self, y, z):
         if self.canonical:
@@ -248,19 +313,35 @@ class Poisson(_PoissonLikelihood):
         return f"Poisson(eta={self.eta!r})"
 
 
-class Softplus(_SoftplusMean, _PoissonLikelihood):
+class Softplus(_PoissonLikelihood):
     """Poisson likelihood with the softplus mean μ = log(1 + e^z)."""
 
     name = "softplus"
+    mean_function = SOFTPLUS
 
 
-class NegativeBinomial(_SoftplusMean, Family):
-    """NB2 with size ``theta`` (variance μ + μ²/θ) and softplus mean; full log-pmf."""
+def _link_mean(link: str) -> MeanFunction:
+    """The mean function of the NB / gamma families' ``link`` ("softplus" or "log")."""
+    return LOG if link == "log" else SOFTPLUS
+
+
+class NegativeBinomial(Family):
+    """NB2 with size ``theta`` (variance μ + μ²/θ); softplus (the seed's) or log mean.
+
+    ``theta`` is MASS's size, glmGamPoi's and DESeq2's 1/overdispersion and statsmodels'
+    1/α. The log-likelihood is the full log-pmf.
+    """
 
     name = "neg-binomial"
+    is_count = True
+    likelihood_code = LIK_NEGBIN
 
-    def __init__(self, theta: float = 1.0):
+    def __init__(self, theta: float = 1.0, link: str = "softplus"):
         self.theta = float(theta)
+        self.link_kind = link
+        self.mean_function = _link_mean(link)
+        # With μ = e^z the true Hessian μθ(θ + y)/(μ + θ)² is never negative.
+        self.canonical = link == "log"
 
     def loglik(self, y, mu):
         t = self.theta
@@ -282,18 +363,46 @@ class NegativeBinomial(_SoftplusMean, Family):
     def fisher_dmu2(self, mu):
         return self.theta / (mu * (mu + self.theta))
 
+    def residual(self, y, z):
+        if self.link_kind == "log":  # θ(μ − y)/(μ + θ): no 0/0 where μ underflows
+            mu = np.exp(z)
+            return self.theta * (mu - y) / (mu + self.theta)
+        return super().residual(y, z)
+
+    def hessian_weights(self, y, z):
+        if self.link_kind == "log":
+            mu = np.exp(z)
+            return mu * self.theta * (self.theta + y) / (mu + self.theta) ** 2
+        return super().hessian_weights(y, z)
+
     def check_y(self, y):
-        if np.any(y < 0):
-            raise ValueError("y must be non-negative for distr='neg-binomial' (counts).")
+        _check_counts(y, self.name)
+
+    def with_theta(self, theta) -> NegativeBinomial:
+        """The same family with another size (an array broadcasts against y's columns)."""
+        out = NegativeBinomial(link=self.link_kind)
+        out.theta = theta if np.ndim(theta) else float(theta)
+        return out
 
     def __repr__(self) -> str:
-        return f"NegativeBinomial(theta={self.theta!r})"
+        link = "" if self.link_kind == "softplus" else f", link={self.link_kind!r}"
+        return f"NegativeBinomial(theta={self.theta!r}{link})"
 
 
-class Gamma(_SoftplusMean, Family):
-    """Gamma with shape 1 and softplus mean: ℓ = −y/μ − log μ."""
+class Gamma(Family):
+    """Gamma with shape 1, softplus (the seed's) or log mean: ℓ = −y/μ − log μ.
+
+    The shape (dispersion) does not change the coefficients, which equal R's
+    ``glm(family=Gamma(link="log"))`` for ``link="log"``.
+    """
 
     name = "gamma"
+    likelihood_code = LIK_GAMMA
+
+    def __init__(self, link: str = "softplus"):
+        self.link_kind = link
+        self.mean_function = _link_mean(link)
+        self.canonical = link == "log"  # true Hessian y/μ > 0
 
     def loglik(self, y, mu):
         return -y / mu - np.log(mu)
@@ -307,16 +416,39 @@ class Gamma(_SoftplusMean, Family):
     def fisher_dmu2(self, mu):
         return 1.0 / (mu * mu)
 
+    def residual(self, y, z):
+        if self.link_kind == "log":
+            return 1.0 - y * np.exp(-z)
+        return super().residual(y, z)
+
+    def hessian_weights(self, y, z):
+        if self.link_kind == "log":
+            return y * np.exp(-z)
+        return super().hessian_weights(y, z)
+
     def check_y(self, y):
         if np.any(y <= 0):
             raise ValueError("y must be strictly positive for distr='gamma'.")
 
+    def __repr__(self) -> str:
+        return "Gamma()" if self.link_kind == "softplus" else f"Gamma(link={self.link_kind!r})"
+
 
 #: The valid values of ``distr``, in the seed's order.
 DISTRIBUTIONS = ("gaussian", "poisson", "softplus", "neg-binomial", "gamma")
+#: The links each ``distr`` accepts besides None (the seed's mean function).
+LINKS = {
+    "gaussian": ("identity",),
+    "poisson": ("log",),
+    "softplus": ("softplus",),
+    "neg-binomial": ("log", "softplus"),
+    "gamma": ("log", "softplus"),
+}
 
 
-def get_family(distr: str | Family, eta: float = 2.0, theta: float = 1.0) -> Family:
+def get_family(
+    distr: str | Family, eta: float = 2.0, theta: float = 1.0, link: str | None = None
+) -> Family:
     """Return the family object for a ``distr`` name (the only place names are resolved).
 
     Parameters
@@ -326,9 +458,12 @@ def get_family(distr: str | Family, eta: float = 2.0, theta: float = 1.0) -> Fam
         ``"gamma"`` (case sensitive, as in spateo), or a :class:`Family` instance,
         which is returned unchanged.
     eta : float, default=2.0
-        Threshold above which the Poisson mean is linearised (Poisson only).
+        Threshold above which the seed's Poisson mean is linearised (Poisson, link None).
     theta : float, default=1.0
         Negative-binomial size (neg-binomial only).
+    link : {None, "log", "identity", "softplus"}, default=None
+        None keeps the seed's mean function; "log" gives μ = e^z for poisson (the same
+        model as ``eta=np.inf``), neg-binomial and gamma; see :data:`LINKS`.
 
     Returns
     -------
@@ -337,18 +472,29 @@ def get_family(distr: str | Family, eta: float = 2.0, theta: float = 1.0) -> Fam
     Raises
     ------
     ValueError
-        If ``distr`` is not a known name.
+        If ``distr`` is not a known name, or ``link`` is not one of its links.
     """
     if isinstance(distr, Family):
+        if link is not None and link != distr.link_name:
+            raise ValueError(
+                f"link={link!r} contradicts the Family instance given as distr "
+                f"({distr!r}, link {distr.link_name!r}); leave link=None."
+            )
         return distr
+    if distr not in DISTRIBUTIONS:
+        raise ValueError(
+            f"distr must be one of {', '.join(map(repr, DISTRIBUTIONS))} or a Family instance; "
+            f"got {distr!r}."
+        )
+    if link is not None and link not in LINKS[distr]:
+        valid = ", ".join(map(repr, (None, *LINKS[distr])))
+        raise ValueError(f"link must be one of {valid} for distr={distr!r}; got {link!r}.")
     if distr == "gaussian":
         return Gaussian()
     if distr == "poisson":
-        return Poisson(eta=eta)
+        return Poisson(eta=np.inf if link == "log" else eta)
     if distr == "softplus":
         return Softplus()
     if distr == "neg-binomial":
-        return NegativeBinomial(theta=theta)
-    if distr == "gamma":
-        return Gamma()
-    raise ValueError(f"distr must be one of {', '.join(map(repr, DISTRIBUTIONS))}; got {distr!r}.")
+        return NegativeBinomial(theta=theta, link=link or "softplus")
+    return Gamma(link=link or "softplus")

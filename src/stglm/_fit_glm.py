@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
-from ._families import COUNT_FAMILIES
+from ._families import get_family
 from ._glm_cv import GLMCV
 from ._graphs import check_adata, get_graph, get_matrix, size_factors
 from ._validation import check_X
@@ -137,7 +137,8 @@ def fit_glm(
         # GridSearchCV would turn a bad candidate into a warning and a NaN score.
         GLMCV(**{**params, **candidate})._check_params()
 
-    if params["distr"] in COUNT_FAMILIES and (calc_first_moment or log_transform):
+    is_count = get_family(params["distr"], link=params.get("link")).is_count
+    if is_count and (calc_first_moment or log_transform):
         warnings.warn(
             f"distr={params['distr']!r} models counts: calc_first_moment and log_transform are "
             "switched off (pass both as False to silence this).",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,18 @@ from ._objective import linear_predictor
 from ._path import clip
 from ._penalties import ElasticNet, soft_threshold
 from ._solvers import SOLVERS, Problem, SolverResult, solve
+from ._solvers.newton_cd import null_fit
+from ._theta import fit_theta
 from ._validation import (
+    AnyOf,
+    ArrayOrNone,
     Boolean,
+    Constraint,
     Integer,
     Options,
     Real,
+    check_sample_data,
+    check_vector,
     check_X,
     validate_params,
 )
@@ -34,9 +42,25 @@ logger = logging.getLogger("stglm")
 
 __all__ = ["GLM"]
 
+#: The ways ``theta`` can be estimated instead of fixed.
+THETA_METHODS = ("ml", "cox-reid")
+
+
+class _FamilyInstance(Constraint):
+    def check(self, name, value):
+        if not isinstance(value, Family):
+            raise TypeError(f"{name} must be a Family instance; got {value!r}.")
+
+
 #: Constraints shared by GLM and GLMCV, declared once.
 COMMON_CONSTRAINTS = {
-    "distr": Options(DISTRIBUTIONS),
+    "distr": AnyOf(
+        Options(DISTRIBUTIONS),
+        _FamilyInstance(),
+        description=f"one of {', '.join(map(repr, DISTRIBUTIONS))} or a Family instance",
+    ),
+    "link": Options((None, "log", "identity", "softplus")),
+    "penalty_factor": ArrayOrNone(),
     "alpha": Real(0.0, 1.0, closed="both"),
     "learning_rate": Real(0.0, None, closed="neither"),
     "max_iter": Integer(1, None, closed="left"),
@@ -46,7 +70,11 @@ COMMON_CONSTRAINTS = {
     "score_metric": Options(("deviance", "pseudo_r2")),
     "fit_intercept": Boolean(),
     "random_seed": Integer(0, 2**32 - 1, closed="both"),
-    "theta": Real(0.0, None, closed="neither"),
+    "theta": AnyOf(
+        Real(0.0, None, closed="neither"),
+        Options(THETA_METHODS),
+        description='a positive number, "ml" or "cox-reid"',
+    ),
     "verbose": Boolean(),
     "solver": Options(tuple(SOLVERS)),
 }
@@ -69,22 +97,49 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         # (≈ 0.15 ms, 1–2 % of a small GLMCV); a class's signature does not change.
         return list(_param_names(cls))
 
-    def _family(self) -> Family:
-        return get_family(self.distr, eta=self.eta, theta=self.theta)
+    def _estimates_theta(self) -> bool:
+        return isinstance(self.theta, str)
+
+    def _family(self, theta: float | None = None) -> Family:
+        """The family; an estimated θ starts at (or is) ``theta``, else ``theta_`` or 1."""
+        if theta is None:
+            theta = getattr(self, "theta_", 1.0) if self._estimates_theta() else self.theta
+        return get_family(self.distr, eta=self.eta, theta=theta, link=self.link)
 
     def _check_params(self) -> None:
         """Check every constructor parameter against ``_constraints``; raises before any work."""
         validate_params(self.get_params(deep=False), self._constraints)
+        # Raises for a link the family does not have.
+        family = self._family(1.0 if self._estimates_theta() else None)
+        if self._estimates_theta() and family.name != "neg-binomial":
+            raise ValueError(
+                f"theta={self.theta!r} estimates the negative-binomial size; distr="
+                f"{self.distr!r} has none. Use distr='neg-binomial' or a numeric theta."
+            )
+        if self.solver == "batch-gradient" and self._estimates_theta():
+            raise ValueError(
+                "solver='batch-gradient' (spateo's algorithm) fits a fixed theta only; use "
+                "solver='irls-cd' to estimate theta."
+            )
 
-    def _validate(self, X: Any, y: Any):
-        """Check every parameter and the data before any work; returns (family, X, y, Tau)."""
+    def _validate(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None):
+        """Check every parameter and the data before any work.
+
+        Returns (family, X, y, Tau, data) with data = {sample_weight, offset, penalty_factor}.
+        """
         self._check_params()
-        family = self._family()
+        family = self._family(1.0 if self._estimates_theta() else None)
         X_in, (X, y, Tau) = X, check_problem_data(X, y, family, self.Tau)
+        weights, offset = check_sample_data(sample_weight, offset, X.shape[0])
+        factor = check_vector(
+            self.penalty_factor, X.shape[1], "penalty_factor", nonnegative=True,
+            what="n_features",
+        )  # fmt: skip
         # scikit-learn's bookkeeping of n_features_in_ / feature_names_in_ only; after the
         # checks, so a rejected fit leaves no fitted attribute behind.
         validate_data(self, X_in, skip_check_array=True, reset=True)
-        return family, X, y, Tau
+        data = {"sample_weight": weights, "offset": offset, "penalty_factor": factor}
+        return family, X, y, Tau, data
 
     def _check_predict_X(self, X: Any):
         check_is_fitted(self, "beta_")
@@ -97,37 +152,47 @@ class _GLMBase(RegressorMixin, BaseEstimator):
             )
         return X
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted mean μ(β0 + Xβ) for each row of X.
+    def predict(self, X: Any, offset: Any = None) -> np.ndarray:
+        """Predicted mean μ(β0 + offset + Xβ) for each row of X.
 
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
+        offset : array-like of shape (n_samples,), default=None
+            The known part of the linear predictor (e.g. log size factors); None is 0.
 
         Returns
         -------
         ndarray of shape (n_samples,)
         """
         X = self._check_predict_X(X)
-        z = linear_predictor(self.beta0_, self.beta_, X, self.fit_intercept)
+        offset = check_vector(offset, X.shape[0], "offset")
+        z = linear_predictor(self.beta0_, self.beta_, X, self.fit_intercept, offset)
         return self._family().mean(z)
 
-    def fit_predict(self, X: Any, y: Any) -> np.ndarray:
-        """Fit the model, then predict on the same X.
+    def fit_predict(
+        self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None
+    ) -> np.ndarray:
+        """Fit the model, then predict on the same X (and offset).
 
         Returns
         -------
         ndarray of shape (n_samples,)
         """
-        return self.fit(X, y).predict(X)
+        return self.fit(X, y, sample_weight=sample_weight, offset=offset).predict(X, offset)
 
-    def score(self, X: Any, y: Any) -> float:
+    def score(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> float:
         """Deviance (lower is better) or pseudo-R² (higher is better), by ``score_metric``.
 
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples' deviances (None: all 1).
+        offset : array-like of shape (n_samples,), default=None
+            The known part of the linear predictor; with an offset the pseudo-R²'s null
+            model is the fitted null intercept plus the offset (not ``ynull_``).
 
         Returns
         -------
@@ -136,10 +201,15 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         X = self._check_predict_X(X)
         family = self._family()
         y = check_problem_data(X, y, family)[1]
-        y_hat = family.mean(linear_predictor(self.beta0_, self.beta_, X, self.fit_intercept))
+        weights, offset = check_sample_data(sample_weight, offset, X.shape[0])
+        z = linear_predictor(self.beta0_, self.beta_, X, self.fit_intercept, offset)
+        y_hat = family.mean(z)
         if self.score_metric == "deviance":
-            return deviance(family, y, y_hat)
-        return pseudo_r2(family, y, y_hat, self.ynull_)
+            return deviance(family, y, y_hat, weights)
+        y_null = self.ynull_
+        if offset is not None:
+            y_null = family.mean(self.null_intercept_ + offset)
+        return pseudo_r2(family, y, y_hat, y_null, weights)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -187,14 +257,28 @@ class GLM(_GLMBase):
         Whether to fit an unpenalised intercept β0.
     random_seed : int, default=888
         Seed of the random start of "batch-gradient" (drawn anew at every fit).
-    theta : float > 0, default=1.0
-        Negative-binomial size θ (variance μ + μ²/θ).
+    theta : float > 0 or {"ml", "cox-reid"}, default=1.0
+        Negative-binomial size θ (variance μ + μ²/θ; MASS's size, 1/glmGamPoi's
+        overdispersion, 1/statsmodels' α). A number fixes it (the seed's behaviour);
+        "ml" estimates it with β by maximum likelihood (``MASS::glm.nb``), "cox-reid" by
+        the Cox–Reid adjusted profile likelihood (glmGamPoi, edgeR, DESeq2). With a
+        penalty, θ is estimated jointly with the penalised β (alternating until both are
+        stationary). The value used is ``theta_``.
     verbose : bool, default=True
         Log the number of iterations and the KKT residual to the ``stglm`` logger.
     solver : {"irls-cd", "batch-gradient"}, default="irls-cd"
         "irls-cd" (proximal Newton with coordinate descent) reaches the exact optimum
         of J, stopping on the KKT residual. "batch-gradient" reproduces spateo's
         fixed-step proximal gradient descent, for reproducing earlier results.
+    link : {None, "log", "identity", "softplus"}, default=None
+        None keeps the seed's mean functions (``docs/SEMANTICS.md``); "log" gives
+        μ = e^z exactly for poisson (the same model as ``eta=np.inf``), neg-binomial and
+        gamma: coefficients are then log fold changes per unit of the predictor, as in
+        R's ``glm``, MASS and glmGamPoi.
+    penalty_factor : array-like of shape (n_features,), default=None
+        Non-negative factor f_j on each coefficient's penalty (glmnet's
+        ``penalty.factor``, not rescaled): λ·Σ_j f_j[½(1−α)β_j² + α|β_j|]. 0 leaves a
+        predictor unpenalised (a section or batch covariate).
 
     Attributes
     ----------
@@ -212,7 +296,14 @@ class GLM(_GLMBase):
     kkt_residual_ : float
         KKT residual of J at the solution before ``clip_coeffs`` was applied.
     ynull_ : float
-        Mean of the training y (the null model's prediction, used by pseudo-R²).
+        (Weighted) mean of the training y (the null model's prediction, used by pseudo-R²).
+    null_intercept_ : float
+        Intercept of the null model (β = 0) given the training offset and weights.
+    theta_ : float
+        The negative-binomial size used (fixed or estimated); 1.0 for other families.
+    theta_status_ : str
+        How θ was estimated: "fixed", "converged", "theta at upper bound" (no
+        overdispersion: a Poisson-like response), "theta at lower bound", "all zeros".
     is_fitted_ : bool
         True after :meth:`fit`.
     n_features_in_ : int
@@ -239,6 +330,8 @@ class GLM(_GLMBase):
         verbose: bool = True,
         *,
         solver: str = "irls-cd",
+        link: str | None = None,
+        penalty_factor: Any = None,
     ):
         self.distr = distr
         self.alpha = alpha
@@ -255,8 +348,10 @@ class GLM(_GLMBase):
         self.theta = theta
         self.verbose = verbose
         self.solver = solver
+        self.link = link
+        self.penalty_factor = penalty_factor
 
-    def fit(self, X: Any, y: Any) -> GLM:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> GLM:
         """Fit the model.
 
         Parameters
@@ -265,22 +360,40 @@ class GLM(_GLMBase):
             Predictors. CSR/CSC matrices are used without densifying.
         y : array-like of shape (n_samples,)
             Response, in the family's support (counts ≥ 0; gamma: y > 0).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights m_i (glmnet's convention): J = −Σ m_i ℓ_i / Σ m_i + λP(β),
+            so weight 2 is the row repeated. None: all 1.
+        offset : array-like of shape (n_samples,), default=None
+            Known term of the linear predictor z = β0 + offset + Xβ, e.g. log size factors
+            (log sequencing depth) for a log link. None: 0.
 
         Returns
         -------
         GLM
             The fitted estimator.
         """
-        family, X, y, Tau = self._validate(X, y)
-        return self._fit_validated(family, X, y, Tau)
+        family, X, y, Tau, data = self._validate(X, y, sample_weight, offset)
+        return self._fit_validated(family, X, y, Tau, data)
 
-    def _fit_validated(self, family: Family, X, y: np.ndarray, Tau, start=None) -> GLM:
-        """Fit on data already checked by :meth:`_validate`, optionally from ``start`` (β0, β)."""
-        problem = Problem(
-            family, ElasticNet(self.reg_lambda, self.alpha, Tau), X, y, self.fit_intercept
+    def _problem(self, family: Family, X, y: np.ndarray, Tau, data: dict) -> Problem:
+        penalty = ElasticNet(self.reg_lambda, self.alpha, Tau, data["penalty_factor"])
+        return Problem(
+            family, penalty, X, y, self.fit_intercept, data["sample_weight"], data["offset"]
         )
-        result = solve(problem, self.solver, self._solver_options(), start=start)
-        self._store(result, y)
+
+    def _fit_validated(self, family: Family, X, y: np.ndarray, Tau, data: dict, start=None) -> GLM:
+        """Fit on data already checked by :meth:`_validate`, optionally from ``start`` (β0, β)."""
+        problem = self._problem(family, X, y, Tau, data)
+        options = self._solver_options()
+        theta, theta_status = float(getattr(family, "theta", 1.0)), "fixed"
+        if self._estimates_theta():
+            fit = fit_theta(problem, self.theta, self.solver, options, start)
+            result, theta, theta_status = fit.result, float(fit.theta[0]), str(fit.status[0])
+            problem = replace(problem, family=family.with_theta(theta))
+        else:
+            result = solve(problem, self.solver, options, start=start)
+        self._store(result, y, problem)
+        self.theta_, self.theta_status_ = theta, theta_status
         return self
 
     def _prox(self, beta: np.ndarray, thresh: float) -> np.ndarray:
@@ -308,7 +421,7 @@ class GLM(_GLMBase):
             "random_seed": self.random_seed,
         }
 
-    def _store(self, result: SolverResult, y: np.ndarray) -> None:
+    def _store(self, result: SolverResult, y: np.ndarray, problem: Problem) -> None:
         """Set the fitted attributes from a solver result, applying ``clip_coeffs``."""
         if not result.converged:
             warnings.warn(
@@ -324,7 +437,9 @@ class GLM(_GLMBase):
         self.n_iter_ = int(result.n_iter)
         self.converged_ = bool(result.converged)
         self.kkt_residual_ = float(result.kkt)
-        self.ynull_ = float(np.mean(y))
+        w = problem.sample_weight
+        self.ynull_ = float(np.mean(y) if w is None else np.sum(w * y) / np.sum(w))
+        self.null_intercept_ = null_fit(replace(problem, penalty=ElasticNet(0.0, 0.0)))[0]
         self.is_fitted_ = True
         if self.verbose:
             logger.info(

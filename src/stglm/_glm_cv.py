@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,6 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, check_cv
 
-from ._families import COUNT_FAMILIES
 from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
 from ._path import (
     LAMBDA_MIN_RATIO,
@@ -26,6 +26,7 @@ from ._path import (
 )
 from ._penalties import ElasticNet
 from ._solvers import Problem
+from ._solvers._null_model import null_intercepts
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import PAIR_BYTES_BUDGET, BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import tolerance_scale
@@ -55,8 +56,12 @@ class GLMCV(_GLMBase):
     Parameters
     ----------
     distr, alpha, Tau, learning_rate, max_iter, tol, eta, clip_coeffs, score_metric, \
-fit_intercept, random_seed, theta, verbose, solver
-        As in :class:`GLM`. ``random_seed`` also seeds the shuffling of the folds.
+fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
+        As in :class:`GLM`. ``random_seed`` also seeds the shuffling of the folds. An
+        estimated ``theta`` ("ml" or "cox-reid") is re-estimated at every λ of every
+        fold's path jointly with β, warm-started from the previous λ's (θ is part of the
+        model at each λ, as the refit at the chosen λ estimates it); ``theta_path_`` holds
+        the full data's.
     reg_lambda : list of float or None, default=None
         The λ values to try, used as given but sorted decreasingly. None gives
         ``n_lambdas`` values log-spaced from λ_max — the smallest λ at which every β
@@ -109,7 +114,11 @@ fit_intercept, random_seed, theta, verbose, solver
     folds_ : list of (train, test) index arrays
         The folds used.
     ynull_ : float
-        Mean of the training y.
+        (Weighted) mean of the training y.
+    theta_, theta_status_ : float, str
+        ``glm_``'s θ and how it was estimated (see :class:`GLM`).
+    theta_path_ : ndarray of shape (n_lambdas,)
+        θ at each λ on all data (the fixed value when not estimated).
     n_iter_ : int
         Total solver iterations over all folds and λ.
     """
@@ -148,6 +157,8 @@ fit_intercept, random_seed, theta, verbose, solver
         lambda_min_ratio: float = LAMBDA_MIN_RATIO,
         screening: bool = True,
         n_jobs: int | None = None,
+        link: str | None = None,
+        penalty_factor: Any = None,
     ):
         self.distr = distr
         self.alpha = alpha
@@ -170,6 +181,8 @@ fit_intercept, random_seed, theta, verbose, solver
         self.lambda_min_ratio = lambda_min_ratio
         self.screening = screening
         self.n_jobs = n_jobs
+        self.link = link
+        self.penalty_factor = penalty_factor
 
     # -- helpers -----------------------------------------------------------------------------
     def _folds(self, n_samples: int, X, y) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -207,20 +220,40 @@ fit_intercept, random_seed, theta, verbose, solver
         lams = np.atleast_1d(np.asarray(self.reg_lambda, dtype=float))
         return np.sort(lams)[::-1]
 
-    def _score_path(self, family, intercepts, coefs, X, y, y_null: float) -> np.ndarray:
-        """Score every λ's (clipped) solution on (X, y); shape (n_lambdas,)."""
+    def _score_path(self, family, path: PathResult, X, y, data: dict, y_null) -> np.ndarray:
+        """Score every λ's (clipped) solution of ``path`` on (X, y); shape (n_lambdas,).
+
+        ``data`` holds the samples' weights and offset (or None); ``y_null`` is the null
+        model's mean, a float, or (n,) means with an offset (for pseudo-R²).
+        """
         # The λ's play the role of responses: one matrix product scores the whole path.
-        n_lambdas = intercepts.shape[0]
+        n_lambdas = path.intercepts.shape[0]
+        if path.theta is not None:  # each λ's own θ, broadcast over its column
+            family = family.with_theta(path.theta)
+        y_null = np.asarray(y_null, dtype=float)
+        null = np.full(n_lambdas, float(y_null)) if y_null.ndim == 0 else y_null[:, None]
         return score_path(
             family,
             X,
             np.repeat(y[:, None], n_lambdas, axis=1),
-            intercepts[None, :],
-            clip(coefs, self.clip_coeffs)[None, :, :],
+            path.intercepts[None, :],
+            clip(path.coefs, self.clip_coeffs)[None, :, :],
             fit_intercept=self.fit_intercept,
             metric=self.score_metric,
-            y_null=np.full(n_lambdas, y_null),
+            y_null=null,
+            sample_weight=data["sample_weight"],
+            offset=data["offset"],
         )[:, 0]
+
+    def _null_means(self, family, y, train, test, data: dict):
+        """The training null model's mean(s) on the test samples (for pseudo-R²)."""
+        w, o = data["sample_weight"], data["offset"]
+        w_train = None if w is None else w[train]
+        if o is None:
+            return float(np.mean(y[train]) if w is None else np.average(y[train], weights=w_train))
+        M = None if w_train is None else w_train[:, None]
+        icpt = null_intercepts(family, y[train][:, None], self.fit_intercept, M, o[train])[0]
+        return family.mean(icpt + o[test])
 
     def _options(self) -> dict:
         return {
@@ -230,11 +263,32 @@ fit_intercept, random_seed, theta, verbose, solver
             "random_seed": self.random_seed,
         }
 
-    def _fold_scores(self, family, penalty, X, y, lams, train, test) -> tuple[np.ndarray, int]:
-        sub = Problem(family, penalty, X[train], y[train], self.fit_intercept)
-        path = fit_path(sub, lams, self.solver, self._options(), screening=self.screening)
-        y_null = float(np.mean(y[train]))
-        scores = self._score_path(family, path.intercepts, path.coefs, X[test], y[test], y_null)
+    def _theta_method(self) -> str | None:
+        return self.theta if self._estimates_theta() else None
+
+    def _fold_scores(self, problem, lams, train, test, data) -> tuple[np.ndarray, int]:
+        """One fold's path on its training samples, scored on its held-out samples."""
+        w, o = data["sample_weight"], data["offset"]
+        sub = replace(
+            problem,
+            X=problem.X[train],
+            y=problem.y[train],
+            sample_weight=None if w is None else w[train],
+            offset=None if o is None else o[train],
+            cache={},
+        )
+        path = fit_path(
+            sub, lams, self.solver, self._options(), screening=self.screening,
+            theta_method=self._theta_method(),
+        )  # fmt: skip
+        test_data = {
+            key: None if v is None else v[test]
+            for key, v in data.items()
+            if key != "penalty_factor"
+        }
+        y_null = self._null_means(problem.family, problem.y, train, test, data)
+        X, y = problem.X, problem.y
+        scores = self._score_path(problem.family, path, X[test], y[test], test_data, y_null)
         return scores, int(path.n_iter.sum())
 
     def _batchable(self, X, n_folds: int) -> bool:
@@ -254,66 +308,82 @@ fit_intercept, random_seed, theta, verbose, solver
             and 8 * n * (n_folds + 1) * BATCH_ARRAYS <= PAIR_BYTES_BUDGET
         )
 
-    def _batched_paths(self, family, X, y, Tau, folds, lams) -> tuple[np.ndarray, PathResult]:
+    def _batched_paths(self, problem, folds, lams, data) -> tuple[np.ndarray, PathResult]:
         """Every fold's path and the full-data path in one batched solve.
 
         Column j < K of the batch is fold j's training set (sample weight = how often
-        a sample is in it, so repeated indices count twice); column K is all data.
-        Returns the folds' held-out scores (K, n_lambdas) and the full-data path.
+        a sample is in it, so repeated indices count twice, times its sample weight);
+        column K is all data. Returns the folds' held-out scores (K, n_lambdas) and the
+        full-data path.
         """
+        X, y, family = problem.X, problem.y, problem.family
         k = len(folds)
         weights = np.zeros((X.shape[0], k + 1))
         for j, (train, _) in enumerate(folds):
             np.add.at(weights[:, j], train, 1.0)
         weights[:, k] = 1.0
+        if data["sample_weight"] is not None:
+            weights *= data["sample_weight"][:, None]
         design = SharedDesign(X, self.fit_intercept)
         solver = BatchedNewtonCD(
-            family, design, self.alpha, Tau, max_iter=self.max_iter, tol=self.tol
-        )
+            family, design, self.alpha, problem.penalty.Tau, max_iter=self.max_iter,
+            tol=self.tol, penalty_factor=data["penalty_factor"],
+        )  # fmt: skip
         Y = np.repeat(y[:, None], k + 1, axis=1)
         with single_blas_thread():
-            path = batched_path(solver, Y, np.tile(lams, (k + 1, 1)), weights)
+            path = batched_path(
+                solver, Y, np.tile(lams, (k + 1, 1)), weights, offset=data["offset"],
+                theta_method=self._theta_method(),
+            )  # fmt: skip
+
+        def column(j: int) -> PathResult:
+            theta = None if path.theta is None else path.theta[:, j]
+            return PathResult(
+                lams, path.intercepts[:, j], path.coefs[:, j], path.n_iter[:, j],
+                path.kkt[:, j], path.converged[:, j], theta,
+            )  # fmt: skip
+
+        sample = {key: data[key] for key in ("sample_weight", "offset")}
         cv_scores = np.array(
             [
                 self._score_path(
                     family,
-                    path.intercepts[:, j],
-                    path.coefs[:, j],
+                    column(j),
                     X[test],
                     y[test],
-                    float(np.mean(y[train])),
-                )
+                    {key: None if v is None else v[test] for key, v in sample.items()},
+                    self._null_means(family, y, train, test, data),
+                )  # fmt: skip
                 for j, (train, test) in enumerate(folds)
             ]
         )
-        full = PathResult(
-            lams,
-            path.intercepts[:, k],
-            path.coefs[:, k],
-            path.n_iter.sum(axis=1),  # every column's iterations, charged to its λ
-            path.kkt[:, k],
-            path.converged[:, k],
-        )
+        full = column(k)
+        full.n_iter = path.n_iter.sum(axis=1)  # every column's iterations, charged to its λ
         return cv_scores, full
 
     # -- fit ---------------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> GLMCV:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> GLMCV:
         """Cross-validate the path, choose λ and refit on all data.
 
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight, offset : array-like of shape (n_samples,), default=None
+            As in :meth:`GLM.fit`; the folds split them with the samples, and held-out
+            deviances are weighted by them.
 
         Returns
         -------
         GLMCV
             The fitted estimator.
         """
-        family, X, y, Tau = self._validate(X, y)
+        family, X, y, Tau, data = self._validate(X, y, sample_weight, offset)
         folds = self._folds(X.shape[0], X, y)
-        if family.name in COUNT_FAMILIES:
-            empty = [j for j, (train, _) in enumerate(folds) if not np.any(y[train])]
+        w = data["sample_weight"]
+        if family.is_count:
+            counted = y if w is None else y * w
+            empty = [j for j, (train, _) in enumerate(folds) if not np.any(counted[train])]
             if empty:
                 warnings.warn(
                     f"training fold(s) {empty} have no counts (y is 0 on all their samples): "
@@ -323,21 +393,22 @@ fit_intercept, random_seed, theta, verbose, solver
                     UserWarning,
                     stacklevel=2,
                 )
-        penalty = ElasticNet(0.0, self.alpha, Tau)
-        problem = Problem(family, penalty, X, y, self.fit_intercept)
+        penalty = ElasticNet(0.0, self.alpha, Tau, data["penalty_factor"])
+        problem = Problem(family, penalty, X, y, self.fit_intercept, w, data["offset"])
         lams = self._lambdas(problem)
 
         if self._batchable(X, len(folds)):
-            self.cv_scores_, full = self._batched_paths(family, X, y, Tau, folds, lams)
+            self.cv_scores_, full = self._batched_paths(problem, folds, lams, data)
             self.n_iter_ = int(full.n_iter.sum())
         else:
-            jobs = (
-                delayed(self._fold_scores)(family, penalty, X, y, lams, tr, te) for tr, te in folds
-            )
+            jobs = (delayed(self._fold_scores)(problem, lams, tr, te, data) for tr, te in folds)
             results = Parallel(n_jobs=self.n_jobs)(jobs)
             self.cv_scores_ = np.array([scores for scores, _ in results])
             options = {**self._options(), "scale": tolerance_scale(problem)}
-            full = fit_path(problem, lams, self.solver, options, screening=self.screening)
+            full = fit_path(
+                problem, lams, self.solver, options, screening=self.screening,
+                theta_method=self._theta_method(),
+            )  # fmt: skip
             self.n_iter_ = sum(it for _, it in results) + int(full.n_iter.sum())
         k = len(folds)
         self.scores_ = self.cv_scores_.mean(axis=0)
@@ -349,17 +420,22 @@ fit_intercept, random_seed, theta, verbose, solver
 
         self.coef_path_ = clip(full.coefs, self.clip_coeffs)
         self.intercept_path_ = full.intercepts
+        fixed_theta = float(getattr(family, "theta", 1.0))
+        self.theta_path_ = np.full(len(lams), fixed_theta) if full.theta is None else full.theta
 
         glm_params = {name: getattr(self, name) for name in GLM._get_param_names()}
         self.glm_ = GLM(**{**glm_params, "reg_lambda": self.reg_lambda_opt_})
         # The full-data path already holds the refit at the chosen λ: start from it.
         best = self.best_index_
-        self.glm_._fit_validated(family, X, y, Tau, start=(full.intercepts[best], full.coefs[best]))
+        start = (full.intercepts[best], full.coefs[best])
+        self.glm_._fit_validated(family, X, y, Tau, data, start=start)
         for name in ("n_features_in_", "feature_names_in_"):  # glm_ predicts as GLMCV does
             if hasattr(self, name):
                 setattr(self.glm_, name, getattr(self, name))
         self.beta0_, self.beta_ = self.glm_.beta0_, self.glm_.beta_
-        self.ynull_ = float(np.mean(y))
+        self.theta_, self.theta_status_ = self.glm_.theta_, self.glm_.theta_status_
+        self.ynull_ = self.glm_.ynull_
+        self.null_intercept_ = self.glm_.null_intercept_
         self.is_fitted_ = True
         if self.verbose:
             logger.info(

@@ -1,8 +1,9 @@
 """The penalised objective J and its gradient, for dense or sparse X.
 
-    J(β0, β) = −(1/n)·Σ ℓ(y_i, μ(z_i)) + P(β),   z = β0 + Xβ
+    J(β0, β) = −Σ m_i·ℓ(y_i, μ(z_i)) / Σ m_i + P(β),   z = β0 + offset + Xβ
 
-These are the quantities every solver minimises and every test checks.
+with sample weights m (1 when not given: the mean over samples). These are the quantities
+every solver minimises and every test checks.
 """
 
 from __future__ import annotations
@@ -15,10 +16,21 @@ from ._penalties import ElasticNet, kkt_residual
 __all__ = ["linear_predictor", "objective", "gradient", "kkt"]
 
 
-def linear_predictor(beta0: float, beta: np.ndarray, X, fit_intercept: bool = True) -> np.ndarray:
-    """Z = β0 + Xβ (β0 ignored without intercept); X may be a scipy sparse matrix."""
+def linear_predictor(
+    beta0: float, beta: np.ndarray, X, fit_intercept: bool = True, offset=None
+) -> np.ndarray:
+    """Z = β0 + offset + Xβ (β0 ignored without intercept); X may be a scipy sparse matrix."""
     z = np.asarray(X @ beta, dtype=float).reshape(-1)
-    return z + beta0 if fit_intercept else z
+    if fit_intercept:
+        z = z + beta0
+    return z if offset is None else z + offset
+
+
+def _weighted_mean(values: np.ndarray, sample_weight) -> float:
+    if sample_weight is None:
+        return float(np.mean(values))
+    keep = sample_weight != 0  # a weight-0 sample is not in the sample, whatever its value
+    return float(np.sum(sample_weight[keep] * values[keep]) / np.sum(sample_weight))
 
 
 def objective(
@@ -29,10 +41,14 @@ def objective(
     beta0: float,
     beta: np.ndarray,
     fit_intercept: bool = True,
+    *,
+    sample_weight: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> float:
     """Value of J at (β0, β)."""
-    z = linear_predictor(beta0, beta, X, fit_intercept)
-    return float(-np.mean(family.loglik(y, family.mean(z))) + penalty.value(beta))
+    z = linear_predictor(beta0, beta, X, fit_intercept, offset)
+    nll = _weighted_mean(-family.loglik(y, family.mean(z)), sample_weight)
+    return nll + penalty.value(beta)
 
 
 def gradient(
@@ -43,16 +59,23 @@ def gradient(
     beta0: float,
     beta: np.ndarray,
     fit_intercept: bool = True,
+    *,
+    sample_weight: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """Gradient of the smooth part of J: ((1/n)Σr, (1/n)Xᵀr + λ(1−α)ΓᵀΓβ).
+    """Gradient of the smooth part of J: (Σm·r/Σm, Xᵀ(m·r)/Σm + ridge gradient).
 
     The first element is 0.0 without intercept.
     """
-    z = linear_predictor(beta0, beta, X, fit_intercept)
+    z = linear_predictor(beta0, beta, X, fit_intercept, offset)
     r = family.residual(y, z)
-    n = r.shape[0]
-    g = np.asarray(X.T @ r, dtype=float).reshape(-1) / n + penalty.ridge_grad(beta)
-    g0 = float(r.sum() / n) if fit_intercept else 0.0
+    if sample_weight is None:
+        total = r.shape[0]
+    else:
+        r = np.where(sample_weight != 0, sample_weight * r, 0.0)
+        total = float(np.sum(sample_weight))
+    g = np.asarray(X.T @ r, dtype=float).reshape(-1) / total + penalty.ridge_grad(beta)
+    g0 = float(r.sum() / total) if fit_intercept else 0.0
     return g0, g
 
 
@@ -64,7 +87,20 @@ def kkt(
     beta0: float,
     beta: np.ndarray,
     fit_intercept: bool = True,
+    *,
+    sample_weight: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> float:
     """KKT residual of J at (β0, β); see :func:`stglm._penalties.kkt_residual`."""
-    g0, g = gradient(family, penalty, X, y, beta0, beta, fit_intercept)
-    return kkt_residual(g, beta, penalty.l1, g0 if fit_intercept else None)
+    g0, g = gradient(
+        family,
+        penalty,
+        X,
+        y,
+        beta0,
+        beta,
+        fit_intercept,
+        sample_weight=sample_weight,
+        offset=offset,
+    )
+    return kkt_residual(g, beta, penalty.l1_weights, g0 if fit_intercept else None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._families import Family
-from ._metrics import column_deviance, r2_from_deviances
+from ._metrics import column_deviance, r2_from_deviances, weighted_column_sum
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, solve
@@ -15,11 +15,12 @@ from ._solvers._null_model import tolerance_scales
 from ._solvers.batched import BatchedNewtonCD
 from ._solvers.newton_cd import (
     GRAM_MAX_FEATURES,
+    null_fit,
     null_gradient,
-    null_intercept,
     scaled_design,
     tolerance_scale,
 )
+from ._theta import batched_theta, fit_theta
 
 __all__ = [
     "LAMBDA_MIN_RATIO",
@@ -39,10 +40,20 @@ LAMBDA_MIN_RATIO = 1e-3
 RIDGE_ALPHA_FOR_PATH = 1e-3
 
 
-def lambda_max_from_gradient(null_grad: np.ndarray, alpha: float) -> np.ndarray:
-    """λ_max = ‖null gradient‖∞ / max(α, 0.001) along the last axis (one per response)."""
-    g = np.abs(np.asarray(null_grad, dtype=float)).max(axis=-1, initial=0.0)
-    return g / max(alpha, RIDGE_ALPHA_FOR_PATH)
+def lambda_max_from_gradient(
+    null_grad: np.ndarray, alpha: float, penalty_factor: np.ndarray | None = None
+) -> np.ndarray:
+    """λ_max = max_j |g_j|/f_j / max(α, 0.001) along the last axis (one per response).
+
+    g is the gradient at the λ = ∞ solution; predictors with factor f_j = 0 are free there
+    (their gradient is 0) and are left out.
+    """
+    g = np.abs(np.asarray(null_grad, dtype=float))
+    if penalty_factor is not None:
+        f = np.asarray(penalty_factor, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where(f > 0, g / np.where(f > 0, f, 1.0), 0.0)
+    return g.max(axis=-1, initial=0.0) / max(alpha, RIDGE_ALPHA_FOR_PATH)
 
 
 def geometric_path(lmax: np.ndarray | float, n_lambdas: int, min_ratio: float) -> np.ndarray:
@@ -57,11 +68,24 @@ def geometric_path(lmax: np.ndarray | float, n_lambdas: int, min_ratio: float) -
 def lambda_max(problem: Problem) -> float:
     """Smallest λ at which every β_j is 0: ‖∇_β loss at the null model‖∞ / α.
 
-    At β = 0 the best intercept is link(ȳ) for every family, and the ridge term has
-    no gradient, so β = 0 is optimal exactly when λα ≥ |∇_j loss| for all j.
+    At β = 0 (with the intercept, and any unpenalised predictors, at their best values:
+    :func:`stglm._solvers.newton_cd.null_fit`) the ridge term has no gradient, so that
+    point is optimal exactly when λα·f_j ≥ |∇_j loss| for all penalised j.
     For α = 0 the value for α = 0.001 is returned (as glmnet does).
     """
-    return float(lambda_max_from_gradient(null_gradient(problem), problem.penalty.alpha))
+    beta0, beta = null_fit(problem)
+    pen = problem.penalty
+    g = null_gradient(problem, beta0) if not beta.any() else _loss_gradient(problem, beta0, beta)
+    return float(lambda_max_from_gradient(g, pen.alpha, pen.penalty_factor))
+
+
+def _loss_gradient(problem: Problem, beta0: float, beta: np.ndarray) -> np.ndarray:
+    """∇_β of the mean negative log-likelihood (no penalty) at (β0, β)."""
+    no_penalty = ElasticNet(0.0, problem.penalty.alpha)
+    return gradient(
+        problem.family, no_penalty, problem.X, problem.y, beta0, beta,
+        problem.fit_intercept, **problem.data_kwargs,
+    )[1]  # fmt: skip
 
 
 def lambda_path(
@@ -85,13 +109,12 @@ class PathResult:
     n_iter: np.ndarray  # (n_lambdas,)
     kkt: np.ndarray  # (n_lambdas,)
     converged: np.ndarray  # (n_lambdas,) bool
+    theta: np.ndarray | None = None  # (n_lambdas,): the NB size at each λ, when estimated
 
 
 def _restrict(problem: Problem, penalty: ElasticNet, keep: np.ndarray) -> Problem:
     """The problem on the columns ``keep`` only (the others fixed at 0)."""
-    tau = None if penalty.Tau is None else penalty.Tau[:, keep]
-    sub_pen = ElasticNet(penalty.reg_lambda, penalty.alpha, tau)
-    sub = Problem(problem.family, sub_pen, problem.X[:, keep], problem.y, problem.fit_intercept)
+    sub = replace(problem, penalty=penalty.restrict(keep), X=problem.X[:, keep], cache={})
     cache = problem.cache
     if "scaling" in cache:  # the full design's transform, restricted: nothing recomputed
         sub.cache["scaling"] = cache["scaling"].columns(keep)
@@ -109,6 +132,7 @@ def fit_path(
     options: dict,
     *,
     screening: bool = True,
+    theta_method: str | None = None,
 ) -> PathResult:
     """Solve ``problem`` at every λ of ``reg_lambdas``, warm-starting each from the previous.
 
@@ -118,10 +142,14 @@ def fit_path(
     |∇_j| ≤ λ_k·α is brought back and the problem solved again, so every solution
     meets the same KKT tolerance as a single fit.
 
-    ``problem.penalty`` supplies α and Γ; its λ is ignored.
+    ``problem.penalty`` supplies α, Γ and the penalty factors; its λ is ignored. With
+    ``theta_method`` ("ml" or "cox-reid") the negative-binomial θ is estimated with β at
+    every λ (:func:`stglm._theta.fit_theta`), warm-started from the previous λ's.
     """
     p = problem.n_features
-    alpha, Tau = problem.penalty.alpha, problem.penalty.Tau
+    alpha = problem.penalty.alpha
+    factor = problem.penalty.penalty_factor
+    f = np.ones(p) if factor is None else factor
     options = dict(options)
     if solver == "irls-cd":
         if problem.n_features <= GRAM_MAX_FEATURES:
@@ -137,39 +165,51 @@ def fit_path(
         np.zeros(k),
         np.zeros(k, dtype=bool),
     )
-    beta0, beta = null_intercept(problem), np.zeros(p)
+    beta0, beta = null_fit(problem)
+    theta = None
+    if theta_method is not None:
+        out.theta = np.zeros(k)
     # Smooth gradient of J at the previous solution; the path starts from the null model.
-    grad, prev_lam = null_gradient(problem), lambda_max(problem)
+    if beta.any():
+        grad = _loss_gradient(problem, beta0, beta)
+    else:
+        grad = null_gradient(problem, beta0)
+    prev_lam = lambda_max(problem)
     for i, lam in enumerate(out.reg_lambdas):
-        penalty = ElasticNet(lam, alpha, Tau)
+        penalty = problem.penalty.with_lambda(lam)
         full = replace(problem, penalty=penalty)  # shares the design's cached work
         if screening and alpha > 0:
-            keep = (np.abs(grad) >= alpha * (2 * lam - prev_lam)) | (beta != 0)
+            keep = (np.abs(grad) >= alpha * f * (2 * lam - prev_lam)) | (beta != 0) | (f == 0)
         else:
             keep = np.ones(p, dtype=bool)
         n_iter = 0
         while True:
             idx = np.flatnonzero(keep)
-            if idx.size == p:
-                res = solve(full, solver, options, start=(beta0, beta))
-                new_beta = res.beta
+            target = full if idx.size == p else _restrict(problem, penalty, idx)
+            begin = (beta0, beta if idx.size == p else beta[idx])
+            if theta_method is None:
+                res = solve(target, solver, options, start=begin)
             else:
-                sub = _restrict(problem, penalty, idx)
-                res = solve(sub, solver, options, start=(beta0, beta[idx]))
+                fit = fit_theta(target, theta_method, solver, options, begin, theta)
+                res, theta = fit.result, fit.theta
+                full = replace(full, family=problem.family.with_theta(float(theta[0])))
+            new_beta = res.beta
+            if idx.size < p:
                 new_beta = np.zeros(p)
                 new_beta[idx] = res.beta
             n_iter += res.n_iter
             g0, g = gradient(
-                problem.family,
+                full.family,
                 penalty,
                 problem.X,
                 problem.y,
                 res.beta0,
                 new_beta,
                 problem.fit_intercept,
+                **problem.data_kwargs,
             )
             tol_abs = options["tol"] * options.get("scale", 1.0)
-            violators = ~keep & (np.abs(g) > lam * alpha + tol_abs)
+            violators = ~keep & (np.abs(g) > lam * alpha * f + tol_abs)
             if not violators.any():
                 break
             keep |= violators  # a strong-rule mistake: bring them back and solve again
@@ -177,8 +217,11 @@ def fit_path(
         grad, prev_lam = g, lam
         out.intercepts[i], out.coefs[i] = beta0, beta
         out.n_iter[i], out.kkt[i], out.converged[i] = n_iter, res.kkt, res.converged
+        if theta is not None:
+            out.theta[i] = theta[0]
         if idx.size < p:  # the sub-problem's residual ignores discarded columns: take the full one
-            out.kkt[i] = kkt_residual(g, beta, lam * alpha, g0 if problem.fit_intercept else None)
+            l1 = penalty.l1_weights
+            out.kkt[i] = kkt_residual(g, beta, l1, g0 if problem.fit_intercept else None)
     return out
 
 
@@ -188,17 +231,23 @@ def batched_path(
     reg_lambdas: np.ndarray,
     weights: np.ndarray | None = None,
     scale: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    theta: np.ndarray | None = None,
+    theta_method: str | None = None,
 ) -> PathResult:
     """Warm-started paths for every column of Y (n, G), solved together.
 
     ``reg_lambdas`` is (G, K), each row decreasing; ``weights`` (n, G) are the columns'
     sample weights (0/1 for training folds); ``scale`` the columns' tolerance scales
-    (computed once for the whole path when None). No screening: with the few predictors
-    a batched design has, every Hessian comes from one product anyway.
+    (computed once for the whole path when None); ``offset`` (n,) or (n, G) and ``theta``
+    (G,) as in :meth:`BatchedNewtonCD.solve`. With ``theta_method`` each gene's θ is
+    estimated with β at every λ (:func:`stglm._theta.batched_theta`), warm-started from the
+    previous λ's (``theta``, if given, is the first λ's start). No screening: with the few
+    predictors a batched design has, every Hessian comes from one product anyway.
     """
     d = solver.design
     if scale is None:
-        scale = tolerance_scales(solver.family, d.X, Y, d.fit_intercept, d.X_abs, weights)
+        scale = tolerance_scales(solver.family, d.X, Y, d.fit_intercept, d.X_abs, weights, offset)
     G, K = reg_lambdas.shape
     out = PathResult(
         reg_lambdas.T.copy(),
@@ -213,9 +262,21 @@ def batched_path(
     Y = np.asfortranarray(Y)
     weights = None if weights is None else np.asfortranarray(weights)
     start, terms = None, None
+    if theta_method is not None:
+        out.theta = np.zeros((K, G))
     for k in range(K):
-        res = solver.solve(Y, reg_lambdas[:, k], start, scale, weights, terms, keep_terms=True)
-        terms = res.terms
+        if theta_method is None:
+            res = solver.solve(
+                Y, reg_lambdas[:, k], start, scale, weights, terms, True, offset, theta
+            )
+            terms = res.terms
+        else:
+            fit = batched_theta(
+                solver, Y, reg_lambdas[:, k], theta_method, start=start, scale=scale,
+                weights=weights, offset=offset, theta_start=theta,
+            )  # fmt: skip
+            res, theta = fit.result, fit.theta
+            out.theta[k] = theta
         out.intercepts[k], out.coefs[k] = res.intercepts, res.coefs
         out.n_iter[k], out.kkt[k], out.converged[k] = res.n_iter, res.kkt, res.converged
         start = np.column_stack([res.intercepts, res.coefs]) if d.fit_intercept else res.coefs
@@ -237,21 +298,31 @@ def score_path(
     fit_intercept: bool,
     metric: str,
     y_null: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> np.ndarray:
     """Score of each response at each λ of a path on (X, Y); shape (G, K).
 
     ``Y`` is (n, G); ``intercepts`` (K, G) and ``coefs`` (K, G, p) hold the (clipped) path of
-    every response; ``metric`` is "deviance" or "pseudo_r2" (null means ``y_null``, (G,)).
+    every response; ``metric`` is "deviance" or "pseudo_r2" (null means ``y_null``, (G,) or,
+    with an offset, (n, G)). ``sample_weight`` (n,) weights the deviance; ``offset``, (n,)
+    or (n, G), enters every linear predictor.
     """
     out = np.empty((Y.shape[1], intercepts.shape[0]))
-    saturated = family.saturated_loglik(Y).sum(axis=0)  # the same for every λ
+    M = None if sample_weight is None else np.asarray(sample_weight, dtype=float).reshape(-1, 1)
+    if offset is not None:
+        offset = np.asarray(offset, dtype=float)
+        offset = offset[:, None] if offset.ndim == 1 else offset
+    saturated = weighted_column_sum(family.saturated_loglik(Y), M)  # the same for every λ
     if metric != "deviance":
-        null_dev = column_deviance(family, Y, np.broadcast_to(y_null, Y.shape), saturated)
+        null_dev = column_deviance(family, Y, np.broadcast_to(y_null, Y.shape), saturated, M)
     for k in range(intercepts.shape[0]):
         Z = np.asarray(X @ coefs[k].T, dtype=float)
         if fit_intercept:
             Z += intercepts[k][None, :]
-        dev = column_deviance(family, Y, family.mean(Z), saturated)
+        if offset is not None:
+            Z += offset
+        dev = column_deviance(family, Y, family.mean(Z), saturated, M)
         out[:, k] = dev if metric == "deviance" else r2_from_deviances(dev, null_dev)
     return out
 

@@ -13,7 +13,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
-from ._families import COUNT_FAMILIES, Family
+from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._path import (
@@ -398,7 +398,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         family.check_y(Y)
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
-        if distr in COUNT_FAMILIES:
+        if family.is_count:
             totals = Y.sum(axis=0)
             usable = totals > 0
             for _, test in folds or ():

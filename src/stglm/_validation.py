@@ -18,6 +18,8 @@ import scipy.sparse as sp
 from ._families import Family
 
 __all__ = [
+    "AnyOf",
+    "ArrayOrNone",
     "Boolean",
     "Constraint",
     "Integer",
@@ -25,6 +27,8 @@ __all__ = [
     "Real",
     "check_tau",
     "check_X",
+    "check_sample_data",
+    "check_vector",
     "validate_data",
     "validate_params",
 ]
@@ -110,6 +114,32 @@ class Integer(Real):
 
     kind = numbers.Integral
     kind_name = "an integer"
+
+
+class AnyOf(Constraint):
+    """Satisfies at least one of several constraints (e.g. a number or a method name)."""
+
+    def __init__(self, *constraints: Constraint, description: str):
+        self.constraints, self.description = constraints, description
+
+    def check(self, name, value):
+        for constraint in self.constraints:
+            try:
+                constraint.check(name, value)
+                return
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(f"{name} must be {self.description}; got {value!r}.")
+
+
+class ArrayOrNone(Constraint):
+    """None or an array-like (checked against the data's shape when the data is seen)."""
+
+    def check(self, name, value):
+        if value is None:
+            return
+        if isinstance(value, str | bytes | numbers.Number):
+            raise TypeError(f"{name} must be None or an array of numbers; got {value!r}.")
 
 
 class RealSequence(Constraint):
@@ -248,6 +278,50 @@ def check_tau(Tau: Any, n_features: int) -> np.ndarray | None:
     if not np.all(np.isfinite(Tau)):
         raise ValueError("Tau contains NaN or infinite values.")
     return Tau
+
+
+def check_vector(
+    values: Any,
+    length: int,
+    name: str,
+    *,
+    nonnegative: bool = False,
+    positive_sum: bool = False,
+    what: str = "n_samples",
+) -> np.ndarray | None:
+    """Return a float (length,) array (or None for None), rejecting bad input.
+
+    Used for sample weights, offsets and penalty factors; ``what`` names the length in
+    the message.
+    """
+    if values is None:
+        return None
+    if sp.issparse(values):
+        values = values.toarray()
+    _reject_complex(values, name)
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a numeric array; got {type(values).__name__}.") from None
+    if values.ndim == 2 and 1 in values.shape:
+        values = values.reshape(-1)
+    if values.shape != (length,):
+        raise ValueError(f"{name} must have shape ({what},) = ({length},); got {values.shape}.")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    if nonnegative and np.any(values < 0):
+        raise ValueError(f"{name} must be non-negative; got a minimum of {values.min():g}.")
+    if positive_sum and not values.sum() > 0:
+        raise ValueError(f"{name} must have a positive sum; every weight is zero.")
+    return values
+
+
+def check_sample_data(sample_weight: Any, offset: Any, n_samples: int):
+    """Return (sample_weight, offset) as float (n,) arrays or None, checked."""
+    weights = check_vector(
+        sample_weight, n_samples, "sample_weight", nonnegative=True, positive_sum=True
+    )
+    return weights, check_vector(offset, n_samples, "offset")
 
 
 def validate_data(X: Any, y: Any, family: Family, Tau: Any = None, *, accept_sparse: bool = True):

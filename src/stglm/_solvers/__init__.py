@@ -30,8 +30,9 @@ def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
             max_iter=options["max_iter"],
             tol=options["tol"],
         )
-        J_start = objective(*args, *start, problem.fit_intercept)
-        J_end = objective(*args, result.beta0, result.beta, problem.fit_intercept)
+        data = problem.data_kwargs
+        J_start = objective(*args, *start, problem.fit_intercept, **data)
+        J_end = objective(*args, result.beta0, result.beta, problem.fit_intercept, **data)
     if np.isfinite(J_end) and J_end > J_start:
         # The coefficients stopped moving, but uphill: spateo reported such runs as converged.
         warnings.warn(

@@ -69,8 +69,11 @@ def copy_rows(sources, targets, src, dst):
 
 
 @njit(cache=True, nogil=True)
-def penalties(B, lam, alpha, gram, fit_intercept):
-    """λ_g[½(1−α)·βᵀΓᵀΓβ + α‖β‖₁] for each row of B; ``gram`` is ΓᵀΓ (p, p)."""
+def penalties(B, lam, alpha, factor, gram, fit_intercept):
+    """λ_g[½(1−α)·βᵀGβ + α·Σ f_j|β_j|] for each row of B.
+
+    ``gram`` is G = F^½ΓᵀΓF^½ (p, p) and ``factor`` the penalty factors f (p,).
+    """
     n_genes, m = B.shape
     off = 1 if fit_intercept else 0
     out = np.empty(n_genes)
@@ -81,7 +84,7 @@ def penalties(B, lam, alpha, gram, fit_intercept):
             b = B[k, off + a]
             if b == 0.0:
                 continue
-            l1 += abs(b)
+            l1 += factor[a] * abs(b)
             acc = 0.0
             for c in range(m - off):
                 acc += gram[a, c] * B[k, off + c]
@@ -91,7 +94,7 @@ def penalties(B, lam, alpha, gram, fit_intercept):
 
 
 @njit(cache=True, nogil=True)
-def finish_gradients(Gr, total, B, lam, alpha, gram, fit_intercept):
+def finish_gradients(Gr, total, B, lam, alpha, factor, gram, fit_intercept):
     """Turn Gr = R·X̃ (G, m) into ∇J in place; return each gene's KKT residual.
 
     ∇J = R·X̃ / n_g plus the ridge term λ_g(1−α)·ΓᵀΓβ on β; the residual is
@@ -115,7 +118,7 @@ def finish_gradients(Gr, total, B, lam, alpha, gram, fit_intercept):
                     for c in range(m - off):
                         acc += gram[j - off, c] * B[k, off + c]
                     g += l2 * acc
-                v = _violation(g, B[k, j], l1)
+                v = _violation(g, B[k, j], l1 * factor[j - off])
             # Not max(): Python's and numba's max(0.0, nan) is 0.0. Once NaN, it stays.
             if worst == worst and not v <= worst:
                 worst = v
@@ -126,7 +129,19 @@ def finish_gradients(Gr, total, B, lam, alpha, gram, fit_intercept):
 
 @njit(cache=True, nogil=True)
 def newton_directions(
-    H_lik, gram_scaled, Gr, B, lam, alpha, center, scale, fit_intercept, tol, max_sweeps, X_new
+    H_lik,
+    gram_scaled,
+    Gr,
+    B,
+    lam,
+    alpha,
+    factor,
+    center,
+    scale,
+    fit_intercept,
+    tol,
+    max_sweeps,
+    X_new,
 ):
     """Each gene's Newton model minimised by coordinate descent, in the scaled coordinates.
 
@@ -158,7 +173,7 @@ def newton_directions(
             s, c = scale[j - off], center[j - off]
             g[j] = (Gr[k, j] - c * g0) / s
             b[j] = B[k, j] * s
-            l1w[j] = l1 / s
+            l1w[j] = l1 * factor[j - off] / s
             shift += c * B[k, j]
         if fit_intercept:
             g[0] = g0
@@ -178,7 +193,7 @@ def newton_directions(
                 still = False
             decrease += Gr[k, j] * d
             if j >= off:
-                decrease += l1 * (abs(X_new[k, j]) - abs(B[k, j]))
+                decrease += l1 * factor[j - off] * (abs(X_new[k, j]) - abs(B[k, j]))
         delta[k] = decrease
         at_minimum[k] = still
     return delta, at_minimum

@@ -192,7 +192,7 @@ def _cd_gram(H, g, b, l1w, tol, max_sweeps):
 
 @njit(cache=True, nogil=True)
 def _cd_csc_residual(
-    indptr, indices, data, n, w, r, G, l2, b0, b, fit_intercept, l1, tol, max_sweeps
+    indptr, indices, data, n, w, r, G, l2, b0, b, fit_intercept, l1w, tol, max_sweeps
 ):
     """Residual-update coordinate descent for a CSC matrix X given by its three arrays.
 
@@ -245,7 +245,7 @@ def _cd_csc_residual(
                 grad += data[k] * s[indices[k]]
             grad = grad * inv_n + l2 * gx[j]
             old = x[j]
-            new = _soft(hjj * old - grad, l1) / hjj
+            new = _soft(hjj * old - grad, l1w[j]) / hjj
             d = new - old
             if d != 0.0:
                 x[j] = new
@@ -271,7 +271,7 @@ def _cd_csc_residual(
                     for k in range(indptr[j], indptr[j + 1]):
                         grad += data[k] * s[indices[k]]
                     grad = grad * inv_n + l2 * gx[j]
-                    model_kkt = max(model_kkt, _violation(grad, x[j], l1))
+                    model_kkt = max(model_kkt, _violation(grad, x[j], l1w[j]))
                 if model_kkt <= tol:
                     break
                 change_tol *= 0.1

@@ -17,18 +17,9 @@ import math
 import numpy as np
 from numba import njit
 
-#: Family codes, one per ``Family.name``.
-CODES = {"gaussian": 0, "poisson": 1, "softplus": 2, "neg-binomial": 3, "gamma": 4}
+from .._families import MEAN_EXP, MEAN_SOFTPLUS
+
 EPS = np.finfo(float).eps
-
-
-def family_code(family) -> tuple[int, float, float]:
-    """(code, eta, theta) describing ``family`` to the kernels."""
-    return (
-        CODES[family.name],
-        float(getattr(family, "eta", np.inf)),
-        float(getattr(family, "theta", 1.0)),
-    )
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -36,24 +27,25 @@ def _xlogy(x, y):
     return 0.0 if x == 0.0 else x * math.log(y)
 
 
-def _exponentials(code, eta, Z, out):
-    """The one exponential each family needs at every z, into ``out`` (see :func:`_mean_terms`).
+def _exponentials(mean_code, eta, Z, out):
+    """The one exponential each mean function needs at every z, into ``out``.
 
-    numpy's exp is vectorised (≈ 0.5 ns per element here, against ≈ 2.7 ns for the
-    compiled scalar loop), so the kernels receive it ready.
+    exp(min(z, η)) for the exponential mean, exp(−|z|) for softplus (see
+    :func:`_mean_terms`). numpy's exp is vectorised (≈ 0.5 ns per element here, against
+    ≈ 2.7 ns for the compiled scalar loop), so the kernels receive it ready.
     """
-    if code == 1:
+    if mean_code == MEAN_EXP:
         np.exp(np.minimum(Z, eta, out=out) if eta < np.inf else Z, out=out)
-    elif code != 0:
+    elif mean_code == MEAN_SOFTPLUS:
         np.exp(np.negative(np.abs(Z, out=out), out=out), out=out)
 
 
 @njit(cache=True, nogil=True)
-def _mean_terms(code, eta, z, e):
-    """(μ, μ', μ'') at z, given e = exp(min(z, η)) (poisson) or exp(−|z|) (softplus means)."""
-    if code == 0:
+def _mean_terms(mean_code, eta, z, e):
+    """(μ, μ', μ'') at z, given e = exp(min(z, η)) (exp mean) or exp(−|z|) (softplus)."""
+    if mean_code == 0:
         return z, 1.0, 0.0
-    if code == 1:
+    if mean_code == 1:
         if z <= eta:
             return e, e, e
         return e * (z - eta + 1.0), e, 0.0
@@ -63,30 +55,41 @@ def _mean_terms(code, eta, z, e):
 
 
 @njit(cache=True, nogil=True)
-def _nll(code, theta, y, mu):
+def _nll(lik, theta, y, mu):
     """−ℓ(y, μ) up to terms in y alone."""
-    if code == 0:
+    if lik == 0:
         return 0.5 * (y - mu) * (y - mu)
-    if code == 1 or code == 2:
+    if lik == 1:
         return mu - _xlogy(y, mu + 2.220446049250313e-16)
-    if code == 3:
+    if lik == 2:
         return (theta + y) * math.log(mu + theta) - _xlogy(y, mu)
     return y / mu + math.log(mu)
 
 
 @njit(cache=True, nogil=True)
-def _newton_pair(code, eta, theta, y, z, e):
+def _newton_pair(lik, mean_code, eta, theta, y, z, e):
     """(r, w): ∂(−ℓ)/∂z and the curvature weight (true Hessian if > 0, else Fisher)."""
-    mu, d1, d2 = _mean_terms(code, eta, z, e)
-    if code == 0:
+    mu, d1, d2 = _mean_terms(mean_code, eta, z, e)
+    if lik == 0 and mean_code == 0:
         return mu - y, 1.0
-    if code == 1 and z <= eta:
+    exact_exp = mean_code == 1 and z <= eta
+    if lik == 1 and exact_exp:
         return mu - y, mu  # exp mean: r = μ − y and ∂²/∂z² = μ exactly
-    if code == 1 or code == 2:
+    if lik == 2 and exact_exp:
+        # log link: r = θ(μ − y)/(μ + θ), w = μθ(θ + y)/(μ + θ)² (never negative)
+        q = 1.0 / (mu + theta)
+        return theta * (mu - y) * q, mu * theta * (theta + y) * q * q
+    if lik == 3 and exact_exp:
+        return 1.0 - y / mu, y / mu  # log link: the true Hessian y/μ is positive
+    if lik == 0:
+        g1 = mu - y
+        g2 = 1.0
+        fisher = 1.0
+    elif lik == 1:
         g1 = 1.0 - y / mu
         g2 = y / (mu * mu)
         fisher = 1.0 / mu
-    elif code == 3:
+    elif lik == 2:
         g1 = (theta + y) / (mu + theta) - y / mu
         g2 = y / (mu * mu) - (theta + y) / ((mu + theta) * (mu + theta))
         fisher = theta / (mu * (mu + theta))
@@ -98,7 +101,7 @@ def _newton_pair(code, eta, theta, y, z, e):
     return d1 * g1, true if true > 0.0 else d1 * d1 * fisher
 
 
-def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None, total=None):
+def nll_and_terms(family, Y, Z, R, W, M=None, total=None, theta=None):
     """Mean −ℓ per response (up to terms in y alone) and the Newton terms, in one pass.
 
     Arrays are gene-major, (G, n): one contiguous row per response. Returns the means,
@@ -106,29 +109,54 @@ def nll_and_terms(code, eta, theta, Y, Z, R, W, M=None, total=None):
     With sample weights M (G, n), each row's mean is Σ_i m_i·(−ℓ_i) / Σ_i m_i and R, W
     are multiplied by m; samples of weight 0 are skipped (their R and W are 0), so a
     0/1 row of M selects a training fold. ``total`` (G,) is Σ_i m_i per row when the
-    caller keeps it (a solver evaluates the same weights many times).
+    caller keeps it (a solver evaluates the same weights many times). ``theta`` (G,) is
+    each row's negative-binomial size when it differs from the family's.
+
+    Families without a compiled kernel (``family.kernel`` None) are evaluated with their
+    numpy methods; their −ℓ then includes the terms in y alone, which cancel in every
+    comparison a solver makes.
     """
     if total is None:
         total = np.full(Y.shape[0], float(Y.shape[1])) if M is None else M.sum(axis=1)
+    total = np.asarray(total, dtype=float)
+    spec = family.kernel
+    if spec is None:
+        return _numpy_terms(family, Y, Z, R, W, M, total)
+    lik, mean_code, eta, theta_default = spec
+    theta = np.full(Y.shape[0], theta_default) if theta is None else np.asarray(theta, float)
     with np.errstate(over="ignore"):
-        _exponentials(code, eta, Z, W)  # W holds the exponentials until the kernel reads them
-    return _nll_and_terms(code, eta, theta, Y, Z, R, W, M, np.asarray(total, dtype=float))
+        _exponentials(mean_code, eta, Z, W)  # W holds the exponentials until the kernel reads them
+    return _nll_and_terms(lik, mean_code, eta, theta, Y, Z, R, W, M, total)
+
+
+def _numpy_terms(family, Y, Z, R, W, M, total):
+    """:func:`nll_and_terms` from a family's numpy methods (no compiled kernel)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        nll = -family.loglik(Y, family.mean(Z))
+        R[...] = family.residual(Y, Z)
+        W[...] = np.maximum(family.hessian_weights(Y, Z), 0.0)
+    if M is not None:
+        out = M != 0  # weight 0: not in this response's sample (its terms may be inf)
+        nll = np.where(out, M * nll, 0.0)
+        R[...] = np.where(out, M * R, 0.0)
+        W[...] = np.where(out, M * W, 0.0)
+    return nll.sum(axis=1) / total
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _element(code, eta, theta, y, z, e):
+def _element(lik, mean_code, eta, theta, y, z, e):
     """(−ℓ, r, w) at one sample, given its exponential e."""
-    if code == 1 and z <= eta:
+    if lik == 1 and mean_code == 1 and z <= eta:
         # The common case (every z for η = ∞): μ = e, −ℓ = μ − y·z up to the seed's ε
         # inside log(μ + ε), a relative ε/μ that no comparison can see.
         return e - y * z, e - y, e
-    mu = _mean_terms(code, eta, z, e)[0]
-    r, w = _newton_pair(code, eta, theta, y, z, e)
-    return _nll(code, theta, y, mu), r, (w if w > 0.0 else 0.0)
+    mu = _mean_terms(mean_code, eta, z, e)[0]
+    r, w = _newton_pair(lik, mean_code, eta, theta, y, z, e)
+    return _nll(lik, theta, y, mu), r, (w if w > 0.0 else 0.0)
 
 
 @njit(cache=True, nogil=True)
-def _nll_and_terms(code, eta, theta, Y, Z, R, W, M, total):
+def _nll_and_terms(lik, mean_code, eta, theta, Y, Z, R, W, M, total):
     """:func:`nll_and_terms` once W holds the exponentials (each read before it is written).
 
     The sum runs in four interleaved Kahan accumulators: one chain of dependent additions
@@ -150,7 +178,7 @@ def _nll_and_terms(code, eta, theta, Y, Z, R, W, M, total):
                     R[k, i] = 0.0
                     W[k, i] = 0.0
                     continue
-            term, r, w = _element(code, eta, theta, Y[k, i], Z[k, i], W[k, i])
+            term, r, w = _element(lik, mean_code, eta, theta[k], Y[k, i], Z[k, i], W[k, i])
             lane = i & 3
             term = m * term - carries[lane]
             acc = sums[lane] + term

@@ -1,14 +1,21 @@
-"""The null model (β = 0, intercept at link(ȳ)): where paths start, λ_max, tolerance scales.
+"""The null model (β = 0): where paths start, λ_max, tolerance scales.
 
 Functions take responses as columns of Y (n, G) so one gene and many genes share them,
-and optional sample weights M (n, G): a 0/1 column selects a training fold.
+optional sample weights M (n, G) (a 0/1 column selects a training fold) and an optional
+offset O, (n,) or (n, G), in the linear predictor z = β0 + O + Xβ.
+
+Without offset the best intercept at β = 0 is link(ȳ) (the weighted mean) for every
+family. With an offset it has a closed form for the identity link and for the log link of
+the Poisson and gamma likelihoods; elsewhere (the negative binomial, the seed's mean
+functions) the closed form here is a start, and :func:`stglm._solvers.batched.null_fits`
+finishes it with the Newton solver.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .._families import Family
+from .._families import LIK_GAMMA, LIK_POISSON, Family
 
 #: The mean assumed for a count response without counts: μ → 0 from above.
 EMPTY_COUNT_MEAN = 1e-10
@@ -19,47 +26,115 @@ def _mean(A: np.ndarray, M: np.ndarray | None) -> np.ndarray:
     return A.mean(axis=0) if M is None else (M * A).sum(axis=0) / M.sum(axis=0)
 
 
-def null_intercepts(
-    family: Family, Y: np.ndarray, fit_intercept: bool, M: np.ndarray | None = None
-) -> np.ndarray:
-    """link(ȳ_g) for each column (0 without intercept): the optimal intercept at β = 0.
+def _is_log(family: Family) -> bool:
+    mf = family.mean_function
+    return mf.kind == "exp" and not np.isfinite(mf.eta)
 
-    At β = 0 the intercept's stationarity gives μ = ȳ (the weighted mean) for every
-    family here.
+
+def intercept_is_exact(family: Family, offset) -> bool:
+    """Whether :func:`null_intercepts` is the exact optimum at β = 0 (else a start)."""
+    if offset is None:
+        return True
+    if family.mean_function.kind == "identity":
+        return True
+    return _is_log(family) and family.likelihood_code in (LIK_POISSON, LIK_GAMMA)
+
+
+def null_intercepts(
+    family: Family,
+    Y: np.ndarray,
+    fit_intercept: bool,
+    M: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+) -> np.ndarray:
+    """The intercept of each column's null model (0 without intercept); shape (G,).
+
+    Exact where :func:`intercept_is_exact`, a close start elsewhere.
     """
     if not fit_intercept:
         return np.zeros(Y.shape[1])
-    y_bar = _mean(Y, M)
-    if family.name != "gaussian":
-        y_bar = np.maximum(y_bar, EMPTY_COUNT_MEAN)
-    return np.asarray(family.link(y_bar), dtype=float)
+    if offset is None:
+        y_bar = _mean(Y, M)
+        if family.is_count or family.mean_function.kind != "identity":
+            y_bar = np.maximum(y_bar, EMPTY_COUNT_MEAN)
+        return np.asarray(family.link(y_bar), dtype=float)
+    off = np.asarray(offset, dtype=float)
+    off = off[:, None] if off.ndim == 1 else off
+    if family.mean_function.kind == "identity":
+        return _mean(Y - off, M)
+    if _is_log(family):
+        with np.errstate(over="ignore", divide="ignore"):
+            if family.likelihood_code == LIK_GAMMA:  # Σm(y·e^{−z} − 1) = 0
+                return np.log(_mean(Y * np.exp(-off), M))
+            # Σm(y − e^z) = 0: exact for Poisson, the start for the others.
+            y_sum = np.maximum(_mean(Y, M), EMPTY_COUNT_MEAN)
+            return np.log(y_sum) - np.log(_mean(np.exp(off) + 0.0 * Y, M))
+    y_bar = np.maximum(_mean(Y, M), EMPTY_COUNT_MEAN)
+    return np.asarray(family.link(y_bar), dtype=float) - _mean(off + 0.0 * Y, M)
 
 
-def _null_residuals(family: Family, Y: np.ndarray, fit_intercept: bool, M=None) -> np.ndarray:
+def null_predictors(
+    family: Family, Y: np.ndarray, intercepts: np.ndarray, offset=None
+) -> np.ndarray:
+    """The null models' linear predictors z_i = β0 + o_i, shape (n, G)."""
+    Z = np.broadcast_to(intercepts, Y.shape)
+    if offset is not None:
+        off = np.asarray(offset, dtype=float)
+        Z = Z + (off[:, None] if off.ndim == 1 else off)
+    return Z
+
+
+def _null_residuals(family: Family, Y, Z0, M=None) -> np.ndarray:
     """∂(−ℓ)/∂z at the null model, times the sample weights."""
-    z0 = null_intercepts(family, Y, fit_intercept, M)
-    R = family.residual(Y, np.broadcast_to(z0, Y.shape))
-    return R if M is None else M * R
+    R = family.residual(Y, Z0)
+    return R if M is None else np.where(M != 0, M * R, 0.0)
 
 
-def null_gradients(family: Family, X, Y: np.ndarray, fit_intercept: bool) -> np.ndarray:
-    """∇_β of the mean negative log-likelihood at each column's null model; shape (G, p)."""
-    R = _null_residuals(family, Y, fit_intercept)
-    return np.asarray(X.T @ R, dtype=float).T / Y.shape[0]
+def null_gradients(
+    family: Family,
+    X,
+    Y: np.ndarray,
+    fit_intercept: bool,
+    M: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    Z0: np.ndarray | None = None,
+) -> np.ndarray:
+    """∇_β of the mean negative log-likelihood at each column's null model; shape (G, p).
+
+    ``Z0`` (n, G) are the null models' linear predictors when the caller has solved them
+    (:func:`stglm._solvers.batched.null_fits`); else from :func:`null_intercepts`.
+    """
+    if Z0 is None:
+        Z0 = null_predictors(
+            family, Y, null_intercepts(family, Y, fit_intercept, M, offset), offset
+        )
+    R = _null_residuals(family, Y, Z0, M)
+    total = Y.shape[0] if M is None else M.sum(axis=0)
+    return (np.asarray(X.T @ R, dtype=float) / total).T
 
 
 def tolerance_scales(
-    family: Family, X, Y: np.ndarray, fit_intercept: bool, X_abs=None, M=None
+    family: Family,
+    X,
+    Y: np.ndarray,
+    fit_intercept: bool,
+    X_abs=None,
+    M=None,
+    offset=None,
+    Z0=None,
 ) -> np.ndarray:
-    """The size of the gradient's terms at the null model: max_j (1/n)·Σ_i |x̃_ij|·|r_i|.
+    """The size of the gradient's terms at the null model: max_j Σ_i m_i·|x̃_ij|·|r_i| / Σ m_i.
 
     ``tol`` is relative to this, so the KKT stopping rule means the same whatever the units
     of X and y — for Poisson means of 1e-6 as for 1e6. x̃ includes the intercept's column of
     ones. It is 0 only when the null model fits exactly (then so is the KKT residual).
-    ``X_abs`` is |X| when the caller keeps it (a design shared by many calls); the means
-    are weighted by M when given.
+    ``X_abs`` is |X| when the caller keeps it (a design shared by many calls).
     """
-    R = np.abs(_null_residuals(family, Y, fit_intercept, M))
+    if Z0 is None:
+        Z0 = null_predictors(
+            family, Y, null_intercepts(family, Y, fit_intercept, M, offset), offset
+        )
+    R = np.abs(_null_residuals(family, Y, Z0, M))
     total = Y.shape[0] if M is None else M.sum(axis=0)
     X_abs = abs(X) if X_abs is None else X_abs
     terms = np.asarray(X_abs.T @ R, dtype=float) / total  # (p, G)

@@ -118,6 +118,10 @@ class DesignScaling:
         return gram / np.outer(self.scale, self.scale)
 
     def l1_weights(self, l1: np.ndarray) -> np.ndarray:
-        """Per-coordinate L1 weights for b' (0 for the intercept): λα/s_j."""
-        W = np.asarray(l1, dtype=float)[:, None] / self.scale[None, :]
+        """Per-coordinate L1 weights for b' (0 for the intercept): λα/s_j.
+
+        ``l1`` is (G,) (one λα per response) or (G, p) (per coordinate: penalty factors).
+        """
+        l1 = np.asarray(l1, dtype=float)
+        W = (l1[:, None] if l1.ndim == 1 else l1) / self.scale[None, :]
         return np.column_stack([np.zeros(W.shape[0]), W]) if self.fit_intercept else W

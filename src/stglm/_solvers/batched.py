@@ -21,6 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from .._families import Family
+from .._penalties import ElasticNet
 from ._batched_kernels import (
     accept_steps,
     copy_rows,
@@ -31,7 +32,7 @@ from ._batched_kernels import (
     sufficient_decrease,
     unpack_hessians,
 )
-from ._family_kernels import EPS, family_code, nll_and_terms
+from ._family_kernels import EPS, nll_and_terms
 from ._null_model import null_intercepts, tolerance_scales
 from ._scaling import DesignScaling
 from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS
@@ -175,15 +176,26 @@ class BatchedNewtonCD:
     max_iter, tol : int, float
         As in :class:`stglm._solvers.newton_cd.NewtonCD`; ``tol`` is relative to each
         gene's ``scale`` (:func:`stglm._solvers._null_model.tolerance_scales` unless given).
+    penalty_factor : ndarray of shape (p,) or None
+        Per-predictor penalty factors (see :class:`stglm._penalties.ElasticNet`).
     """
 
     def __init__(
-        self, family: Family, design: SharedDesign, alpha: float, Tau, *, max_iter: int, tol: float
+        self,
+        family: Family,
+        design: SharedDesign,
+        alpha: float,
+        Tau,
+        *,
+        max_iter: int,
+        tol: float,
+        penalty_factor: np.ndarray | None = None,
     ):
         self.family, self.design, self.alpha = family, design, float(alpha)
-        self.code = family_code(family)
         p = design.X.shape[1]
-        self.gram = np.eye(p) if Tau is None else Tau.T @ Tau
+        self.penalty = ElasticNet(0.0, alpha, Tau, penalty_factor)
+        self.gram = self.penalty.tikhonov_gram(p)
+        self.factor = np.ones(p) if penalty_factor is None else self.penalty.penalty_factor
         self.max_iter, self.tol = max_iter, tol
         self.gram_scaled = design.scaling.ridge_gram(self.gram)
         # A change of the scaled gradient by t is one of up to t·s_j in the original units.
@@ -191,20 +203,24 @@ class BatchedNewtonCD:
 
     # -- per-gene pieces (rows of B are genes; B includes the intercept column if any) -------
     def _penalty(self, B: np.ndarray, lam: np.ndarray) -> np.ndarray:
-        return penalties(B, lam, self.alpha, self.gram, self.design.fit_intercept)
+        fit_intercept = self.design.fit_intercept
+        return penalties(B, lam, self.alpha, self.factor, self.gram, fit_intercept)
 
     def _gradient(self, R, B, lam, total) -> tuple[np.ndarray, np.ndarray]:
         """∇J per gene (rows), from the working residuals R (G, n), and the KKT residuals."""
         Gr = R @ self.design.Xt
-        kkt = finish_gradients(Gr, total, B, lam, self.alpha, self.gram, self.design.fit_intercept)
+        kkt = finish_gradients(
+            Gr, total, B, lam, self.alpha, self.factor, self.gram, self.design.fit_intercept
+        )
         return Gr, kkt
 
-    def _evaluate(self, Y, Z, B, lam, R, W, sample) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate(self, Y, Z, B, lam, R, W, sample, theta=None) -> tuple[np.ndarray, np.ndarray]:
         """(J, mean −ℓ) per gene at (Z, B), filling R and W with the Newton terms there.
 
-        ``sample`` is None or (M, total): the rows' sample weights and their sums.
+        ``sample`` is None or (M, total): the rows' sample weights and their sums; ``theta``
+        the rows' negative-binomial sizes (None: the family's).
         """
-        nll = nll_and_terms(*self.code, Y, Z, R, W, *(sample or ()))
+        nll = nll_and_terms(self.family, Y, Z, R, W, *(sample or ()), theta=theta)
         return nll + self._penalty(B, lam), nll
 
     def _workspace(self, n_genes: int, n_arrays: int) -> list[np.ndarray]:
@@ -224,6 +240,8 @@ class BatchedNewtonCD:
         weights: np.ndarray | None = None,
         terms: NewtonTerms | None = None,
         keep_terms: bool = False,
+        offset: np.ndarray | None = None,
+        theta: np.ndarray | None = None,
     ) -> BatchResult:
         """Solve for every column of Y (n, G) with λ_g = ``lam[g]``.
 
@@ -235,6 +253,8 @@ class BatchedNewtonCD:
         solution): the first evaluation is then skipped, and their arrays are reused for
         the returned terms. The result carries the terms at the solutions when ``terms``
         were given or ``keep_terms`` is set (three more n-vectors per gene), else None.
+        ``offset``, (n,) or (n, G), is added to every linear predictor (z = b·x̃ + offset);
+        ``theta`` (G,) gives each gene its own negative-binomial size.
         """
         d, fam = self.design, self.family
         n_genes = Y.shape[1]
@@ -244,12 +264,12 @@ class BatchedNewtonCD:
         if B is None:
             Ba = np.zeros((n_genes, d.m))
             if d.fit_intercept:
-                Ba[:, 0] = null_intercepts(fam, Y, True, weights)
+                Ba[:, 0] = null_intercepts(fam, Y, True, weights, offset)
         else:
             Ba = np.array(B, dtype=float)
         B = np.empty_like(Ba)
         if scale is None:
-            scale = tolerance_scales(fam, d.X, Y, d.fit_intercept, d.X_abs, weights)
+            scale = tolerance_scales(fam, d.X, Y, d.fit_intercept, d.X_abs, weights, offset)
         n_iter = np.zeros(n_genes, dtype=int)
         converged = np.zeros(n_genes, dtype=bool)
         kkt = np.full(n_genes, np.inf)
@@ -263,6 +283,7 @@ class BatchedNewtonCD:
         if weighted:
             np.copyto(Mw, weights.T)
         total_a = np.full(n_genes, float(d.n)) if Mw is None else Mw.sum(axis=1)
+        th_a = None if theta is None else np.array(theta, dtype=float)
         # The previous λ's last Hessians serve the first step at this λ (see STALE_FIRST).
         Ha = None if terms is None or terms.H is None else terms.H.copy()
         final = terms
@@ -283,8 +304,10 @@ class BatchedNewtonCD:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if terms is None:
                 np.matmul(Ba, XtT, out=Zc)
+                if offset is not None:
+                    Zc += offset.T if offset.ndim == 2 else offset  # then carried by every step
                 sample = None if Mw is None else (Mw, total_a)
-                F, L = self._evaluate(Yw, Zc, Ba, la, Rc, Wc, sample)
+                F, L = self._evaluate(Yw, Zc, Ba, la, Rc, Wc, sample, th_a)
             else:
                 np.copyto(Zc, terms.Z)
                 np.copyto(Rc, terms.R)
@@ -340,6 +363,7 @@ class BatchedNewtonCD:
                         )
                     )
                     Ha = None if Ha is None else Ha[order]
+                    th_a = None if th_a is None else th_a[order]
                     k = k_new
                 it_a += 1
                 # Hessians in the scaled coordinates b' (see _scaling), without the ridge.
@@ -358,6 +382,7 @@ class BatchedNewtonCD:
                     Ba,
                     la,
                     self.alpha,
+                    self.factor,
                     sc.center,
                     sc.scale,
                     d.fit_intercept,
@@ -380,6 +405,7 @@ class BatchedNewtonCD:
                     la,
                     F,
                     delta,
+                    th_a,
                 )
                 # A step of 0 (no representable decrease) leaves the gene stuck: as close as
                 # floating point gets; it stops there.
@@ -390,7 +416,7 @@ class BatchedNewtonCD:
         intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt, final)
 
-    def _line_search(self, Y, current, trial, sample, B, B_full, D, lam, F, delta):
+    def _line_search(self, Y, current, trial, sample, B, B_full, D, lam, F, delta, theta=None):
         """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none).
 
         ``trial`` (Z, R, W) arrives with Z at the full step; it leaves with the Newton
@@ -402,7 +428,7 @@ class BatchedNewtonCD:
         Zt, Rt, Wt = trial
         n_genes = B.shape[0]
         step = np.ones(n_genes)
-        F_new, L_new = self._evaluate(Y, Zt, B_full, lam, Rt, Wt, sample)
+        F_new, L_new = self._evaluate(Y, Zt, B_full, lam, Rt, Wt, sample, theta)
         todo = np.arange(n_genes)
         for _ in range(MAX_HALVINGS):
             ok = sufficient_decrease(F_new[todo], F[todo], delta[todo], step[todo], ARMIJO, EPS)
@@ -421,6 +447,7 @@ class BatchedNewtonCD:
                 Rs,
                 Ws,
                 None if sample is None else (sample[0][todo], sample[1][todo]),
+                None if theta is None else theta[todo],
             )
             Zt[todo], Rt[todo], Wt[todo] = Zs, Rs, Ws
         step[todo] = 0.0

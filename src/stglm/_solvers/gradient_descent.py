@@ -46,7 +46,7 @@ def batch_gradient(
     converged = False
     n_iter = 0
     for t in range(max_iter):
-        g0, g = gradient(fam, pen, X, y, beta0, beta, icpt)
+        g0, g = gradient(fam, pen, X, y, beta0, beta, icpt, **problem.data_kwargs)
         # np.float64, not float: a diverging run must reach inf, not raise OverflowError.
         new_beta0 = np.float64(beta0 - learning_rate * g0 if icpt else 0.0)
         new_beta = pen.prox(beta - learning_rate * g, learning_rate)
@@ -59,4 +59,5 @@ def batch_gradient(
         if t >= 2 and step < tol * size:
             converged = True
             break
-    return SolverResult(beta0, beta, n_iter, converged, kkt(fam, pen, X, y, beta0, beta, icpt))
+    kkt_end = kkt(fam, pen, X, y, beta0, beta, icpt, **problem.data_kwargs)
+    return SolverResult(beta0, beta, n_iter, converged, kkt_end)

@@ -25,14 +25,16 @@ the iterations of both phases.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
-from .._penalties import kkt_residual
+from .._penalties import ElasticNet, kkt_residual
 from ._cd_kernels import _cd_csc_residual, _cd_gram, _cg_csc
 from ._common import Problem, SolverResult
-from ._family_kernels import family_code, nll_and_terms
-from ._null_model import null_gradients, null_intercepts, tolerance_scales
+from ._family_kernels import nll_and_terms
+from ._null_model import intercept_is_exact, null_gradients, null_intercepts, tolerance_scales
 from ._scaling import DesignScaling
 
 #: Above this many features the Hessian is never formed (residual-update CD instead).
@@ -54,6 +56,9 @@ LBFGS_MIN_SIZE = 50_000
 LBFGS_PATIENCE = 3
 LBFGS_MIN_DROP = 5.0
 LBFGS_TOL_SHARE = 0.1
+#: The null model's own fit (offsets, unpenalised predictors): its tolerance and iterations.
+NULL_TOL = 1e-10
+NULL_MAX_ITER = 100
 
 
 def lbfgs_budget(p: int) -> int:
@@ -86,24 +91,57 @@ def _two_loop(
     return q
 
 
-def _column(problem: Problem) -> np.ndarray:
-    return np.asarray(problem.y, dtype=float).reshape(-1, 1)
+def _columns(problem: Problem) -> tuple:
+    """(Y, M, O) of a single problem as the null-model functions take them: columns."""
+    y = np.asarray(problem.y, dtype=float).reshape(-1, 1)
+    m = problem.sample_weight
+    return y, (None if m is None else m.reshape(-1, 1)), problem.offset
 
 
 def null_intercept(problem: Problem) -> float:
-    """Intercept of the null model, link(ȳ) (0 without intercept)."""
-    return float(null_intercepts(problem.family, _column(problem), problem.fit_intercept)[0])
+    """Intercept of the null model at β = 0 (0 without intercept; a start where not exact)."""
+    y, m, o = _columns(problem)
+    return float(null_intercepts(problem.family, y, problem.fit_intercept, m, o)[0])
 
 
-def null_gradient(problem: Problem) -> np.ndarray:
-    """∇_β of the mean negative log-likelihood at the null model (β = 0, β0 = link(ȳ))."""
-    return null_gradients(problem.family, problem.X, _column(problem), problem.fit_intercept)[0]
+def null_gradient(problem: Problem, beta0: float | None = None) -> np.ndarray:
+    """∇_β of the mean negative log-likelihood at the null model (β = 0, intercept β0)."""
+    y, m, o = _columns(problem)
+    z0 = None
+    if beta0 is not None:
+        z0 = problem.linear_predictor(beta0, np.zeros(problem.n_features)).reshape(-1, 1)
+    return null_gradients(problem.family, problem.X, y, problem.fit_intercept, m, o, z0)[0]
+
+
+def null_fit(problem: Problem) -> tuple[float, np.ndarray]:
+    """The solution at λ = ∞: penalised β_j = 0; the intercept and unpenalised β_j fitted.
+
+    Without offset or unpenalised predictors it is the closed-form null model; otherwise the
+    unpenalised sub-problem is solved by the same Newton iteration (no other loop).
+    """
+    beta0, beta = null_intercept(problem), np.zeros(problem.n_features)
+    free = problem.penalty.unpenalised
+    if free is None and (
+        not problem.fit_intercept or intercept_is_exact(problem.family, problem.offset)
+    ):
+        return beta0, beta
+    free = np.array([], dtype=int) if free is None else free
+    sub = replace(
+        problem,
+        penalty=ElasticNet(0.0, problem.penalty.alpha),
+        X=problem.X[:, free],
+        cache={},
+    )
+    res = newton_cd(sub, beta0, np.zeros(free.size), max_iter=NULL_MAX_ITER, tol=NULL_TOL)
+    beta[free] = res.beta
+    return float(res.beta0), beta
 
 
 def tolerance_scale(problem: Problem) -> float:
     """Scale of the KKT stopping rule; see :func:`stglm._solvers._null_model.tolerance_scales`."""
+    y, m, o = _columns(problem)
     return float(
-        tolerance_scales(problem.family, problem.X, _column(problem), problem.fit_intercept)[0]
+        tolerance_scales(problem.family, problem.X, y, problem.fit_intercept, None, m, o)[0]
     )
 
 
@@ -149,8 +187,14 @@ class NewtonCD:
             # Residual updates walk columns: CSC (a dense X is converted once).
             self.X_csc = sp.csc_matrix(X)
         self.ridge_gram = problem.penalty.gram  # None means the identity
-        self.code = family_code(problem.family)
+        # λα per coordinate (penalty factors included).
+        self.l1w = np.broadcast_to(problem.penalty.l1_weights, (p,)).astype(float)
         self.y_row = np.ascontiguousarray(problem.y, dtype=float).reshape(1, -1)
+        m = problem.sample_weight
+        self.m_row = None if m is None else np.ascontiguousarray(m, dtype=float).reshape(1, -1)
+        # Σ m_i: the objective's normaliser (n without weights, exactly as before).
+        self.total = problem.weight_total
+        self.total_row = np.array([self.total])
 
     # -- pieces of one iteration -------------------------------------------------------------
     def _evaluate(self, z: np.ndarray, beta: np.ndarray):
@@ -160,11 +204,13 @@ class NewtonCD:
         and w are the working residual and the curvature weights.
         """
         r, w = np.empty((1, z.size)), np.empty((1, z.size))
-        nll = nll_and_terms(*self.code, self.y_row, z.reshape(1, -1), r, w)[0]
+        total = None if self.m_row is None else self.total_row
+        fam = self.problem.family
+        nll = nll_and_terms(fam, self.y_row, z.reshape(1, -1), r, w, self.m_row, total)[0]
         return float(nll + self.problem.penalty.value(beta)), r[0], w[0]
 
     def _gradient(self, r: np.ndarray, beta: np.ndarray) -> tuple[float, np.ndarray]:
-        n = self.problem.n_samples
+        n = self.total  # r already carries the sample weights
         g = np.asarray(self.problem.X.T @ r, dtype=float).reshape(-1) / n
         g += self.problem.penalty.ridge_grad(beta)
         return float(r.sum() / n), g
@@ -174,7 +220,7 @@ class NewtonCD:
 
         (1/n)·X̃'ᵀ diag(w) X̃' + λ(1−α)·S⁻¹ΓᵀΓS⁻¹ on the β block, X̃' = [1, (X − c)/s].
         """
-        X, n, p = self.problem.X, self.problem.n_samples, self.problem.n_features
+        X, n, p = self.problem.X, self.total, self.problem.n_features  # w carries the weights
         icpt = self.problem.fit_intercept
         if self.X_scaled is None:  # sparse: keep X sparse, transform the small Hessian
             Hxx = (X.T @ sp.csr_matrix(X.multiply(w[:, None]))).toarray() / n
@@ -214,7 +260,7 @@ class NewtonCD:
                 self._hessian(w),
                 sc.gradient_to_scaled(grad[None])[0],
                 sc.to_scaled(b[None])[0],
-                sc.l1_weights(np.array([pen.l1]))[0],
+                sc.l1_weights(self.l1w[None])[0],
                 tol_scaled,
                 MAX_SWEEPS,
             )
@@ -223,7 +269,11 @@ class NewtonCD:
         Xc = self.X_csc
         G = np.zeros((0, 0)) if self.ridge_gram is None else self.ridge_gram
         icpt = self.problem.fit_intercept
-        if pen.l1 == 0.0:  # a ridge model is a linear system: conjugate gradients
+        n = self.problem.n_samples
+        if self.m_row is not None and self.total != n:
+            # The kernels divide by n: weights summing to another total rescale r and w.
+            r, w = r * (n / self.total), w * (n / self.total)
+        if not pen.has_l1:  # a ridge model is a linear system: conjugate gradients
             grad = np.concatenate([[g0], g]) if icpt else g
             step, _ = _cg_csc(
                 Xc.indptr,
@@ -251,7 +301,7 @@ class NewtonCD:
             beta0,
             beta,
             self.problem.fit_intercept,
-            pen.l1,
+            self.l1w,
             inner_tol,
             MAX_SWEEPS,
         )
@@ -271,7 +321,7 @@ class NewtonCD:
         prob = self.problem
         return (
             self.use_gram
-            and prob.penalty.l1 == 0.0
+            and not prob.penalty.has_l1
             and prob.family.name != "gaussian"
             and prob.n_samples * prob.n_features >= LBFGS_MIN_SIZE
             and self.max_iter >= 2 * lbfgs_budget(prob.n_features)
@@ -322,7 +372,7 @@ class NewtonCD:
         kkt_checked = kkt
         # First step: the inverse of the Hessian's diagonal in these coordinates (columns of
         # unit mean square, so its data part is about mean(w) on every coordinate).
-        diag = np.full(m, float(w.mean()))
+        diag = np.full(m, float(w.mean() if self.m_row is None else w.sum() / self.total))
         gram = prob.penalty.gram
         tikhonov = 1.0 if gram is None else np.diagonal(gram)
         diag[int(icpt) :] += prob.penalty.l2 * tikhonov / sc.scale**2
@@ -369,10 +419,10 @@ class NewtonCD:
     def solve(self, beta0: float, beta: np.ndarray) -> SolverResult:
         """Minimise J from (β0, β); returns the solution and its KKT residual."""
         prob = self.problem
-        X, l1 = prob.X, prob.penalty.l1
+        X, l1 = prob.X, self.l1w
         beta = np.array(beta, dtype=float)
         beta0 = float(beta0) if prob.fit_intercept else 0.0
-        z = np.asarray(X @ beta, dtype=float).reshape(-1) + beta0
+        z = prob.linear_predictor(beta0, beta)
         F, r, w = self._evaluate(z, beta)
         converged = False
         n_iter = 0
@@ -400,7 +450,11 @@ class NewtonCD:
                 break
             dz = np.asarray(X @ d, dtype=float).reshape(-1) + d0
             # Predicted decrease of the model's linear part (≤ 0 for a descent step).
-            delta = g0 * d0 + g @ d + l1 * (np.abs(x).sum() - np.abs(beta).sum())
+            if prob.penalty.penalty_factor is None:  # the unweighted sum, bit for bit
+                l1_change = prob.penalty.l1 * (np.abs(x).sum() - np.abs(beta).sum())
+            else:
+                l1_change = l1 @ (np.abs(x) - np.abs(beta))
+            delta = g0 * d0 + g @ d + l1_change
             step, evaluated = self._line_search(z, dz, beta, d, F, delta)
             if step == 0.0:
                 break  # no decrease representable in floating point: as close as we get

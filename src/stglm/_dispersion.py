@@ -1,0 +1,711 @@
+"""The negative-binomial size θ of many genes for fixed means: ML or Cox–Reid adjusted.
+
+Variance μ + μ²/θ (θ = MASS's ``theta`` = 1/glmGamPoi's overdispersion). For each gene g
+with counts y, fixed means μ and sample weights m, the profile log-likelihood is
+
+    ℓ(θ) = Σᵢ mᵢ [lnΓ(yᵢ+θ) − lnΓ(θ) − lnΓ(yᵢ+1) + θ log θ + yᵢ log μᵢ − (θ+yᵢ) log(μᵢ+θ)]
+
+and the Cox–Reid adjusted one (glmGamPoi, edgeR, DESeq2)
+
+    ℓ_CR(θ) = ℓ(θ) − ½ log det(X̃ᵀ W(θ) X̃),   Wᵢ = mᵢ μ'ᵢ² / (μᵢ + μᵢ²/θ),
+
+with μ' = dμ/dη (μ' = μ for the log link) and X̃ the design including the intercept.
+:func:`estimate_theta` maximises either over t = log θ for all genes at once: a safeguarded
+Newton iteration on the score, vectorised over genes (the iterations loop in Python, the
+genes never do), with a bracket on the score's sign and bisection as the fall-back.
+
+How the sums are kept cheap and exact:
+
+- The digamma, trigamma and log-gamma sums only depend on the counts, so they are taken
+  over each gene's table of distinct non-zero counts (value, summed weight), built once
+  per call by a row-wise sort; zeros contribute nothing to them. The μ-dependent terms are
+  one O(n) pass per iteration.
+- ℓ'(θ) is written as Σ w·[ψ̃(θ+y) − ψ̃(θ)] + Σ m·[log1p(d) − d], with ψ̃(x) = ψ(x) − log x
+  and d = (y−μ)/(θ+μ). Every term is O(1/θ²) for large θ, like the score itself, so there
+  is no cancellation between O(1/θ) pieces (which, done naively, leaves only noise in the
+  score above θ ≈ 1e6 and makes Poisson-like genes undecidable). Large-θ differences of ψ̃,
+  ψ̃₁ and lnΓ use their asymptotic series, differenced term by term without cancellation.
+
+Bounds: θ ∈ [:data:`THETA_MIN`, :data:`THETA_MAX`] = [1e-8, 1e8]. The upper bound is the
+point where glmGamPoi tests for "no overdispersion" (overdispersion 1e-8) and DESeq2's
+``minDisp``; above it the NB is a Poisson for any count data (μ²/θ < 1e-8·μ² is far below
+sampling noise). The lower bound (overdispersion 1e8) is beyond any biological value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+from scipy.special import digamma, gammaln, zeta
+
+__all__ = [
+    "METHODS",
+    "STATUSES",
+    "THETA_MAX",
+    "THETA_MIN",
+    "ThetaResult",
+    "estimate_theta",
+    "profile_loglik",
+    "profile_score",
+]
+
+#: Smallest and largest θ returned (see the module docstring).
+THETA_MIN = 1e-8
+THETA_MAX = 1e8
+
+#: Statuses, one per gene.
+CONVERGED = "converged"
+AT_UPPER = "theta at upper bound"
+AT_LOWER = "theta at lower bound"
+ALL_ZEROS = "all zeros"
+NO_SAMPLES = "no samples"
+NOT_CONVERGED = "not converged"
+STATUSES = (CONVERGED, AT_UPPER, AT_LOWER, ALL_ZEROS, NO_SAMPLES, NOT_CONVERGED)
+
+METHODS = ("ml", "cox-reid")
+
+_T_LO, _T_HI = np.log(THETA_MIN), np.log(THETA_MAX)
+#: Above this θ the ψ̃, ψ̃₁ and lnΓ differences use asymptotic series (x ≥ 10 keeps their
+#: truncation below 1e-16 relative); below it the direct differences lose < 1 digit.
+_ASYMPTOTIC_FROM = 10.0
+#: Largest step in log θ of the fall-back when neither Newton model is concave.
+_MAX_STEP = 3.0
+#: Eigenvalues of the (Jacobi-scaled) Cox–Reid Gram below this fraction of the largest
+#: count as zero: a rank-deficient design (a section without samples in a CV fold) then
+#: gets the pseudo-determinant on its constant range.
+_RANK_RTOL = 1e-12
+
+# Bernoulli-number coefficients: ψ̃(x) ≈ −1/(2x) − Σ_k B2k/(2k)·x^(−2k),
+# ψ₁(x) − 1/x ≈ 1/(2x²) + Σ_k B2k·x^(−2k−1), lnΓ(x) ≈ (x−½)log x − x + ½log 2π + Σ_k
+# B2k/(2k(2k−1))·x^(1−2k).
+_B2K = np.array([1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6])
+_K = np.arange(1, _B2K.size + 1)
+
+
+@dataclass
+class ThetaResult:
+    """Per-gene θ estimates of :func:`estimate_theta`.
+
+    Attributes
+    ----------
+    theta : ndarray of shape (G,)
+        The estimate, always finite and within [THETA_MIN, THETA_MAX].
+    status : ndarray of shape (G,), dtype object
+        One of :data:`STATUSES`: "converged" (interior maximum, score ≈ 0), "theta at
+        upper bound" (Poisson-like: the score is still ≥ 0 at THETA_MAX), "theta at lower
+        bound", "all zeros" (no weighted count above 0: θ = THETA_MAX, the Poisson limit,
+        as glmGamPoi returns overdispersion 0), "no samples" (all weights 0: θ =
+        THETA_MAX) or "not converged" (``max_iter`` reached; θ is the last iterate).
+    n_iter : ndarray of shape (G,), int
+        Newton/bisection steps taken (0 when the start was already stationary).
+    converged : ndarray of shape (G,), bool
+        False only for "not converged".
+    loglik : ndarray of shape (G,)
+        ℓ(θ̂) or ℓ_CR(θ̂) (:func:`profile_loglik`). It is −inf where μ = 0 for a y > 0.
+    """
+
+    theta: np.ndarray
+    status: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    loglik: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# stable special-function differences (vectorised over matching arrays θ, y; y > 0)
+# ---------------------------------------------------------------------------------------------
+def _asymptotic_mask(theta: np.ndarray) -> np.ndarray:
+    return theta >= _ASYMPTOTIC_FROM
+
+
+def _series_differences(theta: np.ndarray, y: np.ndarray, powers: np.ndarray) -> np.ndarray:
+    """1 − (θ/(θ+y))^p for each power p, as −expm1(−p·log1p(y/θ)): no cancellation."""
+    log_ratio = np.log1p(y / theta)
+    return -np.expm1(-powers[:, None] * log_ratio)
+
+
+def _dpsi_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ψ̃(θ+y) − ψ̃(θ), ψ̃(x) = ψ(x) − log x."""
+    out = np.empty_like(theta)
+    big = _asymptotic_mask(theta)
+    th, yy = theta[big], y[big]
+    one_minus = _series_differences(th, yy, 2.0 * _K)
+    coef = (_B2K / (2.0 * _K))[:, None] * th ** (-2.0 * _K[:, None])
+    out[big] = yy / (2.0 * th * (th + yy)) + (coef * one_minus).sum(axis=0)
+    th, yy = theta[~big], y[~big]
+    out[~big] = digamma(th + yy) - digamma(th) - np.log1p(yy / th)
+    return out
+
+
+def _dtrigamma_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ψ̃₁(θ+y) − ψ̃₁(θ), ψ̃₁(x) = ψ₁(x) − 1/x."""
+    out = np.empty_like(theta)
+    big = _asymptotic_mask(theta)
+    th, yy = theta[big], y[big]
+    one_minus = _series_differences(th, yy, np.r_[2.0, 2.0 * _K + 1.0])
+    coef = np.r_[0.5, _B2K][:, None] * th ** -np.r_[2.0, 2.0 * _K + 1.0][:, None]
+    out[big] = -(coef * one_minus).sum(axis=0)
+    th, yy = theta[~big], y[~big]
+    out[~big] = zeta(2.0, th + yy) - zeta(2.0, th) + yy / (th * (th + yy))
+    return out
+
+
+def _dlgamma(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """lnΓ(θ+y) − lnΓ(θ) − y log θ."""
+    out = np.empty_like(theta)
+    big = _asymptotic_mask(theta)
+    th, yy = theta[big], y[big]
+    powers = 2.0 * _K - 1.0
+    # (r^(2k−1) − 1) = −(1 − r^(2k−1)), r = θ/(θ+y)
+    one_minus = _series_differences(th, yy, powers)
+    coef = (_B2K / (2.0 * _K * powers))[:, None] * th ** -powers[:, None]
+    out[big] = (th + yy - 0.5) * np.log1p(yy / th) - yy - (coef * one_minus).sum(axis=0)
+    th, yy = theta[~big], y[~big]
+    out[~big] = gammaln(th + yy) - gammaln(th) - yy * np.log(th)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _log1p_minus_d(d, theta, y, inv_tm):
+    """log1p(d) − d for d = (y−μ)/(θ+μ), accurate for small |d| and for d near −1."""
+    if abs(d) < 0.1:
+        # log1p(d) = 2 atanh(u), u = d/(2+d): log1p(d) − d = −d²/(2+d) + 2(u³/3 + u⁵/5 + …)
+        inv = 1.0 / (2.0 + d)
+        u = d * inv
+        u2 = u * u
+        poly = 1 / 3 + u2 * (
+            1 / 5 + u2 * (1 / 7 + u2 * (1 / 9 + u2 * (1 / 11 + u2 * (1 / 13 + u2 / 15))))
+        )
+        return 2.0 * u * u2 * poly - d * d * inv
+    if d > -0.5:
+        return np.log1p(d) - d
+    # Near d = −1 (y = 0, θ ≪ μ) 1 + d has lost its relative precision, the ratio
+    # (θ+y)/(θ+μ) has not.
+    return np.log((theta + y) * inv_tm) - d
+
+
+@njit(cache=True, nogil=True)
+def _observation_derivatives(Y, Mu, M, weighted, rows, theta, out):
+    """out[k] = (Σ m·L, Σ m·d²/(θ+y), Σ m·|L|) over gene rows[k]'s samples at θ = theta[k].
+
+    L = log1p(d) − d, d = (y−μ)/(θ+μ): the μ-dependent parts of ℓ'(θ) and ℓ''(θ).
+    """
+    n = Y.shape[1]
+    for k in range(rows.size):
+        g = rows[k]
+        th = theta[k]
+        inv_th = 1.0 / th
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for i in range(n):
+            m = M[g, i] if weighted else 1.0
+            if m == 0.0:
+                continue
+            y = Y[g, i]
+            inv_tm = 1.0 / (th + Mu[g, i])
+            d = (y - Mu[g, i]) * inv_tm
+            L = _log1p_minus_d(d, th, y, inv_tm)
+            s1 += m * L
+            s2 += m * d * d * (inv_th if y == 0.0 else 1.0 / (th + y))
+            s3 += m * abs(L)
+        out[k, 0] = s1
+        out[k, 1] = s2
+        out[k, 2] = s3
+
+
+@njit(cache=True, nogil=True)
+def _observation_loglik(Y, Mu, M, weighted, rows, theta, out):
+    """out[k] = −Σ m·(θ+y)·log1p(μ/θ) for gene rows[k] at θ = theta[k].
+
+    With the −y log θ kept in the lnΓ table terms, this is Σ m[θ log θ − (θ+y) log(θ+μ)].
+    """
+    n = Y.shape[1]
+    for k in range(rows.size):
+        g = rows[k]
+        th = theta[k]
+        acc = 0.0
+        for i in range(n):
+            m = M[g, i] if weighted else 1.0
+            if m != 0.0:
+                acc -= m * (th + Y[g, i]) * np.log1p(Mu[g, i] / th)
+        out[k] = acc
+
+
+@njit(cache=True, nogil=True)
+def _observation_constant(Y, Mu, M, weighted, out):
+    """out[g] = Σ m·y·log μ over gene g's non-zero counts (−inf if μ = 0 < y)."""
+    for g in range(Y.shape[0]):
+        acc = 0.0
+        for i in range(Y.shape[1]):
+            y = Y[g, i]
+            m = M[g, i] if weighted else 1.0
+            if y != 0.0 and m != 0.0:
+                acc += m * y * np.log(Mu[g, i])
+        out[g] = acc
+
+
+@njit(cache=True, nogil=True)
+def _cox_reid_weights(Mu, Q, rows, theta, W, Wt, Wtt, derivatives):
+    """W = Qθ/(θ+μ) and its t-derivatives Wt = Qθμ/(θ+μ)², Wtt = Wt·(μ−θ)/(θ+μ)."""
+    n = Mu.shape[1]
+    for k in range(rows.size):
+        g = rows[k]
+        th = theta[k]
+        for i in range(n):
+            mu = Mu[g, i]
+            inv_tm = 1.0 / (th + mu)
+            w = Q[g, i] * th * inv_tm
+            W[k, i] = w
+            if derivatives:
+                wt = w * mu * inv_tm
+                Wt[k, i] = wt
+                Wtt[k, i] = wt * (mu - th) * inv_tm
+
+
+# ---------------------------------------------------------------------------------------------
+# the problem: validated arrays, count tables, derivatives in t = log θ
+# ---------------------------------------------------------------------------------------------
+def _as_genes(A, name: str) -> np.ndarray:
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim == 1:
+        A = A[None, :]
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be a (G, n) array (genes × samples), got shape {A.shape}")
+    if not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} must be finite")
+    return np.ascontiguousarray(A)
+
+
+def _pair_gram(design: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """X̃ᵀdiag(w_g)X̃ for rows w_g of W from one product W·Z (Z: the column-pair products)."""
+    X = np.asarray(design, dtype=np.float64)
+    if X.ndim != 2 or not np.all(np.isfinite(X)):
+        raise ValueError("design must be a finite (n, m) array")
+    m = X.shape[1]
+    iu, ju = np.triu_indices(m)
+    Z = X[:, iu] * X[:, ju]  # (n, m(m+1)/2)
+
+    def gram(W: np.ndarray) -> np.ndarray:
+        packed = W @ Z
+        A = np.empty((W.shape[0], m, m))
+        A[:, iu, ju] = packed
+        A[:, ju, iu] = packed
+        return A
+
+    gram.n_samples = X.shape[0]  # type: ignore[attr-defined]
+    return gram
+
+
+class _Problem:
+    """The arrays of one call, the distinct-count tables and ℓ with its derivatives in t."""
+
+    def __init__(self, Y, Mu, method, sample_weight, mean_deriv, gram, design):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.Y = _as_genes(Y, "Y")
+        self.Mu = _as_genes(Mu, "Mu")
+        G, n = self.Y.shape
+        if self.Mu.shape != (G, n):
+            raise ValueError(f"Mu has shape {self.Mu.shape}, Y has {(G, n)}")
+        if np.any(self.Y < 0) or np.any(self.Mu < 0):
+            raise ValueError("Y and Mu must be non-negative")
+        self.M = None
+        if sample_weight is not None:
+            M = np.asarray(sample_weight, dtype=np.float64)
+            if M.shape not in ((n,), (G, n)):
+                raise ValueError(f"sample_weight must have shape (n,) or (G, n), got {M.shape}")
+            if not np.all(np.isfinite(M)) or np.any(M < 0):
+                raise ValueError("sample_weight must be finite and non-negative")
+            self.M = np.ascontiguousarray(np.broadcast_to(M, (G, n)))
+        self.cox_reid = method == "cox-reid"
+        self.G, self.n = G, n
+        self._tables()
+        # θ-free part of ℓ: Σ m [y log μ − lnΓ(y+1)], both over non-zero counts only
+        # (−inf where μ = 0 < y: that is the model).
+        self.const = np.empty(G)
+        _observation_constant(*self._kernel_args(), self.const)
+        self.const -= np.bincount(self.tab_gene, self.tab_weight * gammaln(self.tab_value + 1), G)
+        self.total_count = np.bincount(self.tab_gene, self.tab_weight * self.tab_value, G)
+        self.total_weight = np.full(G, float(n)) if self.M is None else self.M.sum(axis=1)
+        if self.cox_reid:
+            self._setup_cox_reid(mean_deriv, gram, design)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _tables(self) -> None:
+        """Each gene's distinct non-zero counts with their summed weights (flat arrays)."""
+        G, n = self.Y.shape
+        if self.M is None:
+            S = np.sort(self.Y, axis=1)
+            Ws = None
+        else:
+            order = np.argsort(self.Y, axis=1, kind="stable")
+            S = np.take_along_axis(self.Y, order, axis=1)
+            Ws = np.take_along_axis(self.M, order, axis=1)
+        start = np.ones((G, n), dtype=bool)
+        start[:, 1:] = S[:, 1:] != S[:, :-1]
+        first = np.flatnonzero(start.ravel())  # runs never cross rows: each row starts one
+        values = S.ravel()[first]
+        if Ws is None:
+            weights = np.diff(np.r_[first, G * n]).astype(np.float64)
+        else:
+            weights = np.add.reduceat(Ws.ravel(), first)
+        keep = (values > 0) & (weights > 0)
+        self.tab_gene = first[keep] // n
+        self.tab_value = values[keep]
+        self.tab_weight = weights[keep]
+
+    def _table_rows(self, rows: np.ndarray):
+        """Table entries of the genes in ``rows``, with each entry's position in ``rows``."""
+        if rows.size == self.G:  # all genes, in order
+            return slice(None), self.tab_gene
+        pos = np.full(self.G, -1)
+        pos[rows] = np.arange(rows.size)
+        local = pos[self.tab_gene]
+        sel = local >= 0
+        return sel, local[sel]
+
+    def _setup_cox_reid(self, mean_deriv, gram, design) -> None:
+        if (gram is None) == (design is None):
+            raise ValueError("method='cox-reid' needs exactly one of `design` or `gram`")
+        if gram is None:
+            gram = _pair_gram(design)
+            if gram.n_samples != self.n:  # type: ignore[attr-defined]
+                raise ValueError(f"design has {gram.n_samples} rows, Y has {self.n} samples")
+        self.gram = gram
+        if mean_deriv is None:
+            Q = self.Mu  # log link: μ'²/μ = μ
+        else:
+            D = _as_genes(mean_deriv, "mean_deriv")
+            if D.shape != self.Mu.shape:
+                raise ValueError(f"mean_deriv has shape {D.shape}, Mu has {self.Mu.shape}")
+            # μ = 0 carries no information (glmGamPoi moves such μ to 1e-6): weight 0.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                Q = np.where(self.Mu > 0, D * D / self.Mu, 0.0)
+        if self.M is not None:
+            Q = Q * self.M
+        self.Q = Q  # W(θ) = Q·θ/(θ+μ)
+        A0 = self._gram(Q)
+        d0 = np.diagonal(A0, axis1=1, axis2=2).copy()
+        # A fixed Jacobi scaling (W ≤ Q for all θ) keeps the eigenvalue cut-off meaningful
+        # whatever the units of the design; its log-determinant is a θ-free constant.
+        self.log_d0 = np.where(d0 > 0, np.log(np.where(d0 > 0, d0, 1.0)), 0.0).sum(axis=1)
+        self.inv_sqrt_d0 = np.where(d0 > 0, 1.0 / np.sqrt(np.where(d0 > 0, d0, 1.0)), 0.0)
+
+    def _gram(self, W: np.ndarray) -> np.ndarray:
+        A = np.asarray(self.gram(np.ascontiguousarray(W)), dtype=np.float64)
+        if A.ndim != 3 or A.shape[0] != W.shape[0] or A.shape[1] != A.shape[2]:
+            raise ValueError(
+                f"gram(W) must return (k, m, m) for W of shape {W.shape}, got {A.shape}"
+            )
+        return A
+
+    def _scaled_gram(self, W: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        s = self.inv_sqrt_d0[rows]
+        return self._gram(W) * s[:, :, None] * s[:, None, :]
+
+    # -- the pieces of ℓ and its derivatives ----------------------------------------------
+    def _kernel_args(self):
+        M = self.M if self.M is not None else np.ones((1, 1))
+        return self.Y, self.Mu, M, self.M is not None
+
+    def _cox_reid(self, theta: np.ndarray, rows: np.ndarray, derivatives: bool):
+        """C = −½ log pdet(X̃ᵀWX̃) and, if asked, c_t, c_tt and the scale |c_t|."""
+        k = rows.size
+        W = np.empty((k, self.n))
+        Wt, Wtt = (np.empty((k, self.n)), np.empty((k, self.n))) if derivatives else (W, W)
+        _cox_reid_weights(self.Mu, self.Q, rows, theta, W, Wt, Wtt, derivatives)
+        lam, V = np.linalg.eigh(self._scaled_gram(W, rows))
+        keep = lam > _RANK_RTOL * np.maximum(lam[:, -1:], 0.0)
+        log_pdet = np.where(keep, np.log(np.where(keep, lam, 1.0)), 0.0).sum(axis=1)
+        c = -0.5 * (log_pdet + self.log_d0[rows])
+        if not derivatives:
+            return c
+        inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+        # In the eigenbasis of S = X̃ᵀWX̃ (scaled): tr(S⁺Sₜ), tr(S⁺Sₜₜ), tr(S⁺SₜS⁺Sₜ).
+        Vt = np.swapaxes(V, 1, 2)
+        Mt = Vt @ self._scaled_gram(Wt, rows) @ V
+        Mtt = Vt @ self._scaled_gram(Wtt, rows) @ V
+        tr_t = np.einsum("gi,gii->g", inv, Mt)
+        tr_tt = np.einsum("gi,gii->g", inv, Mtt)
+        tr_tt2 = np.einsum("gi,gij,gj->g", inv, Mt * Mt, inv)
+        return c, -0.5 * tr_t, -0.5 * (tr_tt - tr_tt2), 0.5 * np.abs(tr_t)
+
+    def loglik(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """ℓ (or ℓ_CR) per gene at θ (one value per gene of ``rows``, default all)."""
+        rows = np.arange(self.G) if rows is None else rows
+        sel, local = self._table_rows(rows)
+        tab = _dlgamma(theta[local], self.tab_value[sel]) * self.tab_weight[sel]
+        obs = np.empty(rows.size)
+        _observation_loglik(*self._kernel_args(), rows, theta, obs)
+        ll = np.bincount(local, tab, rows.size) + obs + self.const[rows]
+        if self.cox_reid:
+            ll = ll + self._cox_reid(theta, rows, derivatives=False)
+        return ll
+
+    def derivatives(self, theta: np.ndarray, rows: np.ndarray | None = None):
+        """Score s = dℓ/dt, its derivative h = d²ℓ/dt² and the score's scale Σ|terms|."""
+        rows = np.arange(self.G) if rows is None else rows
+        k = rows.size
+        sel, local = self._table_rows(rows)
+        th_e, y_e, w_e = theta[local], self.tab_value[sel], self.tab_weight[sel]
+        dpsi = _dpsi_tilde(th_e, y_e) * w_e
+        dtri = _dtrigamma_tilde(th_e, y_e) * w_e
+        obs = np.empty((k, 3))
+        _observation_derivatives(*self._kernel_args(), rows, theta, obs)
+        # ℓ'(θ) = Σ w Δψ̃ + Σ m L;  ℓ''(θ) = Σ w Δψ̃₁ + Σ m d²/(θ+y)
+        g1 = np.bincount(local, dpsi, k) + obs[:, 0]
+        g2 = np.bincount(local, dtri, k) + obs[:, 1]
+        scale = theta * (np.bincount(local, np.abs(dpsi), k) + obs[:, 2])
+        s = theta * g1
+        h = s + theta * theta * g2
+        if self.cox_reid:
+            _, c_t, c_tt, c_scale = self._cox_reid(theta, rows, derivatives=True)
+            s, h, scale = s + c_t, h + c_tt, scale + c_scale
+        return s, h, scale
+
+
+# ---------------------------------------------------------------------------------------------
+# public functions
+# ---------------------------------------------------------------------------------------------
+def _theta_vector(theta, G: int) -> np.ndarray:
+    theta = np.broadcast_to(np.asarray(theta, dtype=np.float64), (G,)).copy()
+    if not np.all(np.isfinite(theta)) or np.any(theta <= 0):
+        raise ValueError("theta must be positive and finite")
+    return theta
+
+
+def profile_loglik(
+    theta,
+    Y,
+    Mu,
+    method: str = "ml",
+    *,
+    sample_weight=None,
+    mean_deriv=None,
+    gram: Callable[[np.ndarray], np.ndarray] | None = None,
+    design=None,
+) -> np.ndarray:
+    """The NB profile log-likelihood ℓ(θ) or ℓ_CR(θ) of each gene for fixed means.
+
+    Parameters
+    ----------
+    theta : float or array-like of shape (G,)
+        The NB size (variance μ + μ²/θ) at which to evaluate, > 0.
+    Y, Mu, method, sample_weight, mean_deriv, gram, design
+        As in :func:`estimate_theta`.
+
+    Returns
+    -------
+    ndarray of shape (G,)
+        ℓ(θ_g), the full log-likelihood including −lnΓ(y+1) and y log μ; with
+        ``method="cox-reid"`` minus ½ log det(X̃ᵀW(θ)X̃) (a pseudo-determinant if the
+        weighted design is rank deficient). With a ``gram`` that returns the Gram of a
+        reparametrised design X̃T the value shifts by the constant −log|det T|.
+    """
+    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
+    return prob.loglik(_theta_vector(theta, prob.G))
+
+
+def profile_score(
+    theta,
+    Y,
+    Mu,
+    method: str = "ml",
+    *,
+    sample_weight=None,
+    mean_deriv=None,
+    gram: Callable[[np.ndarray], np.ndarray] | None = None,
+    design=None,
+) -> np.ndarray:
+    """The derivative dℓ/d(log θ) of :func:`profile_loglik`, per gene.
+
+    Parameters
+    ----------
+    theta : float or array-like of shape (G,)
+        The NB size at which to evaluate, > 0.
+    Y, Mu, method, sample_weight, mean_deriv, gram, design
+        As in :func:`estimate_theta`.
+
+    Returns
+    -------
+    ndarray of shape (G,)
+        θ·∂ℓ/∂θ (or of ℓ_CR), computed without cancellation for large θ.
+    """
+    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
+    return prob.derivatives(_theta_vector(theta, prob.G))[0]
+
+
+def moment_theta(Y, Mu, sample_weight=None) -> np.ndarray:
+    """θ₀ = Σm·μ² / Σm·((y−μ)² − μ) per gene, THETA_MAX where the data look Poisson.
+
+    Parameters
+    ----------
+    Y, Mu : array-like of shape (G, n)
+        Counts and fixed means.
+    sample_weight : array-like of shape (n,) or (G, n), optional
+        Non-negative sample weights.
+
+    Returns
+    -------
+    ndarray of shape (G,)
+        The start of :func:`estimate_theta`, clipped to [THETA_MIN, THETA_MAX].
+    """
+    Y, Mu = _as_genes(Y, "Y"), _as_genes(Mu, "Mu")
+    M = 1.0 if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    num = (M * Mu * Mu).sum(axis=1)
+    den = (M * ((Y - Mu) ** 2 - Mu)).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = np.where((den > 0) & (num > 0), num / den, THETA_MAX)
+    return np.clip(theta, THETA_MIN, THETA_MAX)
+
+
+def estimate_theta(
+    Y,
+    Mu,
+    *,
+    method: str = "ml",
+    sample_weight=None,
+    mean_deriv=None,
+    gram: Callable[[np.ndarray], np.ndarray] | None = None,
+    design=None,
+    theta_start=None,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+) -> ThetaResult:
+    """Maximise each gene's NB profile likelihood in θ for fixed means, all genes at once.
+
+    Parameters
+    ----------
+    Y : array-like of shape (G, n)
+        Counts (non-negative; need not be integers), gene-major: one row per gene.
+        A 1-D array is one gene.
+    Mu : array-like of shape (G, n)
+        The fixed means (≥ 0).
+    method : {"ml", "cox-reid"}, default="ml"
+        "ml": maximise ℓ(θ) (``MASS::theta.ml``, the θ step of ``MASS::glm.nb``).
+        "cox-reid": maximise ℓ(θ) − ½ log det(X̃ᵀW(θ)X̃), Wᵢ = mᵢμ'ᵢ²/(μᵢ + μᵢ²/θ)
+        (edgeR, DESeq2, and glmGamPoi — which scales this term by 0.99).
+    sample_weight : array-like of shape (n,) or (G, n), optional
+        Non-negative weights mᵢ: weight 2 is the sample counted twice, 0 removes it
+        (CV folds pass 0/1 rows).
+    mean_deriv : array-like of shape (G, n), optional
+        μ' = dμ/dη for the Cox–Reid weights; None means the log link (μ' = μ). Unused by
+        "ml". Samples with μ = 0 get Cox–Reid weight 0.
+    gram : callable, optional
+        ``gram(W)`` with W of shape (k, n), k ≤ G the rows of the genes still iterating
+        (in increasing gene order), returns the (k, m, m) matrices X̃ᵀdiag(w)X̃. The
+        design must be the same for all genes. It may be the Gram of a reparametrised
+        design X̃T (T invertible): θ is unchanged, the reported loglik shifts by a constant.
+    design : array-like of shape (n, m), optional
+        X̃ including the intercept column, when no ``gram`` is given ("cox-reid" needs
+        exactly one of the two).
+    theta_start : float or array-like of shape (G,), optional
+        Warm start (e.g. the previous step of a β/θ alternation), clipped to the bounds;
+        by default the moment estimate :func:`moment_theta`.
+    tol : float, default=1e-10
+        Stop when |score| ≤ tol · Σ|terms of the score| (in log θ), a relative size that
+        rounding cannot undercut; θ is then within about tol·(1 + |log θ|) of the root.
+    max_iter : int, default=100
+        Iterations per gene before "not converged".
+
+    Returns
+    -------
+    ThetaResult
+        θ, status, n_iter, converged and the maximised loglik per gene.
+
+    Notes
+    -----
+    Each iteration, for all unfinished genes at once: a Newton step in t = log θ where
+    ℓ is concave in t and the step is at most 1; otherwise a Newton step in 1/θ (exact
+    for the two-term expansion ℓ ≈ a + b/θ + c/θ² of large θ, which is how Poisson-like
+    genes reach THETA_MAX in one step); a step outside the bracket of score signs bisects
+    it, or first evaluates the bound when that end has not been tried. A gene stops at a
+    bound when the score there still points outwards. A local maximum is returned: the
+    profile likelihood is unimodal in practice but not provably so.
+    """
+    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
+    G = prob.G
+    if tol <= 0 or max_iter < 0:
+        raise ValueError("tol must be > 0 and max_iter ≥ 0")
+    if theta_start is None:
+        theta0 = moment_theta(prob.Y, prob.Mu, prob.M)
+    else:
+        theta0 = np.clip(_theta_vector(theta_start, G), THETA_MIN, THETA_MAX)
+    t = np.log(theta0)
+    status = np.full(G, NOT_CONVERGED, dtype=object)
+    n_iter = np.zeros(G, dtype=np.int64)
+    # Degenerate genes: nothing to estimate; θ = THETA_MAX is the Poisson limit.
+    no_samples = prob.total_weight <= 0
+    all_zeros = ~no_samples & (prob.total_count <= 0)
+    status[no_samples], status[all_zeros] = NO_SAMPLES, ALL_ZEROS
+    t[no_samples | all_zeros] = _T_HI
+    active = ~(no_samples | all_zeros)
+
+    # Bracket [lo, hi] on the score's sign (s(lo) > 0 > s(hi)); the bounds are presumed
+    # ends until evaluated (lo_ok / hi_ok).
+    lo, hi = np.full(G, _T_LO), np.full(G, _T_HI)
+    lo_ok, hi_ok = np.zeros(G, bool), np.zeros(G, bool)
+    # The last two steps, for the "Newton too slow: bisect" rule of rtsafe.
+    dx1, dx2 = np.full(G, np.inf), np.full(G, np.inf)
+    for it in range(max_iter + 1):
+        rows = np.flatnonzero(active)
+        if rows.size == 0:
+            break
+        tr = t[rows]
+        s, h, scale = prob.derivatives(np.exp(tr), rows)
+        done = np.abs(s) <= tol * scale
+        upper = (tr >= _T_HI) & (s >= 0) & ~done
+        lower = (tr <= _T_LO) & (s <= 0) & ~done
+        # The root is pinned to rounding when the checked bracket has collapsed.
+        tight = lo_ok[rows] & hi_ok[rows] & (hi[rows] - lo[rows] <= 4e-16 * (1 + np.abs(tr)))
+        done |= tight & ~upper & ~lower
+        status[rows[done]] = CONVERGED
+        status[rows[upper]], status[rows[lower]] = AT_UPPER, AT_LOWER
+        stop = done | upper | lower
+        active[rows[stop]] = False
+        if it == max_iter:
+            break
+        go = ~stop
+        rows, tr, s, h = rows[go], tr[go], s[go], h[go]
+        pos = s > 0
+        lo[rows[pos]], lo_ok[rows[pos]] = tr[pos], True
+        hi[rows[~pos]], hi_ok[rows[~pos]] = tr[~pos], True
+        new = _propose(tr, s, h, lo[rows], hi[rows], lo_ok[rows], hi_ok[rows], dx2[rows])
+        dx2[rows], dx1[rows] = dx1[rows], new - tr
+        t[rows] = new
+        n_iter[rows] += 1
+
+    theta = np.exp(t)
+    # exp(log(bound)) is within an ulp of the bound: return the bound itself.
+    theta[np.isin(status, (AT_UPPER, ALL_ZEROS, NO_SAMPLES))] = THETA_MAX
+    theta[status == AT_LOWER] = THETA_MIN
+    converged = status != NOT_CONVERGED
+    loglik = prob.loglik(theta)
+    return ThetaResult(
+        theta=theta, status=status, n_iter=n_iter, converged=converged, loglik=loglik
+    )
+
+
+def _propose(t, s, h, lo, hi, lo_ok, hi_ok, dx_before_last) -> np.ndarray:
+    """Next t per gene: a Newton step in t or in 1/θ, safeguarded by the bracket."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step_t = np.where(h < 0, -s / h, np.nan)
+        # Newton in α = 1/θ: ℓ_α = −θs, ℓ_αα = θ²(h+s), so α_new/α = (h+2s)/(h+s);
+        # a ratio ≤ 0 (only for s > 0) means no finite root: head for THETA_MAX.
+        ratio = (h + 2 * s) / (h + s)
+        step_a = np.where(h + s < 0, np.where(ratio > 0, -np.log(ratio), np.inf), np.nan)
+    step = np.where(np.abs(step_t) <= 1.0, step_t, step_a)
+    step = np.where(np.isnan(step), step_t, step)
+    step = np.where(np.isnan(step), np.sign(s) * _MAX_STEP, step)
+    new = t + step
+    # rtsafe's rule: once bracketed, a step longer than half the one before last means
+    # Newton is not converging fast enough, so bisect.
+    slow = lo_ok & hi_ok & (np.abs(step) > 0.5 * np.abs(dx_before_last))
+    outside = ~((new > lo) & (new < hi)) | slow
+    far_ok = np.where(s > 0, hi_ok, lo_ok)
+    far = np.where(s > 0, hi, lo)
+    return np.where(outside, np.where(far_ok, 0.5 * (lo + hi), far), new)
