@@ -31,7 +31,9 @@ from stglm.get import coef_df
 #: ~0.03 counts per spot (curvature ~0.03) tol=1e-10 leaves ~1e-8 differences between two
 #: correct solvers, so 1e-12 gives the 1e-8 agreement a 100× margin.
 TOL = 1e-12
-RESULT_COLUMNS = ("intercept", "lambda", "score", "converged", "kkt", "n_iter", "status")
+RESULT_COLUMNS = (
+    "intercept", "lambda", "score", "converged", "kkt", "n_iter", "theta", "theta_status", "status",
+)  # fmt: skip
 QUIET = {"progress": False}
 
 

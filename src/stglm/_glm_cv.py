@@ -228,7 +228,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         """
         # The λ's play the role of responses: one matrix product scores the whole path.
         n_lambdas = path.intercepts.shape[0]
-        if path.theta is not None:  # each λ's own θ, broadcast over its column
+        if path.theta is not None:  # each λ's own θ: the λ's are the columns here
             family = family.with_theta(path.theta)
         y_null = np.asarray(y_null, dtype=float)
         null = np.full(n_lambdas, float(y_null)) if y_null.ndim == 0 else y_null[:, None]

@@ -300,29 +300,36 @@ def score_path(
     y_null: np.ndarray,
     sample_weight: np.ndarray | None = None,
     offset: np.ndarray | None = None,
+    theta: np.ndarray | None = None,
 ) -> np.ndarray:
     """Score of each response at each λ of a path on (X, Y); shape (G, K).
 
     ``Y`` is (n, G); ``intercepts`` (K, G) and ``coefs`` (K, G, p) hold the (clipped) path of
     every response; ``metric`` is "deviance" or "pseudo_r2" (null means ``y_null``, (G,) or,
     with an offset, (n, G)). ``sample_weight`` (n,) weights the deviance; ``offset``, (n,)
-    or (n, G), enters every linear predictor.
+    or (n, G), enters every linear predictor; ``theta`` (K, G) are the negative-binomial
+    sizes at each λ when they were estimated along the path.
     """
     out = np.empty((Y.shape[1], intercepts.shape[0]))
     M = None if sample_weight is None else np.asarray(sample_weight, dtype=float).reshape(-1, 1)
     if offset is not None:
         offset = np.asarray(offset, dtype=float)
         offset = offset[:, None] if offset.ndim == 1 else offset
-    saturated = weighted_column_sum(family.saturated_loglik(Y), M)  # the same for every λ
-    if metric != "deviance":
-        null_dev = column_deviance(family, Y, np.broadcast_to(y_null, Y.shape), saturated, M)
+    fam = family
     for k in range(intercepts.shape[0]):
+        if k == 0 or theta is not None:  # the saturated term depends on θ alone
+            if theta is not None:
+                fam = family.with_theta(theta[k])
+            saturated = weighted_column_sum(fam.saturated_loglik(Y), M)
+            if metric != "deviance":
+                null_mu = np.broadcast_to(y_null, Y.shape)
+                null_dev = column_deviance(fam, Y, null_mu, saturated, M)
         Z = np.asarray(X @ coefs[k].T, dtype=float)
         if fit_intercept:
             Z += intercepts[k][None, :]
         if offset is not None:
             Z += offset
-        dev = column_deviance(family, Y, family.mean(Z), saturated, M)
+        dev = column_deviance(fam, Y, fam.mean(Z), saturated, M)
         out[:, k] = dev if metric == "deviance" else r2_from_deviances(dev, null_dev)
     return out
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
+from ._offsets import resolve_offset, resolve_weights
 from ._path import (
     LAMBDA_MIN_RATIO,
     batched_path,
@@ -25,10 +26,11 @@ from ._path import (
     lambda_max_from_gradient,
     score_path,
 )
-from ._solvers._null_model import null_gradients
+from ._solvers._null_model import null_gradients, null_intercepts
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
-from ._validation import check_tau, check_X
+from ._theta import batched_theta
+from ._validation import check_tau, check_vector, check_X
 
 __all__ = ["fit_genes"]
 
@@ -122,12 +124,21 @@ def _read_chunk(matrix, columns: np.ndarray) -> np.ndarray:
 
 
 class _GeneFitter:
-    """Fits chunks of genes with the batched solver; shared work is done once in ``__init__``."""
+    """Fits chunks of genes with the batched solver; shared work is done once in ``__init__``.
 
-    def __init__(self, estimator: GLM | GLMCV, family: Family, X: np.ndarray, Tau, folds):
+    ``weights`` (n,) are the samples' weights (None: all 1); ``penalty_factor`` (p,) as in
+    :class:`stglm.GLM`; the estimator's ``theta`` may be "ml" or "cox-reid" (one θ per
+    gene, estimated with β at every λ).
+    """
+
+    def __init__(
+        self, estimator: GLM | GLMCV, family: Family, X: np.ndarray, Tau, folds, weights, factor
+    ):
         self.est, self.family, self.Tau = estimator, family, Tau
         self.design = SharedDesign(X, estimator.fit_intercept)
         self.folds = folds
+        self.weights, self.factor = weights, factor
+        self.theta_method = estimator.theta if estimator._estimates_theta() else None
         # Training-fold designs (their pair products) and held-out predictors are built once
         # and reused by every chunk.
         self.fold_designs = [self.design.subset(train) for train, _ in folds] if folds else []
@@ -136,14 +147,15 @@ class _GeneFitter:
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
         e = self.est
         return BatchedNewtonCD(
-            self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol
-        )
+            self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol,
+            penalty_factor=self.factor,
+        )  # fmt: skip
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
         return clip(coefs, self.est.clip_coeffs)
 
-    def _scores(self, X, Y, icpt, coefs, y_null):
-        """Score of every gene at every λ on (X, Y): shape (G, K)."""
+    def _scores(self, X, Y, icpt, coefs, y_null, rows, offset, theta):
+        """Score of every gene at every λ on (X, Y), the samples ``rows``: shape (G, K)."""
         e = self.est
         return score_path(
             self.family,
@@ -154,60 +166,51 @@ class _GeneFitter:
             fit_intercept=e.fit_intercept,
             metric=e.score_metric,
             y_null=y_null,
+            sample_weight=_take(self.weights, rows),
+            offset=_take(offset, rows),
+            theta=theta,
         )
 
-    def fit(self, Y: np.ndarray) -> dict:
-        """Fit the genes in the columns of Y; returns per-gene result arrays."""
-        e, fam, d = self.est, self.family, self.design
+    def _null_means(self, Y, rows, test, offset):
+        """The null model fitted on the samples ``rows`` (Y holds theirs), for pseudo-R².
+
+        Its means on ``test``: (G,), or (n_test, G) with an offset; None: all samples.
+        """
+        w = _column(_take(self.weights, rows))
+        if offset is None:
+            return Y.mean(axis=0) if w is None else (w * Y).sum(axis=0) / w.sum()
+        icpt = null_intercepts(self.family, Y, self.est.fit_intercept, w, _take(offset, rows))
+        o_test = _take(offset, test)
+        return self.family.mean(icpt[None, :] + (o_test[:, None] if o_test.ndim == 1 else o_test))
+
+    def _solve(self, solver, Y, lam, start, rows, offset, theta_start=None):
+        """(result, θ or None) at λ ``lam`` (G,), on the samples ``rows`` (None: all)."""
+        w = _column(_take(self.weights, rows))
+        o = _take(offset, rows)
+        if self.theta_method is None:
+            return solver.solve(Y, lam, start, None, w, offset=o), None
+        fit = batched_theta(
+            solver, Y, lam, self.theta_method, start=start, weights=w, offset=o,
+            theta_start=theta_start,
+        )  # fmt: skip
+        # The θ step's status, where the alternation itself did not settle.
+        fit.status[~fit.converged] = "not converged"
+        self.theta_status = fit.status
+        return fit.result, fit.theta
+
+    def fit(self, Y: np.ndarray, offset: np.ndarray | None = None) -> dict:
+        """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns)."""
+        e, d = self.est, self.design
         n_genes = Y.shape[1]
         if isinstance(e, GLMCV):
-            if e.reg_lambda is None:
-                lmax = lambda_max_from_gradient(
-                    null_gradients(fam, d.X, Y, d.fit_intercept), e.alpha
-                )
-                lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
-            else:
-                fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
-                lams = np.tile(fixed, (n_genes, 1))
-            K = lams.shape[1]
-            cv_scores = []
-            # The folds' mean solution at each λ: the refit's start at the chosen one (no
-            # full-data path needed: from there Newton takes a few steps).
-            mean_icpt = np.zeros((K, n_genes))
-            mean_coefs = np.zeros((K, n_genes, d.X.shape[1]))
-            n_iter = np.zeros(n_genes, dtype=int)
-            folds = zip(self.folds, self.fold_designs, self.test_X, strict=True)
-            for (train, test), train_design, test_X in folds:
-                Y_train = Y[train]
-                path = batched_path(self._solver(train_design), Y_train, lams)
-                cv_scores.append(
-                    self._scores(test_X, Y[test], path.intercepts, path.coefs, Y_train.mean(axis=0))
-                )
-                mean_icpt += path.intercepts / len(self.folds)
-                mean_coefs += path.coefs / len(self.folds)
-                n_iter += path.n_iter.sum(axis=0)
-            scores = np.mean(cv_scores, axis=0)  # (G, K)
-            se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
-            best = choose_lambda(scores, se, e.score_metric, e.select)
-            rows = np.arange(n_genes)
-            start = mean_coefs[best, rows]
-            if d.fit_intercept:
-                start = np.column_stack([mean_icpt[best, rows], start])
-            res = self._solver(d).solve(Y, lams[rows, best], start)
-            return {
-                "intercept": res.intercepts,
-                "coef": self._clip(res.coefs),
-                "lambda": lams[rows, best],
-                "score": scores[rows, best],
-                "converged": res.converged,
-                "kkt": res.kkt,
-                "n_iter": n_iter + res.n_iter,
-            }
+            return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
-        res = self._solver(d).solve(Y, lam)
+        res, theta = self._solve(self._solver(d), Y, lam, None, None, offset)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
-        score = self._scores(d.X, Y, icpt, coefs[None], Y.mean(axis=0))[:, 0]
+        th = None if theta is None else theta[None, :]
+        y_null = self._null_means(Y, None, None, offset) if e.score_metric != "deviance" else 0.0
+        score = self._scores(d.X, Y, icpt, coefs[None], y_null, None, offset, th)[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,
@@ -216,7 +219,97 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
+            **self._theta_out(theta, n_genes),
         }
+
+    def _theta_out(self, theta, n_genes: int) -> dict:
+        """The per-gene θ entries of a chunk's results."""
+        if theta is not None:
+            return {"theta": theta, "theta_status": self.theta_status}
+        fixed = self.family.name == "neg-binomial"
+        return {
+            "theta": np.full(n_genes, float(self.family.theta) if fixed else np.nan),
+            "theta_status": np.full(n_genes, "fixed" if fixed else "", dtype=object),
+        }
+
+    def _fit_cv(self, Y: np.ndarray, offset) -> dict:
+        e, fam, d = self.est, self.family, self.design
+        n_genes = Y.shape[1]
+        if e.reg_lambda is None:
+            w = _column(self.weights)
+            lmax = lambda_max_from_gradient(
+                null_gradients(fam, d.X, Y, d.fit_intercept, w, offset), e.alpha, self.factor
+            )
+            lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
+        else:
+            fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
+            lams = np.tile(fixed, (n_genes, 1))
+        K = lams.shape[1]
+        cv_scores = []
+        # The folds' mean solution at each λ: the refit's start at the chosen one (no
+        # full-data path needed: from there Newton takes a few steps).
+        mean_icpt = np.zeros((K, n_genes))
+        mean_coefs = np.zeros((K, n_genes, d.X.shape[1]))
+        log_theta = np.zeros((K, n_genes))
+        n_iter = np.zeros(n_genes, dtype=int)
+        folds = zip(self.folds, self.fold_designs, self.test_X, strict=True)
+        for (train, test), train_design, test_X in folds:
+            Y_train = Y[train]
+            path = batched_path(
+                self._solver(train_design), Y_train, lams, _column(_take(self.weights, train)),
+                offset=_take(offset, train), theta_method=self.theta_method,
+            )  # fmt: skip
+            y_null = 0.0
+            if e.score_metric != "deviance":
+                y_null = self._null_means(Y_train, train, test, offset)
+            cv_scores.append(
+                self._scores(
+                    test_X,
+                    Y[test],
+                    path.intercepts,
+                    path.coefs,
+                    y_null,
+                    test,
+                    offset,
+                    path.theta,
+                )  # fmt: skip
+            )
+            mean_icpt += path.intercepts / len(self.folds)
+            mean_coefs += path.coefs / len(self.folds)
+            if path.theta is not None:
+                log_theta += np.log(path.theta) / len(self.folds)
+            n_iter += path.n_iter.sum(axis=0)
+        scores = np.mean(cv_scores, axis=0)  # (G, K)
+        se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
+        best = choose_lambda(scores, se, e.score_metric, e.select)
+        rows = np.arange(n_genes)
+        start = mean_coefs[best, rows]
+        if d.fit_intercept:
+            start = np.column_stack([mean_icpt[best, rows], start])
+        theta_start = np.exp(log_theta[best, rows]) if self.theta_method else None
+        res, theta = self._solve(
+            self._solver(d), Y, lams[rows, best], start, None, offset, theta_start
+        )
+        return {
+            "intercept": res.intercepts,
+            "coef": self._clip(res.coefs),
+            "lambda": lams[rows, best],
+            "score": scores[rows, best],
+            "converged": res.converged,
+            "kkt": res.kkt,
+            "n_iter": n_iter + res.n_iter,
+            **self._theta_out(theta, n_genes),
+        }
+
+
+def _take(values: np.ndarray | None, rows) -> np.ndarray | None:
+    """The rows of a per-sample array (None stays None; rows None: all)."""
+    return values if values is None or rows is None else values[rows]
+
+
+def _column(values: np.ndarray | None) -> np.ndarray | None:
+    """A per-sample (n,) array as an (n, 1) column that broadcasts over genes."""
+    return None if values is None or values.ndim == 2 else values[:, None]
 
 
 def fit_genes(
@@ -231,7 +324,7 @@ def fit_genes(
     n_lambdas: int = 25,
     cv: int = 5,
     eta: float = 2.0,
-    theta: float = 1.0,
+    theta: float | str = 1.0,
     clip_coeffs: float = 0.01,
     score_metric: str = "deviance",
     fit_intercept: bool = True,
@@ -247,6 +340,11 @@ def fit_genes(
     n_jobs: int | None = None,
     progress: bool = True,
     copy: bool = False,
+    link: str | None = None,
+    offset: Any = None,
+    size_factors: Any = None,
+    sample_weight: Any = None,
+    penalty_factor: Any = None,
 ) -> AnnData | None:
     """Fit a penalised GLM of every requested gene on one design of predictors.
 
@@ -269,10 +367,27 @@ def fit_genes(
         Predictors, for example from :func:`stglm.spatial.niche_composition` or
         :func:`stglm.spatial.spatial_lag`. A DataFrame's index must be
         ``adata.obs_names`` (any order) or a RangeIndex; its columns name the predictors.
-    distr, alpha, reg_lambda, Tau, n_lambdas, cv, eta, theta, clip_coeffs, score_metric, \
-fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
+    distr, alpha, reg_lambda, Tau, n_lambdas, cv, eta, clip_coeffs, score_metric, \
+fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penalty_factor
         As in :class:`stglm.GLM` and :class:`stglm.GLMCV` (``cv`` must be an integer
         here: the folds are shuffled from ``random_seed``, identical for every gene).
+        With ``link="log"`` the coefficients are log fold changes of the gene's mean per
+        unit of each predictor (given the offset).
+    theta : float > 0 or {"ml", "cox-reid"}, default=1.0
+        Negative-binomial size: fixed for all genes, or estimated per gene with its β
+        (maximum likelihood as ``MASS::glm.nb``, or the Cox–Reid adjusted profile
+        likelihood as glmGamPoi), at every λ of the CV paths; in ``var[f"{key_added}_theta"]``.
+    offset : array of shape (n_obs,) or (n_obs, n_genes), or str, optional
+        Known term of every linear predictor (an obs column by name), e.g. log exposure.
+    size_factors : {"total", "poscounts"}, array of shape (n_obs,) or str, optional
+        Adds the offset log s_i: "total" — s_i = total counts of observation i over all
+        genes of the matrix / their geometric mean; "poscounts" — DESeq2's estimator for
+        zero-heavy data; or given (an array or obs column). None: no size factors. For
+        count data with ``link="log"`` use "total" (or "poscounts"): without it the
+        coefficients mix sequencing depth with biology.
+    sample_weight : array of shape (n_obs,) or str, optional
+        Non-negative weights of the observations (an obs column by name), as in
+        :meth:`stglm.GLM.fit`; CV folds split them.
     layer : str, optional
         Read the responses from this layer instead of ``adata.X``.
     key_added : str, default="stglm"
@@ -302,14 +417,19 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
           chosen), ``[f"{key_added}_score"]`` (in-sample score for a fixed λ, mean CV
           score at the chosen λ otherwise), ``[f"{key_added}_converged"]``,
           ``[f"{key_added}_kkt"]`` (KKT residual), ``[f"{key_added}_n_iter"]`` (Newton
-          iterations, over all folds' paths and the refit with cross-validation) and
-          ``[f"{key_added}_status"]`` ("ok"; "not converged"; "all zeros" for a count
-          gene without counts — not fitted —; "fold without counts" for a count gene
-          whose counts all fall in one held-out fold — some training fold has none, its
-          fit has no finite optimum (the intercept runs to −∞), so the gene's CV scores
-          and chosen λ are unreliable, though the refit at that λ is exact —; or
-          "not requested");
-        - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...]}``;
+          iterations, over all folds' paths and the refit with cross-validation),
+          ``[f"{key_added}_theta"]`` (the NB size used or estimated; NaN for other
+          families), ``[f"{key_added}_theta_status"]`` ("fixed", "converged", "theta at
+          upper bound" — no overdispersion, Poisson-like —, "theta at lower bound",
+          "not converged", or "" where not fitted) and ``[f"{key_added}_status"]``
+          ("ok"; "not converged"; "all zeros" for a count gene without counts — not
+          fitted —; "fold without counts" for a count gene whose counts all fall in one
+          held-out fold — some training fold has none, its fit has no finite optimum (the
+          intercept runs to −∞), so the gene's CV scores and chosen λ are unreliable,
+          though the refit at that λ is exact —; or "not requested");
+        - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...],
+          "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
+          fitted, including the scale of the coefficients;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
     """
     if not isinstance(adata, AnnData):
@@ -331,6 +451,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         tol=tol,
         select=select,
         lambda_min_ratio=lambda_min_ratio,
+        link=link,
+        penalty_factor=penalty_factor,
     )
     fixed_lambda = reg_lambda is not None and np.ndim(reg_lambda) == 0
     if fixed_lambda:
@@ -347,11 +469,16 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
             raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string; got {key_added!r}.")
-    family = est._family()
+    family = est._family(1.0 if est._estimates_theta() else None)
     frame = _design_frame(design, adata)
     X = frame.to_numpy(dtype=np.float64)
     Tau = check_tau(Tau, X.shape[1])
+    factor = check_vector(
+        penalty_factor, X.shape[1], "penalty_factor", nonnegative=True, what="n_predictors"
+    )
     names, columns, matrix = _response_matrix(adata, genes, layer)
+    offset_values, offset_kind = resolve_offset(adata, matrix, names, offset, size_factors)
+    weights, weight_kind = resolve_weights(adata, sample_weight)
     folds = None
     if not fixed_lambda:
         if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
@@ -373,7 +500,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         np.arange(s, min(s + chunk_size, len(names))) for s in range(0, len(names), chunk_size)
     ]
 
-    fitter = _GeneFitter(est, family, X, Tau, folds)
+    fitter = _GeneFitter(est, family, X, Tau, folds, weights, factor)
+    per_gene_offset = offset_values is not None and offset_values.ndim == 2
     p = X.shape[1]
     out = {
         "intercept": np.full(len(names), np.nan),
@@ -383,6 +511,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         "converged": np.zeros(len(names), dtype=bool),
         "kkt": np.full(len(names), np.nan),
         "n_iter": np.zeros(len(names), dtype=int),
+        "theta": np.full(len(names), np.nan),
+        "theta_status": np.full(len(names), "", dtype=object),
     }
     status = np.full(len(names), "ok", dtype=object)
     fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
@@ -399,13 +529,18 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
         if family.is_count:
-            totals = Y.sum(axis=0)
+            counted = Y if weights is None else Y * weights[:, None]
+            totals = counted.sum(axis=0)
             usable = totals > 0
             for _, test in folds or ():
-                empty_fold |= usable & (Y[test].sum(axis=0) == totals)  # all counts held out
+                # All counts held out: the training fold has none.
+                empty_fold |= usable & (counted[test].sum(axis=0) == totals)
         result = None
         if usable.any():  # all usable: no copy of the block
-            result = fitter.fit(Y if usable.all() else Y[:, usable])
+            chunk_offset = offset_values
+            if per_gene_offset:
+                chunk_offset = offset_values[:, chunk[usable]]
+            result = fitter.fit(Y if usable.all() else Y[:, usable], chunk_offset)
         return chunk, usable, empty_fold, result
 
     bar = tqdm(
@@ -427,6 +562,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
                     Z = X @ result["coef"].T + (
                         result["intercept"][None, :] if fit_intercept else 0
                     )
+                    if offset_values is not None:
+                        Z += offset_values[:, idx] if per_gene_offset else offset_values[:, None]
                     fitted_mu[:, idx] = family.mean(Z)
             bar.update(len(chunk))
     bar.close()
@@ -445,11 +582,38 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
             f"adata.var['{key_added}_status'].",
             stacklevel=2,
         )
-    _store_results(adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer)
+    model = {
+        "family": family.name,
+        "link": family.link_name,
+        "offset": offset_kind,
+        "theta": _theta_kind(theta, family),
+        "sample_weight": weight_kind,
+        "coefficients": _coefficient_scale(family),
+    }
+    _store_results(
+        adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer, model
+    )
     return adata if copy else None
 
 
-def _store_results(adata, key, names, predictors, out, status, fitted_mu, params, layer):
+def _theta_kind(theta: Any, family: Family) -> str:
+    """How θ was set, for ``uns``: "ml", "cox-reid", "fixed" or "none" (not NB)."""
+    if isinstance(theta, str):
+        return theta
+    return "fixed" if family.name == "neg-binomial" else "none"
+
+
+def _coefficient_scale(family: Family) -> str:
+    """What one unit of a coefficient means, for ``uns`` and ``coef_df``."""
+    link = family.link_name
+    if link == "log":
+        return "log fold change of the mean per unit of the predictor (natural log)"
+    if link == "identity":
+        return "change of the mean per unit of the predictor"
+    return f"change of the linear predictor per unit of the predictor ({link} mean)"
+
+
+def _store_results(adata, key, names, predictors, out, status, fitted_mu, params, layer, model):
     """Write the documented result keys (only these) into ``adata``."""
     pos = adata.var_names.get_indexer(names)
     coef = np.full((adata.n_vars, len(predictors)), np.nan)
@@ -467,6 +631,8 @@ def _store_results(adata, key, names, predictors, out, status, fitted_mu, params
     adata.var[f"{key}_converged"] = column(out["converged"], False)
     adata.var[f"{key}_kkt"] = column(out["kkt"], np.nan)
     adata.var[f"{key}_n_iter"] = column(out["n_iter"], 0)
+    adata.var[f"{key}_theta"] = column(out["theta"], np.nan)
+    adata.var[f"{key}_theta_status"] = pd.Categorical(column(out["theta_status"], "", object))
     adata.var[f"{key}_status"] = pd.Categorical(column(status, "not requested", object))
     stored = {
         k: (v.tolist() if isinstance(v, np.ndarray) else v)
@@ -474,7 +640,12 @@ def _store_results(adata, key, names, predictors, out, status, fitted_mu, params
         if v is not None
     }
     stored["layer"] = layer if layer is not None else "X"
-    adata.uns[key] = {"params": stored, "predictors": list(predictors), "genes": list(names)}
+    adata.uns[key] = {
+        "params": stored,
+        "predictors": list(predictors),
+        "genes": list(names),
+        "model": model,
+    }
     if fitted_mu is not None:
         mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
         mu[:, pos] = fitted_mu
