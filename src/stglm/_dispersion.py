@@ -332,9 +332,14 @@ class _Problem:
         self.const -= np.bincount(self.tab_gene, self.tab_weight * gammaln(self.tab_value + 1), G)
         self.total_count = np.bincount(self.tab_gene, self.tab_weight * self.tab_value, G)
         self.n_positive = np.bincount(self.tab_gene, self.tab_weight, G)  # Σ_{y>0} m
+        self.y_max = np.zeros(G)
+        np.maximum.at(self.y_max, self.tab_gene, self.tab_value)
         self.total_weight = (
             np.full(G, float(n)) if self.M is None else np.broadcast_to(self.M.sum(axis=1), (G,))
         )
+        weighted_mu = self.Mu.sum(axis=1) if self.M is None else (self.M * self.Mu).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.mu_mean = np.where(self.total_weight > 0, weighted_mu / self.total_weight, 0.0)
         if self.cox_reid:
             self._setup_cox_reid(mean_deriv, gram, design)
 
@@ -681,11 +686,16 @@ def estimate_theta(
         if it == max_iter:
             break
         go = ~stop
+        if not go.any():
+            break
         rows, tr, s, h = rows[go], tr[go], s[go], h[go]
         pos = s > 0
         lo[rows[pos]], lo_ok[rows[pos]] = tr[pos], True
         hi[rows[~pos]], hi_ok[rows[~pos]] = tr[~pos], True
-        new = _propose(tr, s, h, lo[rows], hi[rows], lo_ok[rows], hi_ok[rows], dx2[rows])
+        new = _propose(
+            *(tr, s, h, lo[rows], hi[rows], lo_ok[rows], hi_ok[rows], dx2[rows]),
+            *(prob.y_max[rows], prob.mu_mean[rows]),
+        )
         dx2[rows], dx1[rows] = dx1[rows], new - tr
         t[rows] = new
         n_iter[rows] += 1
@@ -722,7 +732,7 @@ def _prefer_lower_bound(prob: _Problem, t: np.ndarray, status: np.ndarray) -> No
     t[rows[better]] = _T_LO
 
 
-def _propose(t, s, h, lo, hi, lo_ok, hi_ok, dx_before_last) -> np.ndarray:
+def _propose(t, s, h, lo, hi, lo_ok, hi_ok, dx_before_last, y_max, mu_mean) -> np.ndarray:
     """Next t per gene: a Newton step in t or in 1/θ, safeguarded by the bracket."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         step_t = np.where(h < 0, -s / h, np.nan)
@@ -730,8 +740,23 @@ def _propose(t, s, h, lo, hi, lo_ok, hi_ok, dx_before_last) -> np.ndarray:
         # a ratio ≤ 0 (only for s > 0) means no finite root: head for THETA_MAX.
         ratio = (h + 2 * s) / (h + s)
         step_a = np.where(h + s < 0, np.where(ratio > 0, -np.log(ratio), np.inf), np.nan)
-    step = np.where(np.abs(step_t) <= 1.0, step_t, step_a)
-    step = np.where(np.isnan(step), step_t, step)
+    # Where θ exceeds every count, ℓ is well described by its expansion in 1/θ, so the
+    # step in 1/θ is preferred there and the step in t elsewhere. Towards larger θ in
+    # that tail the longer of the two is taken, and ℓ decreasing but not concave in 1/θ
+    # puts its maximum at 1/θ = 0, so THETA_MAX is tried: Poisson-like genes would
+    # otherwise climb one unit of log θ per step. Overshoots are caught by the bracket.
+    tail = np.exp(t) > y_max
+    step = np.where(tail, step_a, step_t)
+    step = np.where(np.isnan(step), np.where(tail, step_t, step_a), step)
+    rising = tail & (s > 0)
+    step = np.where(rising, np.fmax(step_t, step_a), step)
+    step = np.where(rising & (h + s >= 0), np.inf, step)
+    # Falling on a plateau of the score (|h| ≪ |s|) with θ well below the means: Cox–Reid
+    # genes with few counts, whose score tends to Σ_{y>0} m − rank/2 < 0 as θ → 0; try
+    # THETA_MIN.
+    head = np.exp(t) < 0.1 * mu_mean
+    plateau = head & (s < 0) & ~lo_ok & (np.abs(h) < 0.1 * np.abs(s))
+    step = np.where(plateau, -np.inf, step)
     step = np.where(np.isnan(step), np.sign(s) * _MAX_STEP, step)
     new = t + step
     # rtsafe's rule: once bracketed, a step longer than half the one before last means

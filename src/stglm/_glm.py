@@ -14,6 +14,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._families import DISTRIBUTIONS, Family, get_family
+from ._inference import (
+    ESTIMATED_DISPERSION,
+    design_gram,
+    fisher_weights,
+    invert_information,
+    pearson_dispersion,
+    score_residuals,
+    wald_table,
+)
 from ._metrics import deviance, pseudo_r2
 from ._objective import linear_predictor
 from ._path import clip
@@ -90,6 +99,8 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     """Shared machinery of GLM and GLMCV: validation, prediction and scoring."""
 
     _constraints: dict = COMMON_CONSTRAINTS
+    #: (covariance, robust covariance, dispersion, df) of an unpenalised fit, else None.
+    _inference = None
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -211,6 +222,114 @@ class _GLMBase(RegressorMixin, BaseEstimator):
             y_null = family.mean(self.null_intercept_ + offset)
         return pseudo_r2(family, y, y_hat, y_null, weights)
 
+    def coef_table(self, robust: bool = False, level: float = 0.95):
+        """Coefficients with standard errors, Wald tests and confidence intervals.
+
+        R's ``summary.glm`` conventions (``docs``: "Inference"): the covariance is
+        φ·(X̃ᵀWX̃)⁻¹ with the Fisher weights at the optimum (sample weights and offset
+        included; for the negative binomial θ taken as known, as MASS reports β's block);
+        φ = 1 and z statistics for poisson, softplus and neg-binomial; φ estimated by
+        Pearson's χ²/(n − rank) and t statistics for gaussian and gamma. ``robust=True``
+        uses the HC0 sandwich (no φ) and z statistics — R's
+        ``sandwich::vcovHC(fit, type="HC0")``, with the Fisher information as the bread.
+
+        Only an unpenalised fit has valid standard errors: ``reg_lambda=0``, or the
+        predictors given ``penalty_factor`` 0 (their rows, conditional on the penalised
+        coefficients; penalised rows are NaN).
+
+        Parameters
+        ----------
+        robust : bool, default=False
+            Sandwich (HC0) instead of model-based standard errors.
+        level : float, default=0.95
+            Confidence level of ``ci_lower``/``ci_upper``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by "intercept" (if fitted) and the feature names (``feature_names_in_``
+            or x0, x1, …), with columns ``coef, se, z`` (or ``t``), ``pvalue``,
+            ``ci_lower, ci_upper``.
+
+        Raises
+        ------
+        ValueError
+            For a penalised fit: Wald p-values of lasso, elastic-net and ridge estimates
+            are not valid, and neither are those of a refit on the predictors the penalty
+            selected from the same data.
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "beta_")
+        if self._inference is None:
+            raise ValueError(
+                f"coef_table needs an unpenalised fit; this one has reg_lambda="
+                f"{getattr(self, 'reg_lambda_opt_', self.reg_lambda)!r} on every predictor. "
+                "Penalised (lasso, elastic-net, ridge) estimates have no valid Wald standard "
+                "errors, and a refit on the predictors the penalty selected from the same "
+                "data is anti-conservative. Refit with reg_lambda=0, or give the predictors "
+                "to test penalty_factor=0, or select on one half of the samples and test on "
+                "the other (sample splitting), or use stglm.test_genes for nested designs."
+            )
+        cov, robust_cov, dispersion, df = self._inference
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1); got {level!r}.")
+        C = robust_cov if robust else cov
+        coef = np.r_[self.beta0_, self.beta_] if self.fit_intercept else np.asarray(self.beta_)
+        se = np.sqrt(np.diagonal(C))
+        t_test = df is not None and not robust
+        stat, p, lo, hi = wald_table(coef, se, df if t_test else None, level)
+        names = getattr(self, "feature_names_in_", None)
+        names = [f"x{j}" for j in range(self.beta_.size)] if names is None else list(names)
+        index = (["intercept"] if self.fit_intercept else []) + names
+        return pd.DataFrame(
+            {"coef": coef, "se": se, "t" if t_test else "z": stat, "pvalue": p,
+             "ci_lower": lo, "ci_upper": hi},
+            index=index,
+        )  # fmt: skip
+
+    def _store_inference(self, problem: Problem) -> None:
+        """The covariances ``coef_table`` reports, for unpenalised coefficients only."""
+        self._inference = None
+        self.covariance_matrix_ = None
+        pen = problem.penalty
+        m = problem.n_features + int(problem.fit_intercept)
+        if pen.reg_lambda == 0:
+            free = np.arange(m)
+        elif pen.unpenalised is not None:
+            free = np.r_[
+                [0] if problem.fit_intercept else [], pen.unpenalised + int(problem.fit_intercept)
+            ].astype(int)
+        else:
+            return
+        family = problem.family
+        z = problem.linear_predictor(self.beta0_, self.beta_)
+        w = problem.sample_weight
+        gram = design_gram(problem.X, problem.fit_intercept)
+        A = gram(fisher_weights(family, z, w)[None])[0][np.ix_(free, free)]
+        s = score_residuals(family, problem.y, z)
+        s = s if w is None else np.where(w != 0, w * s, 0.0)
+        B = gram((s * s)[None])[0][np.ix_(free, free)]
+        A_inv = invert_information(A[None])[0]
+        n_eff = problem.n_samples if w is None else int(np.count_nonzero(w))
+        df = dispersion = None
+        if family.name in ESTIMATED_DISPERSION:
+            df = n_eff - free.size
+            mu = family.mean(z)
+            dispersion = float(
+                pearson_dispersion(
+                    family, problem.y[:, None], mu[:, None],
+                    None if w is None else w[:, None], np.array([df]),
+                )[0]
+            )  # fmt: skip
+        cov = np.full((m, m), np.nan)
+        robust = np.full((m, m), np.nan)
+        cov[np.ix_(free, free)] = A_inv * (1.0 if dispersion is None else dispersion)
+        robust[np.ix_(free, free)] = A_inv @ B @ A_inv
+        self.covariance_matrix_ = cov
+        self._inference = (cov, robust, dispersion, df)
+        self.dispersion_ = 1.0 if dispersion is None else dispersion
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
@@ -301,6 +420,13 @@ class GLM(_GLMBase):
         Intercept of the null model (β = 0) given the training offset and weights.
     theta_ : float
         The negative-binomial size used (fixed or estimated); 1.0 for other families.
+    covariance_matrix_ : ndarray of shape (n_params, n_params) or None
+        Covariance of (β0, β) (intercept first), as ``coef_table`` reports it: for an
+        unpenalised fit, or (NaN outside) the predictors with ``penalty_factor`` 0; None
+        for a penalised fit.
+    dispersion_ : float
+        The dispersion φ used by ``coef_table`` (Pearson's χ²/df for gaussian and gamma,
+        1 otherwise); set with ``covariance_matrix_``.
     theta_status_ : str
         How θ was estimated: "fixed", "converged", "theta at upper bound" (no
         overdispersion: a Poisson-like response), "theta at lower bound", "all zeros".
@@ -394,6 +520,7 @@ class GLM(_GLMBase):
             result = solve(problem, self.solver, options, start=start)
         self._store(result, y, problem)
         self.theta_, self.theta_status_ = theta, theta_status
+        self._store_inference(problem)
         return self
 
     def _prox(self, beta: np.ndarray, thresh: float) -> np.ndarray:

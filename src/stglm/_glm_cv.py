@@ -436,6 +436,8 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         self.theta_, self.theta_status_ = self.glm_.theta_, self.glm_.theta_status_
         self.ynull_ = self.glm_.ynull_
         self.null_intercept_ = self.glm_.null_intercept_
+        self._inference = self.glm_._inference
+        self.covariance_matrix_ = self.glm_.covariance_matrix_
         self.is_fitted_ = True
         if self.verbose:
             logger.info(

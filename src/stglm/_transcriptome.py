@@ -16,6 +16,14 @@ from tqdm.auto import tqdm
 from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
+from ._inference import (
+    ESTIMATED_DISPERSION,
+    benjamini_hochberg,
+    fisher_weights,
+    invert_information,
+    pearson_dispersion,
+    wald_table,
+)
 from ._offsets import resolve_offset, resolve_weights
 from ._path import (
     LAMBDA_MIN_RATIO,
@@ -132,9 +140,18 @@ class _GeneFitter:
     """
 
     def __init__(
-        self, estimator: GLM | GLMCV, family: Family, X: np.ndarray, Tau, folds, weights, factor
+        self,
+        estimator: GLM | GLMCV,
+        family: Family,
+        X: np.ndarray,
+        Tau,
+        folds,
+        weights,
+        factor,
+        inference: bool = False,
     ):
         self.est, self.family, self.Tau = estimator, family, Tau
+        self.inference = inference
         self.design = SharedDesign(X, estimator.fit_intercept)
         self.folds = folds
         self.weights, self.factor = weights, factor
@@ -188,7 +205,7 @@ class _GeneFitter:
         w = _column(_take(self.weights, rows))
         o = _take(offset, rows)
         if self.theta_method is None:
-            return solver.solve(Y, lam, start, None, w, offset=o), None
+            return solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=o), None
         fit = batched_theta(
             solver, Y, lam, self.theta_method, start=start, weights=w, offset=o,
             theta_start=theta_start,
@@ -220,7 +237,58 @@ class _GeneFitter:
             "kkt": res.kkt,
             "n_iter": res.n_iter,
             **self._theta_out(theta, n_genes),
+            **self._wald(res, Y, theta),
         }
+
+    def _free(self) -> np.ndarray:
+        """Coordinates of b (intercept first) whose standard errors are valid."""
+        d, e = self.design, self.est
+        p = d.X.shape[1]
+        if isinstance(e, GLM) and e.reg_lambda == 0:
+            cols = np.arange(p)
+        else:
+            cols = np.flatnonzero(self.factor == 0)
+        return np.r_[[0] if d.fit_intercept else [], cols + int(d.fit_intercept)].astype(int)
+
+    def _wald(self, res, Y: np.ndarray, theta) -> dict:
+        """Standard errors and Wald p-values of the unpenalised coefficients (G, p).
+
+        From the Fisher information of every gene at its solution, all genes' at once from
+        the design's pair products (in its scaled coordinates, mapped back); R's
+        summary.glm conventions (:mod:`stglm._inference`).
+        """
+        if not self.inference:
+            return {}
+        d, fam = self.design, self.family
+        n_genes, p = Y.shape[1], d.X.shape[1]
+        Z = res.terms.Z  # gene-major (G, n), offset included
+        fam_rows = fam if theta is None else fam.with_theta(theta[:, None])
+        M = None if self.weights is None else self.weights[None, :]
+        H = d.hessians(fisher_weights(fam_rows, Z, M), np.ones(n_genes))
+        free = self._free()
+        T = d.scaling.transform_matrix()[np.ix_(free, free)]
+        cov = T @ invert_information(H[:, free][:, :, free]) @ T.T
+        df = None
+        var = np.diagonal(cov, axis1=1, axis2=2).copy()
+        if fam.name in ESTIMATED_DISPERSION:
+            n_eff = d.n if self.weights is None else np.count_nonzero(self.weights)
+            df = np.full(n_genes, float(n_eff - free.size))
+            fam_cols = fam if theta is None else fam.with_theta(theta)
+            phi = pearson_dispersion(fam_cols, Y, fam.mean(Z).T, _column(self.weights), df)
+            var *= phi[:, None]
+        coef_free = (
+            np.column_stack([res.intercepts, res.coefs])[:, free]
+            if d.fit_intercept
+            else res.coefs[:, free]
+        )
+        _, pvalue, _, _ = wald_table(coef_free, np.sqrt(var), df)
+        se_out = np.full((n_genes, p), np.nan)
+        p_out = np.full((n_genes, p), np.nan)
+        cols = free[free >= int(d.fit_intercept)] - int(d.fit_intercept)
+        keep = free >= int(d.fit_intercept)
+        se_out[:, cols] = np.sqrt(var)[:, keep]
+        p_out[:, cols] = pvalue[:, keep]
+        return {"se": se_out, "pvalue": p_out}
 
     def _theta_out(self, theta, n_genes: int) -> dict:
         """The per-gene θ entries of a chunk's results."""
@@ -299,6 +367,7 @@ class _GeneFitter:
             "kkt": res.kkt,
             "n_iter": n_iter + res.n_iter,
             **self._theta_out(theta, n_genes),
+            **self._wald(res, Y, theta),
         }
 
 
@@ -345,6 +414,7 @@ def fit_genes(
     size_factors: Any = None,
     sample_weight: Any = None,
     penalty_factor: Any = None,
+    inference: bool = False,
 ) -> AnnData | None:
     """Fit a penalised GLM of every requested gene on one design of predictors.
 
@@ -388,6 +458,11 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     sample_weight : array of shape (n_obs,) or str, optional
         Non-negative weights of the observations (an obs column by name), as in
         :meth:`stglm.GLM.fit`; CV folds split them.
+    inference : bool, default=False
+        Also compute standard errors and Wald p-values of the unpenalised coefficients
+        (``reg_lambda=0``, or the predictors with ``penalty_factor`` 0), as
+        :meth:`stglm.GLM.coef_table` would per gene, and Benjamini–Hochberg q-values over
+        the fitted genes, per predictor.
     layer : str, optional
         Read the responses from this layer instead of ``adata.X``.
     key_added : str, default="stglm"
@@ -427,6 +502,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           held-out fold — some training fold has none, its fit has no finite optimum (the
           intercept runs to −∞), so the gene's CV scores and chosen λ are unreliable,
           though the refit at that λ is exact —; or "not requested");
+        - with ``inference=True``, ``adata.varm[f"{key_added}_se"]``,
+          ``[f"{key_added}_pvalue"]`` and ``[f"{key_added}_qvalue"]`` — DataFrames like
+          the coefficients (NaN for penalised predictors and genes not fitted);
         - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...],
           "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
           fitted, including the scale of the coefficients;
@@ -467,6 +545,19 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             or (low is not None and value < low)
         ):
             raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+    if not isinstance(inference, bool):
+        raise TypeError(f"inference must be True or False; got {inference!r}.")
+    if (
+        inference
+        and not (fixed_lambda and reg_lambda == 0)
+        and (penalty_factor is None or not np.any(np.asarray(penalty_factor) == 0))
+    ):
+        raise ValueError(
+            "inference=True needs unpenalised coefficients: reg_lambda=0, or penalty_factor "
+            "0 for the predictors to test. Penalised (lasso, elastic-net, ridge) estimates "
+            "have no valid Wald p-values; to test a penalised selection, select on one half "
+            "of the observations and test on the other, or use stglm.test_genes."
+        )
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string; got {key_added!r}.")
     family = est._family(1.0 if est._estimates_theta() else None)
@@ -500,7 +591,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         np.arange(s, min(s + chunk_size, len(names))) for s in range(0, len(names), chunk_size)
     ]
 
-    fitter = _GeneFitter(est, family, X, Tau, folds, weights, factor)
+    fitter = _GeneFitter(est, family, X, Tau, folds, weights, factor, inference)
     per_gene_offset = offset_values is not None and offset_values.ndim == 2
     p = X.shape[1]
     out = {
@@ -514,6 +605,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         "theta": np.full(len(names), np.nan),
         "theta_status": np.full(len(names), "", dtype=object),
     }
+    if inference:
+        out["se"] = np.full((len(names), p), np.nan)
+        out["pvalue"] = np.full((len(names), p), np.nan)
     status = np.full(len(names), "ok", dtype=object)
     fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
 
@@ -582,6 +676,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             f"adata.var['{key_added}_status'].",
             stacklevel=2,
         )
+    if inference:
+        testable = np.isin(status, FITTED_STATUSES)[:, None]
+        out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
     model = {
         "family": family.name,
         "link": family.link_name,
@@ -619,6 +716,13 @@ def _store_results(adata, key, names, predictors, out, status, fitted_mu, params
     coef = np.full((adata.n_vars, len(predictors)), np.nan)
     coef[pos] = out["coef"]
     adata.varm[f"{key}_coef"] = pd.DataFrame(coef, index=adata.var_names, columns=list(predictors))
+    for name in ("se", "pvalue", "qvalue"):
+        if name in out:
+            values = np.full((adata.n_vars, len(predictors)), np.nan)
+            values[pos] = out[name]
+            adata.varm[f"{key}_{name}"] = pd.DataFrame(
+                values, index=adata.var_names, columns=list(predictors)
+            )
 
     def column(values, fill, dtype=None):
         full = np.full(adata.n_vars, fill, dtype=dtype or np.asarray(values).dtype)

@@ -113,6 +113,16 @@ class DesignScaling:
             T[0, 1:] = -self.center / self.scale
         return T.T @ H @ T
 
+    def transform_matrix(self) -> np.ndarray:
+        """T (m, m) with b = T·b' (intercept first when fitted)."""
+        if not self.fit_intercept:
+            return np.diag(1.0 / self.scale)
+        m = self.scale.size + 1
+        T = np.eye(m)
+        T[1:, 1:] = np.diag(1.0 / self.scale)
+        T[0, 1:] = -self.center / self.scale
+        return T
+
     def ridge_gram(self, gram: np.ndarray) -> np.ndarray:
         """ΓᵀΓ for β' (the ridge term's Hessian block in the scaled coordinates): S⁻¹ΓᵀΓS⁻¹."""
         return gram / np.outer(self.scale, self.scale)
