@@ -11,9 +11,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
+from ._anndata import check_adata, dense_columns, get_matrix
 from ._families import COUNT_FAMILIES
 from ._glm_cv import GLMCV
-from ._graphs import check_adata, get_graph, get_matrix, size_factors
+from ._graphs import get_graph, size_factors
 from ._validation import check_X
 from .spatial import calc_1nd_moment
 
@@ -30,18 +31,17 @@ def _response(
 ) -> np.ndarray:
     """The gene's expression, smoothed over ``graph`` and/or log1p-transformed as asked."""
     matrix = get_matrix(adata, layer)
+    j = adata.var_names.get_loc(y_feat)
     if smooth:
         # Normalise every cell to 1e4 counts, then average over its neighbours (a new matrix:
         # the caller's AnnData is never touched).
         scaled = sp.diags(size_factors(matrix)) @ matrix
-        column = scaled[:, [adata.var_names.get_loc(y_feat)]]
         # spateo's expression graph is built from the same counts the response comes from.
         expression = isinstance(graph, str) and graph == "expression"
         W = get_graph(adata, graph, layer=layer) if expression else get_graph(adata, graph)
-        column = calc_1nd_moment(column, W, normalize_W=True)[0]
+        y = dense_columns(calc_1nd_moment(scaled[:, [j]], W, normalize_W=True)[0], [0]).ravel()
     else:
-        column = matrix[:, [adata.var_names.get_loc(y_feat)]]
-    y = np.asarray(column.toarray() if sp.issparse(column) else column, dtype=np.float64).ravel()
+        y = dense_columns(matrix, [j]).ravel()
     return np.log1p(y) if log else y
 
 

@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from ._anndata import check_adata, get_coords, get_matrix, get_obs_column, group_indices
 from ._validation import Boolean, Integer, Options, Real, validate_params
 
 __all__ = ["expression_neighbors", "get_graph", "spatial_neighbors"]
@@ -40,82 +41,8 @@ _EXPRESSION_CONSTRAINTS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# shared checks (also used by stglm.spatial)
+# shared checks and transforms (also used by stglm.spatial)
 # ---------------------------------------------------------------------------------------------
-def check_adata(adata: Any, name: str = "adata") -> AnnData:
-    """Raise ``TypeError`` unless ``adata`` is an AnnData."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"{name} must be an AnnData; got {type(adata).__name__}.")
-    return adata
-
-
-def get_coords(adata_or_coords: Any) -> np.ndarray:
-    """Cell coordinates as a finite float (n_obs, n_dims) array.
-
-    From ``adata.obsm['spatial']`` for an AnnData, else from the array itself.
-    """
-    if isinstance(adata_or_coords, AnnData):
-        if "spatial" not in adata_or_coords.obsm:
-            keys = list(adata_or_coords.obsm.keys())
-            raise ValueError(
-                "adata.obsm has no 'spatial' entry (the cell coordinates); obsm keys are "
-                f"{keys}. Store them in adata.obsm['spatial'] or pass the coordinate array."
-            )
-        coords, name = adata_or_coords.obsm["spatial"], "adata.obsm['spatial']"
-    else:
-        coords, name = adata_or_coords, "coordinates"
-    try:
-        coords = np.asarray(coords, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a numeric (n_obs, n_dims) array or an AnnData; "
-            f"got {type(coords).__name__}."
-        ) from None
-    if coords.ndim != 2 or coords.shape[0] == 0 or coords.shape[1] == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 2-D (n_obs, n_dims) array; got {coords.shape}."
-        )
-    if not np.all(np.isfinite(coords)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
-    return coords
-
-
-def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
-    """``adata.obs[key]``, rejecting unknown keys and missing values."""
-    if not isinstance(key, str):
-        raise TypeError(f"{name} must be the name of an adata.obs column; got {key!r}.")
-    if key not in adata.obs.columns:
-        raise ValueError(
-            f"{name}={key!r} is not a column of adata.obs; columns are {list(adata.obs.columns)}."
-        )
-    col = adata.obs[key]
-    n_missing = int(col.isna().sum())
-    if n_missing:
-        raise ValueError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")
-    return col
-
-
-def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sp.spmatrix | sp.sparray:
-    """``adata.X`` or ``adata.layers[layer]``, checked to be numeric and present."""
-    if layer is None:
-        X, name = adata.X, "adata.X"
-    else:
-        if not isinstance(layer, str) or layer not in adata.layers:
-            raise ValueError(
-                f"layer={layer!r} is not in adata.layers; layers are {list(adata.layers.keys())}."
-            )
-        X, name = adata.layers[layer], f"adata.layers[{layer!r}]"
-    if X is None:
-        raise ValueError(f"{name} is empty (None).")
-    if not sp.issparse(X):
-        X = np.asarray(X)
-    elif X.format not in ("csr", "csc"):
-        X = X.tocsr()  # COO/DOK/... cannot be sliced by column
-    if X.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric; got dtype {X.dtype}.")
-    return X
-
-
 def size_factors(X: np.ndarray | sp.spmatrix | sp.sparray, name: str = "counts") -> np.ndarray:
     """Per-cell scale ``TARGET_SUM / total`` (0 for a cell with no counts), after checking X."""
     values = X.data if sp.issparse(X) else X
@@ -211,8 +138,7 @@ def _batch_indices(adata_or_coords: Any, batch_key: Any, n_obs: int) -> list[np.
             )
         if pd.isna(labels).any():
             raise ValueError("batch_key has missing labels; fill or drop them.")
-    _, codes = np.unique(labels, return_inverse=True)
-    return [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    return group_indices(labels)
 
 
 def _default_bandwidth(dist: np.ndarray, kernel: str) -> float:

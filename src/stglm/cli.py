@@ -277,21 +277,6 @@ def build_design(
 # ---------------------------------------------------------------------------------------------
 # summary
 # ---------------------------------------------------------------------------------------------
-def strongest_effects(adata: Any, key_added: str, top: int) -> dict[str, list[tuple[str, float]]]:
-    """For each predictor, the ``top`` genes with the largest nonzero |coef|, strongest first."""
-    from ._transcriptome import RANKED_STATUSES
-    from .get import coef_df
-
-    tidy = coef_df(adata, key_added=key_added)
-    tidy = tidy[tidy["status"].isin(RANKED_STATUSES) & (tidy["coef"] != 0)]
-    out = {}
-    for predictor in adata.uns[key_added]["predictors"]:
-        rows = tidy[tidy["predictor"] == predictor]
-        rows = rows.iloc[np.argsort(-rows["coef"].abs().to_numpy(), kind="stable")[:top]]
-        out[str(predictor)] = list(zip(rows["gene"], rows["coef"].astype(float), strict=True))
-    return out
-
-
 def _summary(
     adata: Any,
     key: str,
@@ -307,32 +292,33 @@ def _summary(
     figures: list[Path],
     top: int,
 ) -> str:
-    from ._transcriptome import FITTED_STATUSES
+    from . import _results as r
+    from .get import top_effects
 
-    status = adata.var[f"{key}_status"].astype(str)
-    fitted = status.isin(FITTED_STATUSES)
+    status = r.statuses(adata, key)
+    fitted = status.isin(r.FITTED_STATUSES)
     lam = (
         f"λ = {reg_lambda:g}"
         if reg_lambda is not None
-        else f"λ by {cv}-fold CV (median {np.nanmedian(adata.var[f'{key}_lambda']):.3g})"
+        else f"λ by {cv}-fold CV (median {np.nanmedian(adata.var[r.var_key(key, 'lambda')]):.3g})"
     )
-    counts = status[status != "not requested"].value_counts()
-    mu = f", layers['{key}_mu']" if f"{key}_mu" in adata.layers else ""
+    counts = status[status != r.NOT_REQUESTED].value_counts()
+    mu = f", layers[{r.mu_layer(key)!r}]" if r.mu_layer(key) in adata.layers else ""
     lines = [
         f"stglm: fitted {n_genes} genes on {adata.n_obs} cells/spots with "
         f"{design.shape[1]} predictors ({distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
-        f"  converged: {int(adata.var[f'{key}_converged'][fitted].sum())} of "
+        f"  converged: {int(adata.var[r.var_key(key, 'converged')][fitted].sum())} of "
         f"{int(fitted.sum())} fitted genes"
         f" (status: {', '.join(f'{k} {v}' for k, v in counts.items())})",
         f"  predictors: {', '.join(design.columns)}",
-        f"  results: {out} (varm['{key}_coef'], var['{key}_*'], uns['{key}'], "
-        f"obsm['{key}_design']{mu})",
+        f"  results: {out} (varm[{r.coef_key(key)!r}], var['{key}_*'], uns[{key!r}], "
+        f"obsm[{r.design_key(key)!r}]{mu})",
     ]
     if figures:
         lines.append(f"  figures: {', '.join(str(f) for f in figures)}")
     lines.append(f"Strongest effects (top {top} genes by |coef| per predictor):")
     width = max(len(p) for p in design.columns)
-    for predictor, effects in strongest_effects(adata, key, top).items():
+    for predictor, effects in top_effects(adata, key_added=key, top=top).items():
         text = ", ".join(f"{g} ({c:+.2f})" for g, c in effects) or "no gene (all coefficients 0)"
         lines.append(f"  {predictor:<{width}}  {text}")
     return "\n".join(lines)
@@ -340,9 +326,10 @@ def _summary(
 
 def _default_plot_genes(adata: Any, key: str, n: int) -> list[str]:
     """Pick the strongest gene of each predictor, ordered by |coef|: the first ``n`` distinct."""
-    best = [
-        (abs(c), g) for effects in strongest_effects(adata, key, 1).values() for g, c in effects
-    ]
+    from .get import top_effects
+
+    effects = top_effects(adata, key_added=key, top=1).values()
+    best = [(abs(c), g) for pairs in effects for g, c in pairs]
     return list(dict.fromkeys(g for _, g in sorted(best, reverse=True)))[:n]
 
 
@@ -358,10 +345,10 @@ def _write_figures(
     from matplotlib.figure import Figure
 
     from ._plot_results import gene_fit_layout, plot_coef_heatmap, plot_gene_fit
-    from ._transcriptome import FITTED_STATUSES
+    from ._results import FITTED_STATUSES, statuses
 
     written: list[Path] = []
-    status = adata.var[f"{key}_status"].astype(str)
+    status = statuses(adata, key)
     if not status.isin(FITTED_STATUSES).any():
         if not quiet:
             _warn("no figures: no gene was fitted.")
@@ -629,12 +616,13 @@ def fit(
     if figures is not None:
         _check_writable(figures, "--figures")
 
+    from ._anndata import layer_label, layer_matrix
+
     adata = _read_input(input_path)
-    if layer is not None and layer not in adata.layers:
-        raise InputError(
-            f"--layer: {layer!r} is not a layer of {input_path.name} "
-            f"(layers: {', '.join(adata.layers) or 'none'})."
-        )
+    try:
+        layer_matrix(adata, layer)
+    except ValueError as err:
+        raise InputError(f"--layer ({input_path.name}): {err}") from None
     for option, column in (("--section-key", section_key), ("--niche", niche)):
         if column is not None:
             _check_obs_column(adata, column, option, input_path)
@@ -661,6 +649,7 @@ def fit(
             "are not among the fitted --genes."
         )
 
+    from ._results import design_key
     from ._transcriptome import fit_genes
 
     caught: list[str] = []
@@ -695,11 +684,12 @@ def fit(
                 progress=not quiet,
             )
         except ValueError as err:
-            where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-            raise InputError(f"cannot fit {input_path.name} ({where}): {err}") from None
+            raise InputError(
+                f"cannot fit {input_path.name} ({layer_label(layer)}): {err}"
+            ) from None
         fit_seconds = time.perf_counter() - fit_started
         caught.extend(str(r.message) for r in records)
-    adata.obsm[f"{key_added}_design"] = design
+    adata.obsm[design_key(key_added)] = design
     adata.uns[key_added]["cli"] = {
         "section_key": section_key or "",
         "niche": niche or "",

@@ -20,16 +20,15 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._graphs import (
+from ._anndata import (
     check_adata,
-    expression_neighbors,
+    dense_columns,
+    gene_positions,
     get_coords,
-    get_graph,
     get_matrix,
     get_obs_column,
-    size_factors,
-    spatial_neighbors,
 )
+from ._graphs import expression_neighbors, get_graph, size_factors, spatial_neighbors
 from ._validation import Boolean, validate_params
 
 __all__ = [
@@ -241,19 +240,12 @@ def spatial_lag(
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes or not all(isinstance(g, str) for g in genes):
         raise TypeError(f"genes must be a gene name or a non-empty list of names; got {genes!r}.")
-    unknown = [g for g in genes if g not in adata.var_names]
-    if unknown:
-        raise ValueError(f"genes not in adata.var_names: {unknown}.")
-    if len(set(genes)) < len(genes):
-        raise ValueError(f"genes contains duplicates: {genes}.")
+    _, cols = gene_positions(adata, genes)
     X = get_matrix(adata, layer)
     scale = size_factors(X) if normalize else None  # checks X before the graph is built
     W = _resolve_graph(adata, graph, graph_kwargs)
 
-    cols = adata.var_names.get_indexer(genes)
-    values = X[:, cols]
-    values = values.toarray() if sp.issparse(values) else np.asarray(values)
-    values = values.astype(np.float64)
+    values = dense_columns(X, cols)
     if normalize:
         values = np.log1p(values * scale[:, None])
     elif not np.all(np.isfinite(values)):
