@@ -313,6 +313,54 @@ def test_bad_input_gives_one_clear_line(small_h5ad, bad_folder, case):
     assert files_in(folder) == []  # no output, no temporary file
 
 
+#: Where an error is injected: the library function the command calls, and where it looks it
+#: up (the CLI imports fit_genes when the command runs, the design builders from stglm.spatial).
+INJECTED = {
+    "fit": ("stglm._transcriptome", "fit_genes"),
+    "design": ("stglm.spatial", "coordinates"),
+}
+
+
+@pytest.mark.parametrize("where", list(INJECTED))
+def test_internal_errors_are_not_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
+    """A ValueError the library did not raise on purpose is a bug: it propagates, no 'Error:'."""
+    import importlib
+
+    module, name = INJECTED[where]
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(importlib.import_module(module), name, broken)
+    out = tmp_path / "out.h5ad"
+    args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
+    result = CliRunner().invoke(cli.main, args, prog_name="stglm")
+    assert type(result.exception) is ValueError and str(result.exception) == "an internal bug"
+    assert result.exit_code == 1 and "Error:" not in result.stderr
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", list(INJECTED))
+def test_library_input_errors_are_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
+    """The same place raising the library's InputError gives the one-line message, status 2."""
+    import importlib
+
+    from stglm._errors import InputError
+
+    module, name = INJECTED[where]
+
+    def refuses(*args, **kwargs):
+        raise InputError("unusable input")
+
+    monkeypatch.setattr(importlib.import_module(module), name, refuses)
+    out = tmp_path / "out.h5ad"
+    args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
+    result = CliRunner().invoke(cli.main, args, prog_name="stglm")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "unusable input" in lines[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # help, version, entry point
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._errors import InputError, InputTypeError
 from ._validation import check_X
 
 __all__ = [
@@ -43,7 +44,7 @@ MAX_NAMES_SHOWN = 10
 def check_adata(adata: Any, name: str = "adata") -> AnnData:
     """Raise ``TypeError`` unless ``adata`` is an AnnData; return it."""
     if not isinstance(adata, AnnData):
-        raise TypeError(f"{name} must be an AnnData; got {type(adata).__name__}.")
+        raise InputTypeError(f"{name} must be an AnnData; got {type(adata).__name__}.")
     return adata
 
 
@@ -71,7 +72,7 @@ def layer_matrix(adata: AnnData, layer: str | None) -> Any:
     if layer is None:
         return adata.X
     if not isinstance(layer, str) or layer not in adata.layers:
-        raise ValueError(
+        raise InputError(
             f"layer={layer!r} is not in adata.layers; layers are {list(adata.layers.keys())}."
         )
     return adata.layers[layer]
@@ -85,13 +86,13 @@ def get_matrix(adata: AnnData, layer: str | None) -> Matrix:
     """
     X, name = layer_matrix(adata, layer), layer_label(layer)
     if X is None:
-        raise ValueError(f"{name} is empty (None).")
+        raise InputError(f"{name} is empty (None).")
     if not sp.issparse(X):
         X = np.asarray(X)
     elif X.format not in ("csr", "csc"):
         X = X.tocsr()
     if X.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric; got dtype {X.dtype}.")
+        raise InputTypeError(f"{name} must be numeric; got dtype {X.dtype}.")
     return X
 
 
@@ -111,15 +112,15 @@ def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
 def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
     """``adata.obs[key]``, rejecting unknown keys and missing values (``name`` is the option)."""
     if not isinstance(key, str):
-        raise TypeError(f"{name} must be the name of an adata.obs column; got {key!r}.")
+        raise InputTypeError(f"{name} must be the name of an adata.obs column; got {key!r}.")
     if key not in adata.obs.columns:
-        raise ValueError(
+        raise InputError(
             f"{name}={key!r} is not a column of adata.obs; columns are {list(adata.obs.columns)}."
         )
     col = adata.obs[key]
     n_missing = int(col.isna().sum())
     if n_missing:
-        raise ValueError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")
+        raise InputError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")
     return col
 
 
@@ -135,7 +136,7 @@ def gene_positions(adata: AnnData, genes: Any = None) -> tuple[pd.Index, np.ndar
     var_names = adata.var_names
     if not var_names.is_unique:
         repeated = var_names[var_names.duplicated()].unique().tolist()
-        raise ValueError(
+        raise InputError(
             f"adata.var_names has duplicates ({repeated[:MAX_NAMES_SHOWN]}); "
             "make them unique first, e.g. with adata.var_names_make_unique()."
         )
@@ -147,11 +148,11 @@ def gene_positions(adata: AnnData, genes: Any = None) -> tuple[pd.Index, np.ndar
         if missing:
             more = len(missing) - MAX_NAMES_SHOWN
             extra = f" and {more} more" if more > 0 else ""
-            raise ValueError(f"genes not in adata.var_names: {missing[:MAX_NAMES_SHOWN]}{extra}.")
+            raise InputError(f"genes not in adata.var_names: {missing[:MAX_NAMES_SHOWN]}{extra}.")
         if names.has_duplicates:
-            raise ValueError(f"genes contains duplicates: {names[names.duplicated()].tolist()}.")
+            raise InputError(f"genes contains duplicates: {names[names.duplicated()].tolist()}.")
     if len(names) == 0:
-        raise ValueError("genes is empty.")
+        raise InputError("genes is empty.")
     return names, var_names.get_indexer(names)
 
 
@@ -163,7 +164,7 @@ def get_coords(adata_or_coords: Any) -> np.ndarray:
     if isinstance(adata_or_coords, AnnData):
         if "spatial" not in adata_or_coords.obsm:
             keys = list(adata_or_coords.obsm.keys())
-            raise ValueError(
+            raise InputError(
                 "adata.obsm has no 'spatial' entry (the cell coordinates); obsm keys are "
                 f"{keys}. Store them in adata.obsm['spatial'] or pass the coordinate array."
             )
@@ -173,16 +174,16 @@ def get_coords(adata_or_coords: Any) -> np.ndarray:
     try:
         coords = np.asarray(coords, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a numeric (n_obs, n_dims) array or an AnnData; "
             f"got {type(coords).__name__}."
         ) from None
     if coords.ndim != 2 or coords.shape[0] == 0 or coords.shape[1] == 0:
-        raise ValueError(
+        raise InputError(
             f"{name} must be a non-empty 2-D (n_obs, n_dims) array; got {coords.shape}."
         )
     if not np.all(np.isfinite(coords)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
+        raise InputError(f"{name} contains NaN or infinite values.")
     return coords
 
 
@@ -209,14 +210,14 @@ def design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
         elif len(design) == adata.n_obs and isinstance(design.index, pd.RangeIndex):
             frame = design.set_axis(adata.obs_names, axis=0)
         else:
-            raise ValueError(
+            raise InputError(
                 "design's index must be adata.obs_names (in any order) or a RangeIndex of "
                 f"length n_obs={adata.n_obs}; got {len(design)} rows with other labels."
             )
     else:
         values = check_X(design, name="design", accept_sparse=True)
         if values.shape[0] != adata.n_obs:
-            raise ValueError(f"design must have n_obs={adata.n_obs} rows; got {values.shape[0]}.")
+            raise InputError(f"design must have n_obs={adata.n_obs} rows; got {values.shape[0]}.")
         if sp.issparse(values):
             values = values.toarray()  # designs are narrow: densifying is cheap
         frame = pd.DataFrame(

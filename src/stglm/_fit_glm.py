@@ -12,6 +12,7 @@ from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
 from ._anndata import check_adata, dense_columns, get_matrix
+from ._errors import InputError, InputTypeError
 from ._families import COUNT_FAMILIES
 from ._glm_cv import GLMCV
 from ._graphs import get_graph, size_factors
@@ -111,10 +112,10 @@ def fit_glm(
     """
     adata = check_adata(adata)
     if not isinstance(y_feat, str) or y_feat not in adata.var_names:
-        raise ValueError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
+        raise InputError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
     X_values = check_X(X)
     if X_values.shape[0] != adata.n_obs:
-        raise ValueError(
+        raise InputError(
             f"X must have one row per cell of adata ({adata.n_obs}); got {X_values.shape[0]}."
         )
     for name, value in (
@@ -123,14 +124,14 @@ def fit_glm(
         ("return_model", return_model),
     ):
         if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be True or False; got {value!r}.")
+            raise InputTypeError(f"{name} must be True or False; got {value!r}.")
     if n_gs_cv is not None and (not isinstance(n_gs_cv, int | np.integer) or n_gs_cv < 2):
-        raise ValueError(f"n_gs_cv must be an integer ≥ 2 or None; got {n_gs_cv!r}.")
+        raise InputError(f"n_gs_cv must be an integer ≥ 2 or None; got {n_gs_cv!r}.")
     grid = _grid(gs_params)
     params = {**FIT_GLM_DEFAULTS, **kwargs}
     unknown = set(params) - set(GLMCV._get_param_names())
     if unknown:
-        raise TypeError(f"unknown GLMCV parameters in kwargs: {sorted(unknown)}.")
+        raise InputTypeError(f"unknown GLMCV parameters in kwargs: {sorted(unknown)}.")
     model = GLMCV(**params)
     model._check_params()
     for candidate in ParameterGrid(grid) if grid else ():
@@ -171,14 +172,14 @@ def _grid(gs_params: dict | None) -> dict:
     if gs_params is None:
         return {}
     if not isinstance(gs_params, dict):
-        raise TypeError(
+        raise InputTypeError(
             f"gs_params must be a dict of parameter lists; got {type(gs_params).__name__}."
         )
     grid = {}
     for key, values in gs_params.items():
         name = key[len(GRID_PREFIX) :] if key.startswith(GRID_PREFIX) else key
         if name not in GLMCV._get_param_names():
-            raise ValueError(f"gs_params key {key!r} is not a GLMCV parameter.")
+            raise InputError(f"gs_params key {key!r} is not a GLMCV parameter.")
         if isinstance(values, str) or not hasattr(values, "__iter__"):
             values = [values]
         grid[name] = list(values)

@@ -20,6 +20,7 @@ from matplotlib.colors import Normalize, PowerNorm
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from ._anndata import dense_columns, layer_matrix
+from ._errors import InputError
 from ._results import check_gene, coef_frame, fitted_layer, results_info
 from .get import fitted_mean
 
@@ -49,16 +50,16 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
 def _select_genes(coef: pd.DataFrame, genes: Sequence[str] | None, top: int) -> pd.DataFrame:
     if genes is None:
         if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
-            raise ValueError(f"top must be a positive integer; got {top!r}.")
+            raise InputError(f"top must be a positive integer; got {top!r}.")
         strength = coef.abs().max(axis=1).to_numpy()
         order = np.argsort(-strength, kind="stable")[: int(top)]
         return coef.iloc[order]
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes:
-        raise ValueError("genes is empty.")
+        raise InputError("genes is empty.")
     unknown = [g for g in genes if g not in coef.index]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"genes without a fit (not in var_names, not requested or all zeros): {unknown[:10]}."
         )
     return coef.loc[genes]
@@ -111,7 +112,7 @@ def plot_coef_heatmap(
     """
     coef = _select_genes(coef_frame(adata, key_added), genes, top)
     if coef.empty:
-        raise ValueError(f"no fitted genes under key_added={key_added!r}.")
+        raise InputError(f"no fitted genes under key_added={key_added!r}.")
     if cluster:
         coef = coef.iloc[cluster_order(coef.to_numpy()), cluster_order(coef.to_numpy().T)]
     n_genes, n_pred = coef.shape
@@ -254,10 +255,10 @@ def plot_gene_fit(
     info = results_info(adata, key_added)
     j = check_gene(adata, gene, key_added)
     if basis not in adata.obsm:
-        raise ValueError(f"basis {basis!r} is not in adata.obsm (has {list(adata.obsm.keys())}).")
+        raise InputError(f"basis {basis!r} is not in adata.obsm (has {list(adata.obsm.keys())}).")
     coords = np.asarray(adata.obsm[basis], dtype=float)
     if coords.ndim != 2 or coords.shape[1] < 2:
-        raise ValueError(f"adata.obsm[{basis!r}] must have at least 2 columns; got {coords.shape}.")
+        raise InputError(f"adata.obsm[{basis!r}] must have at least 2 columns; got {coords.shape}.")
     if layer is None:
         layer = fitted_layer(info)
     observed = dense_columns(layer_matrix(adata, layer), [j]).ravel()
@@ -271,7 +272,7 @@ def plot_gene_fit(
         fig.suptitle(f"{gene} ({info['params'].get('distr', '')})")
     axes = list(np.ravel(np.asarray(axes, dtype=object)))
     if len(axes) != 2:
-        raise ValueError(f"axes must be two Axes (observed, fitted); got {len(axes)}.")
+        raise InputError(f"axes must be two Axes (observed, fitted); got {len(axes)}.")
     both = np.concatenate([observed, fitted])
     low = float(both.min())
     high = float(np.percentile(both, 99.0)) if vmax is None else float(vmax)

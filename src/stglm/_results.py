@@ -22,6 +22,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._anndata import check_adata, layer_of_record
+from ._errors import InputError, InputTypeError
 
 __all__ = [
     "ALL_ZEROS",
@@ -164,7 +165,7 @@ def results_info(adata: Any, key: str) -> dict:
     """
     check_adata(adata)
     if coef_key(key) not in adata.varm or key not in adata.uns:
-        raise ValueError(
+        raise InputError(
             f"no fit_genes results under key_added={key!r} "
             f"(adata.varm has {list(adata.varm.keys())})."
         )
@@ -203,10 +204,10 @@ def coef_frame(adata: AnnData, key: str) -> pd.DataFrame:
 def check_gene(adata: AnnData, gene: Any, key: str) -> int:
     """Position in ``var_names`` of a gene that has a fit under ``key``."""
     if not isinstance(gene, str):
-        raise TypeError(f"gene must be a gene name (str); got {type(gene).__name__}.")
+        raise InputTypeError(f"gene must be a gene name (str); got {type(gene).__name__}.")
     if gene not in adata.var_names:
-        raise ValueError(f"gene {gene!r} is not in adata.var_names.")
+        raise InputError(f"gene {gene!r} is not in adata.var_names.")
     status = str(adata.var[var_key(key, "status")][gene])
     if status not in FITTED_STATUSES:
-        raise ValueError(f"gene {gene!r} has no fit under key_added={key!r} (status {status!r}).")
+        raise InputError(f"gene {gene!r} has no fit under key_added={key!r} (status {status!r}).")
     return int(adata.var_names.get_loc(gene))

@@ -13,6 +13,7 @@ from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
 from ._anndata import check_adata, dense_columns, design_frame, gene_positions, layer_matrix
+from ._errors import InputError, InputTypeError
 from ._families import COUNT_FAMILIES, Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
@@ -297,9 +298,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
             or not isinstance(value, int | np.integer)
             or (low is not None and value < low)
         ):
-            raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+            raise InputError(f"{name} must be a positive integer or None; got {value!r}.")
     if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"key_added must be a non-empty string; got {key_added!r}.")
+        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
     family = est._family()
     frame = design_frame(design, adata)
     X = frame.to_numpy(dtype=np.float64)
@@ -308,9 +309,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     folds = None
     if not fixed_lambda:
         if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
-            raise TypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
+            raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
         if cv < 2 or cv > adata.n_obs:
-            raise ValueError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
+            raise InputError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
         folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
 
     if copy:
@@ -347,8 +348,11 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio
     def _fit_chunk(chunk: np.ndarray):
         Y = dense_columns(matrix, columns[chunk])
         if not np.all(np.isfinite(Y)):
-            raise ValueError("the expression matrix contains NaN or infinite values.")
-        family.check_y(Y)
+            raise InputError("the expression matrix contains NaN or infinite values.")
+        try:
+            family.check_y(Y)
+        except ValueError as err:  # the family's range check: bad input, not a bug
+            raise InputError(str(err)) from None
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
         if distr in COUNT_FAMILIES:

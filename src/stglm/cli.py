@@ -5,8 +5,9 @@ builds a design from the requested predictors, runs :func:`stglm.fit_genes`, wri
 AnnData with its results (atomically: a temporary file in the same directory, renamed at
 the end) and, with ``--figures``, a coefficient heatmap and a few genes' fits as PNGs.
 
-Bad input (missing or non-h5ad file, unknown gene or column, no predictors) ends with one
-line on stderr, ``Error: ...``, and exit status 2.
+Bad input (missing or non-h5ad file, unknown gene or column, no predictors, anything the
+library rejects with its own input errors) ends with one line on stderr, ``Error: ...``, and
+exit status 2; any other exception is a bug and shows as one, with its traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from ._errors import StglmInputError
 from ._families import DISTRIBUTIONS
 
 __all__ = ["main"]
@@ -36,8 +38,12 @@ MAX_NICHE_CATEGORIES = 100
 N_GENE_FIT_FIGURES = 3
 
 
-class InputError(click.ClickException):
-    """Bad input (file, gene, column, option combination): one line on stderr, status 2."""
+class BadInput(click.ClickException):
+    """Bad input (file, gene, column, option combination): one line on stderr, status 2.
+
+    Raised by the command's own checks, and for the library's
+    :class:`~stglm._errors.StglmInputError`; any other exception is a bug and propagates.
+    """
 
     exit_code = 2
 
@@ -80,12 +86,12 @@ def _gene_list(value: str | None, option: str) -> list[str] | None:
         try:
             names = _split_names(Path(value).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"{option}: cannot read gene file {value!r}: {err}") from None
+            raise BadInput(f"{option}: cannot read gene file {value!r}: {err}") from None
         where = f"gene file {value!r}"
     else:
         names, where = _split_names(value), f"{value!r}"
     if not names:
-        raise InputError(f"{option}: no gene names in {where}.")
+        raise BadInput(f"{option}: no gene names in {where}.")
     return names
 
 
@@ -93,7 +99,7 @@ def _check_genes(names: list[str], var_names: pd.Index, option: str, source: Pat
     unknown = [g for g in names if g not in var_names]
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise InputError(
+        raise BadInput(
             f"{option}: unknown gene{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown[:5]))}{more}: not in the var_names of {source.name} "
             f"({len(var_names)} genes, e.g. {', '.join(var_names[:3])})."
@@ -102,33 +108,33 @@ def _check_genes(names: list[str], var_names: pd.Index, option: str, source: Pat
 
 def _check_obs_column(adata: Any, column: str, option: str, source: Path) -> None:
     if column not in adata.obs.columns:
-        raise InputError(
+        raise BadInput(
             f"{option}: {column!r} is not a column of adata.obs in {source.name} "
             f"(columns: {', '.join(map(str, adata.obs.columns)) or 'none'})."
         )
 
 
 def _read_input(path: Path) -> Any:
-    """Read the AnnData in ``path``; raise an InputError naming what is wrong with the file."""
+    """Read the AnnData in ``path``; raise an BadInput naming what is wrong with the file."""
     import anndata as ad
     import h5py
 
     if not path.exists():
-        raise InputError(f"input file '{path}' does not exist.")
+        raise BadInput(f"input file '{path}' does not exist.")
     if path.is_dir():
-        raise InputError(f"input '{path}' is a directory, not an .h5ad file.")
+        raise BadInput(f"input '{path}' is a directory, not an .h5ad file.")
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as err:
-        raise InputError(f"cannot read input file '{path}': {err}") from None
+        raise BadInput(f"cannot read input file '{path}': {err}") from None
     if not is_hdf5:
-        raise InputError(f"input file '{path}' is not an .h5ad (HDF5) file.")
+        raise BadInput(f"input file '{path}' is not an .h5ad (HDF5) file.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ad.read_h5ad(path)
     except Exception as err:  # noqa: BLE001 - any failure to parse is a bad input file
-        raise InputError(
+        raise BadInput(
             f"cannot read '{path}' as AnnData (.h5ad): {type(err).__name__}: {err}"
         ) from None
 
@@ -136,12 +142,12 @@ def _read_input(path: Path) -> Any:
 def _check_writable(path: Path, option: str) -> None:
     """Fail before fitting when ``path`` (or the folder to create it in) cannot be written."""
     if path.exists() and path.is_dir() and option == "--out":
-        raise InputError(f"{option}: '{path}' is a directory; give a file name ending in .h5ad.")
+        raise BadInput(f"{option}: '{path}' is a directory; give a file name ending in .h5ad.")
     existing = path if path.is_dir() else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option}: cannot write under '{existing}' (not a writable directory).")
+        raise BadInput(f"{option}: cannot write under '{existing}' (not a writable directory).")
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
@@ -213,7 +219,7 @@ def _section_dummies(adata: Any, key: str) -> pd.DataFrame:
     """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
     labels = pd.Categorical(adata.obs[key])
     if pd.isna(labels).any():
-        raise InputError(f"--section-key: column {key!r} has missing values.")
+        raise BadInput(f"--section-key: column {key!r} has missing values.")
     dummies = pd.get_dummies(labels, prefix=key, drop_first=True, dtype=float)
     return dummies.set_axis(adata.obs_names, axis=0)
 
@@ -260,17 +266,17 @@ def build_design(
             parts.append(spatial_lag(adata, lag, layer=layer, **graph_kwargs))
         if coords:
             parts.append(_coordinates(adata, section_key))
-    except ValueError as err:
-        raise InputError(f"cannot build the predictors: {err}") from None
+    except StglmInputError as err:
+        raise BadInput(f"cannot build the predictors: {err}") from None
     design = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=adata.obs_names)
     if design.shape[1] == 0:
-        raise InputError(
+        raise BadInput(
             "no predictors: --section-key has a single section and no --niche, "
             "--lag or --coords was given."
         )
     if design.columns.has_duplicates:
         dup = design.columns[design.columns.duplicated()].tolist()
-        raise InputError(f"duplicate predictor names {dup}; rename the categories.")
+        raise BadInput(f"duplicate predictor names {dup}; rename the categories.")
     return design
 
 
@@ -601,15 +607,15 @@ def fit(
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
     if out.suffix != ".h5ad":
-        raise InputError(f"--out: '{out}' must end in .h5ad.")
+        raise BadInput(f"--out: '{out}' must end in .h5ad.")
     lag_genes = _split_names(",".join(lag)) if lag else []
     if not (niche or lag_genes or coords or section_key):
-        raise InputError(
+        raise BadInput(
             "no predictors requested: give at least one of --niche, --lag, "
             "--coords or --section-key."
         )
     if not key_added.strip():
-        raise InputError("--key-added must not be empty.")
+        raise BadInput("--key-added must not be empty.")
     fit_genes_list = _gene_list(genes, "--genes")
     plot_gene_list = _gene_list(plot_genes, "--plot-genes")
     _check_writable(out, "--out")
@@ -621,18 +627,18 @@ def fit(
     adata = _read_input(input_path)
     try:
         layer_matrix(adata, layer)
-    except ValueError as err:
-        raise InputError(f"--layer ({input_path.name}): {err}") from None
+    except StglmInputError as err:
+        raise BadInput(f"--layer ({input_path.name}): {err}") from None
     for option, column in (("--section-key", section_key), ("--niche", niche)):
         if column is not None:
             _check_obs_column(adata, column, option, input_path)
     if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
-        raise InputError(
+        raise BadInput(
             f"--niche: column {niche!r} has {adata.obs[niche].nunique()} distinct "
             f"values; it must be categorical (at most {MAX_NICHE_CATEGORIES})."
         )
     if (niche or lag_genes or coords or figures) and "spatial" not in adata.obsm:
-        raise InputError(
+        raise BadInput(
             f"{input_path.name} has no coordinates in obsm['spatial'], needed by "
             "--niche, --lag, --coords and --figures."
         )
@@ -644,7 +650,7 @@ def fit(
         if names:
             _check_genes(names, adata.var_names, option, input_path)
     if plot_gene_list and fit_genes_list and set(plot_gene_list) - set(fit_genes_list):
-        raise InputError(
+        raise BadInput(
             f"--plot-genes: {sorted(set(plot_gene_list) - set(fit_genes_list))} "
             "are not among the fitted --genes."
         )
@@ -683,10 +689,8 @@ def fit(
                 store_fitted=store_fitted,
                 progress=not quiet,
             )
-        except ValueError as err:
-            raise InputError(
-                f"cannot fit {input_path.name} ({layer_label(layer)}): {err}"
-            ) from None
+        except StglmInputError as err:
+            raise BadInput(f"cannot fit {input_path.name} ({layer_label(layer)}): {err}") from None
         fit_seconds = time.perf_counter() - fit_started
         caught.extend(str(r.message) for r in records)
     adata.obsm[design_key(key_added)] = design

@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._anndata import dense_columns, design_frame
+from ._errors import InputError
 from ._families import get_family
 from ._results import (
     RANKED_STATUSES,
@@ -109,7 +110,7 @@ def fitted_mean(
     if layer in adata.layers:
         return dense_columns(adata.layers[layer], [j]).ravel()
     if design is None:
-        raise ValueError(
+        raise InputError(
             f"adata.layers[{layer!r}] is absent (fit_genes ran without store_fitted=True); "
             "pass design=, the design given to fit_genes, to recompute the fitted means."
         )
@@ -117,7 +118,7 @@ def fitted_mean(
     predictors = [str(p) for p in info["predictors"]]
     missing = [p for p in predictors if p not in frame.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"design lacks the fitted predictors {missing} (it has {list(frame.columns)})."
         )
     params = info["params"]
@@ -156,7 +157,7 @@ def top_effects(
         fitting order of the genes.
     """
     if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
-        raise ValueError(f"top must be a positive integer; got {top!r}.")
+        raise InputError(f"top must be a positive integer; got {top!r}.")
     tidy = coef_df(adata, key_added=key_added)
     tidy = tidy[tidy["status"].isin(RANKED_STATUSES) & (tidy["coef"] != 0)]
     out = {}

@@ -28,6 +28,7 @@ from ._anndata import (
     get_matrix,
     get_obs_column,
 )
+from ._errors import InputError, InputTypeError
 from ._graphs import expression_neighbors, get_graph, size_factors, spatial_neighbors
 from ._validation import Boolean, validate_params
 
@@ -48,23 +49,23 @@ def _check_W(W: Any, normalize_W: bool) -> Matrix:
     """W as a finite float64 square matrix (CSR of the same sparse family, or ndarray)."""
     if sp.issparse(W):
         if W.dtype.kind not in "biuf":
-            raise TypeError(f"W must be numeric; got dtype {W.dtype}.")
+            raise InputTypeError(f"W must be numeric; got dtype {W.dtype}.")
         W = W.tocsr().astype(np.float64, copy=False)  # tocsr keeps spmatrix vs sparray
         values = W.data
     else:
         try:
             W = np.asarray(W, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(
+            raise InputTypeError(
                 f"W must be a numeric dense or scipy sparse matrix; got {type(W).__name__}."
             ) from None
         values = W
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
-        raise ValueError(f"W must be a square (n_obs, n_obs) matrix; got shape {W.shape}.")
+        raise InputError(f"W must be a square (n_obs, n_obs) matrix; got shape {W.shape}.")
     if not np.all(np.isfinite(values)):
-        raise ValueError("W contains NaN or infinite values.")
+        raise InputError("W contains NaN or infinite values.")
     if normalize_W and values.size and values.min() < 0:
-        raise ValueError(
+        raise InputError(
             "W has negative weights; row-normalising (normalize_W=True) needs non-negative weights."
         )
     return W
@@ -78,16 +79,16 @@ def _check_moment_X(X: Any, n_obs: int) -> Matrix:
         X = np.asarray(X)
         values = X
         if X.ndim not in (1, 2):
-            raise ValueError(f"X must be 1-D or 2-D; got {X.ndim}-D with shape {X.shape}.")
+            raise InputError(f"X must be 1-D or 2-D; got {X.ndim}-D with shape {X.shape}.")
     if X.dtype.kind not in "biuf":
-        raise TypeError(f"X must be numeric; got dtype {X.dtype}.")
+        raise InputTypeError(f"X must be numeric; got dtype {X.dtype}.")
     if X.shape[0] != n_obs:
-        raise ValueError(
+        raise InputError(
             f"X has {X.shape[0]} rows but W is {n_obs}×{n_obs}; W must be (n_obs, n_obs) with "
             "n_obs = X.shape[0]."
         )
     if not np.all(np.isfinite(values)):
-        raise ValueError("X contains NaN or infinite values.")
+        raise InputError("X contains NaN or infinite values.")
     return X
 
 
@@ -239,7 +240,9 @@ def spatial_lag(
     validate_params({"normalize": normalize}, {"normalize": Boolean()})
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes or not all(isinstance(g, str) for g in genes):
-        raise TypeError(f"genes must be a gene name or a non-empty list of names; got {genes!r}.")
+        raise InputTypeError(
+            f"genes must be a gene name or a non-empty list of names; got {genes!r}."
+        )
     _, cols = gene_positions(adata, genes)
     X = get_matrix(adata, layer)
     scale = size_factors(X) if normalize else None  # checks X before the graph is built
@@ -249,7 +252,7 @@ def spatial_lag(
     if normalize:
         values = np.log1p(values * scale[:, None])
     elif not np.all(np.isfinite(values)):
-        raise ValueError("The selected genes' values contain NaN or infinite values.")
+        raise InputError("The selected genes' values contain NaN or infinite values.")
     lag, _ = calc_1nd_moment(values, W)
     return pd.DataFrame(lag, index=adata.obs_names.copy(), columns=[f"lag_{g}" for g in genes])
 
@@ -274,7 +277,7 @@ def coordinates(adata: AnnData, *, standardize: bool = True) -> pd.DataFrame:
     validate_params({"standardize": standardize}, {"standardize": Boolean()})
     coords = get_coords(adata)
     if coords.shape[1] not in (2, 3):
-        raise ValueError(
+        raise InputError(
             f"adata.obsm['spatial'] must have 2 or 3 columns (x, y[, z]); got {coords.shape[1]}."
         )
     if standardize:
