@@ -172,6 +172,16 @@ def test_design_is_what_the_options_ask_for(fitted):
     np.testing.assert_allclose(niche * 6, np.round(niche * 6), atol=1e-12)
 
 
+def test_python_build_design_is_the_commands_design(fitted, small_h5ad):
+    """README's Python example and `stglm fit` build the same design from the same options."""
+    _, out, _, _ = fitted
+    res, data = ad.read_h5ad(out), ad.read_h5ad(small_h5ad)
+    design = stglm.spatial.build_design(
+        data, section_key="list_ID", niche="zone", lag=list(LAG_GENES), coords=True
+    )
+    pd.testing.assert_frame_equal(design, res.obsm["stglm_design"])
+
+
 def test_results_equal_a_direct_fit_genes_call(fitted, small_h5ad):
     """The command passes its options on: the same fit, done here directly, agrees."""
     _, out, _, _ = fitted

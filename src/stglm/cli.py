@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,71 +213,101 @@ def _safe_name(gene: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# design
+# checks of the options and the input, the design and the fit
 # ---------------------------------------------------------------------------------------------
-def _section_dummies(adata: Any, key: str) -> pd.DataFrame:
-    """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
-    labels = pd.Categorical(adata.obs[key])
-    if pd.isna(labels).any():
-        raise BadInput(f"--section-key: column {key!r} has missing values.")
-    dummies = pd.get_dummies(labels, prefix=key, drop_first=True, dtype=float)
-    return dummies.set_axis(adata.obs_names, axis=0)
-
-
-def _coordinates(adata: Any, section_key: str | None) -> pd.DataFrame:
-    """Standardised coordinates, within each section when there is a section key."""
-    from .spatial import coordinates
-
-    if section_key is None:
-        return coordinates(adata)
-    labels = adata.obs[section_key].to_numpy()
-    parts = [coordinates(adata[labels == s]) for s in pd.unique(labels)]
-    return pd.concat(parts).loc[adata.obs_names]
-
-
-def build_design(
-    adata: Any,
+def _check_options(
     *,
+    out: Path,
+    genes: str | None,
     niche: str | None,
-    lag: Sequence[str] | None,
+    lag: tuple[str, ...],
     coords: bool,
     section_key: str | None,
-    n_neighbors: int,
+    key_added: str,
+    plot_genes: str | None,
+    figures: Path | None,
+) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """Check what can be checked before reading the input: (lag, fit and plot genes)."""
+    if out.suffix != ".h5ad":
+        raise BadInput(f"--out: '{out}' must end in .h5ad.")
+    lag_genes = _split_names(",".join(lag)) if lag else []
+    if not (niche or lag_genes or coords or section_key):
+        raise BadInput(
+            "no predictors requested: give at least one of --niche, --lag, "
+            "--coords or --section-key."
+        )
+    if not key_added.strip():
+        raise BadInput("--key-added must not be empty.")
+    fit_genes_list = _gene_list(genes, "--genes")
+    plot_gene_list = _gene_list(plot_genes, "--plot-genes")
+    _check_writable(out, "--out")
+    if figures is not None:
+        _check_writable(figures, "--figures")
+    return lag_genes, fit_genes_list, plot_gene_list
+
+
+def _check_input(
+    adata: Any,
+    source: Path,
+    *,
     layer: str | None,
-) -> pd.DataFrame:
-    """Build the design matrix the options ask for, indexed by ``obs_names``.
+    columns: dict[str, str | None],
+    needs_coords: bool,
+    gene_options: dict[str, list[str] | None],
+) -> None:
+    """Check the input against the options: layer, obs ``columns`` and genes, by option."""
+    from ._anndata import layer_matrix
 
-    Columns, in this order: section dummies ``<section_key>_<section>`` (all sections but the
-    first), niche shares ``niche_<category>``, spatial lags ``lag_<gene>`` (neighbour mean of
-    log1p-normalised expression) and standardised coordinates ``x``, ``y`` (standardised
-    within each section when there is a section key). The spatial graph is the
-    ``n_neighbors``-nearest-neighbour graph within each section.
-    """
-    from .spatial import niche_composition, spatial_lag
-
-    graph_kwargs = {"n_neighbors": n_neighbors, "batch_key": section_key}
-    parts = []
-    if section_key is not None:
-        parts.append(_section_dummies(adata, section_key))
     try:
-        if niche is not None:
-            parts.append(niche_composition(adata, niche, **graph_kwargs))
-        if lag:
-            parts.append(spatial_lag(adata, lag, layer=layer, **graph_kwargs))
-        if coords:
-            parts.append(_coordinates(adata, section_key))
+        layer_matrix(adata, layer)
+    except StglmInputError as err:
+        raise BadInput(f"--layer ({source.name}): {err}") from None
+    for option, column in columns.items():
+        if column is not None:
+            _check_obs_column(adata, column, option, source)
+    niche = columns.get("--niche")
+    if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
+        raise BadInput(
+            f"--niche: column {niche!r} has {adata.obs[niche].nunique()} distinct "
+            f"values; it must be categorical (at most {MAX_NICHE_CATEGORIES})."
+        )
+    if needs_coords and "spatial" not in adata.obsm:
+        raise BadInput(
+            f"{source.name} has no coordinates in obsm['spatial'], needed by "
+            "--niche, --lag, --coords and --figures."
+        )
+    for option, names in gene_options.items():
+        if names:
+            _check_genes(names, adata.var_names, option, source)
+    fitted, plotted = gene_options.get("--genes"), gene_options.get("--plot-genes")
+    if plotted and fitted and set(plotted) - set(fitted):
+        raise BadInput(
+            f"--plot-genes: {sorted(set(plotted) - set(fitted))} are not among the fitted --genes."
+        )
+
+
+def _design(adata: Any, **options: Any) -> pd.DataFrame:
+    """:func:`stglm.spatial.build_design` with the library's input errors as bad input."""
+    from . import spatial
+
+    try:
+        return spatial.build_design(adata, **options)
     except StglmInputError as err:
         raise BadInput(f"cannot build the predictors: {err}") from None
-    design = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=adata.obs_names)
-    if design.shape[1] == 0:
-        raise BadInput(
-            "no predictors: --section-key has a single section and no --niche, "
-            "--lag or --coords was given."
-        )
-    if design.columns.has_duplicates:
-        dup = design.columns[design.columns.duplicated()].tolist()
-        raise BadInput(f"duplicate predictor names {dup}; rename the categories.")
-    return design
+
+
+def _fit(adata: Any, source: Path, genes: list[str] | None, **options: Any) -> float:
+    """Run :func:`stglm.fit_genes` on ``adata``; return its time in seconds."""
+    from ._anndata import layer_label
+    from ._transcriptome import fit_genes
+
+    started = time.perf_counter()
+    try:
+        fit_genes(adata, genes, **options)
+    except StglmInputError as err:
+        where = layer_label(options.get("layer"))
+        raise BadInput(f"cannot fit {source.name} ({where}): {err}") from None
+    return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,93 +636,62 @@ def fit(
           --lambda 0.01 --out results.h5ad --figures figs
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
-    if out.suffix != ".h5ad":
-        raise BadInput(f"--out: '{out}' must end in .h5ad.")
-    lag_genes = _split_names(",".join(lag)) if lag else []
-    if not (niche or lag_genes or coords or section_key):
-        raise BadInput(
-            "no predictors requested: give at least one of --niche, --lag, "
-            "--coords or --section-key."
-        )
-    if not key_added.strip():
-        raise BadInput("--key-added must not be empty.")
-    fit_genes_list = _gene_list(genes, "--genes")
-    plot_gene_list = _gene_list(plot_genes, "--plot-genes")
-    _check_writable(out, "--out")
-    if figures is not None:
-        _check_writable(figures, "--figures")
-
-    from ._anndata import layer_label, layer_matrix
-
+    lag_genes, fit_genes_list, plot_gene_list = _check_options(
+        out=out,
+        genes=genes,
+        niche=niche,
+        lag=lag,
+        coords=coords,
+        section_key=section_key,
+        key_added=key_added,
+        plot_genes=plot_genes,
+        figures=figures,
+    )
     adata = _read_input(input_path)
-    try:
-        layer_matrix(adata, layer)
-    except StglmInputError as err:
-        raise BadInput(f"--layer ({input_path.name}): {err}") from None
-    for option, column in (("--section-key", section_key), ("--niche", niche)):
-        if column is not None:
-            _check_obs_column(adata, column, option, input_path)
-    if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
-        raise BadInput(
-            f"--niche: column {niche!r} has {adata.obs[niche].nunique()} distinct "
-            f"values; it must be categorical (at most {MAX_NICHE_CATEGORIES})."
-        )
-    if (niche or lag_genes or coords or figures) and "spatial" not in adata.obsm:
-        raise BadInput(
-            f"{input_path.name} has no coordinates in obsm['spatial'], needed by "
-            "--niche, --lag, --coords and --figures."
-        )
-    for option, names in (
-        ("--genes", fit_genes_list),
-        ("--lag", lag_genes),
-        ("--plot-genes", plot_gene_list),
-    ):
-        if names:
-            _check_genes(names, adata.var_names, option, input_path)
-    if plot_gene_list and fit_genes_list and set(plot_gene_list) - set(fit_genes_list):
-        raise BadInput(
-            f"--plot-genes: {sorted(set(plot_gene_list) - set(fit_genes_list))} "
-            "are not among the fitted --genes."
-        )
-
+    _check_input(
+        adata,
+        input_path,
+        layer=layer,
+        columns={"--section-key": section_key, "--niche": niche},
+        needs_coords=bool(niche or lag_genes or coords or figures),
+        gene_options={
+            "--genes": fit_genes_list,
+            "--lag": lag_genes,
+            "--plot-genes": plot_gene_list,
+        },
+    )
     from ._results import design_key
-    from ._transcriptome import fit_genes
 
-    caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        design = build_design(
+        design = _design(
             adata,
+            section_key=section_key,
             niche=niche,
             lag=lag_genes,
             coords=coords,
-            section_key=section_key,
-            n_neighbors=n_neighbors,
             layer=layer,
+            n_neighbors=n_neighbors,
         )
-        n_genes = len(fit_genes_list) if fit_genes_list else adata.n_vars
-        fit_started = time.perf_counter()
-        try:
-            fit_genes(
-                adata,
-                fit_genes_list,
-                design=design,
-                distr=distr,
-                alpha=alpha,
-                reg_lambda=reg_lambda,
-                n_lambdas=n_lambdas,
-                cv=cv,
-                theta=theta,
-                random_seed=seed,
-                layer=layer,
-                key_added=key_added,
-                store_fitted=store_fitted,
-                progress=not quiet,
-            )
-        except StglmInputError as err:
-            raise BadInput(f"cannot fit {input_path.name} ({layer_label(layer)}): {err}") from None
-        fit_seconds = time.perf_counter() - fit_started
-        caught.extend(str(r.message) for r in records)
+        fit_seconds = _fit(
+            adata,
+            input_path,
+            fit_genes_list,
+            design=design,
+            distr=distr,
+            alpha=alpha,
+            reg_lambda=reg_lambda,
+            n_lambdas=n_lambdas,
+            cv=cv,
+            theta=theta,
+            random_seed=seed,
+            layer=layer,
+            key_added=key_added,
+            store_fitted=store_fitted,
+            progress=not quiet,
+        )
+        caught = [str(r.message) for r in records]
+    n_genes = len(fit_genes_list) if fit_genes_list else adata.n_vars
     adata.obsm[design_key(key_added)] = design
     adata.uns[key_added]["cli"] = {
         "section_key": section_key or "",

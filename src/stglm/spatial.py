@@ -4,7 +4,9 @@
 - Graphs: :func:`spatial_neighbors`, :func:`expression_neighbors`, :func:`get_graph`
   (implemented in ``stglm._graphs``).
 - Predictors, as DataFrames indexed by ``obs_names`` and ready to be a design matrix:
-  :func:`niche_composition`, :func:`spatial_lag`, :func:`coordinates`.
+  :func:`niche_composition`, :func:`spatial_lag`, :func:`coordinates`, and
+  :func:`build_design`, which puts them together with section indicators (the design of
+  the ``stglm fit`` command).
 
 Sparse inputs stay sparse and no function writes into ``adata``.
 """
@@ -27,12 +29,14 @@ from ._anndata import (
     get_coords,
     get_matrix,
     get_obs_column,
+    group_indices,
 )
 from ._errors import InputError, InputTypeError
 from ._graphs import expression_neighbors, get_graph, size_factors, spatial_neighbors
 from ._validation import Boolean, validate_params
 
 __all__ = [
+    "build_design",
     "calc_1nd_moment",
     "coordinates",
     "expression_neighbors",
@@ -281,9 +285,121 @@ def coordinates(adata: AnnData, *, standardize: bool = True) -> pd.DataFrame:
             f"adata.obsm['spatial'] must have 2 or 3 columns (x, y[, z]); got {coords.shape[1]}."
         )
     if standardize:
-        coords = coords - coords.mean(axis=0)
-        std = coords.std(axis=0)
-        coords = np.divide(coords, std, out=np.zeros_like(coords), where=std > 0)
+        coords = _standardize(coords)
     return pd.DataFrame(
         coords, index=adata.obs_names.copy(), columns=list("xyz"[: coords.shape[1]])
     )
+
+
+def _standardize(coords: np.ndarray) -> np.ndarray:
+    """Columns centred and divided by their standard deviation (ddof=0); constant ones 0."""
+    coords = coords - coords.mean(axis=0)
+    std = coords.std(axis=0)
+    return np.divide(coords, std, out=np.zeros_like(coords), where=std > 0)
+
+
+def _section_dummies(adata: AnnData, section_key: str) -> pd.DataFrame:
+    """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
+    labels = pd.Categorical(get_obs_column(adata, section_key, "section_key"))
+    dummies = pd.get_dummies(labels, prefix=section_key, drop_first=True, dtype=float)
+    return dummies.set_axis(adata.obs_names.copy(), axis=0)
+
+
+def _section_coordinates(adata: AnnData, section_key: str) -> pd.DataFrame:
+    """Coordinates standardised within each section (sections lie apart on one slide)."""
+    frame = coordinates(adata, standardize=False)
+    values = frame.to_numpy(copy=True)
+    for members in group_indices(get_obs_column(adata, section_key, "section_key")):
+        values[members] = _standardize(values[members])
+    return pd.DataFrame(values, index=frame.index, columns=frame.columns)
+
+
+def build_design(
+    adata: AnnData,
+    *,
+    section_key: str | None = None,
+    niche: str | None = None,
+    lag: str | Sequence[str] | None = None,
+    coords: bool = False,
+    layer: str | None = None,
+    graph: str | Matrix | None = None,
+    **graph_kwargs: Any,
+) -> pd.DataFrame:
+    """A design of spatial predictors: sections, niche shares, spatial lags, coordinates.
+
+    The design the ``stglm fit`` command builds from ``--section-key``, ``--niche``,
+    ``--lag`` and ``--coords`` (``--n-neighbors`` is ``n_neighbors=``): the same call here
+    and on the command line fit the same model.
+
+    Parameters
+    ----------
+    adata : AnnData
+        The cells: coordinates in ``obsm['spatial']`` (for niche, lag and coords), counts in
+        ``X`` or ``layers[layer]`` (for lag).
+    section_key : str, optional
+        An ``adata.obs`` column of the tissue section. Adds a 0/1 column
+        ``<section_key>_<section>`` for every section but the first in category order (sorted
+        values for a non-categorical column), the reference; builds the spatial graph within
+        sections; standardises the coordinates within each section.
+    niche : str, optional
+        An ``adata.obs`` column (e.g. cell type): columns ``niche_<category>`` of
+        :func:`niche_composition`.
+    lag : str or sequence of str, optional
+        Genes: columns ``lag_<gene>`` of :func:`spatial_lag` (log1p-normalised counts).
+    coords : bool, default False
+        Add standardised coordinates ``x``, ``y`` (``z``) of :func:`coordinates`.
+    layer : str, optional
+        The counts of the lags: ``adata.layers[layer]`` instead of ``adata.X``.
+    graph : str or matrix, optional
+        The neighbourhood graph of niche and lag, resolved by :func:`get_graph` (built once,
+        shared by both). By default :func:`spatial_neighbors` with ``graph_kwargs`` and
+        ``batch_key=section_key``.
+    **graph_kwargs
+        Passed to the graph builder, e.g. ``n_neighbors=6``.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_obs, n_predictors)
+        Indexed by ``obs_names``; columns in this order: section dummies, niche shares, lags,
+        coordinates.
+
+    Raises
+    ------
+    ValueError
+        If no predictor results (nothing requested, or a single section and nothing else),
+        two predictors share a name, or a column, gene, layer or the coordinates are missing.
+    """
+    check_adata(adata)
+    validate_params({"coords": coords}, {"coords": Boolean()})
+    lag = [lag] if isinstance(lag, str) else list(lag or [])
+    # The cheap checks first: a misspelt column or gene fails before the graph is built.
+    for name, key in (("section_key", section_key), ("niche", niche)):
+        if key is not None:
+            get_obs_column(adata, key, name)
+    if lag:
+        gene_positions(adata, lag)
+    if graph is None or (isinstance(graph, str) and graph == "spatial"):
+        graph_kwargs.setdefault("batch_key", section_key)
+    W = _resolve_graph(adata, graph, graph_kwargs) if niche is not None or lag else None
+
+    parts = []
+    if section_key is not None:
+        parts.append(_section_dummies(adata, section_key))
+    if niche is not None:
+        parts.append(niche_composition(adata, niche, graph=W))
+    if lag:
+        parts.append(spatial_lag(adata, lag, graph=W, layer=layer))
+    if coords:
+        parts.append(
+            coordinates(adata) if section_key is None else _section_coordinates(adata, section_key)
+        )
+    design = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=adata.obs_names.copy())
+    if design.shape[1] == 0:
+        raise InputError(
+            "no predictors: give section_key (with more than one section), niche, lag or "
+            "coords=True."
+        )
+    if design.columns.has_duplicates:
+        dup = design.columns[design.columns.duplicated()].tolist()
+        raise InputError(f"duplicate predictor names {dup}; rename the categories.")
+    return design
