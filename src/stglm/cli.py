@@ -19,16 +19,19 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import pandas as pd
 
 from ._errors import StglmInputError
-from ._families import DISTRIBUTIONS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# numpy, pandas, anndata and the rest of stglm are imported inside the commands, so that
+# `stglm --help` starts in about the time of importing click.
 
 __all__ = ["main"]
 
@@ -49,6 +52,30 @@ class BadInput(click.ClickException):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always a single line
+
+
+class _LazyChoice(click.Choice):
+    """A :class:`click.Choice` whose values are loaded when first needed.
+
+    The families' names live in ``stglm._families``, which imports SciPy; only
+    ``stglm fit --help`` and a fit need them, not ``stglm --help``.
+    """
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load, self._choices = load, None
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+
+def _distributions() -> tuple[str, ...]:
+    from ._families import DISTRIBUTIONS
+
+    return DISTRIBUTIONS
 
 
 def _version() -> str:
@@ -328,6 +355,8 @@ def _summary(
     figures: list[Path],
     top: int,
 ) -> str:
+    import numpy as np
+
     from . import _results as r
     from .get import top_effects
 
@@ -378,6 +407,7 @@ def _write_figures(
     genes: list[str],
     quiet: bool = False,
 ) -> list[Path]:
+    import numpy as np
     from matplotlib.figure import Figure
 
     from ._plot_results import gene_fit_layout, plot_coef_heatmap, plot_gene_fit
@@ -487,7 +517,7 @@ def _write_figures(
 )
 @click.option(
     "--distr",
-    type=click.Choice(DISTRIBUTIONS),
+    type=_LazyChoice(_distributions),
     default="poisson",
     show_default=True,
     help="Response family.",
