@@ -172,6 +172,16 @@ def test_design_is_what_the_options_ask_for(fitted):
     np.testing.assert_allclose(niche * 6, np.round(niche * 6), atol=1e-12)
 
 
+def test_python_build_design_is_the_commands_design(fitted, small_h5ad):
+    """README's Python example and `stglm fit` build the same design from the same options."""
+    _, out, _, _ = fitted
+    res, data = ad.read_h5ad(out), ad.read_h5ad(small_h5ad)
+    design = stglm.spatial.build_design(
+        data, section_key="list_ID", niche="zone", lag=list(LAG_GENES), coords=True
+    )
+    pd.testing.assert_frame_equal(design, res.obsm["stglm_design"])
+
+
 def test_results_equal_a_direct_fit_genes_call(fitted, small_h5ad):
     """The command passes its options on: the same fit, done here directly, agrees."""
     _, out, _, _ = fitted
@@ -311,6 +321,54 @@ def test_bad_input_gives_one_clear_line(small_h5ad, bad_folder, case):
     assert lines[0].startswith("Error: ") and phrase in lines[0], lines[0]
     assert stdout == ""
     assert files_in(folder) == []  # no output, no temporary file
+
+
+#: Where an error is injected: the library function the command calls, and where it looks it
+#: up (the CLI imports fit_genes when the command runs, the design builders from stglm.spatial).
+INJECTED = {
+    "fit": ("stglm._transcriptome", "fit_genes"),
+    "design": ("stglm.spatial", "coordinates"),
+}
+
+
+@pytest.mark.parametrize("where", list(INJECTED))
+def test_internal_errors_are_not_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
+    """A ValueError the library did not raise on purpose is a bug: it propagates, no 'Error:'."""
+    import importlib
+
+    module, name = INJECTED[where]
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(importlib.import_module(module), name, broken)
+    out = tmp_path / "out.h5ad"
+    args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
+    result = CliRunner().invoke(cli.main, args, prog_name="stglm")
+    assert type(result.exception) is ValueError and str(result.exception) == "an internal bug"
+    assert result.exit_code == 1 and "Error:" not in result.stderr
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", list(INJECTED))
+def test_library_input_errors_are_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
+    """The same place raising the library's InputError gives the one-line message, status 2."""
+    import importlib
+
+    from stglm._errors import InputError
+
+    module, name = INJECTED[where]
+
+    def refuses(*args, **kwargs):
+        raise InputError("unusable input")
+
+    monkeypatch.setattr(importlib.import_module(module), name, refuses)
+    out = tmp_path / "out.h5ad"
+    args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
+    result = CliRunner().invoke(cli.main, args, prog_name="stglm")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "unusable input" in lines[0]
 
 
 # ---------------------------------------------------------------------------------------------

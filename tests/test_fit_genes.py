@@ -1,4 +1,4 @@
-"""Tests of stglm.fit_genes (the batched many-gene front end) and stglm.get.coef_df.
+"""Tests of stglm.fit_genes (the batched many-gene front end) and the getters of stglm.get.
 
 The reference for every gene is an independent single-gene fit — ``GLM`` at a fixed λ,
 ``GLMCV`` along a path — on that gene's column read here straight from the matrix; the
@@ -665,6 +665,51 @@ def test_coef_df_errors(small):
 
 
 # ---------------------------------------------------------------------------------------------
+# fitted_mean, top_effects
+# ---------------------------------------------------------------------------------------------
+def test_fitted_mean_reads_the_layer_or_recomputes_from_the_design(small):
+    adata, design, names = small
+    stored = fit_genes(adata, names, design=design, store_fitted=True, copy=True, **QUIET)
+    bare = fit_genes(adata, names, design=design, copy=True, **QUIET)
+    gene = names[3]
+    j = adata.var_names.get_loc(gene)
+    np.testing.assert_array_equal(
+        stglm.get.fitted_mean(stored, gene), stored.layers["stglm_mu"][:, j]
+    )
+    icpt, coef = results(bare, [gene])
+    expected = poisson_mean(icpt[0] + design.to_numpy() @ coef[0])
+    shuffled = design.sample(frac=1.0, random_state=0)  # aligned by obs_names
+    np.testing.assert_allclose(
+        stglm.get.fitted_mean(bare, gene, design=shuffled), expected, rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="design="):
+        stglm.get.fitted_mean(bare, gene)
+    other = next(g for g in adata.var_names if g not in names)
+    with pytest.raises(ValueError, match="not requested"):
+        stglm.get.fitted_mean(bare, other, design=design)
+
+
+def test_top_effects_ranks_nonzero_coefficients_of_ranked_genes(small):
+    adata, design, names = small
+    out = fit_genes(adata, names, design=design, reg_lambda=0.05, copy=True, **QUIET)
+    status = out.var["stglm_status"].astype(str)
+    status[names[0]] = "fold without counts"  # fitted, but never ranked
+    out.var["stglm_status"] = pd.Categorical(status)
+    effects = stglm.get.top_effects(out, top=3)
+    assert list(effects) == list(design.columns)
+    coef = out.varm["stglm_coef"].loc[names[1:]]
+    for predictor, pairs in effects.items():
+        col = coef[predictor]
+        col = col[col != 0]
+        expected = col.loc[col.abs().sort_values(ascending=False, kind="stable").index[:3]]
+        assert [g for g, _ in pairs] == list(expected.index)
+        np.testing.assert_array_equal([c for _, c in pairs], expected.to_numpy())
+    assert any(pairs for pairs in effects.values())  # not vacuous: some effects are nonzero
+    with pytest.raises(ValueError, match="top"):
+        stglm.get.top_effects(out, top=0)
+
+
+# ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
 BAD_IDS = [
@@ -727,6 +772,16 @@ def bad_case(case, adata, design, names):
     return cases[case]
 
 
+def test_duplicated_var_names_are_rejected_by_name(small):
+    adata, design, names = small
+    dup = adata[:, names].copy()
+    dup.var_names = [names[0]] * 2 + names[2:]
+    with pytest.raises(ValueError, match=f"var_names has duplicates .*{names[0]}"):
+        fit_genes(dup, design=design, **QUIET)
+    with pytest.raises(ValueError, match="var_names has duplicates"):
+        S.spatial_lag(dup, names[2], batch_key="list_ID")
+
+
 @pytest.mark.parametrize("case", BAD_IDS)
 def test_bad_inputs_raise_clear_errors(small, case):
     adata, design, names = small
@@ -753,6 +808,7 @@ POSITIONAL_ALLOWED = {
     "stglm.spatial.spatial_lag": ("genes",),
     "stglm.spatial.get_graph": ("graph",),
     "stglm.plotting.plot_gene_fit": ("gene",),
+    "stglm.get.fitted_mean": ("gene",),
 }
 #: fit_glm keeps the seed's signature, fit_glm(X, adata, y_feat, calc_first_moment, ...): it is
 #: the spateo 1.0 API that stglm reproduces (SEMANTICS.md), so it is exempt from the convention.
@@ -796,6 +852,8 @@ def test_structure_walk_finds_the_adata_functions():
         "stglm.spatial.coordinates",
         "stglm.spatial.expression_neighbors",
         "stglm.get.coef_df",
+        "stglm.get.fitted_mean",
+        "stglm.get.top_effects",
     ):
         assert name in ADATA_FUNCTIONS, name
     # fit_glm is exempt because its signature is the seed's, unchanged

@@ -308,6 +308,66 @@ def test_coordinates():
     np.testing.assert_array_equal(raw.to_numpy(), adata.obsm["spatial"])
 
 
+def test_build_design_columns_match_references():
+    """Section dummies, niche shares, lags and within-section coordinates, in that order."""
+    adata = make_adata()
+    design = S.build_design(
+        adata,
+        section_key="section",
+        niche="cell_type",
+        lag=["g3", "g1"],
+        coords=True,
+        n_neighbors=4,
+    )
+    cats = list(adata.obs["cell_type"].cat.categories)
+    assert list(design.columns) == [
+        "section_s2",  # s1, the first section, is the reference
+        *[f"niche_{c}" for c in cats],
+        "lag_g3",
+        "lag_g1",
+        "x",
+        "y",
+    ]
+    assert design.index.equals(adata.obs_names)
+    section = adata.obs["section"].to_numpy()
+    np.testing.assert_array_equal(design["section_s2"], (section == "s2").astype(float))
+    # the graph is the kNN graph within sections, computed here by brute force
+    A, _ = brute_graph(adata.obsm["spatial"], k=4, labels=section)
+    labels = adata.obs["cell_type"].to_numpy()
+    for c in cats:
+        np.testing.assert_allclose(design[f"niche_{c}"], A @ (labels == c) / 4, rtol=1e-12)
+    logx = log_norm(adata.X.toarray())
+    np.testing.assert_allclose(design[["lag_g3", "lag_g1"]], A @ logx[:, [3, 1]] / 4, rtol=1e-12)
+    xy = adata.obsm["spatial"]
+    for s in ("s1", "s2"):
+        m = section == s
+        expected = (xy[m] - xy[m].mean(axis=0)) / xy[m].std(axis=0)
+        np.testing.assert_allclose(design.loc[m, ["x", "y"]], expected, rtol=1e-12)
+
+
+def test_build_design_without_sections_and_errors():
+    adata = make_adata()
+    design = S.build_design(adata, lag="g2", coords=True)
+    pd.testing.assert_frame_equal(
+        design, pd.concat([S.spatial_lag(adata, "g2"), S.coordinates(adata)], axis=1)
+    )
+    with pytest.raises(ValueError, match="no predictors"):
+        S.build_design(adata)
+    one = adata[adata.obs["section"] == "s1"].copy()
+    with pytest.raises(ValueError, match="no predictors"):
+        S.build_design(one, section_key="section")  # a single section: no dummy
+    with pytest.raises(ValueError, match="'nope' is not a column"):
+        S.build_design(adata, niche="nope", coords=True)
+    with pytest.raises(ValueError, match="NOT_A_GENE"):
+        S.build_design(adata, lag=["g1", "NOT_A_GENE"])
+    adata.obs["niche"] = adata.obs["section"]  # dummy niche_s2 = niche share niche_s2
+    with pytest.raises(ValueError, match=r"duplicate predictor names \['niche_s2'\]"):
+        S.build_design(adata, section_key="niche", niche="section")
+    adata.obs.loc[adata.obs_names[0], "section"] = None
+    with pytest.raises(ValueError, match="missing values"):
+        S.build_design(adata, section_key="section", coords=True)
+
+
 def test_nothing_writes_into_adata():
     adata = make_adata()
     before = adata.copy()
@@ -316,6 +376,7 @@ def test_nothing_writes_into_adata():
     S.niche_composition(adata, "cell_type")
     S.spatial_lag(adata, ["g1", "g2"])
     S.coordinates(adata)
+    S.build_design(adata, section_key="section", niche="cell_type", lag="g1", coords=True)
     for attr in ("obsm", "obsp", "layers", "uns", "varm"):
         assert list(getattr(adata, attr).keys()) == list(getattr(before, attr).keys())
     assert adata.obs.equals(before.obs) and adata.var.equals(before.var)

@@ -217,3 +217,52 @@ def test_read_only_inputs_are_accepted():
     y.flags.writeable = False
     GLM(verbose=False).fit(X, y).predict(X)
     GLM(solver="batch-gradient", learning_rate=0.05, verbose=False).fit(X, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# the library's own error classes
+# ---------------------------------------------------------------------------------------------
+def _bad_calls():
+    """Bad input to each layer that validates it: (call, the builtin its error must also be)."""
+    import anndata as ad
+
+    import stglm
+    import stglm.spatial as S
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.poisson(1.0, size=(20, 4)).astype(float))
+    adata.obsm["spatial"] = rng.normal(size=(20, 2))
+    X, y = rng.normal(size=(20, 2)), rng.poisson(1.0, size=20)
+    return {
+        "parameter": (lambda: GLM(alpha=2.0).fit(X, y), ValueError),
+        "parameter-type": (lambda: GLM(max_iter=1.5).fit(X, y), TypeError),
+        "data": (lambda: GLM().fit(X[:, 0], y), ValueError),
+        "layer": (lambda: S.spatial_lag(adata, "0", layer="counts"), ValueError),
+        "graph": (lambda: S.spatial_neighbors(adata, n_neighbors=50), ValueError),
+        "not-anndata": (lambda: S.coordinates(X), TypeError),
+        "fit_genes": (
+            lambda: stglm.fit_genes(adata, ["nope"], design=X, progress=False),
+            ValueError,
+        ),
+        "fit_genes-counts": (
+            lambda: stglm.fit_genes(_negated(adata), design=X, progress=False),
+            ValueError,
+        ),
+        "getter": (lambda: stglm.get.coef_df(adata), ValueError),
+    }
+
+
+def _negated(adata):
+    out = adata.copy()
+    out.X = -out.X
+    return out
+
+
+@pytest.mark.parametrize("case", list(_bad_calls()))
+def test_bad_input_raises_the_library_error_classes(case):
+    from stglm._errors import StglmInputError
+
+    call, builtin = _bad_calls()[case]
+    with pytest.raises(StglmInputError) as info:
+        call()
+    assert isinstance(info.value, builtin)  # existing `except ValueError` keeps working

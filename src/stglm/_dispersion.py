@@ -632,13 +632,20 @@ def estimate_theta(
 
     Notes
     -----
-    Each iteration, for all unfinished genes at once: a Newton step in t = log θ where
-    ℓ is concave in t and the step is at most 1; otherwise a Newton step in 1/θ (exact
-    for the two-term expansion ℓ ≈ a + b/θ + c/θ² of large θ, which is how Poisson-like
-    genes reach THETA_MAX in one step); a step outside the bracket of score signs bisects
-    it, or first evaluates the bound when that end has not been tried. A gene stops at a
-    bound when the score there still points outwards. A local maximum is returned: the
-    profile likelihood is unimodal in practice but not provably so.
+    Each iteration, for all unfinished genes at once, proposes a Newton step in t = log θ,
+    or, where θ exceeds every count of the gene, a Newton step in 1/θ (exact for the
+    expansion ℓ ≈ a + b/θ + c/θ² of large θ); towards larger θ in that tail it takes the
+    longer of the two, and tries THETA_MAX directly where ℓ decreases but is not concave
+    in 1/θ — so Poisson-like genes reach the bound in one or two steps. Where the score is
+    negative and flat with θ far below the means (sparse genes under Cox–Reid), it tries
+    THETA_MIN. Every proposal is safeguarded by a bracket of score signs: a step outside
+    it, or too slow (rtsafe's rule), bisects it, or first evaluates the bound when that
+    end has not been tried. A gene stops at a bound when the score there still points
+    outwards. For sparse Cox–Reid genes (Σ_{y>0} m ≤ m/2 + 1 for m design columns, where
+    ℓ_CR can grow without bound as θ → 0) an interior maximum is compared with THETA_MIN
+    and the higher is returned. Otherwise a local maximum is returned: the profile
+    likelihood is unimodal in practice but not provably so. On the 1,255 Visium genes
+    (ML) the iterations take 3.1 steps on average, at most 10.
     """
     prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
     G = prob.G

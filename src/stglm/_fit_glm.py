@@ -11,9 +11,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
+from ._anndata import check_adata, dense_columns, get_matrix
+from ._errors import InputError, InputTypeError
 from ._families import get_family
 from ._glm_cv import GLMCV
-from ._graphs import check_adata, get_graph, get_matrix, size_factors
+from ._graphs import get_graph, size_factors
 from ._validation import check_X
 from .spatial import calc_1nd_moment
 
@@ -30,18 +32,17 @@ def _response(
 ) -> np.ndarray:
     """The gene's expression, smoothed over ``graph`` and/or log1p-transformed as asked."""
     matrix = get_matrix(adata, layer)
+    j = adata.var_names.get_loc(y_feat)
     if smooth:
         # Normalise every cell to 1e4 counts, then average over its neighbours (a new matrix:
         # the caller's AnnData is never touched).
         scaled = sp.diags(size_factors(matrix)) @ matrix
-        column = scaled[:, [adata.var_names.get_loc(y_feat)]]
         # spateo's expression graph is built from the same counts the response comes from.
         expression = isinstance(graph, str) and graph == "expression"
         W = get_graph(adata, graph, layer=layer) if expression else get_graph(adata, graph)
-        column = calc_1nd_moment(column, W, normalize_W=True)[0]
+        y = dense_columns(calc_1nd_moment(scaled[:, [j]], W, normalize_W=True)[0], [0]).ravel()
     else:
-        column = matrix[:, [adata.var_names.get_loc(y_feat)]]
-    y = np.asarray(column.toarray() if sp.issparse(column) else column, dtype=np.float64).ravel()
+        y = dense_columns(matrix, [j]).ravel()
     return np.log1p(y) if log else y
 
 
@@ -111,10 +112,10 @@ def fit_glm(
     """
     adata = check_adata(adata)
     if not isinstance(y_feat, str) or y_feat not in adata.var_names:
-        raise ValueError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
+        raise InputError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
     X_values = check_X(X)
     if X_values.shape[0] != adata.n_obs:
-        raise ValueError(
+        raise InputError(
             f"X must have one row per cell of adata ({adata.n_obs}); got {X_values.shape[0]}."
         )
     for name, value in (
@@ -123,14 +124,14 @@ def fit_glm(
         ("return_model", return_model),
     ):
         if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be True or False; got {value!r}.")
+            raise InputTypeError(f"{name} must be True or False; got {value!r}.")
     if n_gs_cv is not None and (not isinstance(n_gs_cv, int | np.integer) or n_gs_cv < 2):
-        raise ValueError(f"n_gs_cv must be an integer ≥ 2 or None; got {n_gs_cv!r}.")
+        raise InputError(f"n_gs_cv must be an integer ≥ 2 or None; got {n_gs_cv!r}.")
     grid = _grid(gs_params)
     params = {**FIT_GLM_DEFAULTS, **kwargs}
     unknown = set(params) - set(GLMCV._get_param_names())
     if unknown:
-        raise TypeError(f"unknown GLMCV parameters in kwargs: {sorted(unknown)}.")
+        raise InputTypeError(f"unknown GLMCV parameters in kwargs: {sorted(unknown)}.")
     model = GLMCV(**params)
     model._check_params()
     for candidate in ParameterGrid(grid) if grid else ():
@@ -172,14 +173,14 @@ def _grid(gs_params: dict | None) -> dict:
     if gs_params is None:
         return {}
     if not isinstance(gs_params, dict):
-        raise TypeError(
+        raise InputTypeError(
             f"gs_params must be a dict of parameter lists; got {type(gs_params).__name__}."
         )
     grid = {}
     for key, values in gs_params.items():
         name = key[len(GRID_PREFIX) :] if key.startswith(GRID_PREFIX) else key
         if name not in GLMCV._get_param_names():
-            raise ValueError(f"gs_params key {key!r} is not a GLMCV parameter.")
+            raise InputError(f"gs_params key {key!r} is not a GLMCV parameter.")
         if isinstance(values, str) or not hasattr(values, "__iter__"):
             values = [values]
         grid[name] = list(values)

@@ -19,6 +19,8 @@ from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from ._anndata import check_adata, get_coords, get_matrix, get_obs_column, group_indices
+from ._errors import InputError, InputTypeError
 from ._validation import Boolean, Integer, Options, Real, validate_params
 
 __all__ = ["expression_neighbors", "get_graph", "spatial_neighbors"]
@@ -40,89 +42,15 @@ _EXPRESSION_CONSTRAINTS = {
 
 
 # ---------------------------------------------------------------------------------------------
-# shared checks (also used by stglm.spatial)
+# shared checks and transforms (also used by stglm.spatial)
 # ---------------------------------------------------------------------------------------------
-def check_adata(adata: Any, name: str = "adata") -> AnnData:
-    """Raise ``TypeError`` unless ``adata`` is an AnnData."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"{name} must be an AnnData; got {type(adata).__name__}.")
-    return adata
-
-
-def get_coords(adata_or_coords: Any) -> np.ndarray:
-    """Cell coordinates as a finite float (n_obs, n_dims) array.
-
-    From ``adata.obsm['spatial']`` for an AnnData, else from the array itself.
-    """
-    if isinstance(adata_or_coords, AnnData):
-        if "spatial" not in adata_or_coords.obsm:
-            keys = list(adata_or_coords.obsm.keys())
-            raise ValueError(
-                "adata.obsm has no 'spatial' entry (the cell coordinates); obsm keys are "
-                f"{keys}. Store them in adata.obsm['spatial'] or pass the coordinate array."
-            )
-        coords, name = adata_or_coords.obsm["spatial"], "adata.obsm['spatial']"
-    else:
-        coords, name = adata_or_coords, "coordinates"
-    try:
-        coords = np.asarray(coords, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a numeric (n_obs, n_dims) array or an AnnData; "
-            f"got {type(coords).__name__}."
-        ) from None
-    if coords.ndim != 2 or coords.shape[0] == 0 or coords.shape[1] == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 2-D (n_obs, n_dims) array; got {coords.shape}."
-        )
-    if not np.all(np.isfinite(coords)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
-    return coords
-
-
-def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
-    """``adata.obs[key]``, rejecting unknown keys and missing values."""
-    if not isinstance(key, str):
-        raise TypeError(f"{name} must be the name of an adata.obs column; got {key!r}.")
-    if key not in adata.obs.columns:
-        raise ValueError(
-            f"{name}={key!r} is not a column of adata.obs; columns are {list(adata.obs.columns)}."
-        )
-    col = adata.obs[key]
-    n_missing = int(col.isna().sum())
-    if n_missing:
-        raise ValueError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")
-    return col
-
-
-def get_matrix(adata: AnnData, layer: str | None) -> np.ndarray | sp.spmatrix | sp.sparray:
-    """``adata.X`` or ``adata.layers[layer]``, checked to be numeric and present."""
-    if layer is None:
-        X, name = adata.X, "adata.X"
-    else:
-        if not isinstance(layer, str) or layer not in adata.layers:
-            raise ValueError(
-                f"layer={layer!r} is not in adata.layers; layers are {list(adata.layers.keys())}."
-            )
-        X, name = adata.layers[layer], f"adata.layers[{layer!r}]"
-    if X is None:
-        raise ValueError(f"{name} is empty (None).")
-    if not sp.issparse(X):
-        X = np.asarray(X)
-    elif X.format not in ("csr", "csc"):
-        X = X.tocsr()  # COO/DOK/... cannot be sliced by column
-    if X.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric; got dtype {X.dtype}.")
-    return X
-
-
 def size_factors(X: np.ndarray | sp.spmatrix | sp.sparray, name: str = "counts") -> np.ndarray:
     """Per-cell scale ``TARGET_SUM / total`` (0 for a cell with no counts), after checking X."""
     values = X.data if sp.issparse(X) else X
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
+        raise InputError(f"{name} contains NaN or infinite values.")
     if values.size and values.min() < 0:
-        raise ValueError(f"{name} has negative values; normalising to {TARGET_SUM:g} needs counts.")
+        raise InputError(f"{name} has negative values; normalising to {TARGET_SUM:g} needs counts.")
     totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     # a cell with no counts stays all-zero rather than becoming NaN
     return np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
@@ -147,15 +75,15 @@ def check_graph(W: Any, n_obs: int, name: str = "graph") -> sp.csr_matrix:
         try:
             W = sp.csr_matrix(np.asarray(W, dtype=np.float64))
         except (TypeError, ValueError):
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must be a sparse or dense (n_obs, n_obs) matrix; got {type(W).__name__}."
             ) from None
     if W.shape != (n_obs, n_obs):
-        raise ValueError(
+        raise InputError(
             f"{name} must have shape (n_obs, n_obs) = ({n_obs}, {n_obs}); got {W.shape}."
         )
     if not np.all(np.isfinite(W.data)):
-        raise ValueError(f"{name} contains NaN or infinite weights.")
+        raise InputError(f"{name} contains NaN or infinite weights.")
     return W
 
 
@@ -197,7 +125,7 @@ def _batch_indices(adata_or_coords: Any, batch_key: Any, n_obs: int) -> list[np.
         return [np.arange(n_obs)]
     if isinstance(batch_key, str):
         if not isinstance(adata_or_coords, AnnData):
-            raise TypeError(
+            raise InputTypeError(
                 "batch_key names an adata.obs column, which needs an AnnData; with a coordinate "
                 "array pass the section labels themselves (one per cell)."
             )
@@ -205,21 +133,20 @@ def _batch_indices(adata_or_coords: Any, batch_key: Any, n_obs: int) -> list[np.
     else:
         labels = np.asarray(batch_key)
         if labels.shape != (n_obs,):
-            raise ValueError(
+            raise InputError(
                 f"batch_key must be an adata.obs column name or one label per cell ({n_obs}); "
                 f"got shape {labels.shape}."
             )
         if pd.isna(labels).any():
-            raise ValueError("batch_key has missing labels; fill or drop them.")
-    _, codes = np.unique(labels, return_inverse=True)
-    return [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+            raise InputError("batch_key has missing labels; fill or drop them.")
+    return group_indices(labels)
 
 
 def _default_bandwidth(dist: np.ndarray, kernel: str) -> float:
     """Median neighbour distance m (gaussian) or 2m (bisquare): weight ≈ 0.6 at distance m."""
     median = float(np.median(dist))
     if median <= 0:
-        raise ValueError(
+        raise InputError(
             "Cannot choose a default bandwidth: the median neighbour distance is 0 (many cells "
             "share positions). Pass bandwidth explicitly."
         )
@@ -294,7 +221,7 @@ def spatial_neighbors(
         _SPATIAL_CONSTRAINTS,
     )
     if bandwidth is not None and kernel is None:
-        raise ValueError(
+        raise InputError(
             "bandwidth is only used with a kernel; pass kernel='gaussian' or 'bisquare'."
         )
     coords = get_coords(adata_or_coords)
@@ -304,7 +231,7 @@ def spatial_neighbors(
         for members in batches:
             if n_neighbors > len(members) - 1:
                 where = "" if batch_key is None else " in one section"
-                raise ValueError(
+                raise InputError(
                     f"n_neighbors={n_neighbors} but there are only {len(members)} cells{where}; "
                     f"n_neighbors must be at most {len(members) - 1}."
                 )
@@ -379,12 +306,12 @@ def expression_neighbors(
     X = get_matrix(adata, layer)
     n_obs, n_vars = X.shape
     if n_neighbors > n_obs - 1:
-        raise ValueError(
+        raise InputError(
             f"n_neighbors={n_neighbors} but adata has only {n_obs} cells; "
             f"n_neighbors must be at most {n_obs - 1}."
         )
     if min(n_obs, n_vars) < 2:
-        raise ValueError(f"PCA needs at least 2 cells and 2 genes; adata has shape {X.shape}.")
+        raise InputError(f"PCA needs at least 2 cells and 2 genes; adata has shape {X.shape}.")
     logX = log_normalize(X)
     n_comp = min(n_pcs, min(n_obs, n_vars) - 1)  # ARPACK needs fewer than min(n, p)
     pcs = PCA(n_components=n_comp, svd_solver="arpack", random_state=random_state).fit_transform(
@@ -428,13 +355,13 @@ def get_graph(
         return build(adata, **kwargs)
     if kwargs:
         given = repr(graph) if isinstance(graph, str) else f"a {type(graph).__name__}"
-        raise TypeError(
+        raise InputTypeError(
             f"keyword arguments {sorted(kwargs)} only apply when building a graph "
             f"(graph='spatial' or 'expression'); got graph={given}."
         )
     if isinstance(graph, str):
         if graph not in adata.obsp:
-            raise ValueError(
+            raise InputError(
                 f"graph must be 'spatial', 'expression' or a key of adata.obsp "
                 f"{list(adata.obsp.keys())}; got {graph!r}."
             )

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 from matplotlib.colors import Normalize, PowerNorm
 from scipy.cluster.hierarchy import leaves_list, linkage
 
-from ._families import get_family
-from ._transcriptome import FITTED_STATUSES, RANKED_STATUSES, _design_frame
+from ._anndata import dense_columns, layer_matrix
+from ._errors import InputError
+from ._results import check_gene, coef_frame, fitted_layer, results_info
+from .get import fitted_mean
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -30,120 +31,6 @@ __all__ = ["plot_coef_heatmap", "plot_gene_fit"]
 
 #: Linkage used to order rows and columns: seaborn's clustermap default.
 LINKAGE_METHOD, LINKAGE_METRIC = "average", "euclidean"
-
-
-# ---------------------------------------------------------------------------------------------
-# reading results
-# ---------------------------------------------------------------------------------------------
-def _results(adata: Any, key_added: str) -> dict:
-    """``adata.uns[key_added]`` after checking that fit_genes results are there."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"adata must be an AnnData; got {type(adata).__name__}.")
-    if f"{key_added}_coef" not in adata.varm or key_added not in adata.uns:
-        raise ValueError(
-            f"no fit_genes results under key_added={key_added!r} "
-            f"(adata.varm has {list(adata.varm.keys())})."
-        )
-    return adata.uns[key_added]
-
-
-def _coef_frame(adata: AnnData, key_added: str) -> pd.DataFrame:
-    """Coefficients of the genes to compare (rows, in ``uns[key]['genes']`` order) × predictors.
-
-    Genes with an unreliable cross-validation ("fold without counts") are left out: their
-    λ, and so the size of their coefficients, does not compare with the others'.
-    """
-    info = _results(adata, key_added)
-    predictors = [str(p) for p in info["predictors"]]
-    coef = pd.DataFrame(
-        np.asarray(adata.varm[f"{key_added}_coef"], dtype=float),
-        index=adata.var_names,
-        columns=predictors,
-    )
-    status = adata.var[f"{key_added}_status"].astype(str)
-    ranked = [g for g in info["genes"] if status[g] in RANKED_STATUSES]
-    return coef.loc[ranked]
-
-
-def _check_gene(adata: AnnData, gene: Any, key_added: str) -> int:
-    """Position of a fitted gene in ``var_names``."""
-    if not isinstance(gene, str):
-        raise TypeError(f"gene must be a gene name (str); got {type(gene).__name__}.")
-    if gene not in adata.var_names:
-        raise ValueError(f"gene {gene!r} is not in adata.var_names.")
-    status = str(adata.var[f"{key_added}_status"][gene])
-    if status not in FITTED_STATUSES:
-        raise ValueError(
-            f"gene {gene!r} has no fit under key_added={key_added!r} (status {status!r})."
-        )
-    return int(adata.var_names.get_loc(gene))
-
-
-def _column(matrix: Any, j: int) -> np.ndarray:
-    """Column ``j`` of a dense or sparse matrix as a float64 vector."""
-    col = matrix[:, j]
-    col = col.toarray() if sp.issparse(col) else np.asarray(col)
-    return np.asarray(col, dtype=np.float64).ravel()
-
-
-def fitted_mean(
-    adata: AnnData, gene: str, key_added: str = "stglm", *, design: Any = None
-) -> np.ndarray:
-    """Fitted means μ of one gene over all cells.
-
-    Read from ``adata.layers[f"{key_added}_mu"]`` when :func:`stglm.fit_genes` stored it
-    (``store_fitted=True``); otherwise recomputed as μ(β0 + design · β) from the stored
-    intercept and coefficients, the family in ``adata.uns[key_added]['params']`` and ``design``.
-
-    Parameters
-    ----------
-    adata : AnnData
-        An AnnData that :func:`stglm.fit_genes` wrote into.
-    gene : str
-        A fitted gene.
-    key_added : str, default="stglm"
-        The ``key_added`` used when fitting.
-    design : DataFrame or array of shape (n_obs, n_predictors), optional
-        The design given to :func:`stglm.fit_genes` (same alignment rules); needed when the
-        fitted means were not stored. Its columns must include the fitted predictors.
-
-    Returns
-    -------
-    ndarray of shape (n_obs,)
-
-    Raises
-    ------
-    ValueError
-        If there are no results, the gene was not fitted, or the means were not stored and
-        no (matching) ``design`` is given.
-    """
-    info = _results(adata, key_added)
-    j = _check_gene(adata, gene, key_added)
-    layer = f"{key_added}_mu"
-    if layer in adata.layers:
-        return _column(adata.layers[layer], j)
-    if design is None:
-        raise ValueError(
-            f"adata.layers[{layer!r}] is absent (fit_genes ran without store_fitted=True); "
-            "pass design=, the design given to fit_genes, to recompute the fitted means."
-        )
-    frame = _design_frame(design, adata)
-    predictors = [str(p) for p in info["predictors"]]
-    missing = [p for p in predictors if p not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"design lacks the fitted predictors {missing} (it has {list(frame.columns)})."
-        )
-    params = info["params"]
-    family = get_family(
-        params["distr"], eta=float(params.get("eta", 2.0)), theta=float(params.get("theta", 1.0))
-    )
-    coef = np.asarray(adata.varm[f"{key_added}_coef"], dtype=float)[j]
-    intercept = float(adata.var[f"{key_added}_intercept"].iloc[j])
-    if not params.get("fit_intercept", True):
-        intercept = 0.0
-    z = intercept + frame[predictors].to_numpy(dtype=np.float64) @ coef
-    return np.asarray(family.mean(z), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,16 +50,16 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
 def _select_genes(coef: pd.DataFrame, genes: Sequence[str] | None, top: int) -> pd.DataFrame:
     if genes is None:
         if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
-            raise ValueError(f"top must be a positive integer; got {top!r}.")
+            raise InputError(f"top must be a positive integer; got {top!r}.")
         strength = coef.abs().max(axis=1).to_numpy()
         order = np.argsort(-strength, kind="stable")[: int(top)]
         return coef.iloc[order]
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes:
-        raise ValueError("genes is empty.")
+        raise InputError("genes is empty.")
     unknown = [g for g in genes if g not in coef.index]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"genes without a fit (not in var_names, not requested or all zeros): {unknown[:10]}."
         )
     return coef.loc[genes]
@@ -223,9 +110,9 @@ def plot_coef_heatmap(
         If there are no results under ``key_added``, ``genes`` names a gene without a fit,
         or ``top`` is not a positive integer.
     """
-    coef = _select_genes(_coef_frame(adata, key_added), genes, top)
+    coef = _select_genes(coef_frame(adata, key_added), genes, top)
     if coef.empty:
-        raise ValueError(f"no fitted genes under key_added={key_added!r}.")
+        raise InputError(f"no fitted genes under key_added={key_added!r}.")
     if cluster:
         coef = coef.iloc[cluster_order(coef.to_numpy()), cluster_order(coef.to_numpy().T)]
     n_genes, n_pred = coef.shape
@@ -365,20 +252,17 @@ def plot_gene_fit(
         If there are no results, the gene was not fitted, ``basis`` or ``layer`` is missing,
         or the fitted means were neither stored nor can be recomputed (no ``design``).
     """
-    info = _results(adata, key_added)
-    j = _check_gene(adata, gene, key_added)
+    info = results_info(adata, key_added)
+    j = check_gene(adata, gene, key_added)
     if basis not in adata.obsm:
-        raise ValueError(f"basis {basis!r} is not in adata.obsm (has {list(adata.obsm.keys())}).")
+        raise InputError(f"basis {basis!r} is not in adata.obsm (has {list(adata.obsm.keys())}).")
     coords = np.asarray(adata.obsm[basis], dtype=float)
     if coords.ndim != 2 or coords.shape[1] < 2:
-        raise ValueError(f"adata.obsm[{basis!r}] must have at least 2 columns; got {coords.shape}.")
+        raise InputError(f"adata.obsm[{basis!r}] must have at least 2 columns; got {coords.shape}.")
     if layer is None:
-        fitted_layer = info["params"].get("layer", "X")
-        layer = None if fitted_layer == "X" else fitted_layer
-    if layer is not None and layer not in adata.layers:
-        raise ValueError(f"layer {layer!r} is not in adata.layers (has {list(adata.layers)}).")
-    observed = _column(adata.X if layer is None else adata.layers[layer], j)
-    fitted = fitted_mean(adata, gene, key_added, design=design)
+        layer = fitted_layer(info)
+    observed = dense_columns(layer_matrix(adata, layer), [j]).ravel()
+    fitted = fitted_mean(adata, gene, key_added=key_added, design=design)
 
     if axes is None:
         import matplotlib.pyplot as plt  # only here: creating a figure is pyplot's job
@@ -388,7 +272,7 @@ def plot_gene_fit(
         fig.suptitle(f"{gene} ({info['params'].get('distr', '')})")
     axes = list(np.ravel(np.asarray(axes, dtype=object)))
     if len(axes) != 2:
-        raise ValueError(f"axes must be two Axes (observed, fitted); got {len(axes)}.")
+        raise InputError(f"axes must be two Axes (observed, fitted); got {len(axes)}.")
     both = np.concatenate([observed, fitted])
     low = float(both.min())
     high = float(np.percentile(both, 99.0)) if vmax is None else float(vmax)

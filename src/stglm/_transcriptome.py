@@ -6,13 +6,14 @@ import warnings
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
+from ._anndata import check_adata, dense_columns, design_frame, gene_positions, layer_matrix
+from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
@@ -34,18 +35,23 @@ from ._path import (
     lambda_max_from_gradient,
     score_path,
 )
+from ._results import (
+    ALL_ZEROS,
+    FITTED_STATUSES,
+    FOLD_WITHOUT_COUNTS,
+    NOT_CONVERGED,
+    OK,
+    store_results,
+    var_key,
+)
 from ._solvers._null_model import null_gradients, null_intercepts
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._theta import batched_theta
-from ._validation import check_tau, check_vector, check_X
+from ._validation import check_tau, check_vector
 
 __all__ = ["fit_genes"]
 
-#: Statuses of genes that have coefficients (see :func:`fit_genes`).
-FITTED_STATUSES = ("ok", "not converged", "fold without counts")
-#: Those whose coefficients rank among other genes' (a degenerate CV can pick a tiny λ).
-RANKED_STATUSES = ("ok", "not converged")
 #: Working arrays per gene of a chunk, in n-vectors of float64 (the solver's gene-major
 #: workspace and returned Newton terms, the responses and their training-fold copies).
 CHUNK_ARRAYS = 13
@@ -57,54 +63,11 @@ CHUNK_MAX_GENES = 128
 CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 128 * 2**20, 512 * 2**20
 
 
-def _design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
-    """The design as a numeric DataFrame aligned with ``adata.obs_names``."""
-    if isinstance(design, pd.DataFrame):
-        if design.index.equals(adata.obs_names):
-            frame = design
-        elif set(design.index) == set(adata.obs_names) and design.index.is_unique:
-            frame = design.loc[adata.obs_names]
-        elif len(design) == adata.n_obs and isinstance(design.index, pd.RangeIndex):
-            frame = design.set_axis(adata.obs_names, axis=0)
-        else:
-            raise ValueError(
-                "design's index must be adata.obs_names (in any order) or a RangeIndex of "
-                f"length n_obs={adata.n_obs}; got {len(design)} rows with other labels."
-            )
-    else:
-        values = check_X(design, name="design", accept_sparse=True)
-        if values.shape[0] != adata.n_obs:
-            raise ValueError(f"design must have n_obs={adata.n_obs} rows; got {values.shape[0]}.")
-        if sp.issparse(values):
-            values = values.toarray()  # designs are narrow: densifying is cheap
-        frame = pd.DataFrame(
-            values, index=adata.obs_names, columns=[f"x{j}" for j in range(values.shape[1])]
-        )
-    frame.columns = frame.columns.astype(str)
-    check_X(frame, name="design")
-    return frame
-
-
 def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
     """(the genes' names, their column positions, the expression matrix to read from)."""
-    if layer is None:
-        matrix = adata.X
-    elif layer in adata.layers:
-        matrix = adata.layers[layer]
-    else:
-        raise ValueError(f"layer {layer!r} is not in adata.layers (has {list(adata.layers)}).")
-    if genes is None:
-        names = pd.Index(adata.var_names)
-    else:
-        names = pd.Index([genes] if isinstance(genes, str) else list(genes))
-        missing = names.difference(adata.var_names)
-        if len(missing):
-            raise ValueError(f"genes not in adata.var_names: {list(missing[:10])}.")
-        if names.has_duplicates:
-            raise ValueError("genes contains duplicates.")
-    if len(names) == 0:
-        raise ValueError("genes is empty.")
-    return names, adata.var_names.get_indexer(names), matrix
+    matrix = layer_matrix(adata, layer)
+    names, columns = gene_positions(adata, genes)
+    return names, columns, matrix
 
 
 def _nbytes(matrix) -> int:
@@ -122,13 +85,6 @@ def default_chunk_size(n_obs: int, input_bytes: int) -> int:
     """
     budget = int(np.clip(4 * input_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX))
     return int(np.clip(budget // (8 * CHUNK_ARRAYS * n_obs), 1, CHUNK_MAX_GENES))
-
-
-def _read_chunk(matrix, columns: np.ndarray) -> np.ndarray:
-    """Dense float64 (n_obs, len(columns)) block of the expression matrix."""
-    block = matrix[:, columns]
-    block = block.toarray() if sp.issparse(block) else np.asarray(block)
-    return np.asarray(block, dtype=np.float64)
 
 
 class _GeneFitter:
@@ -510,8 +466,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           fitted, including the scale of the coefficients;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
     """
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"adata must be an AnnData; got {type(adata).__name__}.")
+    check_adata(adata)
     params = dict(
         distr=distr,
         alpha=alpha,
@@ -544,24 +499,24 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             or not isinstance(value, int | np.integer)
             or (low is not None and value < low)
         ):
-            raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+            raise InputError(f"{name} must be a positive integer or None; got {value!r}.")
     if not isinstance(inference, bool):
-        raise TypeError(f"inference must be True or False; got {inference!r}.")
+        raise InputTypeError(f"inference must be True or False; got {inference!r}.")
     if (
         inference
         and not (fixed_lambda and reg_lambda == 0)
         and (penalty_factor is None or not np.any(np.asarray(penalty_factor) == 0))
     ):
-        raise ValueError(
+        raise InputError(
             "inference=True needs unpenalised coefficients: reg_lambda=0, or penalty_factor "
             "0 for the predictors to test. Penalised (lasso, elastic-net, ridge) estimates "
             "have no valid Wald p-values; to test a penalised selection, select on one half "
             "of the observations and test on the other, or use stglm.test_genes."
         )
     if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"key_added must be a non-empty string; got {key_added!r}.")
+        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
     family = est._family(1.0 if est._estimates_theta() else None)
-    frame = _design_frame(design, adata)
+    frame = design_frame(design, adata)
     X = frame.to_numpy(dtype=np.float64)
     Tau = check_tau(Tau, X.shape[1])
     factor = check_vector(
@@ -573,9 +528,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     folds = None
     if not fixed_lambda:
         if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
-            raise TypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
+            raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
         if cv < 2 or cv > adata.n_obs:
-            raise ValueError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
+            raise InputError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
         folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
 
     if copy:
@@ -608,7 +563,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     if inference:
         out["se"] = np.full((len(names), p), np.nan)
         out["pvalue"] = np.full((len(names), p), np.nan)
-    status = np.full(len(names), "ok", dtype=object)
+    status = np.full(len(names), OK, dtype=object)
     fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
 
     def run(chunk: np.ndarray):
@@ -616,10 +571,13 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             return _fit_chunk(chunk)
 
     def _fit_chunk(chunk: np.ndarray):
-        Y = _read_chunk(matrix, columns[chunk])
+        Y = dense_columns(matrix, columns[chunk])
         if not np.all(np.isfinite(Y)):
-            raise ValueError("the expression matrix contains NaN or infinite values.")
-        family.check_y(Y)
+            raise InputError("the expression matrix contains NaN or infinite values.")
+        try:
+            family.check_y(Y)
+        except ValueError as err:  # the family's range check: bad input, not a bug
+            raise InputError(str(err)) from None
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
         if family.is_count:
@@ -647,8 +605,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
         for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
             idx = chunk[usable]
-            status[chunk[~usable]] = "all zeros"
-            status[chunk[empty_fold]] = "fold without counts"
+            status[chunk[~usable]] = ALL_ZEROS
+            status[chunk[empty_fold]] = FOLD_WITHOUT_COUNTS
             if result is not None:
                 for key, values in result.items():
                     out[key][idx] = values
@@ -661,19 +619,19 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
                     fitted_mu[:, idx] = family.mean(Z)
             bar.update(len(chunk))
     bar.close()
-    status[(status == "ok") & ~out["converged"]] = "not converged"
-    if np.any(status == "not converged"):
+    status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
+    where = f"adata.var[{var_key(key_added, 'status')!r}]"
+    if np.any(status == NOT_CONVERGED):
         warnings.warn(
-            f"{int(np.sum(status == 'not converged'))} genes did not converge in "
-            f"max_iter={max_iter}; see adata.var['{key_added}_status'].",
+            f"{int(np.sum(status == NOT_CONVERGED))} genes did not converge in "
+            f"max_iter={max_iter}; see {where}.",
             stacklevel=2,
         )
-    if np.any(status == "fold without counts"):
+    if np.any(status == FOLD_WITHOUT_COUNTS):
         warnings.warn(
-            f"{int(np.sum(status == 'fold without counts'))} genes have a training fold without "
+            f"{int(np.sum(status == FOLD_WITHOUT_COUNTS))} genes have a training fold without "
             "counts (all their counts fall in one held-out fold): that fold's fit has no finite "
-            "optimum, so their CV scores and chosen λ are unreliable; see "
-            f"adata.var['{key_added}_status'].",
+            f"optimum, so their CV scores and chosen λ are unreliable; see {where}.",
             stacklevel=2,
         )
     if inference:
@@ -687,7 +645,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         "sample_weight": weight_kind,
         "coefficients": _coefficient_scale(family),
     }
-    _store_results(
+    store_results(
         adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer, model
     )
     return adata if copy else None
@@ -708,49 +666,3 @@ def _coefficient_scale(family: Family) -> str:
     if link == "identity":
         return "change of the mean per unit of the predictor"
     return f"change of the linear predictor per unit of the predictor ({link} mean)"
-
-
-def _store_results(adata, key, names, predictors, out, status, fitted_mu, params, layer, model):
-    """Write the documented result keys (only these) into ``adata``."""
-    pos = adata.var_names.get_indexer(names)
-    coef = np.full((adata.n_vars, len(predictors)), np.nan)
-    coef[pos] = out["coef"]
-    adata.varm[f"{key}_coef"] = pd.DataFrame(coef, index=adata.var_names, columns=list(predictors))
-    for name in ("se", "pvalue", "qvalue"):
-        if name in out:
-            values = np.full((adata.n_vars, len(predictors)), np.nan)
-            values[pos] = out[name]
-            adata.varm[f"{key}_{name}"] = pd.DataFrame(
-                values, index=adata.var_names, columns=list(predictors)
-            )
-
-    def column(values, fill, dtype=None):
-        full = np.full(adata.n_vars, fill, dtype=dtype or np.asarray(values).dtype)
-        full[pos] = values
-        return full
-
-    adata.var[f"{key}_intercept"] = column(out["intercept"], np.nan)
-    adata.var[f"{key}_lambda"] = column(out["lambda"], np.nan)
-    adata.var[f"{key}_score"] = column(out["score"], np.nan)
-    adata.var[f"{key}_converged"] = column(out["converged"], False)
-    adata.var[f"{key}_kkt"] = column(out["kkt"], np.nan)
-    adata.var[f"{key}_n_iter"] = column(out["n_iter"], 0)
-    adata.var[f"{key}_theta"] = column(out["theta"], np.nan)
-    adata.var[f"{key}_theta_status"] = pd.Categorical(column(out["theta_status"], "", object))
-    adata.var[f"{key}_status"] = pd.Categorical(column(status, "not requested", object))
-    stored = {
-        k: (v.tolist() if isinstance(v, np.ndarray) else v)
-        for k, v in params.items()
-        if v is not None
-    }
-    stored["layer"] = layer if layer is not None else "X"
-    adata.uns[key] = {
-        "params": stored,
-        "predictors": list(predictors),
-        "genes": list(names),
-        "model": model,
-    }
-    if fitted_mu is not None:
-        mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
-        mu[:, pos] = fitted_mu
-        adata.layers[f"{key}_mu"] = mu

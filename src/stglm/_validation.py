@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._errors import InputError, InputTypeError
 from ._families import Family
 
 __all__ = [
@@ -51,7 +52,7 @@ class Options(Constraint):
     def check(self, name, value):
         if not any(value is o or (type(value) is type(o) and value == o) for o in self.options):
             valid = ", ".join(map(repr, self.options))
-            raise ValueError(f"{name} must be one of {valid}; got {value!r}.")
+            raise InputError(f"{name} must be one of {valid}; got {value!r}.")
 
 
 class Boolean(Constraint):
@@ -59,7 +60,7 @@ class Boolean(Constraint):
 
     def check(self, name, value):
         if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be True or False; got {value!r}.")
+            raise InputTypeError(f"{name} must be True or False; got {value!r}.")
 
 
 class Real(Constraint):
@@ -90,11 +91,11 @@ class Real(Constraint):
         if value is None and self.allow_none:
             return
         if isinstance(value, bool | np.bool_) or not isinstance(value, self.kind):
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must be {self.kind_name}; got {value!r} ({type(value).__name__})."
             )
         if np.isnan(value) or (np.isinf(value) and not self.allow_inf):
-            raise ValueError(f"{name} must be finite; got {value!r}.")
+            raise InputError(f"{name} must be finite; got {value!r}.")
         low_ok = (
             self.low is None
             or value > self.low
@@ -106,7 +107,7 @@ class Real(Constraint):
             or (value == self.high and self.closed in ("both", "right"))
         )
         if not (low_ok and high_ok):
-            raise ValueError(f"{name} must be in {self._interval()}; got {value!r}.")
+            raise InputError(f"{name} must be in {self._interval()}; got {value!r}.")
 
 
 class Integer(Real):
@@ -157,10 +158,10 @@ class RealSequence(Constraint):
         if isinstance(value, str | bytes) or not all(
             isinstance(v, numbers.Real) and not isinstance(v, bool) for v in np.ravel(value)
         ):
-            raise TypeError(f"{name} must be a number or a list of numbers; got {value!r}.")
+            raise InputTypeError(f"{name} must be a number or a list of numbers; got {value!r}.")
         values = np.asarray(value, dtype=float)
         if values.ndim != 1 or values.size == 0:
-            raise ValueError(f"{name} must be a non-empty 1-D list of numbers; got {value!r}.")
+            raise InputError(f"{name} must be a non-empty 1-D list of numbers; got {value!r}.")
         for v in values:
             self.element.check(f"every value of {name}", float(v))
 
@@ -178,7 +179,7 @@ def validate_params(params: Mapping[str, Any], constraints: Mapping[str, Constra
 def _reject_complex(values: Any, name: str) -> None:
     """Raise on complex input, which ``np.asarray(..., float)`` would silently truncate."""
     if np.asarray(values).dtype.kind == "c":
-        raise ValueError(f"Complex data not supported: {name} has complex values.")
+        raise InputError(f"Complex data not supported: {name} has complex values.")
 
 
 def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarray | sp.csr_matrix:
@@ -195,7 +196,9 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
     """
     if sp.issparse(X):
         if not accept_sparse:
-            raise TypeError(f"{name} must be dense here; got a scipy sparse {X.format} matrix.")
+            raise InputTypeError(
+                f"{name} must be dense here; got a scipy sparse {X.format} matrix."
+            )
         fmt = X.format if X.format in ("csr", "csc") else "csr"
         X = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
         X = X.astype(np.float64)
@@ -204,57 +207,57 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
         if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame: numeric columns only
             non_numeric = [c for c, t in X.dtypes.items() if not np.issubdtype(t, np.number)]
             if non_numeric:
-                raise TypeError(f"{name} must be numeric; columns {non_numeric} are not.")
+                raise InputTypeError(f"{name} must be numeric; columns {non_numeric} are not.")
         _reject_complex(X, name)
         try:
             X = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must be a numeric array; got {type(X).__name__} ({exc})."
             ) from None
         values = X
     if X.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"{name} must be 2-D of shape (n_samples, n_features); got {X.ndim}-D with shape "
             f"{X.shape}. Reshape your data, e.g. X.reshape(-1, 1) for a single feature."
         )
     # The wording is scikit-learn's (check_array), which its estimator checks expect.
     if X.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"{name} is empty: found array with 0 sample(s) (shape={X.shape}) while a minimum "
             "of 1 is required."
         )
     if X.shape[1] == 0:
-        raise ValueError(
+        raise InputError(
             f"{name} is empty: found array with 0 feature(s) (shape={X.shape}) while a minimum "
             "of 1 is required."
         )
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
+        raise InputError(f"{name} contains NaN or infinite values.")
     return X
 
 
 def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
     """Return y as a float64 1-D array of length ``n_samples`` in the family's support."""
     if y is None:
-        raise ValueError("fit requires y to be passed, but the target y is None.")
+        raise InputError("fit requires y to be passed, but the target y is None.")
     if sp.issparse(y):
         y = y.toarray()
     _reject_complex(y, "y")
     try:
         y = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"y must be a numeric array; got {type(y).__name__}.") from None
+        raise InputTypeError(f"y must be a numeric array; got {type(y).__name__}.") from None
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D of shape (n_samples,); got shape {y.shape}.")
+        raise InputError(f"y must be 1-D of shape (n_samples,); got shape {y.shape}.")
     if y.shape[0] != n_samples:
-        raise ValueError(
+        raise InputError(
             f"X and y have different numbers of samples: {n_samples} and {y.shape[0]}."
         )
     if not np.all(np.isfinite(y)):
-        raise ValueError("y contains NaN or infinite values.")
+        raise InputError("y contains NaN or infinite values.")
     if family is not None:
         family.check_y(y)
     return y
@@ -267,16 +270,16 @@ def check_tau(Tau: Any, n_features: int) -> np.ndarray | None:
     try:
         Tau = np.asarray(Tau, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
+        raise InputTypeError(
             f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}."
         ) from None
     if Tau.shape != (n_features, n_features):
-        raise ValueError(
+        raise InputError(
             f"Tau must have shape (n_features, n_features) = ({n_features}, {n_features}); "
             f"got {Tau.shape}."
         )
     if not np.all(np.isfinite(Tau)):
-        raise ValueError("Tau contains NaN or infinite values.")
+        raise InputError("Tau contains NaN or infinite values.")
     return Tau
 
 

@@ -5,8 +5,9 @@ builds a design from the requested predictors, runs :func:`stglm.fit_genes`, wri
 AnnData with its results (atomically: a temporary file in the same directory, renamed at
 the end) and, with ``--figures``, a coefficient heatmap and a few genes' fits as PNGs.
 
-Bad input (missing or non-h5ad file, unknown gene or column, no predictors) ends with one
-line on stderr, ``Error: ...``, and exit status 2.
+Bad input (missing or non-h5ad file, unknown gene or column, no predictors, anything the
+library rejects with its own input errors) ends with one line on stderr, ``Error: ...``, and
+exit status 2; any other exception is a bug and shows as one, with its traceback.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import pandas as pd
 
-from ._families import DISTRIBUTIONS
+from ._errors import StglmInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# numpy, pandas, anndata and the rest of stglm are imported inside the commands, so that
+# `stglm --help` starts in about the time of importing click.
 
 __all__ = ["main"]
 
@@ -36,13 +41,41 @@ MAX_NICHE_CATEGORIES = 100
 N_GENE_FIT_FIGURES = 3
 
 
-class InputError(click.ClickException):
-    """Bad input (file, gene, column, option combination): one line on stderr, status 2."""
+class BadInput(click.ClickException):
+    """Bad input (file, gene, column, option combination): one line on stderr, status 2.
+
+    Raised by the command's own checks, and for the library's
+    :class:`~stglm._errors.StglmInputError`; any other exception is a bug and propagates.
+    """
 
     exit_code = 2
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always a single line
+
+
+class _LazyChoice(click.Choice):
+    """A :class:`click.Choice` whose values are loaded when first needed.
+
+    The families' names live in ``stglm._families``, which imports SciPy; only
+    ``stglm fit --help`` and a fit need them, not ``stglm --help``.
+    """
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load, self._choices = load, None
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+
+def _distributions() -> tuple[str, ...]:
+    from ._families import DISTRIBUTIONS
+
+    return DISTRIBUTIONS
 
 
 def _version() -> str:
@@ -80,12 +113,12 @@ def _gene_list(value: str | None, option: str) -> list[str] | None:
         try:
             names = _split_names(Path(value).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"{option}: cannot read gene file {value!r}: {err}") from None
+            raise BadInput(f"{option}: cannot read gene file {value!r}: {err}") from None
         where = f"gene file {value!r}"
     else:
         names, where = _split_names(value), f"{value!r}"
     if not names:
-        raise InputError(f"{option}: no gene names in {where}.")
+        raise BadInput(f"{option}: no gene names in {where}.")
     return names
 
 
@@ -93,7 +126,7 @@ def _check_genes(names: list[str], var_names: pd.Index, option: str, source: Pat
     unknown = [g for g in names if g not in var_names]
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise InputError(
+        raise BadInput(
             f"{option}: unknown gene{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown[:5]))}{more}: not in the var_names of {source.name} "
             f"({len(var_names)} genes, e.g. {', '.join(var_names[:3])})."
@@ -102,33 +135,33 @@ def _check_genes(names: list[str], var_names: pd.Index, option: str, source: Pat
 
 def _check_obs_column(adata: Any, column: str, option: str, source: Path) -> None:
     if column not in adata.obs.columns:
-        raise InputError(
+        raise BadInput(
             f"{option}: {column!r} is not a column of adata.obs in {source.name} "
             f"(columns: {', '.join(map(str, adata.obs.columns)) or 'none'})."
         )
 
 
 def _read_input(path: Path) -> Any:
-    """Read the AnnData in ``path``; raise an InputError naming what is wrong with the file."""
+    """Read the AnnData in ``path``; raise an BadInput naming what is wrong with the file."""
     import anndata as ad
     import h5py
 
     if not path.exists():
-        raise InputError(f"input file '{path}' does not exist.")
+        raise BadInput(f"input file '{path}' does not exist.")
     if path.is_dir():
-        raise InputError(f"input '{path}' is a directory, not an .h5ad file.")
+        raise BadInput(f"input '{path}' is a directory, not an .h5ad file.")
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as err:
-        raise InputError(f"cannot read input file '{path}': {err}") from None
+        raise BadInput(f"cannot read input file '{path}': {err}") from None
     if not is_hdf5:
-        raise InputError(f"input file '{path}' is not an .h5ad (HDF5) file.")
+        raise BadInput(f"input file '{path}' is not an .h5ad (HDF5) file.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return ad.read_h5ad(path)
     except Exception as err:  # noqa: BLE001 - any failure to parse is a bad input file
-        raise InputError(
+        raise BadInput(
             f"cannot read '{path}' as AnnData (.h5ad): {type(err).__name__}: {err}"
         ) from None
 
@@ -136,12 +169,12 @@ def _read_input(path: Path) -> Any:
 def _check_writable(path: Path, option: str) -> None:
     """Fail before fitting when ``path`` (or the folder to create it in) cannot be written."""
     if path.exists() and path.is_dir() and option == "--out":
-        raise InputError(f"{option}: '{path}' is a directory; give a file name ending in .h5ad.")
+        raise BadInput(f"{option}: '{path}' is a directory; give a file name ending in .h5ad.")
     existing = path if path.is_dir() else path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option}: cannot write under '{existing}' (not a writable directory).")
+        raise BadInput(f"{option}: cannot write under '{existing}' (not a writable directory).")
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
@@ -207,91 +240,106 @@ def _safe_name(gene: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# design
+# checks of the options and the input, the design and the fit
 # ---------------------------------------------------------------------------------------------
-def _section_dummies(adata: Any, key: str) -> pd.DataFrame:
-    """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
-    labels = pd.Categorical(adata.obs[key])
-    if pd.isna(labels).any():
-        raise InputError(f"--section-key: column {key!r} has missing values.")
-    dummies = pd.get_dummies(labels, prefix=key, drop_first=True, dtype=float)
-    return dummies.set_axis(adata.obs_names, axis=0)
-
-
-def _coordinates(adata: Any, section_key: str | None) -> pd.DataFrame:
-    """Standardised coordinates, within each section when there is a section key."""
-    from .spatial import coordinates
-
-    if section_key is None:
-        return coordinates(adata)
-    labels = adata.obs[section_key].to_numpy()
-    parts = [coordinates(adata[labels == s]) for s in pd.unique(labels)]
-    return pd.concat(parts).loc[adata.obs_names]
-
-
-def build_design(
-    adata: Any,
+def _check_options(
     *,
+    out: Path,
+    genes: str | None,
     niche: str | None,
-    lag: Sequence[str] | None,
+    lag: tuple[str, ...],
     coords: bool,
     section_key: str | None,
-    n_neighbors: int,
-    layer: str | None,
-) -> pd.DataFrame:
-    """Build the design matrix the options ask for, indexed by ``obs_names``.
-
-    Columns, in this order: section dummies ``<section_key>_<section>`` (all sections but the
-    first), niche shares ``niche_<category>``, spatial lags ``lag_<gene>`` (neighbour mean of
-    log1p-normalised expression) and standardised coordinates ``x``, ``y`` (standardised
-    within each section when there is a section key). The spatial graph is the
-    ``n_neighbors``-nearest-neighbour graph within each section.
-    """
-    from .spatial import niche_composition, spatial_lag
-
-    graph_kwargs = {"n_neighbors": n_neighbors, "batch_key": section_key}
-    parts = []
-    if section_key is not None:
-        parts.append(_section_dummies(adata, section_key))
-    try:
-        if niche is not None:
-            parts.append(niche_composition(adata, niche, **graph_kwargs))
-        if lag:
-            parts.append(spatial_lag(adata, lag, layer=layer, **graph_kwargs))
-        if coords:
-            parts.append(_coordinates(adata, section_key))
-    except ValueError as err:
-        raise InputError(f"cannot build the predictors: {err}") from None
-    design = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=adata.obs_names)
-    if design.shape[1] == 0:
-        raise InputError(
-            "no predictors: --section-key has a single section and no --niche, "
-            "--lag or --coords was given."
+    key_added: str,
+    plot_genes: str | None,
+    figures: Path | None,
+) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """Check what can be checked before reading the input: (lag, fit and plot genes)."""
+    if out.suffix != ".h5ad":
+        raise BadInput(f"--out: '{out}' must end in .h5ad.")
+    lag_genes = _split_names(",".join(lag)) if lag else []
+    if not (niche or lag_genes or coords or section_key):
+        raise BadInput(
+            "no predictors requested: give at least one of --niche, --lag, "
+            "--coords or --section-key."
         )
-    if design.columns.has_duplicates:
-        dup = design.columns[design.columns.duplicated()].tolist()
-        raise InputError(f"duplicate predictor names {dup}; rename the categories.")
-    return design
+    if not key_added.strip():
+        raise BadInput("--key-added must not be empty.")
+    fit_genes_list = _gene_list(genes, "--genes")
+    plot_gene_list = _gene_list(plot_genes, "--plot-genes")
+    _check_writable(out, "--out")
+    if figures is not None:
+        _check_writable(figures, "--figures")
+    return lag_genes, fit_genes_list, plot_gene_list
+
+
+def _check_input(
+    adata: Any,
+    source: Path,
+    *,
+    layer: str | None,
+    columns: dict[str, str | None],
+    needs_coords: bool,
+    gene_options: dict[str, list[str] | None],
+) -> None:
+    """Check the input against the options: layer, obs ``columns`` and genes, by option."""
+    from ._anndata import layer_matrix
+
+    try:
+        layer_matrix(adata, layer)
+    except StglmInputError as err:
+        raise BadInput(f"--layer ({source.name}): {err}") from None
+    for option, column in columns.items():
+        if column is not None:
+            _check_obs_column(adata, column, option, source)
+    niche = columns.get("--niche")
+    if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
+        raise BadInput(
+            f"--niche: column {niche!r} has {adata.obs[niche].nunique()} distinct "
+            f"values; it must be categorical (at most {MAX_NICHE_CATEGORIES})."
+        )
+    if needs_coords and "spatial" not in adata.obsm:
+        raise BadInput(
+            f"{source.name} has no coordinates in obsm['spatial'], needed by "
+            "--niche, --lag, --coords and --figures."
+        )
+    for option, names in gene_options.items():
+        if names:
+            _check_genes(names, adata.var_names, option, source)
+    fitted, plotted = gene_options.get("--genes"), gene_options.get("--plot-genes")
+    if plotted and fitted and set(plotted) - set(fitted):
+        raise BadInput(
+            f"--plot-genes: {sorted(set(plotted) - set(fitted))} are not among the fitted --genes."
+        )
+
+
+def _design(adata: Any, **options: Any) -> pd.DataFrame:
+    """:func:`stglm.spatial.build_design` with the library's input errors as bad input."""
+    from . import spatial
+
+    try:
+        return spatial.build_design(adata, **options)
+    except StglmInputError as err:
+        raise BadInput(f"cannot build the predictors: {err}") from None
+
+
+def _fit(adata: Any, source: Path, genes: list[str] | None, **options: Any) -> float:
+    """Run :func:`stglm.fit_genes` on ``adata``; return its time in seconds."""
+    from ._anndata import layer_label
+    from ._transcriptome import fit_genes
+
+    started = time.perf_counter()
+    try:
+        fit_genes(adata, genes, **options)
+    except StglmInputError as err:
+        where = layer_label(options.get("layer"))
+        raise BadInput(f"cannot fit {source.name} ({where}): {err}") from None
+    return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------------------------------------
 # summary
 # ---------------------------------------------------------------------------------------------
-def strongest_effects(adata: Any, key_added: str, top: int) -> dict[str, list[tuple[str, float]]]:
-    """For each predictor, the ``top`` genes with the largest nonzero |coef|, strongest first."""
-    from ._transcriptome import RANKED_STATUSES
-    from .get import coef_df
-
-    tidy = coef_df(adata, key_added=key_added)
-    tidy = tidy[tidy["status"].isin(RANKED_STATUSES) & (tidy["coef"] != 0)]
-    out = {}
-    for predictor in adata.uns[key_added]["predictors"]:
-        rows = tidy[tidy["predictor"] == predictor]
-        rows = rows.iloc[np.argsort(-rows["coef"].abs().to_numpy(), kind="stable")[:top]]
-        out[str(predictor)] = list(zip(rows["gene"], rows["coef"].astype(float), strict=True))
-    return out
-
-
 def _summary(
     adata: Any,
     key: str,
@@ -307,32 +355,35 @@ def _summary(
     figures: list[Path],
     top: int,
 ) -> str:
-    from ._transcriptome import FITTED_STATUSES
+    import numpy as np
 
-    status = adata.var[f"{key}_status"].astype(str)
-    fitted = status.isin(FITTED_STATUSES)
+    from . import _results as r
+    from .get import top_effects
+
+    status = r.statuses(adata, key)
+    fitted = status.isin(r.FITTED_STATUSES)
     lam = (
         f"λ = {reg_lambda:g}"
         if reg_lambda is not None
-        else f"λ by {cv}-fold CV (median {np.nanmedian(adata.var[f'{key}_lambda']):.3g})"
+        else f"λ by {cv}-fold CV (median {np.nanmedian(adata.var[r.var_key(key, 'lambda')]):.3g})"
     )
-    counts = status[status != "not requested"].value_counts()
-    mu = f", layers['{key}_mu']" if f"{key}_mu" in adata.layers else ""
+    counts = status[status != r.NOT_REQUESTED].value_counts()
+    mu = f", layers[{r.mu_layer(key)!r}]" if r.mu_layer(key) in adata.layers else ""
     lines = [
         f"stglm: fitted {n_genes} genes on {adata.n_obs} cells/spots with "
         f"{design.shape[1]} predictors ({distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
-        f"  converged: {int(adata.var[f'{key}_converged'][fitted].sum())} of "
+        f"  converged: {int(adata.var[r.var_key(key, 'converged')][fitted].sum())} of "
         f"{int(fitted.sum())} fitted genes"
         f" (status: {', '.join(f'{k} {v}' for k, v in counts.items())})",
         f"  predictors: {', '.join(design.columns)}",
-        f"  results: {out} (varm['{key}_coef'], var['{key}_*'], uns['{key}'], "
-        f"obsm['{key}_design']{mu})",
+        f"  results: {out} (varm[{r.coef_key(key)!r}], var['{key}_*'], uns[{key!r}], "
+        f"obsm[{r.design_key(key)!r}]{mu})",
     ]
     if figures:
         lines.append(f"  figures: {', '.join(str(f) for f in figures)}")
     lines.append(f"Strongest effects (top {top} genes by |coef| per predictor):")
     width = max(len(p) for p in design.columns)
-    for predictor, effects in strongest_effects(adata, key, top).items():
+    for predictor, effects in top_effects(adata, key_added=key, top=top).items():
         text = ", ".join(f"{g} ({c:+.2f})" for g, c in effects) or "no gene (all coefficients 0)"
         lines.append(f"  {predictor:<{width}}  {text}")
     return "\n".join(lines)
@@ -340,9 +391,10 @@ def _summary(
 
 def _default_plot_genes(adata: Any, key: str, n: int) -> list[str]:
     """Pick the strongest gene of each predictor, ordered by |coef|: the first ``n`` distinct."""
-    best = [
-        (abs(c), g) for effects in strongest_effects(adata, key, 1).values() for g, c in effects
-    ]
+    from .get import top_effects
+
+    effects = top_effects(adata, key_added=key, top=1).values()
+    best = [(abs(c), g) for pairs in effects for g, c in pairs]
     return list(dict.fromkeys(g for _, g in sorted(best, reverse=True)))[:n]
 
 
@@ -355,13 +407,14 @@ def _write_figures(
     genes: list[str],
     quiet: bool = False,
 ) -> list[Path]:
+    import numpy as np
     from matplotlib.figure import Figure
 
     from ._plot_results import gene_fit_layout, plot_coef_heatmap, plot_gene_fit
-    from ._transcriptome import FITTED_STATUSES
+    from ._results import FITTED_STATUSES, statuses
 
     written: list[Path] = []
-    status = adata.var[f"{key}_status"].astype(str)
+    status = statuses(adata, key)
     if not status.isin(FITTED_STATUSES).any():
         if not quiet:
             _warn("no figures: no gene was fitted.")
@@ -464,7 +517,7 @@ def _write_figures(
 )
 @click.option(
     "--distr",
-    type=click.Choice(DISTRIBUTIONS),
+    type=_LazyChoice(_distributions),
     default="poisson",
     show_default=True,
     help="Response family.",
@@ -613,93 +666,63 @@ def fit(
           --lambda 0.01 --out results.h5ad --figures figs
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
-    if out.suffix != ".h5ad":
-        raise InputError(f"--out: '{out}' must end in .h5ad.")
-    lag_genes = _split_names(",".join(lag)) if lag else []
-    if not (niche or lag_genes or coords or section_key):
-        raise InputError(
-            "no predictors requested: give at least one of --niche, --lag, "
-            "--coords or --section-key."
-        )
-    if not key_added.strip():
-        raise InputError("--key-added must not be empty.")
-    fit_genes_list = _gene_list(genes, "--genes")
-    plot_gene_list = _gene_list(plot_genes, "--plot-genes")
-    _check_writable(out, "--out")
-    if figures is not None:
-        _check_writable(figures, "--figures")
-
+    lag_genes, fit_genes_list, plot_gene_list = _check_options(
+        out=out,
+        genes=genes,
+        niche=niche,
+        lag=lag,
+        coords=coords,
+        section_key=section_key,
+        key_added=key_added,
+        plot_genes=plot_genes,
+        figures=figures,
+    )
     adata = _read_input(input_path)
-    if layer is not None and layer not in adata.layers:
-        raise InputError(
-            f"--layer: {layer!r} is not a layer of {input_path.name} "
-            f"(layers: {', '.join(adata.layers) or 'none'})."
-        )
-    for option, column in (("--section-key", section_key), ("--niche", niche)):
-        if column is not None:
-            _check_obs_column(adata, column, option, input_path)
-    if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
-        raise InputError(
-            f"--niche: column {niche!r} has {adata.obs[niche].nunique()} distinct "
-            f"values; it must be categorical (at most {MAX_NICHE_CATEGORIES})."
-        )
-    if (niche or lag_genes or coords or figures) and "spatial" not in adata.obsm:
-        raise InputError(
-            f"{input_path.name} has no coordinates in obsm['spatial'], needed by "
-            "--niche, --lag, --coords and --figures."
-        )
-    for option, names in (
-        ("--genes", fit_genes_list),
-        ("--lag", lag_genes),
-        ("--plot-genes", plot_gene_list),
-    ):
-        if names:
-            _check_genes(names, adata.var_names, option, input_path)
-    if plot_gene_list and fit_genes_list and set(plot_gene_list) - set(fit_genes_list):
-        raise InputError(
-            f"--plot-genes: {sorted(set(plot_gene_list) - set(fit_genes_list))} "
-            "are not among the fitted --genes."
-        )
+    _check_input(
+        adata,
+        input_path,
+        layer=layer,
+        columns={"--section-key": section_key, "--niche": niche},
+        needs_coords=bool(niche or lag_genes or coords or figures),
+        gene_options={
+            "--genes": fit_genes_list,
+            "--lag": lag_genes,
+            "--plot-genes": plot_gene_list,
+        },
+    )
+    from ._results import design_key
 
-    from ._transcriptome import fit_genes
-
-    caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        design = build_design(
+        design = _design(
             adata,
+            section_key=section_key,
             niche=niche,
             lag=lag_genes,
             coords=coords,
-            section_key=section_key,
-            n_neighbors=n_neighbors,
             layer=layer,
+            n_neighbors=n_neighbors,
         )
-        n_genes = len(fit_genes_list) if fit_genes_list else adata.n_vars
-        fit_started = time.perf_counter()
-        try:
-            fit_genes(
-                adata,
-                fit_genes_list,
-                design=design,
-                distr=distr,
-                alpha=alpha,
-                reg_lambda=reg_lambda,
-                n_lambdas=n_lambdas,
-                cv=cv,
-                theta=theta,
-                random_seed=seed,
-                layer=layer,
-                key_added=key_added,
-                store_fitted=store_fitted,
-                progress=not quiet,
-            )
-        except ValueError as err:
-            where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-            raise InputError(f"cannot fit {input_path.name} ({where}): {err}") from None
-        fit_seconds = time.perf_counter() - fit_started
-        caught.extend(str(r.message) for r in records)
-    adata.obsm[f"{key_added}_design"] = design
+        fit_seconds = _fit(
+            adata,
+            input_path,
+            fit_genes_list,
+            design=design,
+            distr=distr,
+            alpha=alpha,
+            reg_lambda=reg_lambda,
+            n_lambdas=n_lambdas,
+            cv=cv,
+            theta=theta,
+            random_seed=seed,
+            layer=layer,
+            key_added=key_added,
+            store_fitted=store_fitted,
+            progress=not quiet,
+        )
+        caught = [str(r.message) for r in records]
+    n_genes = len(fit_genes_list) if fit_genes_list else adata.n_vars
+    adata.obsm[design_key(key_added)] = design
     adata.uns[key_added]["cli"] = {
         "section_key": section_key or "",
         "niche": niche or "",

@@ -1,11 +1,33 @@
-"""Getters that turn stored results into tidy DataFrames (scanpy's ``sc.get`` convention)."""
+"""Getters that read what :func:`stglm.fit_genes` stored (scanpy's ``sc.get`` convention).
+
+- :func:`coef_df` — the coefficients as a long, tidy DataFrame;
+- :func:`fitted_mean` — one gene's fitted means over all cells;
+- :func:`top_effects` — for each predictor, the genes with the largest effects.
+
+Nothing here writes into ``adata``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-__all__ = ["coef_df"]
+from ._anndata import dense_columns, design_frame
+from ._errors import InputError
+from ._families import get_family
+from ._results import (
+    RANKED_STATUSES,
+    check_gene,
+    coef_key,
+    mu_layer,
+    results_info,
+    var_key,
+)
+
+__all__ = ["coef_df", "fitted_mean", "top_effects"]
 
 
 def coef_df(
@@ -29,27 +51,19 @@ def coef_df(
         fitted gene and predictor (genes not requested are left out), sorted by gene then
         predictor order.
     """
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"adata must be an AnnData; got {type(adata).__name__}.")
-    key = f"{key_added}_coef"
-    if key not in adata.varm or key_added not in adata.uns:
-        raise ValueError(
-            f"no fit_genes results under key_added={key_added!r} "
-            f"(adata.varm has {list(adata.varm.keys())})."
-        )
-    genes = list(adata.uns[key_added]["genes"])
-    coef = pd.DataFrame(adata.varm[key], index=adata.var_names).loc[genes]
+    genes = list(results_info(adata, key_added)["genes"])
+    coef = pd.DataFrame(adata.varm[coef_key(key_added)], index=adata.var_names).loc[genes]
     if include_intercept:
-        coef.insert(0, "intercept", adata.var.loc[genes, f"{key_added}_intercept"].to_numpy())
+        intercept = adata.var.loc[genes, var_key(key_added, "intercept")].to_numpy()
+        coef.insert(0, "intercept", intercept)
     tidy = (
         coef.rename_axis("gene")
         .reset_index()
         .melt(id_vars="gene", var_name="predictor", value_name="coef")
     )
-    info = adata.var.loc[
-        genes, [f"{key_added}_lambda", f"{key_added}_score", f"{key_added}_status"]
-    ]
-    info.columns = ["lambda", "score", "status"]
+    fields = ("lambda", "score", "status")
+    info = adata.var.loc[genes, [var_key(key_added, f) for f in fields]]
+    info.columns = list(fields)
     tidy = tidy.merge(info, left_on="gene", right_index=True, how="left")
     order = {p: i for i, p in enumerate(coef.columns)}
     gene_order = {g: i for i, g in enumerate(genes)}
@@ -57,3 +71,98 @@ def coef_df(
         ["gene", "predictor"], key=lambda s: s.map(gene_order if s.name == "gene" else order)
     )
     return tidy.reset_index(drop=True)
+
+
+def fitted_mean(
+    adata: AnnData, gene: str, *, key_added: str = "stglm", design: Any = None
+) -> np.ndarray:
+    """Fitted means μ of one gene over all cells.
+
+    Read from ``adata.layers[f"{key_added}_mu"]`` when :func:`stglm.fit_genes` stored it
+    (``store_fitted=True``); otherwise recomputed as μ(β0 + design · β) from the stored
+    intercept and coefficients, the family in ``adata.uns[key_added]['params']`` and ``design``.
+
+    Parameters
+    ----------
+    adata : AnnData
+        An AnnData that :func:`stglm.fit_genes` wrote into.
+    gene : str
+        A fitted gene.
+    key_added : str, default="stglm"
+        The ``key_added`` used when fitting.
+    design : DataFrame or array of shape (n_obs, n_predictors), optional
+        The design given to :func:`stglm.fit_genes` (same alignment rules); needed when the
+        fitted means were not stored. Its columns must include the fitted predictors.
+
+    Returns
+    -------
+    ndarray of shape (n_obs,)
+
+    Raises
+    ------
+    ValueError
+        If there are no results, the gene was not fitted, or the means were not stored and
+        no (matching) ``design`` is given.
+    """
+    info = results_info(adata, key_added)
+    j = check_gene(adata, gene, key_added)
+    layer = mu_layer(key_added)
+    if layer in adata.layers:
+        return dense_columns(adata.layers[layer], [j]).ravel()
+    if design is None:
+        raise InputError(
+            f"adata.layers[{layer!r}] is absent (fit_genes ran without store_fitted=True); "
+            "pass design=, the design given to fit_genes, to recompute the fitted means."
+        )
+    frame = design_frame(design, adata)
+    predictors = [str(p) for p in info["predictors"]]
+    missing = [p for p in predictors if p not in frame.columns]
+    if missing:
+        raise InputError(
+            f"design lacks the fitted predictors {missing} (it has {list(frame.columns)})."
+        )
+    params = info["params"]
+    family = get_family(
+        params["distr"], eta=float(params.get("eta", 2.0)), theta=float(params.get("theta", 1.0))
+    )
+    coef = np.asarray(adata.varm[coef_key(key_added)], dtype=float)[j]
+    intercept = float(adata.var[var_key(key_added, "intercept")].iloc[j])
+    if not params.get("fit_intercept", True):
+        intercept = 0.0
+    z = intercept + frame[predictors].to_numpy(dtype=np.float64) @ coef
+    return np.asarray(family.mean(z), dtype=np.float64)
+
+
+def top_effects(
+    adata: AnnData, *, key_added: str = "stglm", top: int = 5
+) -> dict[str, list[tuple[str, float]]]:
+    """For each predictor, the ``top`` genes with the largest nonzero abs(coef), strongest first.
+
+    Genes whose cross-validation is unreliable ("fold without counts") are left out, as in
+    the coefficient heatmap: their coefficients do not compare with the others'.
+
+    Parameters
+    ----------
+    adata : AnnData
+        An AnnData that :func:`stglm.fit_genes` wrote into.
+    key_added : str, default="stglm"
+        The ``key_added`` used when fitting.
+    top : int, default=5
+        Genes per predictor (fewer when fewer have a nonzero coefficient).
+
+    Returns
+    -------
+    dict
+        ``{predictor: [(gene, coef), ...]}`` in the design's predictor order; ties keep the
+        fitting order of the genes.
+    """
+    if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+        raise InputError(f"top must be a positive integer; got {top!r}.")
+    tidy = coef_df(adata, key_added=key_added)
+    tidy = tidy[tidy["status"].isin(RANKED_STATUSES) & (tidy["coef"] != 0)]
+    out = {}
+    for predictor in adata.uns[key_added]["predictors"]:
+        rows = tidy[tidy["predictor"] == predictor]
+        rows = rows.iloc[np.argsort(-rows["coef"].abs().to_numpy(), kind="stable")[:top]]
+        out[str(predictor)] = list(zip(rows["gene"], rows["coef"].astype(float), strict=True))
+    return out

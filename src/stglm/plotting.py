@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._errors import InputError, InputTypeError
 from ._glm_cv import GLMCV
 from ._plot_results import plot_coef_heatmap, plot_gene_fit
 
@@ -33,7 +34,7 @@ _METRIC_LABELS = {"deviance": "deviance", "pseudo_r2": "pseudo-R²"}
 def _check_model(model: Any, caller: str) -> None:
     """Raise TypeError for a non-GLMCV and NotFittedError for an unfitted one."""
     if not isinstance(model, GLMCV):
-        raise TypeError(f"{caller} needs a fitted GLMCV; got {type(model).__name__}.")
+        raise InputTypeError(f"{caller} needs a fitted GLMCV; got {type(model).__name__}.")
     check_is_fitted(model, list(_FITTED_ATTRIBUTES))
 
 
@@ -52,7 +53,7 @@ def _lambda_axis(values: np.ndarray, log: bool) -> np.ndarray:
     if not log:
         return values
     if np.any(values <= 0):
-        raise ValueError("The λ path contains values <= 0, which have no logarithm; use log=False.")
+        raise InputError("The λ path contains values <= 0, which have no logarithm; use log=False.")
     return np.log(values)
 
 
@@ -65,7 +66,7 @@ def _feature_names(model: GLMCV, feature_names: Sequence[str] | None) -> list[st
     if feature_names is not None:
         names = [str(name) for name in feature_names]
         if len(names) != p:
-            raise ValueError(
+            raise InputError(
                 f"feature_names has {len(names)} names but the model has {p} features."
             )
         return names

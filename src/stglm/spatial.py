@@ -4,7 +4,9 @@
 - Graphs: :func:`spatial_neighbors`, :func:`expression_neighbors`, :func:`get_graph`
   (implemented in ``stglm._graphs``).
 - Predictors, as DataFrames indexed by ``obs_names`` and ready to be a design matrix:
-  :func:`niche_composition`, :func:`spatial_lag`, :func:`coordinates`.
+  :func:`niche_composition`, :func:`spatial_lag`, :func:`coordinates`, and
+  :func:`build_design`, which puts them together with section indicators (the design of
+  the ``stglm fit`` command).
 
 Sparse inputs stay sparse and no function writes into ``adata``.
 """
@@ -20,19 +22,21 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._graphs import (
+from ._anndata import (
     check_adata,
-    expression_neighbors,
+    dense_columns,
+    gene_positions,
     get_coords,
-    get_graph,
     get_matrix,
     get_obs_column,
-    size_factors,
-    spatial_neighbors,
+    group_indices,
 )
+from ._errors import InputError, InputTypeError
+from ._graphs import expression_neighbors, get_graph, size_factors, spatial_neighbors
 from ._validation import Boolean, validate_params
 
 __all__ = [
+    "build_design",
     "calc_1nd_moment",
     "coordinates",
     "expression_neighbors",
@@ -49,23 +53,23 @@ def _check_W(W: Any, normalize_W: bool) -> Matrix:
     """W as a finite float64 square matrix (CSR of the same sparse family, or ndarray)."""
     if sp.issparse(W):
         if W.dtype.kind not in "biuf":
-            raise TypeError(f"W must be numeric; got dtype {W.dtype}.")
+            raise InputTypeError(f"W must be numeric; got dtype {W.dtype}.")
         W = W.tocsr().astype(np.float64, copy=False)  # tocsr keeps spmatrix vs sparray
         values = W.data
     else:
         try:
             W = np.asarray(W, dtype=np.float64)
         except (TypeError, ValueError):
-            raise TypeError(
+            raise InputTypeError(
                 f"W must be a numeric dense or scipy sparse matrix; got {type(W).__name__}."
             ) from None
         values = W
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
-        raise ValueError(f"W must be a square (n_obs, n_obs) matrix; got shape {W.shape}.")
+        raise InputError(f"W must be a square (n_obs, n_obs) matrix; got shape {W.shape}.")
     if not np.all(np.isfinite(values)):
-        raise ValueError("W contains NaN or infinite values.")
+        raise InputError("W contains NaN or infinite values.")
     if normalize_W and values.size and values.min() < 0:
-        raise ValueError(
+        raise InputError(
             "W has negative weights; row-normalising (normalize_W=True) needs non-negative weights."
         )
     return W
@@ -79,16 +83,16 @@ def _check_moment_X(X: Any, n_obs: int) -> Matrix:
         X = np.asarray(X)
         values = X
         if X.ndim not in (1, 2):
-            raise ValueError(f"X must be 1-D or 2-D; got {X.ndim}-D with shape {X.shape}.")
+            raise InputError(f"X must be 1-D or 2-D; got {X.ndim}-D with shape {X.shape}.")
     if X.dtype.kind not in "biuf":
-        raise TypeError(f"X must be numeric; got dtype {X.dtype}.")
+        raise InputTypeError(f"X must be numeric; got dtype {X.dtype}.")
     if X.shape[0] != n_obs:
-        raise ValueError(
+        raise InputError(
             f"X has {X.shape[0]} rows but W is {n_obs}×{n_obs}; W must be (n_obs, n_obs) with "
             "n_obs = X.shape[0]."
         )
     if not np.all(np.isfinite(values)):
-        raise ValueError("X contains NaN or infinite values.")
+        raise InputError("X contains NaN or infinite values.")
     return X
 
 
@@ -240,24 +244,19 @@ def spatial_lag(
     validate_params({"normalize": normalize}, {"normalize": Boolean()})
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes or not all(isinstance(g, str) for g in genes):
-        raise TypeError(f"genes must be a gene name or a non-empty list of names; got {genes!r}.")
-    unknown = [g for g in genes if g not in adata.var_names]
-    if unknown:
-        raise ValueError(f"genes not in adata.var_names: {unknown}.")
-    if len(set(genes)) < len(genes):
-        raise ValueError(f"genes contains duplicates: {genes}.")
+        raise InputTypeError(
+            f"genes must be a gene name or a non-empty list of names; got {genes!r}."
+        )
+    _, cols = gene_positions(adata, genes)
     X = get_matrix(adata, layer)
     scale = size_factors(X) if normalize else None  # checks X before the graph is built
     W = _resolve_graph(adata, graph, graph_kwargs)
 
-    cols = adata.var_names.get_indexer(genes)
-    values = X[:, cols]
-    values = values.toarray() if sp.issparse(values) else np.asarray(values)
-    values = values.astype(np.float64)
+    values = dense_columns(X, cols)
     if normalize:
         values = np.log1p(values * scale[:, None])
     elif not np.all(np.isfinite(values)):
-        raise ValueError("The selected genes' values contain NaN or infinite values.")
+        raise InputError("The selected genes' values contain NaN or infinite values.")
     lag, _ = calc_1nd_moment(values, W)
     return pd.DataFrame(lag, index=adata.obs_names.copy(), columns=[f"lag_{g}" for g in genes])
 
@@ -282,13 +281,125 @@ def coordinates(adata: AnnData, *, standardize: bool = True) -> pd.DataFrame:
     validate_params({"standardize": standardize}, {"standardize": Boolean()})
     coords = get_coords(adata)
     if coords.shape[1] not in (2, 3):
-        raise ValueError(
+        raise InputError(
             f"adata.obsm['spatial'] must have 2 or 3 columns (x, y[, z]); got {coords.shape[1]}."
         )
     if standardize:
-        coords = coords - coords.mean(axis=0)
-        std = coords.std(axis=0)
-        coords = np.divide(coords, std, out=np.zeros_like(coords), where=std > 0)
+        coords = _standardize(coords)
     return pd.DataFrame(
         coords, index=adata.obs_names.copy(), columns=list("xyz"[: coords.shape[1]])
     )
+
+
+def _standardize(coords: np.ndarray) -> np.ndarray:
+    """Columns centred and divided by their standard deviation (ddof=0); constant ones 0."""
+    coords = coords - coords.mean(axis=0)
+    std = coords.std(axis=0)
+    return np.divide(coords, std, out=np.zeros_like(coords), where=std > 0)
+
+
+def _section_dummies(adata: AnnData, section_key: str) -> pd.DataFrame:
+    """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
+    labels = pd.Categorical(get_obs_column(adata, section_key, "section_key"))
+    dummies = pd.get_dummies(labels, prefix=section_key, drop_first=True, dtype=float)
+    return dummies.set_axis(adata.obs_names.copy(), axis=0)
+
+
+def _section_coordinates(adata: AnnData, section_key: str) -> pd.DataFrame:
+    """Coordinates standardised within each section (sections lie apart on one slide)."""
+    frame = coordinates(adata, standardize=False)
+    values = frame.to_numpy(copy=True)
+    for members in group_indices(get_obs_column(adata, section_key, "section_key")):
+        values[members] = _standardize(values[members])
+    return pd.DataFrame(values, index=frame.index, columns=frame.columns)
+
+
+def build_design(
+    adata: AnnData,
+    *,
+    section_key: str | None = None,
+    niche: str | None = None,
+    lag: str | Sequence[str] | None = None,
+    coords: bool = False,
+    layer: str | None = None,
+    graph: str | Matrix | None = None,
+    **graph_kwargs: Any,
+) -> pd.DataFrame:
+    """A design of spatial predictors: sections, niche shares, spatial lags, coordinates.
+
+    The design the ``stglm fit`` command builds from ``--section-key``, ``--niche``,
+    ``--lag`` and ``--coords`` (``--n-neighbors`` is ``n_neighbors=``): the same call here
+    and on the command line fit the same model.
+
+    Parameters
+    ----------
+    adata : AnnData
+        The cells: coordinates in ``obsm['spatial']`` (for niche, lag and coords), counts in
+        ``X`` or ``layers[layer]`` (for lag).
+    section_key : str, optional
+        An ``adata.obs`` column of the tissue section. Adds a 0/1 column
+        ``<section_key>_<section>`` for every section but the first in category order (sorted
+        values for a non-categorical column), the reference; builds the spatial graph within
+        sections; standardises the coordinates within each section.
+    niche : str, optional
+        An ``adata.obs`` column (e.g. cell type): columns ``niche_<category>`` of
+        :func:`niche_composition`.
+    lag : str or sequence of str, optional
+        Genes: columns ``lag_<gene>`` of :func:`spatial_lag` (log1p-normalised counts).
+    coords : bool, default False
+        Add standardised coordinates ``x``, ``y`` (``z``) of :func:`coordinates`.
+    layer : str, optional
+        The counts of the lags: ``adata.layers[layer]`` instead of ``adata.X``.
+    graph : str or matrix, optional
+        The neighbourhood graph of niche and lag, resolved by :func:`get_graph` (built once,
+        shared by both). By default :func:`spatial_neighbors` with ``graph_kwargs`` and
+        ``batch_key=section_key``.
+    **graph_kwargs
+        Passed to the graph builder, e.g. ``n_neighbors=6``.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_obs, n_predictors)
+        Indexed by ``obs_names``; columns in this order: section dummies, niche shares, lags,
+        coordinates.
+
+    Raises
+    ------
+    ValueError
+        If no predictor results (nothing requested, or a single section and nothing else),
+        two predictors share a name, or a column, gene, layer or the coordinates are missing.
+    """
+    check_adata(adata)
+    validate_params({"coords": coords}, {"coords": Boolean()})
+    lag = [lag] if isinstance(lag, str) else list(lag or [])
+    # The cheap checks first: a misspelt column or gene fails before the graph is built.
+    for name, key in (("section_key", section_key), ("niche", niche)):
+        if key is not None:
+            get_obs_column(adata, key, name)
+    if lag:
+        gene_positions(adata, lag)
+    if graph is None or (isinstance(graph, str) and graph == "spatial"):
+        graph_kwargs.setdefault("batch_key", section_key)
+    W = _resolve_graph(adata, graph, graph_kwargs) if niche is not None or lag else None
+
+    parts = []
+    if section_key is not None:
+        parts.append(_section_dummies(adata, section_key))
+    if niche is not None:
+        parts.append(niche_composition(adata, niche, graph=W))
+    if lag:
+        parts.append(spatial_lag(adata, lag, graph=W, layer=layer))
+    if coords:
+        parts.append(
+            coordinates(adata) if section_key is None else _section_coordinates(adata, section_key)
+        )
+    design = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=adata.obs_names.copy())
+    if design.shape[1] == 0:
+        raise InputError(
+            "no predictors: give section_key (with more than one section), niche, lag or "
+            "coords=True."
+        )
+    if design.columns.has_duplicates:
+        dup = design.columns[design.columns.duplicated()].tolist()
+        raise InputError(f"duplicate predictor names {dup}; rename the categories.")
+    return design

@@ -1,0 +1,228 @@
+"""Reading an AnnData: the matrix a ``layer`` names, obs columns, genes, coordinates, designs.
+
+Every module that takes an AnnData reads it through these functions, so which matrix
+``layer=None`` or ``layer="counts"`` means, how genes and obs columns are looked up and
+what the messages say when something is missing are decided here, once. Nothing here
+writes into ``adata``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._errors import InputError, InputTypeError
+from ._validation import check_X
+
+__all__ = [
+    "X_LAYER",
+    "check_adata",
+    "dense_columns",
+    "design_frame",
+    "gene_positions",
+    "get_coords",
+    "get_matrix",
+    "get_obs_column",
+    "group_indices",
+    "layer_label",
+    "layer_matrix",
+    "layer_of_record",
+]
+
+Matrix = np.ndarray | sp.spmatrix | sp.sparray
+
+#: How a fit records that it read ``adata.X`` (``uns[key]['params']['layer']``).
+X_LAYER = "X"
+#: Unknown genes named in an error message (the rest are counted).
+MAX_NAMES_SHOWN = 10
+
+
+def check_adata(adata: Any, name: str = "adata") -> AnnData:
+    """Raise ``TypeError`` unless ``adata`` is an AnnData; return it."""
+    if not isinstance(adata, AnnData):
+        raise InputTypeError(f"{name} must be an AnnData; got {type(adata).__name__}.")
+    return adata
+
+
+# ---------------------------------------------------------------------------------------------
+# the expression matrix
+# ---------------------------------------------------------------------------------------------
+def layer_label(layer: str | None) -> str:
+    """How messages name the matrix of ``layer``: ``adata.X`` or ``adata.layers['name']``."""
+    return "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+
+
+def layer_of_record(layer: str | None) -> str:
+    """The value a fit stores for ``layer`` (``X_LAYER`` for ``adata.X``)."""
+    return X_LAYER if layer is None else layer
+
+
+def layer_matrix(adata: AnnData, layer: str | None) -> Any:
+    """``adata.X`` (``layer=None``) or ``adata.layers[layer]``, as stored (not converted).
+
+    Raises
+    ------
+    ValueError
+        If ``layer`` is not a key of ``adata.layers``.
+    """
+    if layer is None:
+        return adata.X
+    if not isinstance(layer, str) or layer not in adata.layers:
+        raise InputError(
+            f"layer={layer!r} is not in adata.layers; layers are {list(adata.layers.keys())}."
+        )
+    return adata.layers[layer]
+
+
+def get_matrix(adata: AnnData, layer: str | None) -> Matrix:
+    """The matrix of ``layer`` (see :func:`layer_matrix`), checked to be present and numeric.
+
+    Dense input becomes an ndarray; sparse input stays sparse, as CSR or CSC (other formats
+    become CSR: they cannot be sliced by column).
+    """
+    X, name = layer_matrix(adata, layer), layer_label(layer)
+    if X is None:
+        raise InputError(f"{name} is empty (None).")
+    if not sp.issparse(X):
+        X = np.asarray(X)
+    elif X.format not in ("csr", "csc"):
+        X = X.tocsr()
+    if X.dtype.kind not in "biuf":
+        raise InputTypeError(f"{name} must be numeric; got dtype {X.dtype}.")
+    return X
+
+
+def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
+    """Dense float64 block ``matrix[:, columns]`` of a dense or sparse matrix.
+
+    Only the selected columns are densified.
+    """
+    block = matrix[:, columns]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    return np.asarray(block, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# obs and var lookups
+# ---------------------------------------------------------------------------------------------
+def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
+    """``adata.obs[key]``, rejecting unknown keys and missing values (``name`` is the option)."""
+    if not isinstance(key, str):
+        raise InputTypeError(f"{name} must be the name of an adata.obs column; got {key!r}.")
+    if key not in adata.obs.columns:
+        raise InputError(
+            f"{name}={key!r} is not a column of adata.obs; columns are {list(adata.obs.columns)}."
+        )
+    col = adata.obs[key]
+    n_missing = int(col.isna().sum())
+    if n_missing:
+        raise InputError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")
+    return col
+
+
+def gene_positions(adata: AnnData, genes: Any = None) -> tuple[pd.Index, np.ndarray]:
+    """Names and column positions of ``genes`` (a name, a list of names, or None for all).
+
+    Raises
+    ------
+    ValueError
+        If ``adata.var_names`` has duplicates (a name would not say which column), or
+        ``genes`` is empty, has duplicates or names genes not in ``adata.var_names``.
+    """
+    var_names = adata.var_names
+    if not var_names.is_unique:
+        repeated = var_names[var_names.duplicated()].unique().tolist()
+        raise InputError(
+            f"adata.var_names has duplicates ({repeated[:MAX_NAMES_SHOWN]}); "
+            "make them unique first, e.g. with adata.var_names_make_unique()."
+        )
+    if genes is None:
+        names = pd.Index(var_names)
+    else:
+        names = pd.Index([genes] if isinstance(genes, str) else list(genes))
+        missing = [g for g in names if g not in var_names]
+        if missing:
+            more = len(missing) - MAX_NAMES_SHOWN
+            extra = f" and {more} more" if more > 0 else ""
+            raise InputError(f"genes not in adata.var_names: {missing[:MAX_NAMES_SHOWN]}{extra}.")
+        if names.has_duplicates:
+            raise InputError(f"genes contains duplicates: {names[names.duplicated()].tolist()}.")
+    if len(names) == 0:
+        raise InputError("genes is empty.")
+    return names, var_names.get_indexer(names)
+
+
+def get_coords(adata_or_coords: Any) -> np.ndarray:
+    """Cell coordinates as a finite float (n_obs, n_dims) array.
+
+    From ``adata.obsm['spatial']`` for an AnnData, else from the array itself.
+    """
+    if isinstance(adata_or_coords, AnnData):
+        if "spatial" not in adata_or_coords.obsm:
+            keys = list(adata_or_coords.obsm.keys())
+            raise InputError(
+                "adata.obsm has no 'spatial' entry (the cell coordinates); obsm keys are "
+                f"{keys}. Store them in adata.obsm['spatial'] or pass the coordinate array."
+            )
+        coords, name = adata_or_coords.obsm["spatial"], "adata.obsm['spatial']"
+    else:
+        coords, name = adata_or_coords, "coordinates"
+    try:
+        coords = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputTypeError(
+            f"{name} must be a numeric (n_obs, n_dims) array or an AnnData; "
+            f"got {type(coords).__name__}."
+        ) from None
+    if coords.ndim != 2 or coords.shape[0] == 0 or coords.shape[1] == 0:
+        raise InputError(
+            f"{name} must be a non-empty 2-D (n_obs, n_dims) array; got {coords.shape}."
+        )
+    if not np.all(np.isfinite(coords)):
+        raise InputError(f"{name} contains NaN or infinite values.")
+    return coords
+
+
+def group_indices(labels: Any) -> list[np.ndarray]:
+    """Positions of the cells of each distinct label (sections), in sorted label order."""
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    return [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# designs
+# ---------------------------------------------------------------------------------------------
+def design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
+    """The design as a numeric DataFrame aligned with ``adata.obs_names``.
+
+    A DataFrame's index must be ``adata.obs_names`` (any order) or a RangeIndex of length
+    ``n_obs``; an array's columns are named ``x0, x1, ...``.
+    """
+    if isinstance(design, pd.DataFrame):
+        if design.index.equals(adata.obs_names):
+            frame = design
+        elif set(design.index) == set(adata.obs_names) and design.index.is_unique:
+            frame = design.loc[adata.obs_names]
+        elif len(design) == adata.n_obs and isinstance(design.index, pd.RangeIndex):
+            frame = design.set_axis(adata.obs_names, axis=0)
+        else:
+            raise InputError(
+                "design's index must be adata.obs_names (in any order) or a RangeIndex of "
+                f"length n_obs={adata.n_obs}; got {len(design)} rows with other labels."
+            )
+    else:
+        values = check_X(design, name="design", accept_sparse=True)
+        if values.shape[0] != adata.n_obs:
+            raise InputError(f"design must have n_obs={adata.n_obs} rows; got {values.shape[0]}.")
+        if sp.issparse(values):
+            values = values.toarray()  # designs are narrow: densifying is cheap
+        frame = pd.DataFrame(
+            values, index=adata.obs_names, columns=[f"x{j}" for j in range(values.shape[1])]
+        )
+    frame.columns = frame.columns.astype(str)
+    check_X(frame, name="design")
+    return frame

@@ -1,0 +1,245 @@
+"""The results schema of :func:`stglm.fit_genes`: every key it writes, and how they are read.
+
+For a prefix ``key`` (fit_genes' ``key_added``):
+
+- ``adata.varm[coef_key(key)]`` — DataFrame (n_vars × n_predictors) of coefficients;
+- ``adata.varm[stat_key(key, name)]`` for each name of ``INFERENCE_FIELDS`` (with
+  ``inference=True``) — standard errors, Wald p-values and BH q-values like the coefficients;
+- ``adata.var[var_key(key, field)]`` for each field of ``VAR_FIELDS``;
+- ``adata.uns[key]`` — ``{"params": ..., "predictors": [...], "genes": [...], "model": {...}}``
+  (the CLI adds ``"cli"``);
+- ``adata.layers[mu_layer(key)]`` — fitted means, with ``store_fitted=True``;
+- ``adata.obsm[design_key(key)]`` — the design, written by the ``stglm fit`` command.
+
+Writers and readers (fit_genes, :mod:`stglm.get`, the plots, the CLI) build the key names
+with these functions only, so the schema is spelled once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._anndata import check_adata, layer_of_record
+from ._errors import InputError, InputTypeError
+
+__all__ = [
+    "ALL_ZEROS",
+    "FITTED_STATUSES",
+    "FOLD_WITHOUT_COUNTS",
+    "NOT_CONVERGED",
+    "NOT_REQUESTED",
+    "OK",
+    "RANKED_STATUSES",
+    "VAR_FIELDS",
+    "check_gene",
+    "coef_frame",
+    "coef_key",
+    "design_key",
+    "fitted_layer",
+    "INFERENCE_FIELDS",
+    "stat_key",
+    "mu_layer",
+    "results_info",
+    "statuses",
+    "store_results",
+    "var_key",
+]
+
+#: Gene statuses (``var[var_key(key, "status")]``; see :func:`stglm.fit_genes`).
+OK, NOT_CONVERGED, ALL_ZEROS = "ok", "not converged", "all zeros"
+FOLD_WITHOUT_COUNTS, NOT_REQUESTED = "fold without counts", "not requested"
+#: Statuses of genes that have coefficients.
+FITTED_STATUSES = (OK, NOT_CONVERGED, FOLD_WITHOUT_COUNTS)
+#: Those whose coefficients rank among other genes' (a degenerate CV can pick a tiny λ).
+RANKED_STATUSES = (OK, NOT_CONVERGED)
+#: Per-gene columns of ``adata.var``, in the order they are written.
+VAR_FIELDS = (
+    "intercept", "lambda", "score", "converged", "kkt", "n_iter", "theta", "theta_status",
+    "status",
+)  # fmt: skip
+#: Per-gene × predictor tables of ``inference=True`` in ``adata.varm``.
+INFERENCE_FIELDS = ("se", "pvalue", "qvalue")
+#: Value of a gene that was not fitted, per field (the coefficients are NaN).
+_FILL = {
+    "intercept": np.nan,
+    "lambda": np.nan,
+    "score": np.nan,
+    "converged": False,
+    "kkt": np.nan,
+    "n_iter": 0,
+    "theta": np.nan,
+    "theta_status": "",
+    "status": NOT_REQUESTED,
+}
+#: Fields stored as categories.
+_CATEGORICAL = ("status", "theta_status")
+
+
+def coef_key(key: str) -> str:
+    """The ``adata.varm`` key of the coefficients."""
+    return f"{key}_coef"
+
+
+def var_key(key: str, field: str) -> str:
+    """The ``adata.var`` column of a per-gene ``field`` (one of ``VAR_FIELDS``)."""
+    if field not in VAR_FIELDS:
+        raise KeyError(f"unknown results field {field!r}; fields are {VAR_FIELDS}.")
+    return f"{key}_{field}"
+
+
+def stat_key(key: str, name: str) -> str:
+    """The ``adata.varm`` key of an inference table (one of ``INFERENCE_FIELDS``)."""
+    if name not in INFERENCE_FIELDS:
+        raise KeyError(f"unknown inference table {name!r}; tables are {INFERENCE_FIELDS}.")
+    return f"{key}_{name}"
+
+
+def mu_layer(key: str) -> str:
+    """The ``adata.layers`` key of the stored fitted means."""
+    return f"{key}_mu"
+
+
+def design_key(key: str) -> str:
+    """The ``adata.obsm`` key of the design that the ``stglm fit`` command stores."""
+    return f"{key}_design"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def store_results(
+    adata: AnnData,
+    key: str,
+    names: pd.Index,
+    predictors: Any,
+    out: dict[str, np.ndarray],
+    status: np.ndarray,
+    fitted_mu: np.ndarray | None,
+    params: dict[str, Any],
+    layer: str | None,
+    model: dict[str, str] | None = None,
+) -> None:
+    """Write the documented result keys (only these) into ``adata``.
+
+    Parameters
+    ----------
+    adata : AnnData
+        Written into.
+    key : str
+        The prefix (``key_added``).
+    names : Index
+        The fitted genes, in fitting order.
+    predictors : sequence of str
+        The design's columns.
+    out : dict
+        ``"coef"`` (n_genes, n_predictors) and one vector per field of ``VAR_FIELDS`` but
+        ``"status"``, in the order of ``names``.
+    status : ndarray of str
+        Each gene's status.
+    fitted_mu : ndarray of shape (n_obs, n_genes), optional
+        Fitted means, stored as a dense float32 layer when given.
+    params : dict
+        The fit's parameters (None values are left out; arrays become lists).
+    layer : str, optional
+        The layer that was fitted.
+    model : dict, optional
+        What was fitted (family, link, offset, θ, weights, the coefficients' scale).
+    """
+    pos = adata.var_names.get_indexer(names)
+    coef = np.full((adata.n_vars, len(predictors)), np.nan)
+    coef[pos] = out["coef"]
+    adata.varm[coef_key(key)] = pd.DataFrame(coef, index=adata.var_names, columns=list(predictors))
+    for name in INFERENCE_FIELDS:
+        if name in out:
+            table = np.full((adata.n_vars, len(predictors)), np.nan)
+            table[pos] = out[name]
+            adata.varm[stat_key(key, name)] = pd.DataFrame(
+                table, index=adata.var_names, columns=list(predictors)
+            )
+    values = {**out, "status": status}
+    for field in VAR_FIELDS:
+        given = values[field]
+        dtype = object if field in _CATEGORICAL else np.asarray(given).dtype
+        full = np.full(adata.n_vars, _FILL[field], dtype=dtype)
+        full[pos] = given
+        adata.var[var_key(key, field)] = pd.Categorical(full) if field in _CATEGORICAL else full
+    stored = {
+        k: (v.tolist() if isinstance(v, np.ndarray) else v)
+        for k, v in params.items()
+        if v is not None
+    }
+    stored["layer"] = layer_of_record(layer)
+    adata.uns[key] = {"params": stored, "predictors": list(predictors), "genes": list(names)}
+    if model is not None:
+        adata.uns[key]["model"] = dict(model)
+    if fitted_mu is not None:
+        mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
+        mu[:, pos] = fitted_mu
+        adata.layers[mu_layer(key)] = mu
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def results_info(adata: Any, key: str) -> dict:
+    """``adata.uns[key]`` after checking that fit_genes results are there.
+
+    Raises
+    ------
+    TypeError
+        If ``adata`` is not an AnnData.
+    ValueError
+        If there are no results under ``key``.
+    """
+    check_adata(adata)
+    if coef_key(key) not in adata.varm or key not in adata.uns:
+        raise InputError(
+            f"no fit_genes results under key_added={key!r} "
+            f"(adata.varm has {list(adata.varm.keys())})."
+        )
+    return adata.uns[key]
+
+
+def statuses(adata: AnnData, key: str) -> pd.Series:
+    """Each gene's status as strings, indexed by ``var_names``."""
+    return adata.var[var_key(key, "status")].astype(str)
+
+
+def fitted_layer(info: dict) -> str | None:
+    """The layer a fit read (None for ``adata.X``), from ``results_info``'s answer."""
+    layer = info["params"].get("layer", layer_of_record(None))
+    return None if layer == layer_of_record(None) else layer
+
+
+def coef_frame(adata: AnnData, key: str) -> pd.DataFrame:
+    """Coefficients of the genes to compare (rows, in ``uns[key]['genes']`` order) × predictors.
+
+    Genes with an unreliable cross-validation ("fold without counts") are left out: their
+    λ, and so the size of their coefficients, does not compare with the others'.
+    """
+    info = results_info(adata, key)
+    predictors = [str(p) for p in info["predictors"]]
+    coef = pd.DataFrame(
+        np.asarray(adata.varm[coef_key(key)], dtype=float),
+        index=adata.var_names,
+        columns=predictors,
+    )
+    status = statuses(adata, key)
+    ranked = [g for g in info["genes"] if status[g] in RANKED_STATUSES]
+    return coef.loc[ranked]
+
+
+def check_gene(adata: AnnData, gene: Any, key: str) -> int:
+    """Position in ``var_names`` of a gene that has a fit under ``key``."""
+    if not isinstance(gene, str):
+        raise InputTypeError(f"gene must be a gene name (str); got {type(gene).__name__}.")
+    if gene not in adata.var_names:
+        raise InputError(f"gene {gene!r} is not in adata.var_names.")
+    status = str(adata.var[var_key(key, "status")][gene])
+    if status not in FITTED_STATUSES:
+        raise InputError(f"gene {gene!r} has no fit under key_added={key!r} (status {status!r}).")
+    return int(adata.var_names.get_loc(gene))
