@@ -804,6 +804,7 @@ def test_bad_inputs_raise_clear_errors(small, case):
 #: the genes lagged, the graph resolved.
 POSITIONAL_ALLOWED = {
     "stglm.fit_genes": ("genes",),
+    "stglm.test_genes": ("genes",),
     "stglm.spatial.niche_composition": ("obs_key",),
     "stglm.spatial.spatial_lag": ("genes",),
     "stglm.spatial.get_graph": ("graph",),

@@ -26,6 +26,7 @@ _LAZY_NAMES = {
     "kkt_residual": "._penalties",
     "log_likelihood": ".generalized_lm",
     "pseudo_r2": ".generalized_lm",
+    "test_genes": "._gene_tests",
 }
 #: Public submodules, also imported on first use.
 _SUBMODULES = ("datasets", "generalized_lm", "get", "plotting", "spatial")
@@ -48,6 +49,7 @@ __all__ = [
     "plotting",
     "pseudo_r2",
     "spatial",
+    "test_genes",
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports these
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports thes
     from . import generalized_lm as generalized_lm  # public, though not in __all__
     from ._families import Family, get_family
     from ._fit_glm import fit_glm
+    from ._gene_tests import test_genes
     from ._glm import GLM
     from ._glm_cv import GLMCV
     from ._penalties import ElasticNet, kkt_residual

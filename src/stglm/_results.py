@@ -42,6 +42,8 @@ __all__ = [
     "fitted_layer",
     "INFERENCE_FIELDS",
     "stat_key",
+    "store_test_results",
+    "test_key",
     "mu_layer",
     "results_info",
     "statuses",
@@ -180,6 +182,30 @@ def store_results(
         mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
         mu[:, pos] = fitted_mu
         adata.layers[mu_layer(key)] = mu
+
+
+def test_key(key: str, column: str) -> str:
+    """The ``adata.var`` column of a :func:`stglm.test_genes` result column."""
+    return f"{key}_{column}"
+
+
+def store_test_results(adata: AnnData, key: str, table: pd.DataFrame, info: dict) -> None:
+    """Write :func:`stglm.test_genes`' table into ``adata.var`` and what was tested into uns.
+
+    Genes not tested get NaN (status "not requested").
+    """
+    pos = adata.var_names.get_indexer(table.index)
+    for column in table.columns:
+        values = table[column].to_numpy()
+        if column == "status":
+            full = np.full(adata.n_vars, NOT_REQUESTED, dtype=object)
+            full[pos] = values.astype(object)
+            adata.var[test_key(key, column)] = pd.Categorical(full)
+        else:
+            full = np.full(adata.n_vars, np.nan)
+            full[pos] = values
+            adata.var[test_key(key, column)] = full
+    adata.uns[key] = {**info, "genes": list(table.index)}
 
 
 # ---------------------------------------------------------------------------------------------

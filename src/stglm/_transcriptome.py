@@ -487,24 +487,13 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         link=link,
         penalty_factor=penalty_factor,
     )
-    fixed_lambda = reg_lambda is not None and np.ndim(reg_lambda) == 0
-    if fixed_lambda:
-        est = GLM(**{k: v for k, v in params.items() if k in GLM._get_param_names()}, verbose=False)
-    else:
-        est = GLMCV(**params, verbose=False)
-    est._check_params()
-    for name, value, low in (("chunk_size", chunk_size, 1), ("n_jobs", n_jobs, None)):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | np.integer)
-            or (low is not None and value < low)
-        ):
-            raise InputError(f"{name} must be a positive integer or None; got {value!r}.")
+    est = gene_estimator(params)
+    check_run_options(chunk_size, n_jobs, key_added)
     if not isinstance(inference, bool):
         raise InputTypeError(f"inference must be True or False; got {inference!r}.")
     if (
         inference
-        and not (fixed_lambda and reg_lambda == 0)
+        and not (isinstance(est, GLM) and reg_lambda == 0)
         and (penalty_factor is None or not np.any(np.asarray(penalty_factor) == 0))
     ):
         raise InputError(
@@ -513,142 +502,210 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             "have no valid Wald p-values; to test a penalised selection, select on one half "
             "of the observations and test on the other, or use stglm.test_genes."
         )
-    if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
-    family = est._family(1.0 if est._estimates_theta() else None)
     frame = design_frame(design, adata)
     X = frame.to_numpy(dtype=np.float64)
     Tau = check_tau(Tau, X.shape[1])
     factor = check_vector(
         penalty_factor, X.shape[1], "penalty_factor", nonnegative=True, what="n_predictors"
     )
-    names, columns, matrix = _response_matrix(adata, genes, layer)
-    offset_values, offset_kind = resolve_offset(adata, matrix, names, offset, size_factors)
-    weights, weight_kind = resolve_weights(adata, sample_weight)
     folds = None
-    if not fixed_lambda:
+    if isinstance(est, GLMCV):
         if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
             raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
         if cv < 2 or cv > adata.n_obs:
             raise InputError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
         folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
+    family = est._family(1.0 if est._estimates_theta() else None)
+    data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
 
     if copy:
         adata = adata.copy()
-    if sp.issparse(matrix) and matrix.format != "csc":
-        # One CSC copy of the requested genes (the input's size at most) makes each chunk a
-        # cheap column slice; the dense block of a chunk is all that is ever densified.
-        matrix, columns = sp.csc_matrix(matrix[:, columns]), np.arange(len(columns))
-    n = adata.n_obs
-    if chunk_size is None:
-        chunk_size = default_chunk_size(n, _nbytes(matrix))
-    chunks = [
-        np.arange(s, min(s + chunk_size, len(names))) for s in range(0, len(names), chunk_size)
-    ]
+    fitter = _GeneFitter(est, family, X, Tau, folds, data.weights, factor, inference)
+    out = new_results(len(data.names), X.shape[1], inference)
+    status = np.full(len(data.names), OK, dtype=object)
+    fitted_mu = np.zeros((adata.n_obs, len(data.names)), dtype=np.float32) if store_fitted else None
 
-    fitter = _GeneFitter(est, family, X, Tau, folds, weights, factor, inference)
-    per_gene_offset = offset_values is not None and offset_values.ndim == 2
-    p = X.shape[1]
-    out = {
-        "intercept": np.full(len(names), np.nan),
-        "coef": np.full((len(names), p), np.nan),
-        "lambda": np.full(len(names), np.nan),
-        "score": np.full(len(names), np.nan),
-        "converged": np.zeros(len(names), dtype=bool),
-        "kkt": np.full(len(names), np.nan),
-        "n_iter": np.zeros(len(names), dtype=int),
-        "theta": np.full(len(names), np.nan),
-        "theta_status": np.full(len(names), "", dtype=object),
-    }
+    def fit_block(Y, offset_block):
+        return fitter.fit(Y, offset_block)
+
+    for idx, result in run_blocks(data, fit_block, status, chunk_size, n_jobs, progress, "fitting"):
+        for key, values in result.items():
+            out[key][idx] = values
+        if fitted_mu is not None:
+            Z = X @ result["coef"].T + (result["intercept"][None, :] if fit_intercept else 0)
+            fitted_mu[:, idx] = family.mean(Z + data.offset_columns(idx))
+    status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
+    warn_statuses(status, key_added, max_iter)
     if inference:
-        out["se"] = np.full((len(names), p), np.nan)
-        out["pvalue"] = np.full((len(names), p), np.nan)
-    status = np.full(len(names), OK, dtype=object)
-    fitted_mu = np.zeros((n, len(names)), dtype=np.float32) if store_fitted else None
+        testable = np.isin(status, FITTED_STATUSES)[:, None]
+        out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
+    store_results(
+        adata, key_added, data.names, frame.columns, out, status, fitted_mu, params, layer,
+        data.model(theta),
+    )  # fmt: skip
+    return adata if copy else None
 
-    def run(chunk: np.ndarray):
-        with single_blas_thread():
-            return _fit_chunk(chunk)
 
-    def _fit_chunk(chunk: np.ndarray):
-        Y = dense_columns(matrix, columns[chunk])
+def gene_estimator(params: dict) -> GLM | GLMCV:
+    """The estimator that models each gene (GLM at one λ, GLMCV otherwise), checked."""
+    reg_lambda = params["reg_lambda"]
+    if reg_lambda is not None and np.ndim(reg_lambda) == 0:
+        est = GLM(**{k: v for k, v in params.items() if k in GLM._get_param_names()}, verbose=False)
+    else:
+        est = GLMCV(**params, verbose=False)
+    est._check_params()
+    return est
+
+
+def check_run_options(chunk_size, n_jobs, key_added) -> None:
+    """The options of a whole-transcriptome run that are not the model's."""
+    for name, value, low in (("chunk_size", chunk_size, 1), ("n_jobs", n_jobs, None)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or (low is not None and value < low)
+        ):
+            raise InputError(f"{name} must be a positive integer or None; got {value!r}.")
+    if not isinstance(key_added, str) or not key_added:
+        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
+
+
+class GeneResponses:
+    """The requested genes' responses and what goes with them, read block by block.
+
+    Resolves the genes, the matrix (X or a layer), the offset (with size factors) and the
+    sample weights once; :meth:`block` reads and checks one block of genes.
+    """
+
+    def __init__(self, adata, genes, layer, family, offset, size_factors, sample_weight, folds):
+        self.names, self.columns, self.matrix = _response_matrix(adata, genes, layer)
+        self.offset, self.offset_kind = resolve_offset(
+            adata, self.matrix, self.names, offset, size_factors
+        )
+        self.weights, self.weight_kind = resolve_weights(adata, sample_weight)
+        self.family, self.folds = family, folds
+        self.n_obs = adata.n_obs
+        if sp.issparse(self.matrix) and self.matrix.format != "csc":
+            # One CSC copy of the requested genes (the input's size at most) makes each
+            # chunk a cheap column slice; the dense block of a chunk is all ever densified.
+            self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
+            self.columns = np.arange(len(self.columns))
+
+    def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
+        """Positions (in ``names``) of each block of genes."""
+        if chunk_size is None:
+            chunk_size = default_chunk_size(self.n_obs, _nbytes(self.matrix))
+        n = len(self.names)
+        return [np.arange(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+    def offset_columns(self, idx: np.ndarray):
+        """The offset of the genes ``idx`` as (n, len(idx)) or (n, 1) columns, or 0."""
+        if self.offset is None:
+            return 0.0
+        return self.offset[:, idx] if self.offset.ndim == 2 else self.offset[:, None]
+
+    def block(self, chunk: np.ndarray):
+        """(Y, usable, empty_fold, offset) of a block of genes; Y holds the usable ones.
+
+        A count gene without (weighted) counts is not usable; ``empty_fold`` marks genes
+        whose counts all fall in one held-out fold.
+        """
+        Y = dense_columns(self.matrix, self.columns[chunk])
         if not np.all(np.isfinite(Y)):
             raise InputError("the expression matrix contains NaN or infinite values.")
         try:
-            family.check_y(Y)
+            self.family.check_y(Y)
         except ValueError as err:  # the family's range check: bad input, not a bug
             raise InputError(str(err)) from None
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
-        if family.is_count:
-            counted = Y if weights is None else Y * weights[:, None]
+        if self.family.is_count:
+            counted = Y if self.weights is None else Y * self.weights[:, None]
             totals = counted.sum(axis=0)
             usable = totals > 0
-            for _, test in folds or ():
+            for _, test in self.folds or ():
                 # All counts held out: the training fold has none.
                 empty_fold |= usable & (counted[test].sum(axis=0) == totals)
-        result = None
-        if usable.any():  # all usable: no copy of the block
-            chunk_offset = offset_values
-            if per_gene_offset:
-                chunk_offset = offset_values[:, chunk[usable]]
-            result = fitter.fit(Y if usable.all() else Y[:, usable], chunk_offset)
-        return chunk, usable, empty_fold, result
+        offset = self.offset
+        if offset is not None and offset.ndim == 2:
+            offset = offset[:, chunk[usable]]
+        return (Y if usable.all() else Y[:, usable]), usable, empty_fold, offset
 
+    def model(self, theta: Any) -> dict[str, str]:
+        """What was fitted, for ``uns[key]['model']``."""
+        return {
+            "family": self.family.name,
+            "link": self.family.link_name,
+            "offset": self.offset_kind,
+            "theta": _theta_kind(theta, self.family),
+            "sample_weight": self.weight_kind,
+            "coefficients": _coefficient_scale(self.family),
+        }
+
+
+def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
+    """Yield (positions, results) of ``fit_block(Y, offset)`` over the blocks of genes.
+
+    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar; the
+    statuses of genes without counts or with a fold without counts are set in ``status``.
+    """
+    chunks = data.chunks(chunk_size)
+
+    def run(chunk: np.ndarray):
+        with single_blas_thread():
+            Y, usable, empty_fold, offset = data.block(chunk)
+            return chunk, usable, empty_fold, (fit_block(Y, offset) if usable.any() else None)
+
+    n_genes = len(data.names)
     bar = tqdm(
-        total=len(names),
-        desc=f"stglm: fitting {len(names)} genes",
-        unit="gene",
-        disable=not progress,
+        total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
     )
     n_workers = 1 if n_jobs is None else max(1, min(n_jobs, len(chunks)))
     with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
         for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
-            idx = chunk[usable]
             status[chunk[~usable]] = ALL_ZEROS
             status[chunk[empty_fold]] = FOLD_WITHOUT_COUNTS
             if result is not None:
-                for key, values in result.items():
-                    out[key][idx] = values
-                if fitted_mu is not None:
-                    Z = X @ result["coef"].T + (
-                        result["intercept"][None, :] if fit_intercept else 0
-                    )
-                    if offset_values is not None:
-                        Z += offset_values[:, idx] if per_gene_offset else offset_values[:, None]
-                    fitted_mu[:, idx] = family.mean(Z)
+                yield chunk[usable], result
             bar.update(len(chunk))
     bar.close()
-    status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
+
+
+def new_results(n_genes: int, p: int, inference: bool) -> dict[str, np.ndarray]:
+    """Per-gene result arrays of fit_genes, filled for genes not fitted."""
+    out = {
+        "intercept": np.full(n_genes, np.nan),
+        "coef": np.full((n_genes, p), np.nan),
+        "lambda": np.full(n_genes, np.nan),
+        "score": np.full(n_genes, np.nan),
+        "converged": np.zeros(n_genes, dtype=bool),
+        "kkt": np.full(n_genes, np.nan),
+        "n_iter": np.zeros(n_genes, dtype=int),
+        "theta": np.full(n_genes, np.nan),
+        "theta_status": np.full(n_genes, "", dtype=object),
+    }
+    if inference:
+        out["se"] = np.full((n_genes, p), np.nan)
+        out["pvalue"] = np.full((n_genes, p), np.nan)
+    return out
+
+
+def warn_statuses(status: np.ndarray, key_added: str, max_iter: int) -> None:
+    """One warning per kind of gene that needs a look (not converged, fold without counts)."""
     where = f"adata.var[{var_key(key_added, 'status')!r}]"
     if np.any(status == NOT_CONVERGED):
         warnings.warn(
             f"{int(np.sum(status == NOT_CONVERGED))} genes did not converge in "
             f"max_iter={max_iter}; see {where}.",
-            stacklevel=2,
+            stacklevel=3,
         )
     if np.any(status == FOLD_WITHOUT_COUNTS):
         warnings.warn(
             f"{int(np.sum(status == FOLD_WITHOUT_COUNTS))} genes have a training fold without "
             "counts (all their counts fall in one held-out fold): that fold's fit has no finite "
             f"optimum, so their CV scores and chosen λ are unreliable; see {where}.",
-            stacklevel=2,
+            stacklevel=3,
         )
-    if inference:
-        testable = np.isin(status, FITTED_STATUSES)[:, None]
-        out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
-    model = {
-        "family": family.name,
-        "link": family.link_name,
-        "offset": offset_kind,
-        "theta": _theta_kind(theta, family),
-        "sample_weight": weight_kind,
-        "coefficients": _coefficient_scale(family),
-    }
-    store_results(
-        adata, key_added, names, frame.columns, out, status, fitted_mu, params, layer, model
-    )
-    return adata if copy else None
 
 
 def _theta_kind(theta: Any, family: Family) -> str:
