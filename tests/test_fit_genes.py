@@ -809,6 +809,8 @@ POSITIONAL_ALLOWED = {
     "stglm.spatial.spatial_lag": ("genes",),
     "stglm.spatial.get_graph": ("graph",),
     "stglm.plotting.plot_gene_fit": ("gene",),
+    "stglm.plotting.plot_spatial_effect": ("gene",),
+    "stglm.plotting.plot_volcano": ("predictor",),
     "stglm.get.fitted_mean": ("gene",),
 }
 #: fit_glm keeps the seed's signature, fit_glm(X, adata, y_feat, calc_first_moment, ...): it is

@@ -24,10 +24,11 @@ from anndata import AnnData
 from scipy import stats
 
 from ._anndata import design_frame
+from ._dispersion import THETA_MIN
 from ._errors import InputError, InputTypeError
 from ._inference import ESTIMATED_DISPERSION, benjamini_hochberg, pearson_dispersion
 from ._metrics import weighted_column_sum
-from ._results import FITTED_STATUSES, NOT_CONVERGED, OK, store_test_results
+from ._results import NOT_CONVERGED, OK, store_test_results
 from ._transcriptome import (
     GeneResponses,
     _GeneFitter,
@@ -37,7 +38,10 @@ from ._transcriptome import (
     warn_statuses,
 )
 
-__all__ = ["TESTS", "test_genes"]
+__all__ = ["TESTS", "THETA_AT_LOWER_BOUND", "test_genes"]
+
+#: Status of a gene whose NB size ran to its lower bound (too few counts to test).
+THETA_AT_LOWER_BOUND = "theta at lower bound"
 
 #: The tests :func:`test_genes` runs.
 TESTS = ("lrt", "wald")
@@ -107,8 +111,9 @@ n_jobs, progress
     pandas.DataFrame
         Indexed by gene: ``stat`` (LR χ², or z/t), ``df``, ``pvalue``, ``qvalue``
         (Benjamini–Hochberg over the testable genes), ``theta_full`` and
-        ``theta_reduced`` (negative binomial), ``status`` ("ok", "not converged", "all
-        zeros": NaN and left out of the adjustment). The same columns are written to
+        ``theta_reduced`` (negative binomial), ``status`` ("ok"; "not converged"; "all
+        zeros" and "theta at lower bound" — θ ran to its lower bound under either model, a
+        gene with a handful of counts —, both NaN and left out of the adjustment). The same columns are written to
         ``adata.var[f"{key_added}_<column>"]`` and what was tested to
         ``adata.uns[key_added]``.
     """
@@ -181,8 +186,12 @@ n_jobs, progress
         for key, values in result.items():
             out[key][idx] = values
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
+    # θ at its lower bound under either model: the NB likelihood has no interior maximum (a
+    # handful of counts), and its statistic means nothing: untestable.
+    degenerate = (out["theta_full"] <= THETA_MIN) | (out["theta_reduced"] <= THETA_MIN)
+    status[(status == OK) & degenerate] = THETA_AT_LOWER_BOUND
     warn_statuses(status, key_added, max_iter)
-    testable = np.isin(status, FITTED_STATUSES) & np.isfinite(out["pvalue"])
+    testable = np.isin(status, (OK, NOT_CONVERGED)) & np.isfinite(out["pvalue"])
     out["pvalue"] = np.where(testable, out["pvalue"], np.nan)
     out["stat"] = np.where(testable, out["stat"], np.nan)
     qvalue = benjamini_hochberg(out["pvalue"])

@@ -30,6 +30,7 @@ from ._solvers._null_model import null_intercepts
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import PAIR_BYTES_BUDGET, BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import tolerance_scale
+from ._theta import null_theta
 from ._validation import Boolean, Integer, Options, Real, RealSequence
 
 logger = logging.getLogger("stglm")
@@ -395,7 +396,11 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
                 )
         penalty = ElasticNet(0.0, self.alpha, Tau, data["penalty_factor"])
         problem = Problem(family, penalty, X, y, self.fit_intercept, w, data["offset"])
-        lams = self._lambdas(problem)
+        if self._estimates_theta():  # λ_max at the λ = ∞ model's own θ
+            theta0 = null_theta(problem, self.theta, self.solver, self._options())
+            lams = self._lambdas(replace(problem, family=family.with_theta(theta0)))
+        else:
+            lams = self._lambdas(problem)
 
         if self._batchable(X, len(folds)):
             self.cv_scores_, full = self._batched_paths(problem, folds, lams, data)

@@ -190,7 +190,9 @@ def fit_path(
             if theta_method is None:
                 res = solve(target, solver, options, start=begin)
             else:
-                fit = fit_theta(target, theta_method, solver, options, begin, theta)
+                fit = fit_theta(
+                    target, theta_method, solver, options, begin, theta, design=problem.X
+                )
                 res, theta = fit.result, fit.theta
                 full = replace(full, family=problem.family.with_theta(float(theta[0])))
             new_beta = res.beta

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._dispersion import THETA_MAX, THETA_MIN, estimate_theta, moment_theta
+from ._inference import design_gram
 
 __all__ = [
     "THETA_MAX_ROUNDS",
@@ -105,29 +105,21 @@ def alternate(
     return ThetaFit(result, theta, np.asarray(status, dtype=object), rounds, converged)
 
 
-def _design_gram(X, fit_intercept: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """gram(W) = X̃ᵀdiag(w)X̃ for each row w of W, X̃ = [1, X] (dense or sparse X)."""
-
-    def gram(W: np.ndarray) -> np.ndarray:
-        out = []
-        for w in W:  # one row for a single fit
-            Xw = X.multiply(w[:, None]).tocsr() if sp.issparse(X) else X * w[:, None]
-            H = np.asarray((X.T @ Xw).toarray() if sp.issparse(X) else X.T @ Xw)
-            if fit_intercept:
-                col = np.asarray(X.T @ w).reshape(-1)
-                H = np.block([[np.array([[w.sum()]]), col[None, :]], [col[:, None], H]])
-            out.append(H)
-        return np.array(out)
-
-    return gram
-
-
 def fit_theta(
-    problem, method: str, solver: str, options: dict, start=None, theta_start=None
+    problem,
+    method: str,
+    solver: str,
+    options: dict,
+    start=None,
+    theta_start=None,
+    design=None,
 ) -> ThetaFit:
     """θ and β of a single problem (a negative-binomial family) by :func:`alternate`.
 
     ``start`` (β0, β) and ``theta_start`` warm-start the alternation (a path's previous λ).
+    ``design`` is the X of the Cox–Reid term when it is not ``problem.X``: a screened
+    sub-problem of a path keeps the full design's adjustment, so θ does not depend on
+    which predictors the strong rules set aside.
     """
     from ._solvers import solve  # the solvers import nothing from here
     from ._solvers.newton_cd import null_fit
@@ -156,7 +148,8 @@ def fit_theta(
         theta_start = np.atleast_1d(np.asarray(theta_start, dtype=float))
     fit = alternate(
         solve_at, means, y, mu_null, method=method, sample_weight=m,
-        gram=_design_gram(problem.X, problem.fit_intercept), theta_start=theta_start,
+        gram=design_gram(problem.X if design is None else design, problem.fit_intercept),
+        theta_start=theta_start,
     )  # fmt: skip
     fit.result.n_iter = int(sum(iterations))  # every round's Newton iterations
     return fit
@@ -164,18 +157,21 @@ def fit_theta(
 
 def batched_theta(
     solver, Y: np.ndarray, lam: np.ndarray, method: str, *, start=None, scale=None,
-    weights=None, offset=None, theta_start=None,
+    weights=None, offset=None, theta_start=None, gram=None,
 ) -> ThetaFit:  # fmt: skip
     """θ per gene jointly with the batched solver's β at λ ``lam`` (G,), by :func:`alternate`.
 
-    ``Y`` (n, G), ``weights`` (n, G) and ``offset`` as in
+    ``Y`` (n, G), ``weights`` (n, G) or (n, 1) and ``offset`` as in
     :meth:`stglm._solvers.batched.BatchedNewtonCD.solve`; the Cox–Reid Gram matrices come
-    from the design's pair products (in its scaled coordinates: θ is the same).
+    from the design's pair products (in its scaled coordinates: θ is the same), or from
+    ``gram`` (another design's: the full one for a null model).
     """
     family, d = solver.family, solver.design
     n_genes = Y.shape[1]
     iterations = np.zeros(n_genes, dtype=int)
-    M = None if weights is None else np.ascontiguousarray(weights.T)
+    M = None
+    if weights is not None:  # (n, 1) shared by every gene, or (n, G)
+        M = weights[:, 0] if weights.shape[1] == 1 else np.ascontiguousarray(weights.T)
 
     def solve_at(theta, previous):
         begin = start
@@ -201,8 +197,24 @@ def batched_theta(
         mu_null = family.mean(null_predictors(family, Y, icpt, offset)).T
     fit = alternate(
         solve_at, means, np.ascontiguousarray(Y.T), mu_null, method=method,
-        sample_weight=M, gram=lambda W: d.hessians(W, np.ones(W.shape[0])),
+        sample_weight=M, gram=gram or (lambda W: d.hessians(W, np.ones(W.shape[0]))),
         theta_start=theta_start,
     )  # fmt: skip
     fit.result.n_iter = iterations
     return fit
+
+
+def null_theta(problem, method: str, solver: str, options: dict) -> float:
+    """θ of the λ = ∞ model (intercept and unpenalised predictors), where a path starts.
+
+    Its λ_max is computed at this θ; the Cox–Reid term uses the full design, as every λ
+    of the path does.
+    """
+    from ._penalties import ElasticNet  # light; kept next to its only use
+
+    free = problem.penalty.unpenalised
+    free = np.array([], dtype=int) if free is None else free
+    sub = replace(
+        problem, penalty=ElasticNet(0.0, problem.penalty.alpha), X=problem.X[:, free], cache={}
+    )
+    return float(fit_theta(sub, method, solver, options, design=problem.X).theta[0])

@@ -44,9 +44,14 @@ from ._results import (
     store_results,
     var_key,
 )
-from ._solvers._null_model import null_gradients, null_intercepts
+from ._solvers._null_model import (
+    intercept_is_exact,
+    null_gradients,
+    null_intercepts,
+)
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
+from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
 from ._theta import batched_theta
 from ._validation import check_tau, check_vector
 
@@ -246,6 +251,31 @@ class _GeneFitter:
         p_out[:, cols] = pvalue[:, keep]
         return {"se": se_out, "pvalue": p_out}
 
+    def _null_model(self, Y: np.ndarray, offset):
+        """(Z0 (n, G) or None, θ0 (G,) or None): each gene's λ = ∞ model, where its path starts.
+
+        The intercept and the unpenalised predictors fitted (λ = 0 on them alone, with θ
+        estimated when it is), by the same batched solver; None where the closed-form null
+        model is exact (no unpenalised predictors, no θ to estimate, an exact intercept).
+        """
+        e, fam, d = self.est, self.family, self.design
+        free = np.array([], dtype=int) if self.factor is None else np.flatnonzero(self.factor == 0)
+        exact = intercept_is_exact(fam, offset) or not d.fit_intercept
+        if free.size == 0 and self.theta_method is None and exact:
+            return None, None
+        design = SharedDesign(d.X[:, free], d.fit_intercept)
+        solver = BatchedNewtonCD(fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL)
+        lam = np.zeros(Y.shape[1])
+        w = _column(self.weights)
+        if self.theta_method is None:
+            res = solver.solve(Y, lam, None, None, w, keep_terms=True, offset=offset)
+            return res.terms.Z.T, None
+        fit = batched_theta(
+            solver, Y, lam, self.theta_method, weights=w, offset=offset,
+            gram=lambda W: d.hessians(W, np.ones(W.shape[0])),
+        )  # fmt: skip
+        return fit.result.terms.Z.T, fit.theta
+
     def _theta_out(self, theta, n_genes: int) -> dict:
         """The per-gene θ entries of a chunk's results."""
         if theta is not None:
@@ -259,11 +289,13 @@ class _GeneFitter:
     def _fit_cv(self, Y: np.ndarray, offset) -> dict:
         e, fam, d = self.est, self.family, self.design
         n_genes = Y.shape[1]
+        theta0 = None
         if e.reg_lambda is None:
+            Z0, theta0 = self._null_model(Y, offset)
+            fam0 = fam if theta0 is None else fam.with_theta(theta0)
             w = _column(self.weights)
-            lmax = lambda_max_from_gradient(
-                null_gradients(fam, d.X, Y, d.fit_intercept, w, offset), e.alpha, self.factor
-            )
+            grad = null_gradients(fam0, d.X, Y, d.fit_intercept, w, offset, Z0)
+            lmax = lambda_max_from_gradient(grad, e.alpha, self.factor)
             lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
         else:
             fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
@@ -281,7 +313,7 @@ class _GeneFitter:
             Y_train = Y[train]
             path = batched_path(
                 self._solver(train_design), Y_train, lams, _column(_take(self.weights, train)),
-                offset=_take(offset, train), theta_method=self.theta_method,
+                offset=_take(offset, train), theta=theta0, theta_method=self.theta_method,
             )  # fmt: skip
             y_null = 0.0
             if e.score_metric != "deviance":

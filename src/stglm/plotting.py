@@ -1,6 +1,8 @@
-"""Plots of a fitted :class:`~stglm.GLMCV`: the coefficient path and the CV curve.
+"""Plots: a fitted :class:`~stglm.GLMCV`'s coefficient path and CV curve; whole-transcriptome
+results (coefficient heatmap, a gene's fit on the tissue); per-gene tests (volcano plot,
+p-value histogram, a gene's spatial effect).
 
-Both functions draw with matplotlib's object-oriented API on the Axes they are given
+Every function draws with matplotlib's object-oriented API on the Axes they are given
 (or on a new figure's Axes when ``ax`` is None) and return that Axes; they never call
 ``plt.show()``. λ is shown as its natural logarithm, as glmnet's plots do.
 
@@ -21,11 +23,20 @@ from sklearn.utils.validation import check_is_fitted
 from ._errors import InputError, InputTypeError
 from ._glm_cv import GLMCV
 from ._plot_results import plot_coef_heatmap, plot_gene_fit
+from ._plot_tests import plot_pvalue_histogram, plot_spatial_effect, plot_volcano
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["plot_coef_heatmap", "plot_coef_path", "plot_cv_curve", "plot_gene_fit"]
+__all__ = [
+    "plot_coef_heatmap",
+    "plot_coef_path",
+    "plot_cv_curve",
+    "plot_gene_fit",
+    "plot_pvalue_histogram",
+    "plot_spatial_effect",
+    "plot_volcano",
+]
 
 _FITTED_ATTRIBUTES = ("reg_lambda_path_", "coef_path_", "scores_", "scores_se_", "reg_lambda_opt_")
 _METRIC_LABELS = {"deviance": "deviance", "pseudo_r2": "pseudo-R²"}

@@ -6,8 +6,8 @@ residual r = ∂(−ℓ)/∂z and the curvature weight w, and the line search ne
 numpy these cost a dozen temporary arrays. Here each is one pass over the data, per
 element and per column, with the same formulas (tests check the two agree).
 
-The objective's −ℓ drops the terms that depend on y alone (log y!, lnΓ(y+θ), ...):
-the solvers only compare values of J for the same y, so they cancel.
+The objective's −ℓ drops the terms that depend on y (and θ) alone (log y!, lnΓ(y+θ),
+θ·log θ, ...): the solvers only compare values of J for the same y and θ, so they cancel.
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ def _nll(lik, theta, y, mu):
     if lik == 1:
         return mu - _xlogy(y, mu + 2.220446049250313e-16)
     if lik == 2:
-        return (theta + y) * math.log(mu + theta) - _xlogy(y, mu)
+        # (θ + y)·log(μ + θ) − y·log μ less θ·log θ, written without cancellation: the two
+        # logs of the y term agree to the digits θ/μ takes (θ → 0), and θ·log θ dwarfs
+        # θ·log1p(μ/θ) (θ → ∞); either way J would keep only rounding noise to compare.
+        return theta * math.log1p(mu / theta) + (0.0 if y == 0.0 else y * math.log1p(theta / mu))
     return y / mu + math.log(mu)
 
 

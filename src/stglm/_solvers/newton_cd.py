@@ -42,6 +42,9 @@ GRAM_MAX_FEATURES = 1000
 #: Armijo's sufficient-decrease constant and the largest number of step halvings.
 ARMIJO = 1e-4
 MAX_HALVINGS = 50
+#: Changes of J below this many ulps of J are rounding (the full-step and stuck tests).
+ROUNDING_ULPS = 16
+EPS = np.finfo(float).eps
 #: Coordinate sweeps allowed for one quadratic model.
 MAX_SWEEPS = 100_000
 #: The L-BFGS phase of smooth problems (see :meth:`NewtonCD._lbfgs`): curvature pairs kept;
@@ -457,7 +460,11 @@ class NewtonCD:
             delta = g0 * d0 + g @ d + l1_change
             step, evaluated = self._line_search(z, dz, beta, d, F, delta)
             if step == 0.0:
-                break  # no decrease representable in floating point: as close as we get
+                # No decrease representable in floating point: as close as we get. When the
+                # model itself predicts less than J can resolve, that is the optimum in
+                # floating point (a J of θ·n ≈ 1e-5 for an NB with θ → 0, say).
+                converged = bool(abs(delta) <= ROUNDING_ULPS * EPS * abs(F))  # NaN: False
+                break
             beta0, beta = beta0 + step * d0, beta + step * d
             z = z + step * dz
             F, r, w = evaluated
@@ -475,7 +482,7 @@ class NewtonCD:
             if F_new <= F + ARMIJO * step * delta:
                 return step, evaluated
             # At the optimum J is flat to rounding: take the full step if J is unchanged.
-            if step == 1.0 and abs(F_new - F) <= 16 * np.finfo(float).eps * abs(F):
+            if step == 1.0 and abs(F_new - F) <= ROUNDING_ULPS * EPS * abs(F):
                 return step, evaluated
             step *= 0.5
         return 0.0, None
