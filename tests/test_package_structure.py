@@ -182,3 +182,56 @@ def test_no_library_module_imports_the_cli():
 def test_no_import_cycles():
     for module in GRAPH:
         assert module not in reachable(module), f"{module} imports itself through others"
+
+
+# ---------------------------------------------------------------------------------------------
+# the tools of `make lint` and `make test-min`
+# ---------------------------------------------------------------------------------------------
+TOOLS = SRC.parents[1] / "tools"
+
+
+def load_tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_min_constraints_pin_every_dependency_to_its_floor(tmp_path):
+    tool = load_tool("min_constraints")
+    pyproject = SRC.parents[1] / "pyproject.toml"
+    pins = tool.floors(pyproject)
+    text = pyproject.read_text(encoding="utf-8")
+    assert "numpy==1.24" in pins and all("==" in p for p in pins)
+    for pin in pins:
+        name, version = pin.split("==")
+        assert f'"{name}>={version}"' in text
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text('[project]\nname = "x"\ndependencies = ["numpy"]\n')
+    with pytest.raises(SystemExit, match="no minimum"):
+        tool.floors(bad)
+
+
+def test_every_third_party_import_is_declared():
+    """Each package imported under src/ is a dependency in pyproject.toml."""
+    tomllib = load_tool("min_constraints").tomllib  # with its fallback for Python 3.10
+
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
+    declared = {
+        r.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("-", "_")
+        for r in project["dependencies"]
+    }
+    import_names = {"scikit_learn": "sklearn"}
+    declared = {import_names.get(d, d) for d in declared}
+    imported = set()
+    for path in SRC.rglob("*.py"):
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"stglm", "__future__"}
+    assert third_party, "no third-party import found: the walk is broken"
+    assert third_party <= declared, sorted(third_party - declared)
