@@ -35,9 +35,11 @@ test-min:
 demo: $(STAMP)
 	$(PY) -m stglm.demo --out demo_output
 
+## make lint: ruff (numpy docstring convention) and radon's cyclomatic complexity ≤ 20
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks tools
 	$(PY) -m ruff format --check src tests benchmarks tools
+	$(PY) tools/check_complexity.py
 
 ## make bench: benchmark peers too (glum, threadpoolctl; R glmnet if Rscript is installed)
 bench: $(STAMP)
