@@ -254,3 +254,23 @@ def test_every_third_party_import_is_declared():
     third_party = imported - set(sys.stdlib_module_names) - {"stglm", "__future__"}
     assert third_party, "no third-party import found: the walk is broken"
     assert third_party <= declared, sorted(third_party - declared)
+
+
+def test_documents_cited_by_the_source_are_in_the_repository():
+    import re
+
+    root = SRC.parents[1]
+    cited = {
+        match
+        for path in SRC.rglob("*.py")
+        for match in re.findall(r"\bdocs/[\w./-]+\.(?:md|txt)", path.read_text(encoding="utf-8"))
+    }
+    assert "docs/SEMANTICS.md" in cited  # the docstrings point there
+    assert all((root / c).is_file() for c in cited), sorted(
+        c for c in cited if not (root / c).is_file()
+    )
+    # no docstring cites the bare name, which is not a path in the repository
+    bare = [
+        p.name for p in SRC.rglob("*.py") if re.search(r"(?<!docs/)SEMANTICS\.md", p.read_text())
+    ]
+    assert not bare, bare

@@ -1,7 +1,7 @@
 """Response families: mean function, likelihood and their derivatives.
 
 Each family is an object that knows its mean function μ(z) (the inverse link of
-spateo's conventions, see ``SEMANTICS.md``), the per-sample log-likelihood
+spateo's conventions, see ``docs/SEMANTICS.md``), the per-sample log-likelihood
 ℓ(y, μ), and the first two derivatives of −ℓ with respect to μ.  Everything a
 solver needs — the working residual ∂(−ℓ)/∂z and the Newton / Fisher weights
 ∂²(−ℓ)/∂z² — is derived from those pieces by the chain rule in :class:`Family`,
