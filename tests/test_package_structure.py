@@ -49,10 +49,15 @@ def test_import_stglm_loads_no_heavy_dependency():
     assert not loaded & set(HEAVY_FOR_IMPORT), sorted(loaded & set(HEAVY_FOR_IMPORT))
 
 
-def test_the_probe_sees_heavy_imports():
-    """Not vacuous: the same probe sees numba once an estimator is used."""
-    assert "numba" in loaded_after("from stglm import GLM")
-    assert {"anndata", "matplotlib"} <= loaded_after("import stglm.plotting")
+def test_public_names_resolve_and_load_their_dependencies_when_used():
+    """Every name of __all__ resolves in a fresh interpreter, and then the heavy packages are
+    loaded: the probe above is not vacuous."""
+    code = (
+        "import stglm\n"
+        "missing = [n for n in stglm.__all__ if getattr(stglm, n, None) is None]\n"
+        "assert not missing, missing"
+    )
+    assert set(HEAVY_FOR_IMPORT) <= loaded_after(code)
 
 
 def test_cli_help_loads_no_heavy_dependency():
@@ -72,15 +77,6 @@ def test_cli_help_runs_as_a_program():
 # ---------------------------------------------------------------------------------------------
 # the public names
 # ---------------------------------------------------------------------------------------------
-def test_every_public_name_resolves_in_a_fresh_interpreter():
-    code = (
-        "import stglm\n"
-        "missing = [n for n in stglm.__all__ if getattr(stglm, n, None) is None]\n"
-        "assert not missing, missing"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-
-
 def test_public_names_are_listed_and_unknown_names_fail():
     assert set(stglm.__all__) <= set(dir(stglm))
     assert {"generalized_lm", "__version__"} <= set(dir(stglm))
