@@ -853,6 +853,7 @@ def test_structure_walk_finds_the_adata_functions():
         "stglm.get.coef_df",
         "stglm.get.fitted_mean",
         "stglm.get.top_effects",
+        "stglm.spatial.build_design",
     ):
         assert name in ADATA_FUNCTIONS, name
     # fit_glm is exempt because its signature is the seed's, unchanged
