@@ -1,6 +1,6 @@
 """Shared fixtures and independent reference formulas for the test suite.
 
-Everything here is written from SEMANTICS.md with plain NumPy/SciPy, never by calling
+Everything here is written from docs/SEMANTICS.md with plain NumPy/SciPy, never by calling
 stglm, so tests that compare against these helpers do not need faith in our own code.
 """
 
@@ -19,7 +19,7 @@ EPS = 2.0**-52
 
 
 # ---------------------------------------------------------------------------------------------
-# reference formulas (SEMANTICS.md tables)
+# reference formulas (docs/SEMANTICS.md tables)
 # ---------------------------------------------------------------------------------------------
 def ref_softplus(z):
     z = np.asarray(z, dtype=float)
@@ -152,7 +152,7 @@ def ref_kkt(
 ):
     """KKT residual of J at (β0, β): max over coordinates of the minimum-norm subgradient.
 
-    Gradient (1/n)Xᵀr + λ(1−α)ΓᵀΓβ from SEMANTICS.md; the L1 part enters through
+    Gradient (1/n)Xᵀr + λ(1−α)ΓᵀΓβ from docs/SEMANTICS.md; the L1 part enters through
     :func:`kkt_by_hand`. X may be dense or scipy sparse.
     """
     beta = np.asarray(beta, dtype=float)

@@ -331,21 +331,27 @@ INJECTED = {
 }
 
 
-@pytest.mark.parametrize("where", list(INJECTED))
-def test_internal_errors_are_not_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
-    """A ValueError the library did not raise on purpose is a bug: it propagates, no 'Error:'."""
+def fit_raising(error, where, small_h5ad, tmp_path, monkeypatch):
+    """Run `stglm fit` in-process with the library function ``where`` raising ``error``."""
     import importlib
 
     module, name = INJECTED[where]
 
-    def broken(*args, **kwargs):
-        raise ValueError("an internal bug")
+    def raises(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(importlib.import_module(module), name, broken)
+    monkeypatch.setattr(importlib.import_module(module), name, raises)
     out = tmp_path / "out.h5ad"
     args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
-    result = CliRunner().invoke(cli.main, args, prog_name="stglm")
-    assert type(result.exception) is ValueError and str(result.exception) == "an internal bug"
+    return CliRunner().invoke(cli.main, args, prog_name="stglm")
+
+
+@pytest.mark.parametrize("where", list(INJECTED))
+def test_internal_errors_are_not_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
+    """A ValueError the library did not raise on purpose is a bug: it propagates, no 'Error:'."""
+    bug = ValueError("an internal bug")
+    result = fit_raising(bug, where, small_h5ad, tmp_path, monkeypatch)
+    assert result.exception is bug
     assert result.exit_code == 1 and "Error:" not in result.stderr
     assert files_in(tmp_path) == []
 
@@ -353,19 +359,9 @@ def test_internal_errors_are_not_reported_as_bad_input(small_h5ad, tmp_path, mon
 @pytest.mark.parametrize("where", list(INJECTED))
 def test_library_input_errors_are_reported_as_bad_input(small_h5ad, tmp_path, monkeypatch, where):
     """The same place raising the library's InputError gives the one-line message, status 2."""
-    import importlib
-
     from stglm._errors import InputError
 
-    module, name = INJECTED[where]
-
-    def refuses(*args, **kwargs):
-        raise InputError("unusable input")
-
-    monkeypatch.setattr(importlib.import_module(module), name, refuses)
-    out = tmp_path / "out.h5ad"
-    args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
-    result = CliRunner().invoke(cli.main, args, prog_name="stglm")
+    result = fit_raising(InputError("unusable input"), where, small_h5ad, tmp_path, monkeypatch)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "unusable input" in lines[0]

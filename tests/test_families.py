@@ -1,6 +1,6 @@
 """Mean functions, log-likelihoods, deviance and pseudo-R² against independent references.
 
-References: the SEMANTICS.md formulas written out in NumPy, scipy.stats log-densities,
+References: the docs/SEMANTICS.md formulas written out in NumPy, scipy.stats log-densities,
 statsmodels' family deviances and central finite differences.
 """
 

@@ -30,7 +30,7 @@ NO_PREPROCESSING = {"calc_first_moment": False, "log_transform": False}
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers written from SEMANTICS.md, independent of stglm
+# helpers written from docs/SEMANTICS.md, independent of stglm
 # ---------------------------------------------------------------------------------------------
 def raw_counts(adata, gene, layer=None):
     matrix = adata.X if layer is None else adata.layers[layer]

@@ -43,7 +43,7 @@ QUIET = {"verbose": False}
 def mean_and_residual(distr: str, eta: float, y: np.ndarray, z: np.ndarray):
     """μ(z) and r = ∂(−ℓ)/∂z for gaussian (ℓ = −½(y−μ)²) and Poisson (ℓ = y log μ − μ).
 
-    The Poisson mean is e^z up to ``eta`` and e^η(z − η + 1) above it (SEMANTICS.md).
+    The Poisson mean is e^z up to ``eta`` and e^η(z − η + 1) above it (docs/SEMANTICS.md).
     """
     if distr == "gaussian":
         return z, z - y

@@ -10,7 +10,7 @@
   stglm's objective J (glmnet's gaussian λ rescaling is undone; see references/README.md).
 
 Every comparison also checks the KKT residual with the helper written in ``conftest.py``
-from SEMANTICS.md, so a failure says whether the solver or the reference is off.
+from docs/SEMANTICS.md, so a failure says whether the solver or the reference is off.
 """
 
 from __future__ import annotations

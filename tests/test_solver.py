@@ -1,7 +1,7 @@
 """The exact solver ("irls-cd"): optimality, metamorphic relations and stress cases.
 
 Nothing here trusts stglm's own notion of optimality: the KKT residual, the gradient and
-the objective are recomputed by the helpers in ``conftest.py`` (written from SEMANTICS.md),
+the objective are recomputed by the helpers in ``conftest.py`` (written from docs/SEMANTICS.md),
 solutions are compared with problems whose answer is known by construction, and
 metamorphic relations tie one fit to another. Numbers from R live in test_r_references.py.
 """

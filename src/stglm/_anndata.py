@@ -33,6 +33,7 @@ __all__ = [
     "layer_of_record",
 ]
 
+#: A dense or scipy sparse matrix (or sparse array), as AnnData stores them.
 Matrix = np.ndarray | sp.spmatrix | sp.sparray
 
 #: How a fit records that it read ``adata.X`` (``uns[key]['params']['layer']``).

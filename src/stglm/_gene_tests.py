@@ -113,9 +113,9 @@ n_jobs, progress
         (Benjamini–Hochberg over the testable genes), ``theta_full`` and
         ``theta_reduced`` (negative binomial), ``status`` ("ok"; "not converged"; "all
         zeros" and "theta at lower bound" — θ ran to its lower bound under either model, a
-        gene with a handful of counts —, both NaN and left out of the adjustment). The same columns are written to
-        ``adata.var[f"{key_added}_<column>"]`` and what was tested to
-        ``adata.uns[key_added]``.
+        gene with a handful of counts —, both NaN and left out of the adjustment). The
+        same columns are written to ``adata.var[f"{key_added}_<column>"]`` and what was
+        tested to ``adata.uns[key_added]``.
     """
     if not isinstance(test, str) or test not in TESTS:
         raise InputError(f"test must be one of {', '.join(map(repr, TESTS))}; got {test!r}.")

@@ -341,7 +341,7 @@ class GLM(_GLMBase):
     """Penalised generalized linear model for gene expression (spateo's ``GLM``).
 
     Minimises J(β0, β) = −(1/n)·logL(y, μ(β0 + Xβ)) + λ·[½(1−α)‖Γβ‖² + α‖β‖₁]
-    (see ``SEMANTICS.md`` for each family's mean function and likelihood).
+    (see ``docs/SEMANTICS.md`` for each family's mean function and likelihood).
 
     Parameters
     ----------

@@ -1,6 +1,8 @@
-"""Plots: a fitted :class:`~stglm.GLMCV`'s coefficient path and CV curve; whole-transcriptome
-results (coefficient heatmap, a gene's fit on the tissue); per-gene tests (volcano plot,
-p-value histogram, a gene's spatial effect).
+"""Plots of fits, whole-transcriptome results and per-gene tests.
+
+A fitted :class:`~stglm.GLMCV`'s coefficient path and CV curve; whole-transcriptome results
+(coefficient heatmap, a gene's fit on the tissue); per-gene tests (volcano plot, p-value
+histogram, a gene's spatial effect).
 
 Every function draws with matplotlib's object-oriented API on the Axes they are given
 (or on a new figure's Axes when ``ax`` is None) and return that Axes; they never call

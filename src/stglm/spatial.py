@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._anndata import (
+    Matrix,
     check_adata,
     dense_columns,
     gene_positions,
@@ -45,8 +46,6 @@ __all__ = [
     "spatial_lag",
     "spatial_neighbors",
 ]
-
-Matrix = np.ndarray | sp.spmatrix | sp.sparray
 
 
 def _check_W(W: Any, normalize_W: bool) -> Matrix:

@@ -1,7 +1,7 @@
 """spateo's solver: fixed-step proximal gradient descent ("batch-gradient").
 
 Kept so that spateo users can reproduce earlier results; it stops when the
-coefficients stop moving, not at the optimum.  See ``SEMANTICS.md``.
+coefficients stop moving, not at the optimum.  See ``docs/SEMANTICS.md``.
 """
 
 from __future__ import annotations

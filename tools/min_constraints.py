@@ -1,0 +1,47 @@
+"""Print pip constraints pinning every dependency of pyproject.toml to its declared minimum.
+
+``make test-min`` installs the package with them and runs the test suite, so the floors in
+``pyproject.toml`` are versions that were seen to work, not guesses. Only the run-time
+dependencies are pinned; the test tools (pytest, statsmodels, ...) resolve to the newest
+versions compatible with those pins.
+
+Usage: ``python tools/min_constraints.py [pyproject.toml] > constraints.txt``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: pip vendors the same parser
+    from pip._vendor import tomli as tomllib
+
+#: A requirement with a lower bound: name, optional extras, ``>=`` version.
+FLOOR = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*>=\s*([^,;\s]+)")
+
+
+def floors(pyproject: Path) -> list[str]:
+    """``name==floor`` for every run-time dependency; raises if one has no ``>=`` floor."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    pins = []
+    for requirement in project["dependencies"]:
+        match = FLOOR.match(requirement)
+        if match is None:
+            raise SystemExit(f"{requirement!r} declares no minimum version (name>=version).")
+        pins.append(f"{match.group(1)}=={match.group(3)}")
+    return pins
+
+
+def main(argv: list[str]) -> int:
+    """Print the pins for the given pyproject.toml (default: the repository's)."""
+    root = Path(__file__).resolve().parents[1]
+    path = Path(argv[1]) if len(argv) > 1 else root / "pyproject.toml"
+    print("\n".join(floors(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
