@@ -96,14 +96,27 @@ def plot_volcano(
     x = coef.to_numpy()
     ax = _new_ax(ax)
     hit = q.to_numpy() <= fdr
+    # Genes without a finite optimum (all counts in one section, say) have huge, meaningless
+    # effects: the axis spans the significant genes and the bulk, the rest sit at its edge.
+    span = np.abs(x[hit]).max(initial=0.0) if hit.any() else 0.0
+    lim = 1.2 * max(span, np.quantile(np.abs(x), 0.9) if x.size else 1.0, 1e-12)
+    outside = np.abs(x) > lim
+    x = np.clip(x, -lim, lim)
+    ax.set_xlim(-1.05 * lim, 1.05 * lim)
     ax.scatter(x[~hit], y[~hit], s=8, c="0.7", lw=0, label=f"q > {fdr:g}", gid="genes_ns")
     colours = np.where(x[hit] > 0, "#b2182b", "#2166ac")
     ax.scatter(x[hit], y[hit], s=12, c=colours, lw=0, label=f"q ≤ {fdr:g}", gid="genes_sig")
     ax.axhline(-np.log10(fdr), color="0.3", lw=0.8, ls="--")
     ax.axvline(0.0, color="0.3", lw=0.5)
     order = np.argsort(q.to_numpy(), kind="mergesort")[: max(0, int(top))]
-    for i in order:
-        ax.annotate(q.index[i], (x[i], y[i]), fontsize=8, xytext=(3, 2), textcoords="offset points")
+    if outside.any():
+        ax.scatter(x[outside], y[outside], s=14, marker="|", c="0.3", gid="genes_clipped")
+    for rank, i in enumerate(order):  # alternate sides so neighbouring labels overlap less
+        side = 1 if rank % 2 == 0 else -1
+        ax.annotate(
+            q.index[i], (x[i], y[i]), fontsize=8, xytext=(4 * side, 2), textcoords="offset points",
+            ha="left" if side > 0 else "right",
+        )  # fmt: skip
     link = info.get("model", {}).get("link", "")
     unit = "log fold change per unit" if link == "log" else "coefficient"
     ax.set_xlabel(f"{predictor}: {unit}")
@@ -149,8 +162,9 @@ def plot_pvalue_histogram(
                 f"{column!r}); pass predictor= for fit_genes(..., inference=True) results."
             )
         p = adata.var[column].to_numpy(dtype=float)
-        tested = adata.uns[key_added].get("tested", [])
-        what = f"{adata.uns[key_added].get('test', '')} test of {', '.join(map(str, tested))}"
+        tested = list(adata.uns[key_added].get("tested", []))
+        terms = tested[0] if len(tested) == 1 else f"{len(tested)} terms"
+        what = f"{str(adata.uns[key_added].get('test', '')).upper()} of {terms}"
     else:
         p = _inference_column(adata, key_added, predictor, "pvalue").to_numpy()
         what = f"Wald test of {predictor}"
