@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, gammaln, xlogy
 
+from ._errors import InputError
+
 __all__ = [
     "DISTRIBUTIONS",
     "LINKS",
@@ -229,7 +231,7 @@ class Family:
 
 def _check_counts(y: np.ndarray, name: str) -> None:
     if np.any(y < 0):
-        raise ValueError(f"y must be non-negative for distr='{name}' (counts).")
+        raise InputError(f"y must be non-negative for distr='{name}' (counts).")
 
 
 class Gaussian(Family):
@@ -428,7 +430,7 @@ class Gamma(Family):
 
     def check_y(self, y):
         if np.any(y <= 0):
-            raise ValueError("y must be strictly positive for distr='gamma'.")
+            raise InputError("y must be strictly positive for distr='gamma'.")
 
     def __repr__(self) -> str:
         return "Gamma()" if self.link_kind == "softplus" else f"Gamma(link={self.link_kind!r})"
@@ -476,19 +478,19 @@ def get_family(
     """
     if isinstance(distr, Family):
         if link is not None and link != distr.link_name:
-            raise ValueError(
+            raise InputError(
                 f"link={link!r} contradicts the Family instance given as distr "
                 f"({distr!r}, link {distr.link_name!r}); leave link=None."
             )
         return distr
     if distr not in DISTRIBUTIONS:
-        raise ValueError(
+        raise InputError(
             f"distr must be one of {', '.join(map(repr, DISTRIBUTIONS))} or a Family instance; "
             f"got {distr!r}."
         )
     if link is not None and link not in LINKS[distr]:
         valid = ", ".join(map(repr, (None, *LINKS[distr])))
-        raise ValueError(f"link must be one of {valid} for distr={distr!r}; got {link!r}.")
+        raise InputError(f"link must be one of {valid} for distr={distr!r}; got {link!r}.")
     if distr == "gaussian":
         return Gaussian()
     if distr == "poisson":

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._errors import InputError, InputTypeError
 from ._families import DISTRIBUTIONS, Family, get_family
 from ._inference import (
     ESTIMATED_DISPERSION,
@@ -58,7 +59,7 @@ THETA_METHODS = ("ml", "cox-reid")
 class _FamilyInstance(Constraint):
     def check(self, name, value):
         if not isinstance(value, Family):
-            raise TypeError(f"{name} must be a Family instance; got {value!r}.")
+            raise InputTypeError(f"{name} must be a Family instance; got {value!r}.")
 
 
 #: Constraints shared by GLM and GLMCV, declared once.
@@ -123,12 +124,12 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         # Raises for a link the family does not have.
         family = self._family(1.0 if self._estimates_theta() else None)
         if self._estimates_theta() and family.name != "neg-binomial":
-            raise ValueError(
+            raise InputError(
                 f"theta={self.theta!r} estimates the negative-binomial size; distr="
                 f"{self.distr!r} has none. Use distr='neg-binomial' or a numeric theta."
             )
         if self.solver == "batch-gradient" and self._estimates_theta():
-            raise ValueError(
+            raise InputError(
                 "solver='batch-gradient' (spateo's algorithm) fits a fixed theta only; use "
                 "solver='irls-cd' to estimate theta."
             )
@@ -157,7 +158,7 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         X_in, X = X, check_X(X)  # first, so a 1-D X gets the "reshape your data" message
         validate_data(self, X_in, skip_check_array=True, reset=False)
         if X.shape[1] != self.beta_.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.beta_.shape[0]} features as input."
             )
@@ -262,7 +263,7 @@ class _GLMBase(RegressorMixin, BaseEstimator):
 
         check_is_fitted(self, "beta_")
         if self._inference is None:
-            raise ValueError(
+            raise InputError(
                 f"coef_table needs an unpenalised fit; this one has reg_lambda="
                 f"{getattr(self, 'reg_lambda_opt_', self.reg_lambda)!r} on every predictor. "
                 "Penalised (lasso, elastic-net, ridge) estimates have no valid Wald standard "
@@ -273,7 +274,7 @@ class _GLMBase(RegressorMixin, BaseEstimator):
             )
         cov, robust_cov, dispersion, df = self._inference
         if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1); got {level!r}.")
+            raise InputError(f"level must be in (0, 1); got {level!r}.")
         C = robust_cov if robust else cov
         coef = np.r_[self.beta0_, self.beta_] if self.fit_intercept else np.asarray(self.beta_)
         se = np.sqrt(np.diagonal(C))

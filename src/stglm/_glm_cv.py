@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.model_selection import KFold, check_cv
 
+from ._errors import InputError, InputTypeError
 from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
 from ._path import (
     LAMBDA_MIN_RATIO,
@@ -191,20 +192,20 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         cv = 5 if self.cv is None else self.cv  # None: scikit-learn's default of 5 folds
         if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
             if cv < 2 or cv > n_samples:
-                raise ValueError(
+                raise InputError(
                     f"cv must be between 2 and the number of samples ({n_samples}); got {cv}."
                 )
             cv = KFold(int(cv), shuffle=True, random_state=self.random_seed)
         elif isinstance(cv, bool | float | str):
-            raise TypeError(
+            raise InputTypeError(
                 f"cv must be an int, a CV splitter or an iterable of (train, test); got {cv!r}."
             )
         try:
             folds = list(check_cv(cv).split(X, y))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"cv could not be used to split the data: {err}") from None
+            raise InputError(f"cv could not be used to split the data: {err}") from None
         if len(folds) < 2:
-            raise ValueError(
+            raise InputError(
                 f"cv must give at least 2 folds; got {len(folds)} (an exhausted generator? "
                 "pass a list of (train, test) pairs or a splitter to refit)."
             )
@@ -212,7 +213,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
             for part in (train, test):
                 part = np.asarray(part)
                 if part.size == 0 or part.min() < 0 or part.max() >= n_samples:
-                    raise ValueError("cv gave an empty fold or indices outside the data.")
+                    raise InputError("cv gave an empty fold or indices outside the data.")
         return [(np.asarray(tr), np.asarray(te)) for tr, te in folds]
 
     def _lambdas(self, problem: Problem) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._errors import InputError, InputTypeError
 from ._validation import check_vector
 
 __all__ = ["SIZE_FACTOR_METHODS", "resolve_offset", "resolve_weights", "size_factors"]
@@ -25,7 +26,7 @@ SIZE_FACTOR_METHODS = ("total", "poscounts")
 def _log_totals(matrix) -> np.ndarray:
     totals = np.asarray(matrix.sum(axis=1), dtype=float).reshape(-1)
     if np.any(totals <= 0):
-        raise ValueError(
+        raise InputError(
             f"size_factors='total' needs every observation to have counts; "
             f"{int(np.sum(totals <= 0))} have a total of 0 (filter them, or use 'poscounts')."
         )
@@ -42,7 +43,7 @@ def _poscounts(matrix) -> np.ndarray:
     X = sp.csr_matrix(matrix, dtype=float)
     X.eliminate_zeros()
     if np.any(X.data < 0):
-        raise ValueError("size_factors='poscounts' needs non-negative counts.")
+        raise InputError("size_factors='poscounts' needs non-negative counts.")
     n = X.shape[0]
     log_data = np.log(X.data)
     lgm = np.bincount(X.indices, weights=log_data, minlength=X.shape[1]) / n
@@ -52,7 +53,7 @@ def _poscounts(matrix) -> np.ndarray:
     values = values[order]
     counts = np.diff(X.indptr)
     if np.any(counts == 0):
-        raise ValueError(
+        raise InputError(
             f"size_factors='poscounts' needs every observation to have counts; "
             f"{int(np.sum(counts == 0))} have none."
         )
@@ -81,7 +82,7 @@ def size_factors(matrix, method: str = "total") -> np.ndarray:
     """
     if method not in SIZE_FACTOR_METHODS:
         valid = ", ".join(map(repr, SIZE_FACTOR_METHODS))
-        raise ValueError(
+        raise InputError(
             f"size_factors must be one of {valid}, an array or an obs column; got {method!r}."
         )
     if method == "total":
@@ -94,10 +95,12 @@ def _obs_or_array(adata, value: Any, name: str) -> np.ndarray:
     """An obs column's values (by name) or an array, as float (n_obs,) or (n_obs, k)."""
     if isinstance(value, str):
         if value not in adata.obs.columns:
-            raise ValueError(f"{name}={value!r} is not a column of adata.obs.")
+            raise InputError(f"{name}={value!r} is not a column of adata.obs.")
         column = adata.obs[value]
         if not np.issubdtype(column.dtype, np.number):
-            raise TypeError(f"{name}: adata.obs[{value!r}] must be numeric; it is {column.dtype}.")
+            raise InputTypeError(
+                f"{name}: adata.obs[{value!r}] must be numeric; it is {column.dtype}."
+            )
         return column.to_numpy(dtype=float)
     return value
 
@@ -127,7 +130,7 @@ def resolve_offset(
                 _obs_or_array(adata, size_factors_, "size_factors"), n, "size_factors", what="n_obs"
             )
             if np.any(sf <= 0):
-                raise ValueError("size_factors must be positive.")
+                raise InputError("size_factors must be positive.")
         parts.append(np.log(sf))
     if offset is not None:
         kinds.append(f"obs[{offset!r}]" if isinstance(offset, str) else "array")
@@ -135,12 +138,12 @@ def resolve_offset(
         arr = np.asarray(values, dtype=float) if not sp.issparse(values) else values.toarray()
         if arr.ndim == 2 and arr.shape[1] != 1:
             if arr.shape != (n, len(names)):
-                raise ValueError(
+                raise InputError(
                     f"offset must have shape (n_obs,) or (n_obs, n_genes) = ({n}, {len(names)}); "
                     f"got {arr.shape}."
                 )
             if not np.all(np.isfinite(arr)):
-                raise ValueError("offset contains NaN or infinite values.")
+                raise InputError("offset contains NaN or infinite values.")
         else:
             arr = check_vector(arr, n, "offset", what="n_obs")
         parts.append(arr)
