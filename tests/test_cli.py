@@ -69,6 +69,8 @@ def small_h5ad(tmp_path_factory):
     small = full[spots, genes].copy()
     rows = small.obs["array_row"].to_numpy()  # 0..25
     small.obs["zone"] = pd.Categorical(np.where(rows < 9, "top", np.where(rows < 18, "mid", "low")))
+    small.obs["weight"] = rng.uniform(0.5, 2.0, small.n_obs)  # for --sample-weight
+    small.obs["log_area"] = rng.normal(0.0, 0.1, small.n_obs)  # for --offset
     path = tmp_path_factory.mktemp("data") / "small.h5ad"
     small.write_h5ad(path)
     return path
@@ -145,6 +147,13 @@ def test_fit_writes_documented_keys(fitted, small_h5ad):
     assert list(res.uns["stglm"]["genes"]) == list(data.var_names)
     params = res.uns["stglm"]["params"]
     assert params["distr"] == "poisson" and params["alpha"] == 0.5 and params["reg_lambda"] == 0.05
+    # the front end's defaults: log link, no clipping, size factors from the total counts
+    assert params["link"] == "log" and params["clip_coeffs"] == 0
+    model = res.uns["stglm"]["model"]
+    assert model["link"] == "log" and model["offset"] == "log size factors (total)"
+    assert model["theta"] == "none" and model["sample_weight"] == "none"
+    cli_record = res.uns["stglm"]["cli"]
+    assert cli_record["link"] == "default" and cli_record["size_factors"] == "total"
     assert res.layers["stglm_mu"].shape == res.shape
     assert list(res.obsm["stglm_design"].columns) == predictors
     # the input is kept: same counts, obs and coordinates
@@ -191,6 +200,9 @@ def test_results_equal_a_direct_fit_genes_call(fitted, small_h5ad):
         data,
         design=res.obsm["stglm_design"],
         distr="poisson",
+        link="log",
+        size_factors="total",
+        clip_coeffs=0.0,
         alpha=0.5,
         reg_lambda=0.05,
         progress=False,
@@ -208,6 +220,7 @@ def test_summary_names_the_strongest_genes(fitted):
     res = ad.read_h5ad(out)
     assert "Traceback" not in stderr
     assert "stglm: fitted 40 genes on 300 cells/spots with 8 predictors" in stdout
+    assert "  model: poisson, log link, offset: log size factors (total)\n" in stdout
     assert str(out) in stdout and "Strongest effects" in stdout
     coef = res.varm["stglm_coef"]
     lines = {line.split()[0]: line for line in stdout.splitlines() if line.startswith("  ")}
@@ -257,6 +270,9 @@ def test_cross_validated_path_and_gene_file(small_h5ad, tmp_path):
         list(genes),
         design=res.obsm["cvfit_design"],
         reg_lambda=None,
+        link="log",
+        size_factors="total",
+        clip_coeffs=0.0,
         cv=3,
         n_lambdas=4,
         progress=False,
@@ -265,6 +281,249 @@ def test_cross_validated_path_and_gene_file(small_h5ad, tmp_path):
     np.testing.assert_allclose(
         np.asarray(res.varm["cvfit_coef"]), np.asarray(direct.varm["stglm_coef"]), equal_nan=True
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the model options of `stglm fit`
+# ---------------------------------------------------------------------------------------------
+#: A few genes with counts in most spots (the count-model fits below estimate θ per gene).
+MODEL_GENES = ("KRT15", "CNN1")
+
+
+def invoke(*args):
+    """Run the command in-process (click's runner): faster than a subprocess."""
+    return CliRunner().invoke(cli.main, list(map(str, args)), prog_name="stglm")
+
+
+def some_genes(small_h5ad, n=6):
+    data = ad.read_h5ad(small_h5ad)
+    detected = np.asarray((data.X > 0).mean(axis=0)).ravel()
+    others = [g for g in data.var_names[np.argsort(-detected)] if g not in MODEL_GENES]
+    return list(MODEL_GENES) + others[: n - len(MODEL_GENES)]
+
+
+def test_link_seed_is_the_seeds_model(small_h5ad, tmp_path):
+    """--link seed: spateo's mean function with the seed's defaults (θ 1, no size factors,
+    coefficients clipped at 0.01) — fit_genes' own defaults."""
+    out = tmp_path / "seed.h5ad"
+    genes = some_genes(small_h5ad)
+    args = ["fit", small_h5ad, "--genes", ",".join(genes), "--section-key", "list_ID"]
+    args += ["--coords", "--distr", "neg-binomial", "--link", "seed", "--lambda", "0.02"]
+    result = invoke(*args, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    res = ad.read_h5ad(out)
+    params, model = res.uns["stglm"]["params"], res.uns["stglm"]["model"]
+    assert "link" not in params and params["clip_coeffs"] == 0.01 and params["theta"] == 1.0
+    assert model["link"] == "softplus" and model["offset"] == "none" and model["theta"] == "fixed"
+    assert res.uns["stglm"]["cli"]["link"] == "seed"
+    direct = ad.read_h5ad(small_h5ad)
+    stglm.fit_genes(
+        direct,
+        genes,
+        design=res.obsm["stglm_design"],
+        distr="neg-binomial",
+        reg_lambda=0.02,
+        progress=False,
+    )
+    np.testing.assert_allclose(
+        np.asarray(res.varm["stglm_coef"]), np.asarray(direct.varm["stglm_coef"]), equal_nan=True
+    )
+
+
+def test_count_model_options_reach_fit_genes(small_h5ad, tmp_path):
+    """NB with θ by ML, poscounts size factors plus an obs offset, sample weights, the section
+    and one lag unpenalised, and inference: the same fit as fit_genes called directly."""
+    out = tmp_path / "nb.h5ad"
+    genes = some_genes(small_h5ad)
+    args = ["fit", small_h5ad, "--genes", ",".join(genes), "--section-key", "list_ID"]
+    args += ["--lag", "KRT15", "--coords", "--distr", "neg-binomial", "--theta", "ml"]
+    args += ["--size-factors", "poscounts", "--offset", "log_area", "--sample-weight", "weight"]
+    args += ["--unpenalized", "list_ID,lag_KRT15", "--lambda", "0.05", "--inference"]
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    stdout = result.stdout
+    assert (
+        "  model: neg-binomial, log link, offset: log size factors (poscounts) + "
+        "obs['log_area'], sample weights: obs['weight'], θ per gene by maximum likelihood "
+        "(median "
+    ) in stdout
+    res = ad.read_h5ad(out)
+    design = res.obsm["stglm_design"]
+    assert list(design.columns) == ["list_ID_NP", "lag_KRT15", "x", "y"]
+    info = res.uns["stglm"]
+    assert list(info["params"]["penalty_factor"]) == [0.0, 0.0, 1.0, 1.0]
+    assert info["params"]["theta"] == "ml" and info["model"]["theta"] == "ml"
+    record = info["cli"]
+    assert record["offset"] == "log_area" and record["sample_weight"] == "weight"
+    assert list(record["unpenalized"]) == ["list_ID", "lag_KRT15"]
+    assert record["size_factors"] == "poscounts"
+
+    direct = ad.read_h5ad(small_h5ad)
+    stglm.fit_genes(
+        direct, genes, design=design, distr="neg-binomial", link="log", theta="ml",
+        size_factors="poscounts", offset="log_area", sample_weight="weight",
+        penalty_factor=[0, 0, 1, 1], reg_lambda=0.05, clip_coeffs=0.0, inference=True,
+        progress=False,
+    )  # fmt: skip
+    for key in ("stglm_coef", "stglm_se", "stglm_pvalue", "stglm_qvalue"):
+        np.testing.assert_allclose(
+            np.asarray(res.varm[key]), np.asarray(direct.varm[key]), equal_nan=True, err_msg=key
+        )
+    np.testing.assert_allclose(res.var["stglm_theta"], direct.var["stglm_theta"], equal_nan=True)
+    # standard errors only for the unpenalised predictors
+    se = res.varm["stglm_se"].loc[genes]
+    assert se[["list_ID_NP", "lag_KRT15"]].notna().all().all() and se[["x", "y"]].isna().all().all()
+    q = res.varm["stglm_qvalue"].loc[genes]
+    counts = f"list_ID_NP {int((q['list_ID_NP'] <= 0.05).sum())}, "
+    counts += f"lag_KRT15 {int((q['lag_KRT15'] <= 0.05).sum())}\n"
+    assert "  genes at q ≤ 0.05 (Wald, BH per predictor): " + counts in stdout
+
+
+def test_out_equal_to_the_input_needs_force(small_h5ad, tmp_path):
+    data = tmp_path / "data.h5ad"
+    data.write_bytes(small_h5ad.read_bytes())
+    before = data.read_bytes()
+    commands = (
+        ["fit", data, "--coords", "--lambda", "0.1"],
+        ["test", data, "--coords", "--reduced", "", "--genes", "KRT15"],
+    )
+    for args in commands:  # the same file, spelt differently
+        result = invoke(*args, "--out", tmp_path / "." / "data.h5ad", "-q")
+        assert result.exit_code == 2
+        assert "is the input file" in result.stderr and "--force" in result.stderr
+        assert data.read_bytes() == before and files_in(tmp_path) == ["data.h5ad"]
+    result = invoke("fit", data, "--coords", "--lambda", "0.1", "--out", data, "--force", "-q")
+    assert result.exit_code == 0, result.output
+    assert "stglm_coef" in ad.read_h5ad(data).varm and files_in(tmp_path) == ["data.h5ad"]
+
+
+# ---------------------------------------------------------------------------------------------
+# stglm test
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tested(small_h5ad, tmp_path_factory):
+    """`stglm test` run for real: the lags against section and coordinates, NB defaults."""
+    folder = tmp_path_factory.mktemp("test")
+    genes = some_genes(small_h5ad, 8)
+    rc, stdout, stderr = stglm_cli(
+        "test",
+        small_h5ad,
+        "--genes",
+        ",".join(genes),
+        "--section-key",
+        "list_ID",
+        "--lag",
+        ",".join(LAG_GENES),
+        "--coords",
+        "--reduced",
+        "list_ID,x,y",
+        "--out",
+        folder / "tests.h5ad",
+        "--table",
+        folder / "tests.csv",
+        "--top-genes",
+        "5",
+    )
+    assert rc == 0, stderr
+    return folder, genes, stdout, stderr
+
+
+def test_test_writes_the_table_and_the_h5ad(tested, small_h5ad):
+    folder, genes, _, stderr = tested
+    assert "Traceback" not in stderr
+    assert files_in(folder) == ["tests.csv", "tests.h5ad"]  # no temporary file left
+    table = pd.read_csv(folder / "tests.csv", index_col="gene")
+    assert list(table.index) == genes
+    assert list(table.columns) == [
+        "stat", "df", "pvalue", "qvalue", "theta_full", "theta_reduced", "status"
+    ]  # fmt: skip
+    res, data = ad.read_h5ad(folder / "tests.h5ad"), ad.read_h5ad(small_h5ad)
+    # the design is build_design's, from the same options as `stglm fit`
+    design = stglm.spatial.build_design(
+        data, section_key="list_ID", lag=list(LAG_GENES), coords=True
+    )
+    pd.testing.assert_frame_equal(res.obsm["stglm_test_design"], design)
+    info = res.uns["stglm_test"]
+    assert info["test"] == "lrt" and list(info["tested"]) == ["lag_KRT15", "lag_CNN1"]
+    assert list(info["reduced"]) == ["list_ID_NP", "x", "y"]
+    assert info["cli"]["reduced"] == "list_ID,x,y" and info["cli"]["size_factors"] == "total"
+    assert info["model"]["family"] == "neg-binomial" and info["model"]["theta"] == "cox-reid"
+    for column in ("stat", "pvalue", "qvalue", "theta_full"):
+        np.testing.assert_allclose(res.var.loc[genes, f"stglm_test_{column}"], table[column])
+    # the same test run directly, with test_genes' own defaults (NB, log, Cox–Reid, total)
+    direct = stglm.test_genes(
+        data, genes, design=design, reduced=["list_ID_NP", "x", "y"], progress=False
+    )
+    for column in ("stat", "df", "pvalue", "qvalue", "theta_full", "theta_reduced"):
+        np.testing.assert_allclose(table[column], direct[column], rtol=1e-12, err_msg=column)
+    assert list(table["status"]) == list(direct["status"].astype(str))
+    np.testing.assert_array_equal(res.X.toarray(), data.X.toarray())  # the input is kept
+
+
+def test_test_prints_the_top_genes_by_q_value(tested):
+    folder, genes, stdout, _ = tested
+    table = pd.read_csv(folder / "tests.csv", index_col="gene")
+    testable = table["qvalue"].notna()
+    assert (
+        f"stglm: tested {len(genes)} genes on 300 cells/spots in " in stdout
+        and "likelihood-ratio test of lag_KRT15, lag_CNN1 (2 df) against a reduced model of "
+        "list_ID_NP, x, y\n"
+        in stdout
+    )
+    assert "  model: neg-binomial, log link, offset: log size factors (total), θ per gene" in stdout
+    n_hits = int((table["qvalue"] <= 0.05).sum())
+    assert f"  {n_hits} of {int(testable.sum())} testable genes at q ≤ 0.05" in stdout
+    lines = stdout.splitlines()
+    start = lines.index("Top 5 genes by q-value:")
+    assert lines[start + 1].split()[:5] == ["gene", "stat", "df", "p-value", "q-value"]
+    listed = [line.split()[0] for line in lines[start + 2 : start + 7]]
+    assert listed == list(table["qvalue"].sort_values(kind="stable").index[:5])
+    first = table.loc[listed[0]]
+    assert (
+        f"{first['qvalue']:.2e}" in lines[start + 2] and f"{first['stat']:.2f}" in lines[start + 2]
+    )
+
+
+def test_wald_test_of_one_column(small_h5ad, tmp_path):
+    """--test wald on a Poisson model, CSV only: the table test_genes returns."""
+    genes = some_genes(small_h5ad)
+    csv = tmp_path / "wald.csv"
+    args = ["test", small_h5ad, "--genes", ",".join(genes), "--lag", "KRT15", "--coords"]
+    args += ["--reduced", "x,y", "--test", "wald", "--distr", "poisson", "--table", csv]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "Wald test of lag_KRT15 (1 df)" in result.stdout
+    assert files_in(tmp_path) == ["wald.csv"]
+    table = pd.read_csv(csv, index_col="gene")
+    assert "theta_full" not in table.columns and (table["df"] == 1).all()
+    data = ad.read_h5ad(small_h5ad)
+    design = stglm.spatial.build_design(data, lag=["KRT15"], coords=True)
+    direct = stglm.test_genes(
+        data, genes, design=design, reduced=["x", "y"], test="wald", distr="poisson",
+        progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(table["stat"], direct["stat"], rtol=1e-12)
+    np.testing.assert_allclose(table["pvalue"], direct["pvalue"], rtol=1e-12)
+
+
+def test_test_needs_an_output(small_h5ad):
+    result = invoke("test", small_h5ad, "--coords", "--reduced", "x")
+    assert result.exit_code == 2 and "--table" in result.stderr and "--out" in result.stderr
+
+
+def test_test_help_lists_every_option_and_test():
+    from stglm._gene_tests import TESTS
+
+    result = invoke("test", "--help")
+    assert result.exit_code == 0
+    params = cli.test.get_params(cli.click.Context(cli.test))
+    for param in params:
+        if isinstance(param, cli.click.Option):
+            assert param.help, param.name
+            for opt in param.opts:
+                assert opt in result.stdout, opt
+    for name in TESTS:  # the help names every test test_genes offers
+        assert name in result.stdout, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,13 +548,54 @@ BAD_INPUTS = {
         "n_neighbors",
         False,
     ),
+    "inference of a penalised fit": (
+        ["fit", "{data}", "--coords", "--lambda", "0.1", "--inference"],
+        "--inference needs unpenalised",
+        False,
+    ),
+    "log link of gaussian": (
+        ["fit", "{data}", "--coords", "--distr", "gaussian", "--link", "log"],
+        "no log link",
+        False,
+    ),
+    "theta of poisson": (["fit", "{data}", "--coords", "--theta", "ml"], "--theta", False),
+    "offset not a column": (["fit", "{data}", "--coords", "--offset", "area"], "'area'", False),
+    "offset not numeric": (["fit", "{data}", "--coords", "--offset", "zone"], "numeric", False),
+    "negative weights": (
+        ["fit", "{data}", "--coords", "--sample-weight", "log_area"],
+        "non-negative",
+        False,
+    ),
+    "unknown unpenalised": (["fit", "{data}", "--coords", "--unpenalized", "lag"], "'lag'", False),
+    "spot without counts": (["fit", "{empty}", "--coords"], "every cell/spot", False),
+    "unknown reduced column": (["test", "{data}", "--coords", "--reduced", "z"], "'z'", False),
+    "unknown test": (
+        ["test", "{data}", "--coords", "--reduced", "x", "--test", "anova"],
+        "anova",
+        False,
+    ),
+    "wald of two columns": (
+        ["test", "{data}", "--coords", "--reduced", "", "--test", "wald"],
+        "one column",
+        False,
+    ),
+    "table not csv": (
+        ["test", "{data}", "--coords", "--reduced", "x", "--table", "{tmp}/t.txt"],
+        ".csv",
+        False,
+    ),
 }
 
 
 @pytest.fixture(scope="module")
-def bad_folder(tmp_path_factory):
+def bad_folder(tmp_path_factory, small_h5ad):
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "notes.txt").write_text("this is not an h5ad file\n")
+    data = ad.read_h5ad(small_h5ad)
+    X = data.X.toarray()
+    X[0] = 0  # a spot without counts: no size factor
+    data.X = sp.csr_matrix(X)
+    data.write_h5ad(tmp / "empty_spot.h5ad")
     return tmp
 
 
@@ -305,7 +605,9 @@ def test_bad_input_gives_one_clear_line(small_h5ad, bad_folder, case):
     folder = bad_folder / case.replace(" ", "_")
     folder.mkdir()
     out = folder / ("out.txt" if case == "out not h5ad" else "out.h5ad")
-    args = [a.format(tmp=bad_folder, data=small_h5ad) for a in args] + ["--out", str(out)]
+    empty = bad_folder / "empty_spot.h5ad"
+    args = [a.format(tmp=bad_folder, data=small_h5ad, empty=empty) for a in args]
+    args += ["--out", str(out)]
     if real_process:
         rc, stdout, stderr = stglm_cli(*args)
     else:
@@ -326,23 +628,31 @@ def test_bad_input_gives_one_clear_line(small_h5ad, bad_folder, case):
 #: Where an error is injected: the library function the command calls, and where it looks it
 #: up (the CLI imports fit_genes when the command runs, the design builders from stglm.spatial).
 INJECTED = {
-    "fit": ("stglm._transcriptome", "fit_genes"),
-    "design": ("stglm.spatial", "coordinates"),
+    "fit": ("fit", "stglm._transcriptome", "fit_genes"),
+    "design": ("fit", "stglm.spatial", "coordinates"),
+    "test": ("test", "stglm._gene_tests", "test_genes"),
+    "test design": ("test", "stglm.spatial", "coordinates"),
+}
+#: The arguments of each command run with an error injected (--out follows).
+INJECTED_ARGS = {
+    "fit": ["--coords", "--lambda", "0.1"],
+    "test": ["--coords", "--reduced", "", "--genes", "KRT15"],
 }
 
 
 def fit_raising(error, where, small_h5ad, tmp_path, monkeypatch):
-    """Run `stglm fit` in-process with the library function ``where`` raising ``error``."""
+    """Run `stglm fit` or `stglm test` in-process with the library function ``where`` raising
+    ``error``."""
     import importlib
 
-    module, name = INJECTED[where]
+    command, module, name = INJECTED[where]
 
     def raises(*args, **kwargs):
         raise error
 
     monkeypatch.setattr(importlib.import_module(module), name, raises)
     out = tmp_path / "out.h5ad"
-    args = ["fit", str(small_h5ad), "--coords", "--lambda", "0.1", "--out", str(out), "-q"]
+    args = [command, str(small_h5ad), *INJECTED_ARGS[command], "--out", str(out), "-q"]
     return CliRunner().invoke(cli.main, args, prog_name="stglm")
 
 
@@ -396,6 +706,15 @@ def test_help_lists_every_option():
         "--top-genes",
         "--quiet",
         "--help",
+        "--link",
+        "--theta",
+        "--size-factors",
+        "--offset",
+        "--sample-weight",
+        "--unpenalized",
+        "--inference",
+        "--clip-coeffs",
+        "--force",
     ]
     assert set(expected) <= set(declared)
     for opt in declared:

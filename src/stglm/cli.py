@@ -1,9 +1,17 @@
-"""The ``stglm`` command line: fit every gene of an h5ad file on spatial predictors.
+"""The ``stglm`` command line: fit and test every gene of an h5ad file on spatial predictors.
 
 ``stglm fit data.h5ad --section-key list_ID --lag KRT15,CNN1 --coords --out results.h5ad``
-builds a design from the requested predictors, runs :func:`stglm.fit_genes`, writes the
-AnnData with its results (atomically: a temporary file in the same directory, renamed at
-the end) and, with ``--figures``, a coefficient heatmap and a few genes' fits as PNGs.
+builds a design from the requested predictors (:func:`stglm.spatial.build_design`), runs
+:func:`stglm.fit_genes`, writes the AnnData with its results (atomically: a temporary file
+in the same directory, renamed at the end) and, with ``--figures``, a coefficient heatmap
+and a few genes' fits as PNGs. ``stglm test ... --reduced list_ID,x,y`` builds the same
+design, runs :func:`stglm.test_genes` on the predictors the reduced model leaves out and
+writes the table (CSV) and the h5ad the same way.
+
+The front end's model defaults are the model count analysts fit (log link, size factors
+from the total counts, θ per gene by Cox–Reid for the negative binomial, no clipping of
+small coefficients); ``--link seed`` gives the seed's (spateo's) model and defaults. They
+are resolved in one place, :class:`Model`.
 
 Bad input (missing or non-h5ad file, unknown gene or column, no predictors, anything the
 library rejects with its own input errors) ends with one line on stderr, ``Error: ...``, and
@@ -89,7 +97,7 @@ def _version() -> str:
 def main() -> None:
     """Penalised GLMs of spatial transcriptomics data (stglm).
 
-    Run `stglm fit --help` for the options of a fit.
+    Run `stglm fit --help` or `stglm test --help` for the options of each command.
     """
 
 
@@ -242,21 +250,156 @@ def _safe_name(gene: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # checks of the options and the input, the design and the fit
 # ---------------------------------------------------------------------------------------------
+# the model: family, link, θ, size factors (the front end's defaults, resolved in one place)
+# ---------------------------------------------------------------------------------------------
+#: --link's values: "log" (μ = e^z) or "seed" (the seed's mean function of each family).
+LINK_CHOICES = ("log", "seed")
+#: --size-factors' values.
+SIZE_FACTOR_CHOICES = ("total", "poscounts", "none")
+#: --theta's words (a positive number fixes θ).
+THETA_METHODS = ("ml", "cox-reid")
+#: The seed's clipping of small coefficients, kept with an explicit --link seed.
+SEED_CLIP = 0.01
+#: q-value threshold of the summaries.
+FDR = 0.05
+
+
+class _Theta(click.ParamType):
+    """--theta: a positive number, or "ml" / "cox-reid"."""
+
+    name = "theta"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float | str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            text = str(value).strip().lower()
+            if text in THETA_METHODS:
+                return text
+            try:
+                number = float(text)
+            except ValueError:
+                self.fail(f"{value!r} is not a positive number, 'ml' or 'cox-reid'.", param, ctx)
+        if not (number > 0 and number < float("inf")):
+            self.fail(
+                f"{value!r} must be a positive, finite number, 'ml' or 'cox-reid'.", param, ctx
+            )
+        return number
+
+
+class Model:
+    """The model a command fits, with the front end's defaults filled in.
+
+    ``link`` None is the family's seed mean function; ``theta`` None for families without
+    one; ``size_factors`` None for none.
+    """
+
+    def __init__(
+        self,
+        distr: str,
+        link: str | None,
+        theta: float | str | None,
+        size_factors: str | None,
+        clip_coeffs: float | None = None,
+    ) -> None:
+        from ._families import LINKS, get_family
+
+        if link == "log" and "log" not in LINKS[distr]:
+            raise BadInput(
+                f"--link log: --distr {distr} has no log link (its mean function is "
+                f"{'the identity' if distr == 'gaussian' else 'softplus'}); use --link seed, "
+                "or --distr poisson, neg-binomial or gamma."
+            )
+        #: What the user asked for ("log", "seed"), or None (the default).
+        self.link_option = link
+        self.distr = distr
+        self.link = "log" if link == "log" or (link is None and "log" in LINKS[distr]) else None
+        if distr != "neg-binomial" and theta is not None:
+            raise BadInput(f"--theta applies to --distr neg-binomial only (not {distr}).")
+        if distr == "neg-binomial" and theta is None:
+            theta = "cox-reid" if self.link == "log" else 1.0
+        self.theta = theta
+        count = get_family(distr).is_count
+        if size_factors is None:
+            size_factors = "total" if count and self.link == "log" else "none"
+        self.size_factors = None if size_factors == "none" else size_factors
+        if clip_coeffs is None:
+            clip_coeffs = SEED_CLIP if link == "seed" else 0.0
+        self.clip_coeffs = clip_coeffs
+
+    def library_options(self) -> dict[str, Any]:
+        """The keywords of :func:`stglm.fit_genes` / :func:`stglm.test_genes` it sets."""
+        return {
+            "distr": self.distr,
+            "link": self.link,
+            "theta": 1.0 if self.theta is None else self.theta,
+            "size_factors": self.size_factors,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The command line's choices, for ``uns[key]['cli']``."""
+        return {
+            "link": self.link_option or "default",
+            "size_factors": self.size_factors or "none",
+        }
+
+
+def _describe_model(adata: Any, model: Model, info: dict, theta_column: str | None) -> str:
+    """One line naming the family, link, offset, weights and θ of a fit or test."""
+    import numpy as np
+
+    recorded = info.get("model", {})
+    parts = [recorded.get("family", model.distr), f"{recorded.get('link', '?')} link"]
+    parts.append(f"offset: {recorded.get('offset', 'none')}")
+    if recorded.get("sample_weight", "none") != "none":
+        parts.append(f"sample weights: {recorded['sample_weight']}")
+    if model.distr == "neg-binomial":
+        if isinstance(model.theta, str):
+            method = "Cox–Reid" if model.theta == "cox-reid" else "maximum likelihood"
+            text = f"θ per gene by {method}"
+            if theta_column is not None and theta_column in adata.var:
+                values = adata.var[theta_column].to_numpy(dtype=float)
+                if np.isfinite(values).any():
+                    text += f" (median {np.nanmedian(values):.3g})"
+            parts.append(text)
+        else:
+            parts.append(f"θ = {model.theta:g} (fixed)")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks of the options and the input, the design and the fit
+# ---------------------------------------------------------------------------------------------
+def _check_output(path: Path | None, option: str, suffix: str, source: Path, force: bool) -> None:
+    """An output file's name: its suffix, writable, and not the input (unless --force)."""
+    if path is None:
+        return
+    if path.suffix != suffix:
+        raise BadInput(f"{option}: '{path}' must end in {suffix}.")
+    _check_writable(path, option)
+    same = path.exists() and source.exists() and os.path.samefile(path, source)
+    if (same or path.resolve() == source.resolve()) and not force:
+        raise BadInput(
+            f"{option}: '{path}' is the input file; give another name, or --force to replace it."
+        )
+
+
 def _check_options(
     *,
-    out: Path,
+    input_path: Path,
+    out: Path | None,
+    force: bool,
     genes: str | None,
     niche: str | None,
     lag: tuple[str, ...],
     coords: bool,
     section_key: str | None,
     key_added: str,
-    plot_genes: str | None,
-    figures: Path | None,
+    plot_genes: str | None = None,
+    figures: Path | None = None,
 ) -> tuple[list[str], list[str] | None, list[str] | None]:
     """Check what can be checked before reading the input: (lag, fit and plot genes)."""
-    if out.suffix != ".h5ad":
-        raise BadInput(f"--out: '{out}' must end in .h5ad.")
+    _check_output(out, "--out", ".h5ad", input_path, force)
     lag_genes = _split_names(",".join(lag)) if lag else []
     if not (niche or lag_genes or coords or section_key):
         raise BadInput(
@@ -267,7 +410,6 @@ def _check_options(
         raise BadInput("--key-added must not be empty.")
     fit_genes_list = _gene_list(genes, "--genes")
     plot_gene_list = _gene_list(plot_genes, "--plot-genes")
-    _check_writable(out, "--out")
     if figures is not None:
         _check_writable(figures, "--figures")
     return lag_genes, fit_genes_list, plot_gene_list
@@ -313,6 +455,61 @@ def _check_input(
         )
 
 
+def _check_numeric_column(
+    adata: Any, column: str | None, option: str, source: Path, weights: bool = False
+) -> None:
+    """An obs column used as numbers (--offset, --sample-weight): present, numeric, finite."""
+    import numpy as np
+    import pandas as pd
+
+    if column is None:
+        return
+    _check_obs_column(adata, column, option, source)
+    values = adata.obs[column]
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise BadInput(f"{option}: adata.obs[{column!r}] must be numeric; it is {values.dtype}.")
+    numbers = values.to_numpy(dtype=float, na_value=np.nan)
+    if not np.all(np.isfinite(numbers)):
+        raise BadInput(f"{option}: adata.obs[{column!r}] has NaN or infinite values.")
+    if weights and (np.any(numbers < 0) or not numbers.sum() > 0):
+        raise BadInput(
+            f"{option}: adata.obs[{column!r}] must be non-negative with a positive sum "
+            f"(min {numbers.min():g}, sum {numbers.sum():g})."
+        )
+
+
+def _check_model_input(
+    adata: Any, source: Path, model: Model, *, layer: str | None, offset: str | None,
+    sample_weight: str | None,
+) -> None:  # fmt: skip
+    """The obs columns and the counts that the model's offset and weights need."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ._anndata import layer_label, layer_matrix
+
+    _check_numeric_column(adata, offset, "--offset", source)
+    _check_numeric_column(adata, sample_weight, "--sample-weight", source, weights=True)
+    if model.size_factors is None:
+        return
+    matrix = layer_matrix(adata, layer)
+    where = f"cannot fit {source.name} ({layer_label(layer)})"
+    what = f"size factors (--size-factors {model.size_factors})"
+    smallest = float(matrix.min()) if matrix.size else 0.0
+    if smallest < 0:
+        raise BadInput(
+            f"{where}: {what} need non-negative counts; the matrix has negative values "
+            f"(min {smallest:g}). Use raw counts (--layer), or --size-factors none."
+        )
+    totals = np.asarray(matrix.sum(axis=1) if sp.issparse(matrix) else matrix.sum(axis=1))
+    empty = int(np.sum(totals.reshape(-1) <= 0))
+    if empty:
+        raise BadInput(
+            f"{where}: {what} need counts in every cell/spot; {empty} of {adata.n_obs} have "
+            "none (filter them first, or give --size-factors none)."
+        )
+
+
 def _design(adata: Any, **options: Any) -> pd.DataFrame:
     """:func:`stglm.spatial.build_design` with the library's input errors as bad input."""
     from . import spatial
@@ -323,30 +520,77 @@ def _design(adata: Any, **options: Any) -> pd.DataFrame:
         raise BadInput(f"cannot build the predictors: {err}") from None
 
 
+def _design_columns(names: list[str], design: pd.DataFrame, option: str) -> list[str]:
+    """Design columns named by ``names``; a name that is not a column stands for ``name_*``."""
+    columns = [str(c) for c in design.columns]
+    chosen: list[str] = []
+    for name in names:
+        group = [name] if name in columns else [c for c in columns if c.startswith(f"{name}_")]
+        if not group:
+            raise BadInput(
+                f"{option}: {name!r} is not a predictor of the design (its columns: "
+                f"{', '.join(columns)}; a prefix such as 'lag' or the --section-key column "
+                "names all its columns)."
+            )
+        chosen.extend(group)
+    return list(dict.fromkeys(chosen))
+
+
+def _run(function: Callable[..., Any], what: str, *args: Any, **options: Any) -> tuple[Any, float]:
+    """Call a library function; its input errors become bad input. (result, seconds)."""
+    started = time.perf_counter()
+    try:
+        result = function(*args, **options)
+    except StglmInputError as err:
+        raise BadInput(f"{what}: {err}") from None
+    return result, time.perf_counter() - started
+
+
 def _fit(adata: Any, source: Path, genes: list[str] | None, **options: Any) -> float:
     """Run :func:`stglm.fit_genes` on ``adata``; return its time in seconds."""
     from ._anndata import layer_label
     from ._transcriptome import fit_genes
 
-    started = time.perf_counter()
-    try:
-        fit_genes(adata, genes, **options)
-    except StglmInputError as err:
-        where = layer_label(options.get("layer"))
-        raise BadInput(f"cannot fit {source.name} ({where}): {err}") from None
-    return time.perf_counter() - started
+    where = f"cannot fit {source.name} ({layer_label(options.get('layer'))})"
+    return _run(fit_genes, where, adata, genes, **options)[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # summary
 # ---------------------------------------------------------------------------------------------
+def _count_line(status: pd.Series) -> str:
+    from ._results import NOT_REQUESTED
+
+    counts = status[status != NOT_REQUESTED].value_counts()
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _inference_line(adata: Any, key: str) -> str | None:
+    """Genes at q ≤ FDR per unpenalised predictor, after ``--inference``."""
+    import numpy as np
+
+    from ._results import stat_key
+
+    table = stat_key(key, "qvalue")
+    if table not in adata.varm:
+        return None
+    q = np.asarray(adata.varm[table], dtype=float)
+    predictors = [str(p) for p in adata.uns[key]["predictors"]]
+    tested = [
+        f"{p} {int(np.sum(q[:, j] <= FDR))}"
+        for j, p in enumerate(predictors)
+        if np.isfinite(q[:, j]).any()
+    ]
+    return f"  genes at q ≤ {FDR:g} (Wald, BH per predictor): {', '.join(tested)}"
+
+
 def _summary(
     adata: Any,
     key: str,
     *,
     n_genes: int,
     design: pd.DataFrame,
-    distr: str,
+    model: Model,
     alpha: float,
     reg_lambda: float | None,
     cv: int,
@@ -367,18 +611,22 @@ def _summary(
         if reg_lambda is not None
         else f"λ by {cv}-fold CV (median {np.nanmedian(adata.var[r.var_key(key, 'lambda')]):.3g})"
     )
-    counts = status[status != r.NOT_REQUESTED].value_counts()
     mu = f", layers[{r.mu_layer(key)!r}]" if r.mu_layer(key) in adata.layers else ""
+    inference = ", varm[" + "/".join(repr(r.stat_key(key, n)) for n in r.INFERENCE_FIELDS) + "]"
     lines = [
         f"stglm: fitted {n_genes} genes on {adata.n_obs} cells/spots with "
-        f"{design.shape[1]} predictors ({distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
+        f"{design.shape[1]} predictors ({model.distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
+        f"  model: {_describe_model(adata, model, adata.uns[key], r.var_key(key, 'theta'))}",
         f"  converged: {int(adata.var[r.var_key(key, 'converged')][fitted].sum())} of "
-        f"{int(fitted.sum())} fitted genes"
-        f" (status: {', '.join(f'{k} {v}' for k, v in counts.items())})",
+        f"{int(fitted.sum())} fitted genes (status: {_count_line(status)})",
         f"  predictors: {', '.join(design.columns)}",
         f"  results: {out} (varm[{r.coef_key(key)!r}], var['{key}_*'], uns[{key!r}], "
-        f"obsm[{r.design_key(key)!r}]{mu})",
+        f"obsm[{r.design_key(key)!r}]{mu}"
+        f"{inference if r.stat_key(key, 'se') in adata.varm else ''})",
     ]
+    inference_counts = _inference_line(adata, key)
+    if inference_counts:
+        lines.append(inference_counts)
     if figures:
         lines.append(f"  figures: {', '.join(str(f) for f in figures)}")
     lines.append(f"Strongest effects (top {top} genes by |coef| per predictor):")
@@ -454,82 +702,221 @@ def _write_figures(
 
 
 # ---------------------------------------------------------------------------------------------
+# options shared by the commands
+# ---------------------------------------------------------------------------------------------
+def _apply(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One decorator applying ``decorators`` in the order listed (top to bottom in --help)."""
+
+    def apply(function: Any) -> Any:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def _out_option(what: str) -> Callable[[Any], Any]:
+    return click.option(
+        "-o",
+        "--out",
+        "out",
+        metavar="FILE.h5ad",
+        type=click.Path(path_type=Path),
+        help=f"Results file (.h5ad): the input AnnData plus {what}. Written atomically "
+        "(temporary file, then renamed), so a failed run leaves no partial file. Refused "
+        "when it names the input file, unless --force.",
+    )
+
+
+_FORCE = click.option(
+    "--force",
+    is_flag=True,
+    default=False,
+    help="Allow --out to replace the input file (the input is read completely first).",
+)
+
+_DESIGN_OPTIONS = _apply(
+    click.option(
+        "--genes",
+        metavar="GENES|FILE",
+        default=None,
+        help="Genes to model: comma-separated names, or a file with one name per line "
+        "(commas/whitespace also separate; '#' starts a comment). Default: all genes.",
+    ),
+    click.option(
+        "--niche",
+        metavar="OBS_COLUMN",
+        default=None,
+        help="Predictors: share of each category of this categorical adata.obs column "
+        "(e.g. cell type) among each cell's spatial neighbours (niche_<category>).",
+    ),
+    click.option(
+        "--lag",
+        "lag",
+        metavar="GENES",
+        multiple=True,
+        help="Predictors: spatial lag of these genes, the neighbour mean of their "
+        "log1p-normalised expression (lag_<gene>). Comma-separated; repeatable.",
+    ),
+    click.option(
+        "--coords/--no-coords",
+        default=False,
+        show_default=True,
+        help="Predictors: standardised coordinates x, y from obsm['spatial'] "
+        "(standardised within each section with --section-key).",
+    ),
+    click.option(
+        "--section-key",
+        metavar="OBS_COLUMN",
+        default=None,
+        help="adata.obs column of the tissue section: neighbours are searched within a "
+        "section, and a 0/1 predictor <column>_<section> is added for every section "
+        "but the first.",
+    ),
+    click.option(
+        "--n-neighbors",
+        metavar="K",
+        type=click.IntRange(min=1),
+        default=6,
+        show_default=True,
+        help="Neighbours per cell in the spatial kNN graph used by --niche and --lag "
+        "(6 = the ring around a Visium spot).",
+    ),
+    click.option(
+        "--layer",
+        metavar="LAYER",
+        default=None,
+        help="Model adata.layers[LAYER] instead of adata.X (raw counts for count families).",
+    ),
+)
+
+
+def _model_options(default_distr: str) -> Callable[[Any], Any]:
+    return _apply(
+        click.option(
+            "--distr",
+            type=_LazyChoice(_distributions),
+            default=default_distr,
+            show_default=True,
+            help="Response family.",
+        ),
+        click.option(
+            "--link",
+            type=click.Choice(LINK_CHOICES),
+            default=None,
+            help="Mean function. log: μ = exp(z), the model of R's glm, MASS::glm.nb, "
+            "glmGamPoi and DESeq2 (coefficients are natural-log fold changes per unit of a "
+            "predictor). seed: spateo's mean functions (Poisson linear above exp(2), "
+            "softplus for neg-binomial and gamma) with its defaults (θ = 1, no size factors, "
+            "coefficients below 0.01 clipped to 0). Default: log for poisson, neg-binomial "
+            "and gamma; gaussian and softplus have only their own mean.",
+        ),
+        click.option(
+            "--theta",
+            type=_Theta(),
+            metavar="FLOAT|ml|cox-reid",
+            default=None,
+            help="Size θ of the neg-binomial family: a number fixes it for every gene; ml "
+            "(as MASS::glm.nb) or cox-reid (the Cox–Reid adjusted profile likelihood, as "
+            "glmGamPoi, edgeR, DESeq2) estimate one θ per gene with its coefficients. "
+            "Default: cox-reid with the log link, 1 with --link seed.",
+        ),
+        click.option(
+            "--size-factors",
+            type=click.Choice(SIZE_FACTOR_CHOICES),
+            default=None,
+            help="Offset log(s) for sequencing depth: total (s = a spot's total counts over "
+            "their geometric mean, as edgeR and scanpy), poscounts (DESeq2's estimator for "
+            "zero-heavy data) or none. Default: total for poisson and neg-binomial with the "
+            "log link (without it coefficients mix depth with biology); none otherwise.",
+        ),
+        click.option(
+            "--offset",
+            metavar="OBS_COLUMN",
+            default=None,
+            help="A numeric adata.obs column added to every linear predictor (e.g. a log "
+            "exposure); added to the size factors' offset.",
+        ),
+        click.option(
+            "--sample-weight",
+            metavar="OBS_COLUMN",
+            default=None,
+            help="A numeric, non-negative adata.obs column of observation weights "
+            "(weight 2 counts a spot twice).",
+        ),
+    )
+
+
+_QUIET = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    default=False,
+    help="No progress bar, warnings or summary (errors are still shown).",
+)
+
+
+def _read_checked(
+    options: dict[str, Any], model: Model, genes: dict[str, list[str] | None], figures: bool
+) -> Any:
+    """Read INPUT and check it against the design, model and gene options."""
+    source = options["input_path"]
+    adata = _read_input(source)
+    _check_input(
+        adata,
+        source,
+        layer=options["layer"],
+        columns={"--section-key": options["section_key"], "--niche": options["niche"]},
+        needs_coords=bool(options["niche"] or genes["--lag"] or options["coords"] or figures),
+        gene_options=genes,
+    )
+    _check_model_input(
+        adata, source, model, layer=options["layer"], offset=options["offset"],
+        sample_weight=options["sample_weight"],
+    )  # fmt: skip
+    return adata
+
+
+def _build_design(adata: Any, options: dict[str, Any], lag_genes: list[str]) -> pd.DataFrame:
+    return _design(
+        adata,
+        section_key=options["section_key"],
+        niche=options["niche"],
+        lag=lag_genes,
+        coords=options["coords"],
+        layer=options["layer"],
+        n_neighbors=options["n_neighbors"],
+    )
+
+
+def _cli_record(options: dict[str, Any], lag_genes: list[str], model: Model) -> dict[str, Any]:
+    """The command line's choices, stored in ``uns[key]['cli']``."""
+    return {
+        "section_key": options["section_key"] or "",
+        "niche": options["niche"] or "",
+        "lag": lag_genes,
+        "coords": options["coords"],
+        "n_neighbors": options["n_neighbors"],
+        "offset": options["offset"] or "",
+        "sample_weight": options["sample_weight"] or "",
+        **model.record(),
+    }
+
+
+def _write_h5ad(adata: Any, out: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atomic_write(out, adata.write_h5ad)
+
+
+# ---------------------------------------------------------------------------------------------
 # stglm fit
 # ---------------------------------------------------------------------------------------------
 @main.command("fit", short_help="Fit every gene of an .h5ad file on spatial predictors.")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out",
-    required=True,
-    metavar="FILE.h5ad",
-    type=click.Path(path_type=Path),
-    help="Results file (.h5ad): the input AnnData plus the fit's results. Written "
-    "atomically (temporary file, then renamed), so a failed run leaves no "
-    "partial file.",
-)
-@click.option(
-    "--genes",
-    metavar="GENES|FILE",
-    default=None,
-    help="Genes to fit: comma-separated names, or a file with one name per line "
-    "(commas/whitespace also separate; '#' starts a comment). Default: all genes.",
-)
-@click.option(
-    "--niche",
-    metavar="OBS_COLUMN",
-    default=None,
-    help="Predictors: share of each category of this categorical adata.obs column "
-    "(e.g. cell type) among each cell's spatial neighbours (niche_<category>).",
-)
-@click.option(
-    "--lag",
-    "lag",
-    metavar="GENES",
-    multiple=True,
-    help="Predictors: spatial lag of these genes, the neighbour mean of their "
-    "log1p-normalised expression (lag_<gene>). Comma-separated; repeatable.",
-)
-@click.option(
-    "--coords/--no-coords",
-    default=False,
-    show_default=True,
-    help="Predictors: standardised coordinates x, y from obsm['spatial'] "
-    "(standardised within each section with --section-key).",
-)
-@click.option(
-    "--section-key",
-    metavar="OBS_COLUMN",
-    default=None,
-    help="adata.obs column of the tissue section: neighbours are searched within a "
-    "section, and a 0/1 predictor <column>_<section> is added for every section "
-    "but the first.",
-)
-@click.option(
-    "--n-neighbors",
-    metavar="K",
-    type=click.IntRange(min=1),
-    default=6,
-    show_default=True,
-    help="Neighbours per cell in the spatial kNN graph used by --niche and --lag "
-    "(6 = the ring around a Visium spot).",
-)
-@click.option(
-    "--distr",
-    type=_LazyChoice(_distributions),
-    default="poisson",
-    show_default=True,
-    help="Response family.",
-)
-@click.option(
-    "--theta",
-    metavar="FLOAT",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Size parameter of the neg-binomial family.",
-)
+@_out_option("the fit's results")
+@_DESIGN_OPTIONS
+@_model_options("poisson")
 @click.option(
     "--alpha",
     metavar="FLOAT",
@@ -544,8 +931,33 @@ def _write_figures(
     metavar="FLOAT",
     type=click.FloatRange(min=0),
     default=None,
-    help="Penalty strength λ (one value for all genes). Omit it to choose each "
-    "gene's λ by cross-validation along a path (slower).",
+    help="Penalty strength λ (one value for all genes; 0: unpenalised). Omit it to choose "
+    "each gene's λ by cross-validation along a path (slower).",
+)
+@click.option(
+    "--unpenalized",
+    metavar="NAMES",
+    default=None,
+    help="Predictors left unpenalised (penalty factor 0, glmnet's penalty.factor), e.g. "
+    "the section dummies: design columns, comma-separated; a name that is not a column "
+    "stands for all columns NAME_* (the --section-key column for its dummies, 'lag', "
+    "'niche').",
+)
+@click.option(
+    "--inference/--no-inference",
+    default=False,
+    show_default=True,
+    help="Also store standard errors, Wald p-values and BH q-values (varm['<key>_se', "
+    "'_pvalue', '_qvalue']) of the unpenalised coefficients: needs --lambda 0 or "
+    "--unpenalized (penalised estimates have no valid p-values; see `stglm test`).",
+)
+@click.option(
+    "--clip-coeffs",
+    metavar="FLOAT",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Set coefficients with |coef| below this to 0 (the seed's clip_coeffs). "
+    f"Default: 0, or {SEED_CLIP:g} with --link seed.",
 )
 @click.option(
     "--cv",
@@ -570,12 +982,6 @@ def _write_figures(
     default=888,
     show_default=True,
     help="Random seed of the cross-validation folds.",
-)
-@click.option(
-    "--layer",
-    metavar="LAYER",
-    default=None,
-    help="Fit adata.layers[LAYER] instead of adata.X (raw counts for count families).",
 )
 @click.option(
     "--key-added",
@@ -621,43 +1027,17 @@ def _write_figures(
     show_default=True,
     help="Genes listed per predictor in the summary.",
 )
-@click.option(
-    "-q",
-    "--quiet",
-    is_flag=True,
-    default=False,
-    help="No progress bar, warnings or summary (errors are still shown).",
-)
-def fit(
-    input_path: Path,
-    out: Path,
-    genes: str | None,
-    niche: str | None,
-    lag: tuple[str, ...],
-    coords: bool,
-    section_key: str | None,
-    n_neighbors: int,
-    distr: str,
-    theta: float,
-    alpha: float,
-    reg_lambda: float | None,
-    cv: int,
-    n_lambdas: int,
-    seed: int,
-    layer: str | None,
-    key_added: str,
-    store_fitted: bool,
-    figures: Path | None,
-    top_genes: int,
-    plot_genes: str | None,
-    top_effects: int,
-    quiet: bool,
-) -> None:
+@_FORCE
+@_QUIET
+def fit(**options: Any) -> None:
     """Fit a penalised GLM of every gene in INPUT (.h5ad) on spatial predictors.
 
-    Predictors come from --section-key, --niche, --lag and --coords (at least one). Results
-    go to --out: varm['<key>_coef'] (genes × predictors), var['<key>_intercept', '_lambda',
-    '_score', '_converged', '_kkt', '_n_iter', '_status'], uns['<key>'] and the design in
+    Predictors come from --section-key, --niche, --lag and --coords (at least one). The
+    model is, by default, the one count analysts fit: a log link, size factors from the
+    total counts and (neg-binomial) θ per gene by Cox–Reid; --link seed gives spateo's.
+    Results go to --out: varm['<key>_coef'] (genes × predictors), var['<key>_intercept',
+    '_lambda', '_score', '_converged', '_kkt', '_n_iter', '_theta', '_theta_status',
+    '_status'], uns['<key>'] (with 'model': what was fitted) and the design in
     obsm['<key>_design'].
 
     \b
@@ -666,101 +1046,255 @@ def fit(
           --lambda 0.01 --out results.h5ad --figures figs
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
+    o = options
+    if o["out"] is None:
+        raise BadInput("--out FILE.h5ad is required.")
+    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], o["clip_coeffs"])
+    unpenalized = _split_names(o["unpenalized"]) if o["unpenalized"] else []
+    if o["inference"] and o["reg_lambda"] != 0 and not unpenalized:
+        raise BadInput(
+            "--inference needs unpenalised coefficients: --lambda 0, or --unpenalized NAMES "
+            "for the predictors to test (penalised estimates have no valid p-values; "
+            "`stglm test` tests spatial terms of unpenalised models)."
+        )
     lag_genes, fit_genes_list, plot_gene_list = _check_options(
-        out=out,
-        genes=genes,
-        niche=niche,
-        lag=lag,
-        coords=coords,
-        section_key=section_key,
-        key_added=key_added,
-        plot_genes=plot_genes,
-        figures=figures,
-    )
-    adata = _read_input(input_path)
-    _check_input(
-        adata,
-        input_path,
-        layer=layer,
-        columns={"--section-key": section_key, "--niche": niche},
-        needs_coords=bool(niche or lag_genes or coords or figures),
-        gene_options={
-            "--genes": fit_genes_list,
-            "--lag": lag_genes,
-            "--plot-genes": plot_gene_list,
-        },
-    )
-    from ._results import design_key
-
+        input_path=o["input_path"], out=o["out"], force=o["force"], genes=o["genes"],
+        niche=o["niche"], lag=o["lag"], coords=o["coords"], section_key=o["section_key"],
+        key_added=o["key_added"], plot_genes=o["plot_genes"], figures=o["figures"],
+    )  # fmt: skip
+    genes = {"--genes": fit_genes_list, "--lag": lag_genes, "--plot-genes": plot_gene_list}
+    adata = _read_checked(o, model, genes, o["figures"] is not None)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        design = _design(
-            adata,
-            section_key=section_key,
-            niche=niche,
-            lag=lag_genes,
-            coords=coords,
-            layer=layer,
-            n_neighbors=n_neighbors,
-        )
+        design = _build_design(adata, o, lag_genes)
+        factor = None
+        if unpenalized:
+            free = _design_columns(unpenalized, design, "--unpenalized")
+            factor = [0.0 if str(c) in free else 1.0 for c in design.columns]
         fit_seconds = _fit(
-            adata,
-            input_path,
-            fit_genes_list,
-            design=design,
-            distr=distr,
-            alpha=alpha,
-            reg_lambda=reg_lambda,
-            n_lambdas=n_lambdas,
-            cv=cv,
-            theta=theta,
-            random_seed=seed,
-            layer=layer,
-            key_added=key_added,
-            store_fitted=store_fitted,
-            progress=not quiet,
-        )
+            adata, o["input_path"], fit_genes_list, design=design, alpha=o["alpha"],
+            reg_lambda=o["reg_lambda"], n_lambdas=o["n_lambdas"], cv=o["cv"],
+            random_seed=o["seed"], layer=o["layer"], key_added=o["key_added"],
+            store_fitted=o["store_fitted"], progress=not o["quiet"],
+            clip_coeffs=model.clip_coeffs, offset=o["offset"],
+            sample_weight=o["sample_weight"], penalty_factor=factor,
+            inference=o["inference"], **model.library_options(),
+        )  # fmt: skip
         caught = [str(r.message) for r in records]
-    n_genes = len(fit_genes_list) if fit_genes_list else adata.n_vars
-    adata.obsm[design_key(key_added)] = design
-    adata.uns[key_added]["cli"] = {
-        "section_key": section_key or "",
-        "niche": niche or "",
-        "lag": lag_genes,
-        "coords": coords,
-        "n_neighbors": n_neighbors,
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        atomic_write(out, adata.write_h5ad)
+    _finish_fit(adata, o, model, design, lag_genes, plot_gene_list, fit_seconds, caught, started)
+
+
+def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught, started) -> None:
+    """Store the design and the CLI's choices, write the output and figures, summarise."""
+    from ._results import design_key
+
+    key = o["key_added"]
+    n_genes = len(adata.uns[key]["genes"])
+    adata.obsm[design_key(key)] = design
+    record = _cli_record(o, lag_genes, model)
+    record["unpenalized"] = _split_names(o["unpenalized"]) if o["unpenalized"] else []
+    adata.uns[key]["cli"] = record
+    _write_h5ad(adata, o["out"])
 
     written: list[Path] = []
-    if figures is not None:
-        if plot_gene_list is None:
-            plot_gene_list = _default_plot_genes(adata, key_added, N_GENE_FIT_FIGURES)
+    if o["figures"] is not None:
+        if plot_genes is None:
+            plot_genes = _default_plot_genes(adata, key, N_GENE_FIT_FIGURES)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             written = _write_figures(
-                adata, key_added, design, figures, top_genes, plot_gene_list, quiet
+                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"]
             )
+    if o["quiet"]:
+        return
+    for message in dict.fromkeys(caught):
+        _warn(message)
+    click.echo(
+        _summary(
+            adata,
+            key,
+            n_genes=n_genes,
+            design=design,
+            model=model,
+            alpha=o["alpha"],
+            reg_lambda=o["reg_lambda"],
+            cv=o["cv"],
+            seconds=seconds,
+            out=o["out"],
+            figures=written,
+            top=o["top_effects"],
+        )  # fmt: skip
+    )
+    click.echo(f"  total time: {time.perf_counter() - started:.1f} s")
 
-    if not quiet:
-        for message in dict.fromkeys(caught):
-            _warn(message)
-        click.echo(
-            _summary(
-                adata,
-                key_added,
-                n_genes=n_genes,
-                design=design,
-                distr=distr,
-                alpha=alpha,
-                reg_lambda=reg_lambda,
-                cv=cv,
-                seconds=fit_seconds,
-                out=out,
-                figures=written,
-                top=top_effects,
-            )
+
+# ---------------------------------------------------------------------------------------------
+# stglm test
+# ---------------------------------------------------------------------------------------------
+@main.command("test", short_help="Test spatial terms of every gene (LRT or Wald, BH q-values).")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option(
+    "--reduced",
+    metavar="NAMES",
+    required=True,
+    help="Predictors the reduced model keeps; the design's other predictors are tested. "
+    "Design columns, comma-separated; a name that is not a column stands for all columns "
+    "NAME_* (the --section-key column for its dummies). '' keeps only the intercept.",
+)
+@click.option(
+    "--test",
+    "test_name",
+    metavar="lrt|wald",
+    default="lrt",
+    show_default=True,
+    help="lrt: likelihood-ratio test of the full against the reduced model (χ², "
+    "θ re-estimated under each, as MASS's anova.negbin); wald: z (or t) test of the one "
+    "predictor --reduced leaves out.",
+)
+@_out_option("the test's results (var['<key>_stat', '_df', '_pvalue', '_qvalue', ...])")
+@click.option(
+    "--table",
+    metavar="FILE.csv",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results table (CSV, one row per gene: stat, df, pvalue, qvalue, θ, status), "
+    "written atomically.",
+)
+@_DESIGN_OPTIONS
+@_model_options("neg-binomial")
+@click.option(
+    "--key-added",
+    metavar="KEY",
+    default="stglm_test",
+    show_default=True,
+    help="Prefix of the result columns in the output's var ('<key>_pvalue', ...).",
+)
+@click.option(
+    "--top-genes",
+    metavar="N",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Genes listed in the summary, smallest q-value first.",
+)
+@_FORCE
+@_QUIET
+def test(**options: Any) -> None:
+    """Test, for every gene in INPUT (.h5ad), the spatial predictors a reduced model leaves out.
+
+    The design is built from --section-key, --niche, --lag and --coords exactly as by
+    `stglm fit`; both models are fitted unpenalised (stglm.test_genes), by default as count
+    analysts fit them: neg-binomial, log link, θ per gene by Cox–Reid, size factors from the
+    total counts. p-values are adjusted by Benjamini–Hochberg over the testable genes. Give
+    --out (the input plus the results), --table (CSV) or both.
+
+    \b
+    Example: do lags of KRT15 and CNN1 explain expression beyond section and position?
+      stglm test data.h5ad --section-key list_ID --lag KRT15,CNN1 --coords \\
+          --reduced list_ID,x,y --out tests.h5ad --table tests.csv
+    """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
+    started = time.perf_counter()
+    o = options
+    if o["out"] is None and o["table"] is None:
+        raise BadInput("give --out FILE.h5ad, --table FILE.csv or both.")
+    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"])
+    _check_output(o["table"], "--table", ".csv", o["input_path"], o["force"])
+    if o["out"] is not None and o["table"] is not None and o["out"].resolve() == o["table"]:
+        raise BadInput("--out and --table must be different files.")
+    lag_genes, genes, _ = _check_options(
+        input_path=o["input_path"], out=o["out"], force=o["force"], genes=o["genes"],
+        niche=o["niche"], lag=o["lag"], coords=o["coords"], section_key=o["section_key"],
+        key_added=o["key_added"],
+    )  # fmt: skip
+    adata = _read_checked(o, model, {"--genes": genes, "--lag": lag_genes}, False)
+    from ._anndata import layer_label
+    from ._gene_tests import test_genes
+
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        design = _build_design(adata, o, lag_genes)
+        reduced = _design_columns(_split_names(o["reduced"]), design, "--reduced")
+        table, seconds = _run(
+            test_genes,
+            f"cannot test {o['input_path'].name} ({layer_label(o['layer'])})",
+            adata, genes, design=design, reduced=reduced, test=o["test_name"],
+            offset=o["offset"], sample_weight=o["sample_weight"], layer=o["layer"],
+            key_added=o["key_added"], progress=not o["quiet"],
+            **{**model.library_options(), "theta": model.theta},
+        )  # fmt: skip
+        caught = [str(r.message) for r in records]
+    _finish_test(adata, o, model, design, lag_genes, table, seconds, caught, started)
+
+
+def _finish_test(adata, o, model, design, lag_genes, table, seconds, caught, started) -> None:
+    """Store the design and the CLI's choices, write the outputs, summarise."""
+    from ._results import design_key
+
+    key = o["key_added"]
+    adata.obsm[design_key(key)] = design
+    adata.uns[key]["cli"] = {**_cli_record(o, lag_genes, model), "reduced": o["reduced"]}
+    written = []
+    if o["table"] is not None:
+        atomic_write(o["table"], lambda p: table.to_csv(p, index_label="gene"))
+        written.append(f"table: {o['table']}")
+    if o["out"] is not None:
+        _write_h5ad(adata, o["out"])
+        written.append(f"{o['out']} (var['{key}_*'], uns[{key!r}], obsm[{design_key(key)!r}])")
+    if o["quiet"]:
+        return
+    for message in dict.fromkeys(caught):
+        _warn(message)
+    click.echo(_test_summary(adata, key, model, design, table, seconds, written, o["top_genes"]))
+    click.echo(f"  total time: {time.perf_counter() - started:.1f} s")
+
+
+#: A test's name in the summary.
+_TEST_NAMES = {"lrt": "likelihood-ratio test", "wald": "Wald test", "ql": "quasi-likelihood F-test"}
+
+
+def _test_summary(adata, key, model, design, table, seconds, written, top) -> str:
+    import numpy as np
+
+    info = adata.uns[key]
+    tested, kept = [str(c) for c in info["tested"]], [str(c) for c in info["reduced"]]
+    name = _TEST_NAMES.get(str(info["test"]), f"{info['test']} test")
+    status = table["status"].astype(str)
+    q = table["qvalue"].to_numpy(dtype=float)
+    n_testable = int(np.isfinite(q).sum())
+    lines = [
+        f"stglm: tested {len(table)} genes on {adata.n_obs} cells/spots in {seconds:.1f} s: "
+        f"{name} of {', '.join(tested)} ({len(tested)} df) against a reduced model of "
+        f"{', '.join(kept) or 'the intercept only'}",
+        f"  model: {_describe_model(adata, model, info, None)}",
+        f"  status: {_count_line(status)}",
+        f"  results: {'; '.join(written)}",
+        f"  {int(np.sum(q <= FDR))} of {n_testable} testable genes at q ≤ {FDR:g} "
+        "(Benjamini–Hochberg)",
+    ]
+    if top and n_testable:
+        lines.append(f"Top {min(top, n_testable)} genes by q-value:")
+        lines.extend(_top_table(table, top))
+    return "\n".join(lines)
+
+
+def _top_table(table: pd.DataFrame, top: int) -> list[str]:
+    """The ``top`` genes with the smallest q-values, as aligned text lines."""
+    import numpy as np
+
+    best = table[np.isfinite(table["qvalue"].to_numpy(dtype=float))]
+    best = best.iloc[np.argsort(best["qvalue"].to_numpy(), kind="stable")[:top]]
+    width = max(4, *(len(str(g)) for g in best.index))
+    theta = "theta_full" in best.columns
+    header = f"  {'gene':<{width}}  {'stat':>9}  {'df':>3}  {'p-value':>9}  {'q-value':>9}"
+    if theta:
+        header += f"  {'θ full':>8}  {'θ reduced':>9}"
+    lines = [header]
+    for gene, row in best.iterrows():
+        line = (
+            f"  {gene:<{width}}  {row['stat']:>9.2f}  {row['df']:>3g}  "
+            f"{row['pvalue']:>9.2e}  {row['qvalue']:>9.2e}"
         )
-        click.echo(f"  total time: {time.perf_counter() - started:.1f} s")
+        if theta:
+            line += f"  {row['theta_full']:>8.3g}  {row['theta_reduced']:>9.3g}"
+        lines.append(line)
+    return lines
