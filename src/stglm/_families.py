@@ -141,6 +141,9 @@ class Family:
     is_count: bool = False
     #: Whether −ℓ is quadratic in z (one Newton step solves an unpenalised fit).
     is_quadratic: bool = False
+    #: Whether the dispersion φ is 1 by the model (Poisson, NB given θ) rather than estimated
+    #: by Pearson's χ²/df for standard errors (R's summary.glm convention).
+    fixed_dispersion: bool = False
     #: The compiled likelihood's code, or None (numpy only).
     likelihood_code: int | None = None
 
@@ -259,6 +262,7 @@ class _PoissonLikelihood(Family):
     """Poisson log-likelihood without the log y! term: ℓ = y·log(μ + ε) − μ."""
 
     is_count = True
+    fixed_dispersion = True
     likelihood_code = LIK_POISSON
 
     def loglik(self, y, mu):
@@ -336,6 +340,7 @@ class NegativeBinomial(Family):
 
     name = "neg-binomial"
     is_count = True
+    fixed_dispersion = True
     likelihood_code = LIK_NEGBIN
 
     def __init__(self, theta: float = 1.0, link: str = "softplus"):

@@ -26,7 +26,7 @@ from scipy import stats
 from ._anndata import design_frame
 from ._dispersion import THETA_MIN
 from ._errors import InputError, InputTypeError
-from ._inference import ESTIMATED_DISPERSION, benjamini_hochberg, pearson_dispersion
+from ._inference import benjamini_hochberg, pearson_dispersion
 from ._metrics import weighted_column_sum
 from ._results import NOT_CONVERGED, OK, store_test_results
 from ._transcriptome import (
@@ -258,7 +258,7 @@ def _loglik(family, X, Y, offset, fit, weights, fit_intercept):
     M = None if weights is None else weights[:, None]
     ll = weighted_column_sum(fam.loglik(Y, Mu), M)
     phi = None
-    if family.name in ESTIMATED_DISPERSION:
+    if not family.fixed_dispersion:
         n_eff = Y.shape[0] if weights is None else np.count_nonzero(weights)
         df = np.full(Y.shape[1], float(n_eff - X.shape[1] - int(fit_intercept)))
         phi = pearson_dispersion(family, Y, Mu, M, df)

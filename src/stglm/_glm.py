@@ -16,7 +16,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._errors import InputError, InputTypeError
 from ._families import DISTRIBUTIONS, Family, get_family
 from ._inference import (
-    ESTIMATED_DISPERSION,
     design_gram,
     fisher_weights,
     invert_information,
@@ -314,7 +313,7 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         A_inv = invert_information(A[None])[0]
         n_eff = problem.n_samples if w is None else int(np.count_nonzero(w))
         df = dispersion = None
-        if family.name in ESTIMATED_DISPERSION:
+        if not family.fixed_dispersion:
             df = n_eff - free.size
             mu = family.mean(z)
             dispersion = float(

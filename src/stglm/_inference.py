@@ -5,8 +5,8 @@ R's ``summary.glm`` conventions, which MASS's ``summary.negbin`` follows:
 - the covariance of b = (β0, β) is φ·(X̃ᵀWX̃)⁻¹ with the Fisher weights
   W_i = m_i·μ'(z_i)²/V(μ_i) at the optimum (prior weights m; for the negative binomial
   V = μ + μ²/θ, θ taken as known — the β block, as MASS reports it);
-- φ = 1 for the Poisson and negative-binomial families, with z statistics and normal
-  p-values; for the Gaussian and gamma families φ is estimated by Pearson's
+- φ = 1 for the Poisson and negative-binomial families (``Family.fixed_dispersion``), with z
+  statistics and normal p-values; for the others (Gaussian, gamma) φ is estimated by Pearson's
   χ²/df = Σ m_i(y_i − μ_i)²/V(μ_i) / (n − rank), with t statistics on those df;
 - ``robust=True`` gives the HC0 sandwich A⁻¹BA⁻¹, A = X̃ᵀWX̃, B = Σ_i m_i² s_i² x̃_i x̃_iᵀ
   with s_i = ∂ℓ_i/∂z_i (no φ: the sandwich does not rely on the variance function), and
@@ -30,16 +30,12 @@ from scipy import stats
 from ._families import Family
 
 __all__ = [
-    "ESTIMATED_DISPERSION",
     "benjamini_hochberg",
     "design_gram",
     "fisher_weights",
     "pearson_dispersion",
     "wald_table",
 ]
-
-#: Families whose dispersion φ is estimated (t tests), as in R's summary.glm.
-ESTIMATED_DISPERSION = ("gaussian", "gamma")
 
 
 def fisher_weights(family: Family, Z: np.ndarray, M: np.ndarray | None = None) -> np.ndarray:

@@ -18,7 +18,6 @@ from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._inference import (
-    ESTIMATED_DISPERSION,
     benjamini_hochberg,
     fisher_weights,
     invert_information,
@@ -231,7 +230,7 @@ class _GeneFitter:
         cov = T @ invert_information(H[:, free][:, :, free]) @ T.T
         df = None
         var = np.diagonal(cov, axis1=1, axis2=2).copy()
-        if fam.name in ESTIMATED_DISPERSION:
+        if not fam.fixed_dispersion:
             n_eff = d.n if self.weights is None else np.count_nonzero(self.weights)
             df = np.full(n_genes, float(n_eff - free.size))
             fam_cols = fam if theta is None else fam.with_theta(theta)

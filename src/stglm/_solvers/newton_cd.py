@@ -325,7 +325,7 @@ class NewtonCD:
         return (
             self.use_gram
             and not prob.penalty.has_l1
-            and prob.family.name != "gaussian"
+            and not prob.family.is_quadratic
             and prob.n_samples * prob.n_features >= LBFGS_MIN_SIZE
             and self.max_iter >= 2 * lbfgs_budget(prob.n_features)
         )
