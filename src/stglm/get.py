@@ -19,11 +19,13 @@ from ._anndata import dense_columns, design_frame
 from ._errors import InputError
 from ._families import get_family
 from ._results import (
+    INFERENCE_FIELDS,
     RANKED_STATUSES,
     check_gene,
     coef_key,
     mu_layer,
     results_info,
+    stat_key,
     var_key,
 )
 
@@ -49,18 +51,35 @@ def coef_df(
     DataFrame
         Columns ``gene``, ``predictor``, ``coef``, ``lambda``, ``score``, ``status``; one row per
         fitted gene and predictor (genes not requested are left out), sorted by gene then
-        predictor order.
+        predictor order. After ``fit_genes(..., inference=True)`` also ``se``, ``pvalue``
+        and ``qvalue`` (the Wald standard error, p-value and Benjamini–Hochberg q-value over
+        the fitted genes, per predictor; NaN for penalised predictors and the intercept).
+        What one unit of ``coef`` means (for a log link: the natural-log fold change of the
+        mean per unit of the predictor) is ``adata.uns[key_added]["model"]["coefficients"]``.
     """
     genes = list(results_info(adata, key_added)["genes"])
     coef = pd.DataFrame(adata.varm[coef_key(key_added)], index=adata.var_names).loc[genes]
+    tables = {
+        name: pd.DataFrame(
+            np.asarray(adata.varm[stat_key(key_added, name)], dtype=float),
+            index=adata.var_names,
+            columns=coef.columns,
+        ).loc[genes]
+        for name in INFERENCE_FIELDS
+        if stat_key(key_added, name) in adata.varm
+    }
     if include_intercept:
         intercept = adata.var.loc[genes, var_key(key_added, "intercept")].to_numpy()
         coef.insert(0, "intercept", intercept)
+        for table in tables.values():
+            table.insert(0, "intercept", np.nan)  # no standard error of the intercept stored
     tidy = (
         coef.rename_axis("gene")
         .reset_index()
         .melt(id_vars="gene", var_name="predictor", value_name="coef")
     )
+    for name, table in tables.items():
+        tidy[name] = table.to_numpy().ravel(order="F")  # melt's order: predictor by predictor
     fields = ("lambda", "score", "status")
     info = adata.var.loc[genes, [var_key(key_added, f) for f in fields]]
     info.columns = list(fields)
