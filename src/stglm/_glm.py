@@ -225,7 +225,7 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     def coef_table(self, robust: bool = False, level: float = 0.95):
         """Coefficients with standard errors, Wald tests and confidence intervals.
 
-        R's ``summary.glm`` conventions (``docs``: "Inference"): the covariance is
+        R's ``summary.glm`` conventions (README, "Inference"): the covariance is
         φ·(X̃ᵀWX̃)⁻¹ with the Fisher weights at the optimum (sample weights and offset
         included; for the negative binomial θ taken as known, as MASS reports β's block);
         φ = 1 and z statistics for poisson, softplus and neg-binomial; φ estimated by
