@@ -379,6 +379,19 @@ def test_count_model_options_reach_fit_genes(small_h5ad, tmp_path):
     assert "  genes at q ≤ 0.05 (Wald, BH per predictor): " + counts in stdout
 
 
+def test_figures_of_a_count_model(small_h5ad, tmp_path):
+    """NB with θ per gene and size factors: the gene-fit maps use the fit's own means (offset
+    and θ included); they are not written to --out without --store-fitted."""
+    out, figs = tmp_path / "nb.h5ad", tmp_path / "figs"
+    genes = some_genes(small_h5ad)
+    args = ["fit", small_h5ad, "--genes", ",".join(genes), "--section-key", "list_ID"]
+    args += ["--coords", "--distr", "neg-binomial", "--lambda", "0.05", "--figures", figs]
+    result = invoke(*args, "--plot-genes", "KRT15", "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert files_in(figs) == ["coef_heatmap.png", "gene_fit_KRT15.png"]
+    assert "stglm_mu" not in ad.read_h5ad(out).layers
+
+
 def test_out_equal_to_the_input_needs_force(small_h5ad, tmp_path):
     data = tmp_path / "data.h5ad"
     data.write_bytes(small_h5ad.read_bytes())

@@ -1002,7 +1002,8 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     metavar="DIR",
     default=None,
-    help="Folder for PNG figures: coef_heatmap.png and gene_fit_<gene>.png.",
+    help="Folder for PNG figures: coef_heatmap.png and gene_fit_<gene>.png (observed "
+    "counts and fitted means; the means of all genes are held in memory for them).",
 )
 @click.option(
     "--top-genes",
@@ -1075,7 +1076,8 @@ def fit(**options: Any) -> None:
             adata, o["input_path"], fit_genes_list, design=design, alpha=o["alpha"],
             reg_lambda=o["reg_lambda"], n_lambdas=o["n_lambdas"], cv=o["cv"],
             random_seed=o["seed"], layer=o["layer"], key_added=o["key_added"],
-            store_fitted=o["store_fitted"], progress=not o["quiet"],
+            store_fitted=o["store_fitted"] or o["figures"] is not None,
+            progress=not o["quiet"],
             clip_coeffs=model.clip_coeffs, offset=o["offset"],
             sample_weight=o["sample_weight"], penalty_factor=factor,
             inference=o["inference"], **model.library_options(),
@@ -1085,8 +1087,12 @@ def fit(**options: Any) -> None:
 
 
 def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught, started) -> None:
-    """Store the design and the CLI's choices, write the output and figures, summarise."""
-    from ._results import design_key
+    """Store the design and the CLI's choices, write the output and figures, summarise.
+
+    With --figures the fit stored its fitted means (offset, link and each gene's θ
+    included) for the gene-fit maps; they are written only with --store-fitted.
+    """
+    from ._results import design_key, mu_layer
 
     key = o["key_added"]
     n_genes = len(adata.uns[key]["genes"])
@@ -1094,17 +1100,22 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
     record = _cli_record(o, lag_genes, model)
     record["unpenalized"] = _split_names(o["unpenalized"]) if o["unpenalized"] else []
     adata.uns[key]["cli"] = record
+    mu = None if o["store_fitted"] else adata.layers.pop(mu_layer(key), None)
     _write_h5ad(adata, o["out"])
 
     written: list[Path] = []
     if o["figures"] is not None:
         if plot_genes is None:
             plot_genes = _default_plot_genes(adata, key, N_GENE_FIT_FIGURES)
+        if mu is not None:
+            adata.layers[mu_layer(key)] = mu
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             written = _write_figures(
                 adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"]
             )
+        if mu is not None:
+            del adata.layers[mu_layer(key)]
     if o["quiet"]:
         return
     for message in dict.fromkeys(caught):
