@@ -83,7 +83,7 @@ def _weighted_medians(W: np.ndarray, weights: np.ndarray) -> np.ndarray:
     1/2 exactly, the weight-average of that value and the next (matrixStats' "weighted" ties).
     """
     w = weights / np.cumsum(weights)[-1]  # the C code's sequential total
-    order = np.argsort(W, axis=1, kind="stable")
+    order = np.argsort(W, axis=1)  # ties: any order gives the same value
     xs = np.take_along_axis(W, order, axis=1)
     cum = np.cumsum(w[order], axis=1)
     half = np.argmax(cum > 0.5, axis=1)
@@ -249,9 +249,10 @@ def _fit_prior(s, d1, B, start):
 
 
 def _spline_basis(x: np.ndarray) -> np.ndarray:
-    """An orthonormal basis of the natural cubic splines in x with knots at 1/3 and 2/3 of its
-    range and the range as boundary knots (the space of R's ``splines::ns(x, knots=...,
-    intercept=TRUE)``, which glmGamPoi's prior uses).
+    """An orthonormal basis of the natural cubic splines in x (4 functions).
+
+    Knots at 1/3 and 2/3 of x's range, the range as boundary knots: the space of R's
+    ``splines::ns(x, knots=..., intercept=TRUE)``, which glmGamPoi's prior uses.
     """
     lo, hi = x.min(), x.max()
     knots = np.array([lo, lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3, hi])
@@ -271,8 +272,7 @@ def shrink_ql(
     df_resid: float,
     abundance_trend: bool = True,
 ) -> tuple[np.ndarray, float, np.ndarray]:
-    """Empirical-Bayes shrinkage of QL dispersions towards a prior (glmGamPoi's
-    ``variance_prior``).
+    """Empirical-Bayes shrinkage of QL dispersions towards a prior (``variance_prior``).
 
     Maximum likelihood of φ_g/φ0_g ~ F(df_resid, d0) over the genes, first with a constant
     prior φ0; then, with ``abundance_trend`` and at least 10 genes with a mean above 1e-8, with
