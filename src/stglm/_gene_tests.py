@@ -10,6 +10,12 @@ family, link, offset and weights; what the reduced model leaves out is tested:
   difference is divided by the full model's Pearson dispersion, as R does.
 - ``test="wald"``: one column left out; its coefficient over its standard error (z, or t on
   the residual df for gaussian and gamma; R's ``summary.glm``), no reduced fit.
+- ``test="ql"`` (negative binomial): glmGamPoi's quasi-likelihood F test. θ is estimated
+  per gene under the full model (Cox–Reid), its trend over the genes' means gives each gene
+  a θ̃; both models are refitted at θ̃, and the deviance difference over df_test times the
+  gene's QL dispersion, shrunk across genes by empirical Bayes (:mod:`stglm._quasi`), is
+  F on (df_test, d0 + df_resid). Better calibrated than the LRT when θ is estimated from
+  few samples.
 
 p-values are adjusted by Benjamini–Hochberg over the genes that could be tested.
 """
@@ -24,10 +30,11 @@ from anndata import AnnData
 from scipy import stats
 
 from ._anndata import design_frame
-from ._dispersion import THETA_MIN
+from ._dispersion import THETA_MAX, THETA_MIN
 from ._errors import InputError, InputTypeError
 from ._inference import benjamini_hochberg, pearson_dispersion
 from ._metrics import weighted_column_sum
+from ._quasi import overdispersion_shrinkage, ql_f_test
 from ._results import NOT_CONVERGED, OK, store_test_results
 from ._transcriptome import (
     GeneResponses,
@@ -44,7 +51,7 @@ __all__ = ["TESTS", "THETA_AT_LOWER_BOUND", "test_genes"]
 THETA_AT_LOWER_BOUND = "theta at lower bound"
 
 #: The tests :func:`test_genes` runs.
-TESTS = ("lrt", "wald")
+TESTS = ("lrt", "wald", "ql")
 
 
 def test_genes(
@@ -93,13 +100,17 @@ def test_genes(
 n_jobs, progress
         As in :func:`stglm.fit_genes`.
     theta : float, {"ml", "cox-reid"} or None, default=None
-        Negative-binomial size, fixed or estimated under each model (as ``anova.negbin``);
-        None is "cox-reid" for ``distr="neg-binomial"`` and unused otherwise.
+        Negative-binomial size, fixed or estimated under each model. None is "ml" for the
+        LRT and Wald tests (the LR statistic is then a likelihood ratio, as
+        ``anova.negbin``'s; with Cox–Reid θ neither model maximises ℓ and 2Δℓ can be
+        negative, reported as 0), "cox-reid" for the QL test (glmGamPoi's), unused for
+        other families.
     size_factors : "auto", {"total", "poscounts"}, array, str or None, default="auto"
         As in :func:`stglm.fit_genes`; "auto" is "total" for count families, None
         otherwise.
-    test : {"lrt", "wald"}, default="lrt"
-        The likelihood-ratio test, or (one column left out) the Wald test.
+    test : {"lrt", "wald", "ql"}, default="lrt"
+        The likelihood-ratio test, the Wald test (one column left out), or glmGamPoi's
+        quasi-likelihood F test (negative binomial).
     key_added : str, default="stglm_test"
         Prefix of the ``adata.var`` columns written.
     copy : bool, default=False
@@ -109,7 +120,7 @@ n_jobs, progress
     Returns
     -------
     pandas.DataFrame
-        Indexed by gene: ``stat`` (LR χ², or z/t), ``df``, ``pvalue``, ``qvalue``
+        Indexed by gene: ``stat`` (LR χ², z/t, or F), ``df``, ``pvalue``, ``qvalue``
         (Benjamini–Hochberg over the testable genes), ``theta_full`` and
         ``theta_reduced`` (negative binomial), ``status`` ("ok"; "not converged"; "all
         zeros" and "theta at lower bound" — θ ran to its lower bound under either model, a
@@ -119,8 +130,10 @@ n_jobs, progress
     """
     if not isinstance(test, str) or test not in TESTS:
         raise InputError(f"test must be one of {', '.join(map(repr, TESTS))}; got {test!r}.")
+    if test == "ql" and distr != "neg-binomial":
+        raise InputError(f"test='ql' is the negative binomial's; got distr={distr!r}.")
     if theta is None:
-        theta = "cox-reid" if distr == "neg-binomial" else 1.0
+        theta = ("cox-reid" if test == "ql" else "ml") if distr == "neg-binomial" else 1.0
     params = dict(
         distr=distr, reg_lambda=0.0, theta=theta, clip_coeffs=0.0, fit_intercept=fit_intercept,
         max_iter=max_iter, tol=tol, link=link,
@@ -159,7 +172,11 @@ n_jobs, progress
     }
     status = np.full(n_genes, OK, dtype=object)
 
-    def test_block(Y, offset):
+    if test == "ql":
+        ql = _QuasiLikelihood(family, full, red, X_full, X_red, data, fit_intercept, len(tested))
+        ql.run(status, chunk_size, n_jobs, progress, out)
+
+    def test_block(Y, offset, idx):
         fit_full = full.fit(Y, offset)
         result = {"theta_full": fit_full["theta"], "converged": fit_full["converged"]}
         if test == "wald":
@@ -181,10 +198,11 @@ n_jobs, progress
         )
         return result
 
-    blocks = run_blocks(data, test_block, status, chunk_size, n_jobs, progress, "testing")
-    for idx, result in blocks:
-        for key, values in result.items():
-            out[key][idx] = values
+    if test != "ql":
+        blocks = run_blocks(data, test_block, status, chunk_size, n_jobs, progress, "testing")
+        for idx, result in blocks:
+            for key, values in result.items():
+                out[key][idx] = values
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
     # θ at its lower bound under either model: the NB likelihood has no interior maximum (a
     # handful of counts), and its statistic means nothing: untestable.
@@ -215,6 +233,11 @@ n_jobs, progress
         "reduced": list(kept),
         "model": data.model(theta),
     }
+    if test == "ql":
+        table["theta_trended"] = out["theta_trended"]
+        table["ql_dispersion"] = out["ql_dispersion"]
+        info["ql_df0"] = float(out["ql_df0"])
+        info["df_resid"] = float(out["df_resid"])
     store_test_results(adata, key_added, table, info)
     if copy:
         table.attrs["adata"] = adata
@@ -263,3 +286,73 @@ def _loglik(family, X, Y, offset, fit, weights, fit_intercept):
         df = np.full(Y.shape[1], float(n_eff - X.shape[1] - int(fit_intercept)))
         phi = pearson_dispersion(family, Y, Mu, M, df)
     return ll, phi
+
+
+class _QuasiLikelihood:
+    """glmGamPoi's QL F test for every gene: two passes over the blocks of genes.
+
+    Pass 1 fits the full model with θ estimated (and the fitted means); across genes, the
+    trend of θ over the mean gives θ̃ and the QL dispersions are shrunk
+    (:func:`stglm._quasi.overdispersion_shrinkage`, without the genes that cannot be
+    tested). Pass 2 fits both models at θ̃; F = 2(ℓ_full − ℓ_reduced)/(df_test·φ̃).
+    """
+
+    def __init__(self, family, full, red, X_full, X_red, data, fit_intercept, df_test):
+        self.family, self.full, self.red = family, full, red
+        self.X_full, self.X_red, self.data = X_full, X_red, data
+        self.fit_intercept, self.df_test = fit_intercept, df_test
+
+    def run(self, status, chunk_size, n_jobs, progress, out) -> None:
+        data, n_genes = self.data, len(self.data.names)
+        mean = np.full(n_genes, np.nan)
+
+        def first(Y, offset, idx):
+            fit = self.full.fit(Y, offset)
+            Z = self._predictor(self.X_full, fit, offset)
+            return {**fit, "mean": self.family.with_theta(fit["theta"]).mean(Z).mean(axis=0)}
+
+        for idx, fit in run_blocks(data, first, status, chunk_size, n_jobs, progress, "fitting"):
+            out["theta_full"][idx], mean[idx] = fit["theta"], fit["mean"]
+            out["converged"][idx] = fit["converged"]
+        testable = (status == OK) & out["converged"] & (out["theta_full"] > THETA_MIN)
+        n_eff = data.n_obs if data.weights is None else int(np.count_nonzero(data.weights))
+        df_resid = float(n_eff - self.X_full.shape[1] - int(self.fit_intercept))
+        alpha = np.where(testable, 1.0 / out["theta_full"], np.nan)
+        shrink = overdispersion_shrinkage(alpha, np.where(testable, mean, np.nan), df_resid)
+        theta_tilde = np.minimum(1.0 / shrink.dispersion_trend, THETA_MAX)
+        theta_tilde = np.where(np.isfinite(theta_tilde), theta_tilde, THETA_MAX)
+
+        def second(Y, offset, idx):
+            th = theta_tilde[idx]
+            fit_full = self.full.fit(Y, offset, theta=th)
+            fit_red = self.red.fit(Y, offset, theta=th)
+            ll_full = self._loglik(self.X_full, Y, offset, fit_full)
+            ll_red = self._loglik(self.X_red, Y, offset, fit_red)
+            return {
+                "deviance_change": np.maximum(2.0 * (ll_full - ll_red), 0.0),
+                "converged": fit_full["converged"] & fit_red["converged"],
+            }
+
+        dev = np.full(n_genes, np.nan)
+        for idx, fit in run_blocks(data, second, status, chunk_size, n_jobs, progress, "testing"):
+            dev[idx] = fit["deviance_change"]
+            out["converged"][idx] &= fit["converged"]
+        F, p = ql_f_test(
+            np.zeros(n_genes), dev, self.df_test, shrink.ql_disp_shrunken,
+            shrink.ql_df0 + df_resid,
+        )  # fmt: skip
+        out["stat"], out["pvalue"] = np.where(testable, F, np.nan), np.where(testable, p, np.nan)
+        out["theta_trended"] = theta_tilde
+        out["ql_dispersion"] = shrink.ql_disp_shrunken
+        out["ql_df0"], out["df_resid"] = shrink.ql_df0, df_resid
+
+    def _predictor(self, X, fit, offset):
+        Z = X @ fit["coef"].T
+        if self.fit_intercept:
+            Z = Z + fit["intercept"][None, :]
+        if offset is not None:
+            Z = Z + (offset if offset.ndim == 2 else offset[:, None])
+        return Z
+
+    def _loglik(self, X, Y, offset, fit):
+        return _loglik(self.family, X, Y, offset, fit, self.data.weights, self.fit_intercept)[0]

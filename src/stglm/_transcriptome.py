@@ -175,14 +175,25 @@ class _GeneFitter:
         self.theta_status = fit.status
         return fit.result, fit.theta
 
-    def fit(self, Y: np.ndarray, offset: np.ndarray | None = None) -> dict:
-        """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns)."""
+    def fit(self, Y: np.ndarray, offset: np.ndarray | None = None, theta=None) -> dict:
+        """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns).
+
+        ``theta`` (G,) fixes each gene's negative-binomial size (a QL test's trended θ),
+        whatever the estimator's ``theta``; fixed λ only.
+        """
         e, d = self.est, self.design
         n_genes = Y.shape[1]
         if isinstance(e, GLMCV):
             return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
-        res, theta = self._solve(self._solver(d), Y, lam, None, None, offset)
+        if theta is None:
+            res, theta = self._solve(self._solver(d), Y, lam, None, None, offset)
+        else:
+            w = _column(self.weights)
+            res = self._solver(d).solve(
+                Y, lam, None, None, w, keep_terms=self.inference, offset=offset, theta=theta
+            )
+            self.theta_status = np.full(n_genes, "fixed", dtype=object)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
         th = None if theta is None else theta[None, :]
@@ -556,7 +567,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     status = np.full(len(data.names), OK, dtype=object)
     fitted_mu = np.zeros((adata.n_obs, len(data.names)), dtype=np.float32) if store_fitted else None
 
-    def fit_block(Y, offset_block):
+    def fit_block(Y, offset_block, idx):
         return fitter.fit(Y, offset_block)
 
     for idx, result in run_blocks(data, fit_block, status, chunk_size, n_jobs, progress, "fitting"):
@@ -675,7 +686,7 @@ class GeneResponses:
 
 
 def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
-    """Yield (positions, results) of ``fit_block(Y, offset)`` over the blocks of genes.
+    """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
     Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar; the
     statuses of genes without counts or with a fold without counts are set in ``status``.
@@ -685,7 +696,8 @@ def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progr
     def run(chunk: np.ndarray):
         with single_blas_thread():
             Y, usable, empty_fold, offset = data.block(chunk)
-            return chunk, usable, empty_fold, (fit_block(Y, offset) if usable.any() else None)
+            idx = chunk[usable]
+            return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
 
     n_genes = len(data.names)
     bar = tqdm(
