@@ -291,7 +291,8 @@ class Model:
     """The model a command fits, with the front end's defaults filled in.
 
     ``link`` None is the family's seed mean function; ``theta`` None for families without
-    one; ``size_factors`` None for none.
+    one, or (``theta_method`` None, for ``stglm test``) the library's choice for the test;
+    ``size_factors`` None for none.
     """
 
     def __init__(
@@ -301,6 +302,7 @@ class Model:
         theta: float | str | None,
         size_factors: str | None,
         clip_coeffs: float | None = None,
+        theta_method: str | None = "cox-reid",
     ) -> None:
         from ._families import LINKS, get_family
 
@@ -317,7 +319,7 @@ class Model:
         if distr != "neg-binomial" and theta is not None:
             raise BadInput(f"--theta applies to --distr neg-binomial only (not {distr}).")
         if distr == "neg-binomial" and theta is None:
-            theta = "cox-reid" if self.link == "log" else 1.0
+            theta = theta_method if self.link == "log" else 1.0
         self.theta = theta
         count = get_family(distr).is_count
         if size_factors is None:
@@ -344,23 +346,24 @@ class Model:
         }
 
 
-def _describe_model(adata: Any, model: Model, info: dict, theta_column: str | None) -> str:
-    """One line naming the family, link, offset, weights and θ of a fit or test."""
+def _describe_model(model: Model, recorded: dict, theta: Any = None) -> str:
+    """One line naming the family, link, offset, weights and θ of a fit or test.
+
+    ``recorded`` is ``uns[key]['model']``; ``theta`` the genes' estimated θ (for a median).
+    """
     import numpy as np
 
-    recorded = info.get("model", {})
     parts = [recorded.get("family", model.distr), f"{recorded.get('link', '?')} link"]
     parts.append(f"offset: {recorded.get('offset', 'none')}")
     if recorded.get("sample_weight", "none") != "none":
         parts.append(f"sample weights: {recorded['sample_weight']}")
+    method = recorded.get("theta") if model.theta is None else model.theta
     if model.distr == "neg-binomial":
-        if isinstance(model.theta, str):
-            method = "Cox–Reid" if model.theta == "cox-reid" else "maximum likelihood"
-            text = f"θ per gene by {method}"
-            if theta_column is not None and theta_column in adata.var:
-                values = adata.var[theta_column].to_numpy(dtype=float)
-                if np.isfinite(values).any():
-                    text += f" (median {np.nanmedian(values):.3g})"
+        if method in THETA_METHODS:
+            text = f"θ per gene by {'Cox–Reid' if method == 'cox-reid' else 'maximum likelihood'}"
+            values = np.asarray([] if theta is None else theta, dtype=float)
+            if np.isfinite(values).any():
+                text += f" (median {np.nanmedian(values):.3g})"
             parts.append(text)
         else:
             parts.append(f"θ = {model.theta:g} (fixed)")
@@ -376,6 +379,8 @@ def _check_output(path: Path | None, option: str, suffix: str, source: Path, for
         return
     if path.suffix != suffix:
         raise BadInput(f"{option}: '{path}' must end in {suffix}.")
+    if path.is_dir():
+        raise BadInput(f"{option}: '{path}' is a directory; give a file name ending in {suffix}.")
     _check_writable(path, option)
     same = path.exists() and source.exists() and os.path.samefile(path, source)
     if (same or path.resolve() == source.resolve()) and not force:
@@ -606,6 +611,7 @@ def _summary(
 
     status = r.statuses(adata, key)
     fitted = status.isin(r.FITTED_STATUSES)
+    theta = adata.var[r.var_key(key, "theta")][fitted]
     lam = (
         f"λ = {reg_lambda:g}"
         if reg_lambda is not None
@@ -616,7 +622,7 @@ def _summary(
     lines = [
         f"stglm: fitted {n_genes} genes on {adata.n_obs} cells/spots with "
         f"{design.shape[1]} predictors ({model.distr}, α = {alpha:g}, {lam}) in {seconds:.1f} s",
-        f"  model: {_describe_model(adata, model, adata.uns[key], r.var_key(key, 'theta'))}",
+        f"  model: {_describe_model(model, adata.uns[key].get('model', {}), theta)}",
         f"  converged: {int(adata.var[r.var_key(key, 'converged')][fitted].sum())} of "
         f"{int(fitted.sum())} fitted genes (status: {_count_line(status)})",
         f"  predictors: {', '.join(design.columns)}",
@@ -819,7 +825,8 @@ def _model_options(default_distr: str) -> Callable[[Any], Any]:
             help="Size θ of the neg-binomial family: a number fixes it for every gene; ml "
             "(as MASS::glm.nb) or cox-reid (the Cox–Reid adjusted profile likelihood, as "
             "glmGamPoi, edgeR, DESeq2) estimate one θ per gene with its coefficients. "
-            "Default: cox-reid with the log link, 1 with --link seed.",
+            "Default: with the log link, cox-reid (stglm fit) or test_genes' choice for "
+            "the test (stglm test: a true likelihood ratio needs ml); 1 with --link seed.",
         ),
         click.option(
             "--size-factors",
@@ -1155,12 +1162,13 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
 @click.option(
     "--test",
     "test_name",
-    metavar="lrt|wald",
+    metavar="lrt|wald|ql",
     default="lrt",
     show_default=True,
     help="lrt: likelihood-ratio test of the full against the reduced model (χ², "
     "θ re-estimated under each, as MASS's anova.negbin); wald: z (or t) test of the one "
-    "predictor --reduced leaves out.",
+    "predictor --reduced leaves out; ql: glmGamPoi's quasi-likelihood F test "
+    "(neg-binomial; where stglm.test_genes offers it).",
 )
 @_out_option("the test's results (var['<key>_stat', '_df', '_pvalue', '_qvalue', ...])")
 @click.option(
@@ -1208,10 +1216,8 @@ def test(**options: Any) -> None:
     o = options
     if o["out"] is None and o["table"] is None:
         raise BadInput("give --out FILE.h5ad, --table FILE.csv or both.")
-    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"])
+    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], theta_method=None)
     _check_output(o["table"], "--table", ".csv", o["input_path"], o["force"])
-    if o["out"] is not None and o["table"] is not None and o["out"].resolve() == o["table"]:
-        raise BadInput("--out and --table must be different files.")
     lag_genes, genes, _ = _check_options(
         input_path=o["input_path"], out=o["out"], force=o["force"], genes=o["genes"],
         niche=o["niche"], lag=o["lag"], coords=o["coords"], section_key=o["section_key"],
@@ -1276,7 +1282,7 @@ def _test_summary(adata, key, model, design, table, seconds, written, top) -> st
         f"stglm: tested {len(table)} genes on {adata.n_obs} cells/spots in {seconds:.1f} s: "
         f"{name} of {', '.join(tested)} ({len(tested)} df) against a reduced model of "
         f"{', '.join(kept) or 'the intercept only'}",
-        f"  model: {_describe_model(adata, model, info, None)}",
+        f"  model: {_describe_model(model, info.get('model', {}), table.get('theta_full'))}",
         f"  status: {_count_line(status)}",
         f"  results: {'; '.join(written)}",
         f"  {int(np.sum(q <= FDR))} of {n_testable} testable genes at q ≤ {FDR:g} "
