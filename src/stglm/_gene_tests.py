@@ -128,12 +128,7 @@ n_jobs, progress
         same columns are written to ``adata.var[f"{key_added}_<column>"]`` and what was
         tested to ``adata.uns[key_added]``.
     """
-    if not isinstance(test, str) or test not in TESTS:
-        raise InputError(f"test must be one of {', '.join(map(repr, TESTS))}; got {test!r}.")
-    if test == "ql" and distr != "neg-binomial":
-        raise InputError(f"test='ql' is the negative binomial's; got distr={distr!r}.")
-    if theta is None:
-        theta = ("cox-reid" if test == "ql" else "ml") if distr == "neg-binomial" else 1.0
+    theta = _check_test(test, distr, theta)
     params = dict(
         distr=distr, reg_lambda=0.0, theta=theta, clip_coeffs=0.0, fit_intercept=fit_intercept,
         max_iter=max_iter, tol=tol, link=link,
@@ -154,10 +149,7 @@ n_jobs, progress
     X_full = frame.to_numpy(dtype=np.float64)
     X_red = frame[kept].to_numpy(dtype=np.float64)
     full = _GeneFitter(est, family, X_full, None, None, data.weights, None, test == "wald")
-    red = (
-        None if test == "wald" else _GeneFitter(est, family, X_red, None, None, data.weights, None)
-    )
-    column = list(frame.columns).index(tested[0]) if test == "wald" else None
+    red = _GeneFitter(est, family, X_red, None, None, data.weights, None)
     if copy:
         adata = adata.copy()
 
@@ -171,35 +163,13 @@ n_jobs, progress
         "converged": np.zeros(n_genes, dtype=bool),
     }
     status = np.full(n_genes, OK, dtype=object)
-
     if test == "ql":
         ql = _QuasiLikelihood(family, full, red, X_full, X_red, data, fit_intercept, len(tested))
         ql.run(status, chunk_size, n_jobs, progress, out)
-
-    def test_block(Y, offset, idx):
-        fit_full = full.fit(Y, offset)
-        result = {"theta_full": fit_full["theta"], "converged": fit_full["converged"]}
-        if test == "wald":
-            se = fit_full["se"][:, column]
-            stat = fit_full["coef"][:, column] / se
-            result["stat"], result["pvalue"] = stat, fit_full["pvalue"][:, column]
-            return result
-        fit_red = red.fit(Y, offset)
-        ll_full, phi = _loglik(family, X_full, Y, offset, fit_full, data.weights, fit_intercept)
-        ll_red, _ = _loglik(family, X_red, Y, offset, fit_red, data.weights, fit_intercept)
-        stat = np.maximum(2.0 * (ll_full - ll_red), 0.0)  # rounding can make it −1e-12
-        if phi is not None:
-            stat = stat / phi
-        result.update(
-            stat=stat,
-            pvalue=stats.chi2.sf(stat, len(tested)),
-            theta_reduced=fit_red["theta"],
-            converged=fit_full["converged"] & fit_red["converged"],
-        )
-        return result
-
-    if test != "ql":
-        blocks = run_blocks(data, test_block, status, chunk_size, n_jobs, progress, "testing")
+    else:
+        column = list(frame.columns).index(tested[0]) if test == "wald" else None
+        nested = _NestedTest(family, full, red, X_full, X_red, data, fit_intercept, column)
+        blocks = run_blocks(data, nested.block, status, chunk_size, n_jobs, progress, "testing")
         for idx, result in blocks:
             for key, values in result.items():
                 out[key][idx] = values
@@ -209,35 +179,10 @@ n_jobs, progress
     degenerate = (out["theta_full"] <= THETA_MIN) | (out["theta_reduced"] <= THETA_MIN)
     status[(status == OK) & degenerate] = THETA_AT_LOWER_BOUND
     warn_statuses(status, key_added, max_iter)
-    testable = np.isin(status, (OK, NOT_CONVERGED)) & np.isfinite(out["pvalue"])
-    out["pvalue"] = np.where(testable, out["pvalue"], np.nan)
-    out["stat"] = np.where(testable, out["stat"], np.nan)
-    qvalue = benjamini_hochberg(out["pvalue"])
-    table = pd.DataFrame(
-        {
-            "stat": out["stat"],
-            "df": out["df"],
-            "pvalue": out["pvalue"],
-            "qvalue": qvalue,
-            "theta_full": out["theta_full"],
-            "theta_reduced": out["theta_reduced"],
-            "status": pd.Categorical(status),
-        },
-        index=pd.Index(data.names, name="gene"),
-    )
-    if family.name != "neg-binomial":
-        table = table.drop(columns=["theta_full", "theta_reduced"])
-    info = {
-        "test": test,
-        "tested": list(tested),
-        "reduced": list(kept),
-        "model": data.model(theta),
-    }
+    table = _results_table(out, status, data.names, family, test)
+    info = {"test": test, "tested": list(tested), "reduced": list(kept), "model": data.model(theta)}
     if test == "ql":
-        table["theta_trended"] = out["theta_trended"]
-        table["ql_dispersion"] = out["ql_dispersion"]
-        info["ql_df0"] = float(out["ql_df0"])
-        info["df_resid"] = float(out["df_resid"])
+        info["ql_df0"], info["df_resid"] = float(out["ql_df0"]), float(out["df_resid"])
     store_test_results(adata, key_added, table, info)
     if copy:
         table.attrs["adata"] = adata
@@ -245,6 +190,72 @@ n_jobs, progress
 
 
 test_genes.__test__ = False  # not a test for pytest, which collects names starting "test"
+
+
+def _check_test(test: Any, distr: Any, theta: Any):
+    """Check ``test`` against ``distr``; the θ to use (None: ML, or Cox–Reid for QL)."""
+    if not isinstance(test, str) or test not in TESTS:
+        raise InputError(f"test must be one of {', '.join(map(repr, TESTS))}; got {test!r}.")
+    if test == "ql" and distr != "neg-binomial":
+        raise InputError(f"test='ql' is the negative binomial's; got distr={distr!r}.")
+    if theta is None:
+        return ("cox-reid" if test == "ql" else "ml") if distr == "neg-binomial" else 1.0
+    return theta
+
+
+def _results_table(out: dict, status, names, family, test: str) -> pd.DataFrame:
+    """The per-gene table: statistics of the testable genes, BH q-values over them."""
+    testable = np.isin(status, (OK, NOT_CONVERGED)) & np.isfinite(out["pvalue"])
+    pvalue = np.where(testable, out["pvalue"], np.nan)
+    columns = {
+        "stat": np.where(testable, out["stat"], np.nan),
+        "df": out["df"],
+        "pvalue": pvalue,
+        "qvalue": benjamini_hochberg(pvalue),
+    }
+    if family.name == "neg-binomial":
+        columns["theta_full"] = out["theta_full"]
+        if test == "ql":
+            columns["theta_trended"] = out["theta_trended"]
+            columns["ql_dispersion"] = out["ql_dispersion"]
+        else:
+            columns["theta_reduced"] = out["theta_reduced"]
+    columns["status"] = pd.Categorical(status)
+    return pd.DataFrame(columns, index=pd.Index(names, name="gene"))
+
+
+class _NestedTest:
+    """The LRT or Wald test of one block of genes (see :func:`test_genes`)."""
+
+    def __init__(self, family, full, red, X_full, X_red, data, fit_intercept, column):
+        self.family, self.full, self.red = family, full, red
+        self.X_full, self.X_red, self.data = X_full, X_red, data
+        self.fit_intercept, self.column = fit_intercept, column
+        self.df_test = X_full.shape[1] - X_red.shape[1]
+
+    def block(self, Y, offset, idx) -> dict:
+        fit_full = self.full.fit(Y, offset)
+        result = {"theta_full": fit_full["theta"], "converged": fit_full["converged"]}
+        if self.column is not None:  # Wald: the full fit's own z (or t) and p
+            j = self.column
+            result["stat"] = fit_full["coef"][:, j] / fit_full["se"][:, j]
+            result["pvalue"] = fit_full["pvalue"][:, j]
+            return result
+        fit_red = self.red.fit(Y, offset)
+        weights, icpt = self.data.weights, self.fit_intercept
+        ll_full, phi = _loglik(self.family, self.X_full, Y, offset, fit_full, weights, icpt)
+        ll_red, _ = _loglik(self.family, self.X_red, Y, offset, fit_red, weights, icpt)
+        # ML θ makes 2Δℓ ≥ 0 up to rounding; a fixed or Cox–Reid θ need not (reported as 0).
+        stat = np.maximum(2.0 * (ll_full - ll_red), 0.0)
+        if phi is not None:
+            stat = stat / phi
+        result.update(
+            stat=stat,
+            pvalue=stats.chi2.sf(stat, self.df_test),
+            theta_reduced=fit_red["theta"],
+            converged=fit_full["converged"] & fit_red["converged"],
+        )
+        return result
 
 
 def _split_design(frame: pd.DataFrame, reduced: Any) -> tuple[list[str], list[str]]:
