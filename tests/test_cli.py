@@ -520,6 +520,27 @@ def test_wald_test_of_one_column(small_h5ad, tmp_path):
     np.testing.assert_allclose(table["pvalue"], direct["pvalue"], rtol=1e-12)
 
 
+def test_quasi_likelihood_test(small_h5ad, tmp_path):
+    """--test ql: test_genes' QL F test (θ trended across genes, so all genes together)."""
+    csv = tmp_path / "ql.csv"
+    args = ["test", small_h5ad, "--section-key", "list_ID", "--lag", ",".join(LAG_GENES)]
+    args += ["--coords", "--reduced", "list_ID,x,y", "--test", "ql", "--table", csv]
+    result = invoke(*args, "--top-genes", "3")
+    assert result.exit_code == 0, result.output
+    assert "quasi-likelihood F-test of lag_KRT15, lag_CNN1" in result.stdout
+    assert "θ per gene by Cox–Reid" in result.stdout and "θ trended" in result.stdout
+    table = pd.read_csv(csv, index_col="gene")
+    data = ad.read_h5ad(small_h5ad)
+    design = stglm.spatial.build_design(
+        data, section_key="list_ID", lag=list(LAG_GENES), coords=True
+    )
+    direct = stglm.test_genes(
+        data, design=design, reduced=["list_ID_NP", "x", "y"], test="ql", progress=False
+    )
+    for column in ("stat", "pvalue", "qvalue", "theta_trended", "ql_dispersion"):
+        np.testing.assert_allclose(table[column], direct[column], rtol=1e-12, err_msg=column)
+
+
 def test_test_needs_an_output(small_h5ad):
     result = invoke("test", small_h5ad, "--coords", "--reduced", "x")
     assert result.exit_code == 2 and "--table" in result.stderr and "--out" in result.stderr

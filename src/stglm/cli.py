@@ -1294,6 +1294,15 @@ def _test_summary(adata, key, model, design, table, seconds, written, top) -> st
     return "\n".join(lines)
 
 
+#: Per-gene columns of a test shown after the q-value (when present), with their headers.
+_TOP_COLUMNS = (
+    ("theta_full", "θ full"),
+    ("theta_reduced", "θ reduced"),
+    ("theta_trended", "θ trended"),
+    ("ql_dispersion", "QL disp."),
+)
+
+
 def _top_table(table: pd.DataFrame, top: int) -> list[str]:
     """The ``top`` genes with the smallest q-values, as aligned text lines."""
     import numpy as np
@@ -1301,17 +1310,19 @@ def _top_table(table: pd.DataFrame, top: int) -> list[str]:
     best = table[np.isfinite(table["qvalue"].to_numpy(dtype=float))]
     best = best.iloc[np.argsort(best["qvalue"].to_numpy(), kind="stable")[:top]]
     width = max(4, *(len(str(g)) for g in best.index))
-    theta = "theta_full" in best.columns
+    extra = [
+        (column, header)
+        for column, header in _TOP_COLUMNS
+        if column in best.columns and np.isfinite(best[column].to_numpy(dtype=float)).any()
+    ]
     header = f"  {'gene':<{width}}  {'stat':>9}  {'df':>3}  {'p-value':>9}  {'q-value':>9}"
-    if theta:
-        header += f"  {'θ full':>8}  {'θ reduced':>9}"
+    header += "".join(f"  {name:>9}" for _, name in extra)
     lines = [header]
     for gene, row in best.iterrows():
         line = (
             f"  {gene:<{width}}  {row['stat']:>9.2f}  {row['df']:>3g}  "
             f"{row['pvalue']:>9.2e}  {row['qvalue']:>9.2e}"
         )
-        if theta:
-            line += f"  {row['theta_full']:>8.3g}  {row['theta_reduced']:>9.3g}"
+        line += "".join(f"  {row[column]:>9.3g}" for column, _ in extra)
         lines.append(line)
     return lines
