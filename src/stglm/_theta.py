@@ -30,8 +30,10 @@ __all__ = [
 
 #: Relative change of θ between rounds below which the alternation stops.
 THETA_RTOL = 1e-8
-#: Largest number of (β, θ) rounds.
-THETA_MAX_ROUNDS = 100
+#: Largest number of (β, θ) rounds: most fits settle in 3–15; genes without a finite optimum
+#: (counts in one section only) and near-Poisson ones, whose flat profile likelihood leaves
+#: θ loose, can wander on: they stop here, reported "not converged".
+THETA_MAX_ROUNDS = 30
 
 
 @dataclass
