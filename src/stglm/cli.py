@@ -721,11 +721,12 @@ def _apply(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return apply
 
 
-def _out_option(what: str) -> Callable[[Any], Any]:
+def _out_option(what: str, required: bool) -> Callable[[Any], Any]:
     return click.option(
         "-o",
         "--out",
         "out",
+        required=required,
         metavar="FILE.h5ad",
         type=click.Path(path_type=Path),
         help=f"Results file (.h5ad): the input AnnData plus {what}. Written atomically "
@@ -921,7 +922,7 @@ def _write_h5ad(adata: Any, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 @main.command("fit", short_help="Fit every gene of an .h5ad file on spatial predictors.")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@_out_option("the fit's results")
+@_out_option("the fit's results", required=True)
 @_DESIGN_OPTIONS
 @_model_options("poisson")
 @click.option(
@@ -1055,8 +1056,6 @@ def fit(**options: Any) -> None:
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
     o = options
-    if o["out"] is None:
-        raise BadInput("--out FILE.h5ad is required.")
     model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], o["clip_coeffs"])
     unpenalized = _split_names(o["unpenalized"]) if o["unpenalized"] else []
     if o["inference"] and o["reg_lambda"] != 0 and not unpenalized:
@@ -1170,7 +1169,7 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
     "predictor --reduced leaves out; ql: glmGamPoi's quasi-likelihood F test "
     "(neg-binomial; where stglm.test_genes offers it).",
 )
-@_out_option("the test's results (var['<key>_stat', '_df', '_pvalue', '_qvalue', ...])")
+@_out_option("the test's results (var['<key>_stat', '_df', '_pvalue', '_qvalue', ...])", False)
 @click.option(
     "--table",
     metavar="FILE.csv",
