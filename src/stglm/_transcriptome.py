@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
@@ -473,7 +473,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         fewer when their working arrays would exceed about 4× the expression matrix's
         bytes, within 128–512 MiB).
     n_jobs : int, optional
-        Chunks solved in parallel threads (opt-in; at most the number of chunks).
+        Chunks solved in parallel threads (opt-in; at most the number of chunks), with
+        joblib's meaning: -1 is every core, -2 all but one.
     progress : bool, default=True
         Show a tqdm progress bar over genes.
     copy : bool, default=False
@@ -601,13 +602,17 @@ def gene_estimator(params: dict) -> GLM | GLMCV:
 
 def check_run_options(chunk_size, n_jobs, key_added) -> None:
     """The options of a whole-transcriptome run that are not the model's."""
-    for name, value, low in (("chunk_size", chunk_size, 1), ("n_jobs", n_jobs, None)):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int | np.integer)
-            or (low is not None and value < low)
-        ):
-            raise InputError(f"{name} must be a positive integer or None; got {value!r}.")
+
+    def integer(value) -> bool:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+    if chunk_size is not None and not (integer(chunk_size) and chunk_size >= 1):
+        raise InputError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+    if n_jobs is not None and not (integer(n_jobs) and n_jobs != 0):
+        raise InputError(
+            f"n_jobs must be a non-zero integer (joblib's: -1 is every core) or None; "
+            f"got {n_jobs!r}."
+        )
     if not isinstance(key_added, str) or not key_added:
         raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
 
@@ -703,7 +708,8 @@ def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progr
     bar = tqdm(
         total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
     )
-    n_workers = 1 if n_jobs is None else max(1, min(n_jobs, len(chunks)))
+    # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
+    n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
     with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
         for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
             status[chunk[~usable]] = ALL_ZEROS
