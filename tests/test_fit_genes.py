@@ -912,3 +912,12 @@ def test_adata_functions_follow_api_conventions(qualname):
         assert isinstance(default, str) and default, f"{qualname}: key_added default {default!r}"
     if "layer" in by_name:
         assert by_name["layer"].default is None, f"{qualname}: layer must default to None"
+
+
+def test_n_jobs_takes_joblibs_meaning_and_rejects_zero(small):
+    adata, design, names = small
+    one = fit_genes(adata, names, design=design, chunk_size=2, copy=True, **QUIET)
+    every = fit_genes(adata, names, design=design, chunk_size=2, n_jobs=-1, copy=True, **QUIET)
+    np.testing.assert_array_equal(one.varm["stglm_coef"], every.varm["stglm_coef"])
+    with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
+        fit_genes(adata, names, design=design, n_jobs=0, **QUIET)
