@@ -106,3 +106,36 @@ def test_without_inference_there_are_no_such_columns(fitted, tmp_path):
         coef_df(back)[["se", "pvalue", "qvalue"]].to_numpy(),
         coef_df(adata)[["se", "pvalue", "qvalue"]].to_numpy(),
     )
+
+
+@pytest.mark.parametrize("theta", ["cox-reid", 2.0])
+def test_fitted_mean_recomputes_count_models_with_their_offset_and_theta(theta):
+    """Log link, size factors and θ per gene: the recomputed means equal the stored ones."""
+    import stglm
+
+    adata = stglm.datasets.visium_prostate()
+    design = stglm.spatial.coordinates(adata)
+    genes = list(adata.var_names[:8])
+    stglm.fit_genes(
+        adata, genes, design=design, distr="neg-binomial", link="log", theta=theta,
+        reg_lambda=0.0, size_factors="total", store_fitted=True, progress=False,
+    )  # fmt: skip
+    stored = np.asarray(adata.layers["stglm_mu"])
+    del adata.layers["stglm_mu"]
+    for gene in genes:
+        mu = stglm.get.fitted_mean(adata, gene, design=design)
+        j = adata.var_names.get_loc(gene)
+        np.testing.assert_allclose(mu, stored[:, j], rtol=1e-6)  # float32 storage
+
+
+def test_a_refit_without_inference_drops_the_earlier_p_values():
+    import stglm
+
+    adata = stglm.datasets.visium_prostate()
+    design = stglm.spatial.coordinates(adata)
+    genes = list(adata.var_names[:5])
+    kw = dict(design=design, link="log", reg_lambda=0.0, progress=False)
+    stglm.fit_genes(adata, genes, inference=True, **kw)
+    assert "stglm_pvalue" in adata.varm
+    stglm.fit_genes(adata, genes, **kw)
+    assert not {"stglm_se", "stglm_pvalue", "stglm_qvalue"} & set(adata.varm.keys())

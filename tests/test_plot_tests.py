@@ -32,8 +32,10 @@ def test_volcano_draws_every_tested_gene_by_its_q_value(fitted):
     ax = plot_volcano(adata, "x", fdr=0.05, top=5)
     q = adata.varm["stglm_qvalue"]["x"].to_numpy()
     drawn = {a.get_gid(): len(a.get_offsets()) for a in ax.collections}
-    assert drawn["genes_sig"] == int(np.sum(q <= 0.05))
-    assert drawn["genes_sig"] + drawn["genes_ns"] == int(np.isfinite(q).sum())
+    coef = adata.varm["stglm_coef"]["x"].to_numpy()
+    assert drawn["genes_up"] == int(np.sum((q <= 0.05) & (coef > 0)))
+    assert drawn["genes_down"] == int(np.sum((q <= 0.05) & (coef < 0)))
+    assert drawn["genes_up"] + drawn["genes_down"] + drawn["genes_ns"] == int(np.isfinite(q).sum())
     assert len(ax.texts) == 5
     plt.close(ax.figure)
 

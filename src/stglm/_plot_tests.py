@@ -104,8 +104,12 @@ def plot_volcano(
     x = np.clip(x, -lim, lim)
     ax.set_xlim(-1.05 * lim, 1.05 * lim)
     ax.scatter(x[~hit], y[~hit], s=8, c="0.7", lw=0, label=f"q > {fdr:g}", gid="genes_ns")
-    colours = np.where(x[hit] > 0, "#b2182b", "#2166ac")
-    ax.scatter(x[hit], y[hit], s=12, c=colours, lw=0, label=f"q ≤ {fdr:g}", gid="genes_sig")
+    for sign, colour, word in ((1, "#b2182b", "up"), (-1, "#2166ac", "down")):
+        mine = hit & (np.sign(x) == sign)
+        ax.scatter(
+            x[mine], y[mine], s=12, c=colour, lw=0, label=f"q ≤ {fdr:g}, {word}",
+            gid=f"genes_{word}",
+        )  # fmt: skip
     ax.axhline(-np.log10(fdr), color="0.3", lw=0.8, ls="--")
     ax.axvline(0.0, color="0.3", lw=0.5)
     order = np.argsort(q.to_numpy(), kind="mergesort")[: max(0, int(top))]

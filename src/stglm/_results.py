@@ -9,6 +9,8 @@ For a prefix ``key`` (fit_genes' ``key_added``):
 - ``adata.uns[key]`` — ``{"params": ..., "predictors": [...], "genes": [...], "model": {...}}``
   (the CLI adds ``"cli"``);
 - ``adata.layers[mu_layer(key)]`` — fitted means, with ``store_fitted=True``;
+- ``adata.obs[offset_key(key)]`` — the offset (log size factors and/or a given offset) when
+  one (n_obs,) offset was used, so the fitted means can be recomputed;
 - ``adata.obsm[design_key(key)]`` — the design, written by the ``stglm fit`` command.
 
 Writers and readers (fit_genes, :mod:`stglm.get`, the plots, the CLI) build the key names
@@ -41,6 +43,7 @@ __all__ = [
     "design_key",
     "fitted_layer",
     "INFERENCE_FIELDS",
+    "offset_key",
     "stat_key",
     "store_test_results",
     "test_key",
@@ -100,6 +103,11 @@ def stat_key(key: str, name: str) -> str:
     return f"{key}_{name}"
 
 
+def offset_key(key: str) -> str:
+    """The ``adata.obs`` column of the fit's offset (one per observation)."""
+    return f"{key}_offset"
+
+
 def mu_layer(key: str) -> str:
     """The ``adata.layers`` key of the stored fitted means."""
     return f"{key}_mu"
@@ -124,6 +132,7 @@ def store_results(
     params: dict[str, Any],
     layer: str | None,
     model: dict[str, str] | None = None,
+    offset: np.ndarray | None = None,
 ) -> None:
     """Write the documented result keys (only these) into ``adata``.
 
@@ -150,6 +159,8 @@ def store_results(
         The layer that was fitted.
     model : dict, optional
         What was fitted (family, link, offset, θ, weights, the coefficients' scale).
+    offset : ndarray of shape (n_obs,), optional
+        The offset every gene shared (stored in ``obs``; a per-gene offset is not stored).
     """
     pos = adata.var_names.get_indexer(names)
     coef = np.full((adata.n_vars, len(predictors)), np.nan)
@@ -162,6 +173,12 @@ def store_results(
             adata.varm[stat_key(key, name)] = pd.DataFrame(
                 table, index=adata.var_names, columns=list(predictors)
             )
+        elif stat_key(key, name) in adata.varm:  # an earlier fit's: it would be stale
+            del adata.varm[stat_key(key, name)]
+    if offset is not None and np.ndim(offset) == 1:
+        adata.obs[offset_key(key)] = np.asarray(offset, dtype=float)
+    elif offset_key(key) in adata.obs:
+        del adata.obs[offset_key(key)]
     values = {**out, "status": status}
     for field in VAR_FIELDS:
         given = values[field]

@@ -504,6 +504,8 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         - with ``inference=True``, ``adata.varm[f"{key_added}_se"]``,
           ``[f"{key_added}_pvalue"]`` and ``[f"{key_added}_qvalue"]`` — DataFrames like
           the coefficients (NaN for penalised predictors and genes not fitted);
+        - ``adata.obs[f"{key_added}_offset"]`` — the offset, when one per observation was
+          used (``offset`` and/or ``size_factors``);
         - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...],
           "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
           fitted, including the scale of the coefficients;
@@ -584,7 +586,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
     store_results(
         adata, key_added, data.names, frame.columns, out, status, fitted_mu, params, layer,
-        data.model(theta),
+        data.model(theta), data.offset,
     )  # fmt: skip
     return adata if copy else None
 

@@ -24,10 +24,12 @@ from ._results import (
     check_gene,
     coef_key,
     mu_layer,
+    offset_key,
     results_info,
     stat_key,
     var_key,
 )
+from ._validation import check_vector
 
 __all__ = ["coef_df", "fitted_mean", "top_effects"]
 
@@ -93,13 +95,14 @@ def coef_df(
 
 
 def fitted_mean(
-    adata: AnnData, gene: str, *, key_added: str = "stglm", design: Any = None
+    adata: AnnData, gene: str, *, key_added: str = "stglm", design: Any = None, offset: Any = None
 ) -> np.ndarray:
     """Fitted means μ of one gene over all cells.
 
     Read from ``adata.layers[f"{key_added}_mu"]`` when :func:`stglm.fit_genes` stored it
-    (``store_fitted=True``); otherwise recomputed as μ(β0 + design · β) from the stored
-    intercept and coefficients, the family in ``adata.uns[key_added]['params']`` and ``design``.
+    (``store_fitted=True``); otherwise recomputed as μ(β0 + offset + design · β) from the
+    stored intercept, coefficients and offset (``obs[f"{key_added}_offset"]``), the gene's θ
+    and the family and link in ``adata.uns[key_added]``, and ``design``.
 
     Parameters
     ----------
@@ -112,6 +115,9 @@ def fitted_mean(
     design : DataFrame or array of shape (n_obs, n_predictors), optional
         The design given to :func:`stglm.fit_genes` (same alignment rules); needed when the
         fitted means were not stored. Its columns must include the fitted predictors.
+    offset : array of shape (n_obs,), optional
+        The gene's offset, when fit_genes was given a per-gene (n_obs, n_genes) one (which it
+        does not store); otherwise the stored one is used.
 
     Returns
     -------
@@ -141,15 +147,34 @@ def fitted_mean(
             f"design lacks the fitted predictors {missing} (it has {list(frame.columns)})."
         )
     params = info["params"]
+    theta_column = var_key(key_added, "theta")
+    theta = params.get("theta", 1.0)
+    if isinstance(theta, str) or theta_column in adata.var:  # the gene's own (estimated) θ
+        theta = float(adata.var[theta_column].iloc[j]) if theta_column in adata.var else 1.0
     family = get_family(
-        params["distr"], eta=float(params.get("eta", 2.0)), theta=float(params.get("theta", 1.0))
-    )
+        params["distr"], eta=float(params.get("eta", 2.0)),
+        theta=theta if np.isfinite(theta) else 1.0, link=params.get("link"),
+    )  # fmt: skip
     coef = np.asarray(adata.varm[coef_key(key_added)], dtype=float)[j]
     intercept = float(adata.var[var_key(key_added, "intercept")].iloc[j])
     if not params.get("fit_intercept", True):
         intercept = 0.0
     z = intercept + frame[predictors].to_numpy(dtype=np.float64) @ coef
-    return np.asarray(family.mean(z), dtype=np.float64)
+    return np.asarray(family.mean(z + _gene_offset(adata, info, key_added, offset)), np.float64)
+
+
+def _gene_offset(adata: AnnData, info: dict, key: str, offset: Any) -> np.ndarray | float:
+    """A gene's offset for :func:`fitted_mean`: given, stored, or 0 (none was used)."""
+    if offset is not None:
+        return check_vector(offset, adata.n_obs, "offset", what="n_obs")
+    if offset_key(key) in adata.obs:
+        return adata.obs[offset_key(key)].to_numpy(dtype=float)
+    if info.get("model", {}).get("offset", "none") != "none":
+        raise InputError(
+            "fit_genes was given a per-gene offset, which it does not store: pass this "
+            "gene's offset= to recompute its fitted means."
+        )
+    return 0.0
 
 
 def top_effects(
