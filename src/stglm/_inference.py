@@ -86,14 +86,23 @@ def pearson_dispersion(
 
 
 def invert_information(H: np.ndarray) -> np.ndarray:
-    """(G, m, m) inverses of information matrices; NaN where one is singular."""
+    """(G, m, m) inverses of information matrices; NaN where one is not positive definite.
+
+    One stacked Cholesky factorisation for all genes; only when some matrix is singular
+    are the genes factorised one by one, to find which.
+    """
+    H = np.asarray(H, dtype=float)
+    try:
+        inv_c = np.linalg.inv(np.linalg.cholesky(H))
+        return np.swapaxes(inv_c, 1, 2) @ inv_c
+    except np.linalg.LinAlgError:
+        pass
     out = np.full_like(H, np.nan)
-    for k in range(H.shape[0]):  # small m × m solves; genes rarely exceed a few thousand
+    for k in range(H.shape[0]):  # rare: a gene whose information is singular
         try:
-            c = np.linalg.cholesky(H[k])
+            inv_c = np.linalg.inv(np.linalg.cholesky(H[k]))
         except np.linalg.LinAlgError:
             continue
-        inv_c = np.linalg.inv(c)
         out[k] = inv_c.T @ inv_c
     return out
 
