@@ -514,3 +514,24 @@ def test_ql_test_agrees_with_glmgampoi_on_all_visium_genes():
     ref_sig = set(np.asarray(genes)[q_ref <= 0.05])
     assert len(ours_sig & ref_sig) / len(ours_sig | ref_sig) > 0.95
     assert abs(adata.uns["stglm_test"]["ql_df0"] - ref["default"]["ql_df0"]) < 2.0
+
+
+def test_test_genes_takes_a_given_offset_as_the_whole_offset():
+    """size_factors='auto' adds log size factors only when no offset is given."""
+    from stglm import test_genes
+    from stglm.datasets import visium_prostate
+
+    adata = visium_prostate()
+    design = pd.DataFrame(
+        {"section": (adata.obs["list_ID"] == "CP").astype(float).to_numpy()},
+        index=adata.obs_names,
+    )
+    design["x"] = np.asarray(adata.obsm["spatial"], dtype=float)[:, 0] / 1e4
+    genes = list(adata.var_names[:10])
+    totals = np.asarray(adata.X.sum(axis=1)).ravel()
+    log_sf = np.log(totals) - np.log(totals).mean()
+    kw = dict(design=design, reduced=["section"], distr="poisson", progress=False)
+    auto = test_genes(adata, genes, **kw)  # size factors from the totals
+    given = test_genes(adata, genes, offset=log_sf, **kw)  # the same offset, given
+    np.testing.assert_allclose(given["stat"], auto["stat"], rtol=1e-9)
+    assert adata.uns["stglm_test"]["model"]["offset"] == "array"

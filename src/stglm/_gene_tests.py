@@ -106,8 +106,8 @@ n_jobs, progress
         negative, reported as 0), "cox-reid" for the QL test (glmGamPoi's), unused for
         other families.
     size_factors : "auto", {"total", "poscounts"}, array, str or None, default="auto"
-        As in :func:`stglm.fit_genes`; "auto" is "total" for count families, None
-        otherwise.
+        As in :func:`stglm.fit_genes`; "auto" is "total" for count families given no
+        ``offset``, None otherwise (a given offset is taken as the whole offset).
     test : {"lrt", "wald", "ql"}, default="lrt"
         The likelihood-ratio test, the Wald test (one column left out), or glmGamPoi's
         quasi-likelihood F test (negative binomial).
@@ -144,7 +144,9 @@ n_jobs, progress
         )
     family = est._family(1.0 if est._estimates_theta() else None)
     if isinstance(size_factors, str) and size_factors == "auto":
-        size_factors = "total" if family.is_count else None
+        # An offset given is the whole offset (glmGamPoi's offset with size_factors=FALSE):
+        # adding log size factors on top would count sequencing depth twice.
+        size_factors = "total" if family.is_count and offset is None else None
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, None)
     X_full = frame.to_numpy(dtype=np.float64)
     X_red = frame[kept].to_numpy(dtype=np.float64)
