@@ -76,7 +76,7 @@ def test_genes(
     n_jobs: int | None = None,
     progress: bool = True,
     copy: bool = False,
-) -> pd.DataFrame:
+) -> pd.DataFrame | tuple[pd.DataFrame, AnnData]:
     """Test, for every gene, the design's columns that ``reduced`` leaves out.
 
     Both models are fitted unpenalised by the batched solver (all genes' Hessians from one
@@ -114,12 +114,12 @@ n_jobs, progress
     key_added : str, default="stglm_test"
         Prefix of the ``adata.var`` columns written.
     copy : bool, default=False
-        Write into a copy of ``adata`` (returned as ``df.attrs["adata"]``), leaving
-        ``adata`` untouched.
+        Write into a copy of ``adata``, returned with the table as ``(table, copy)``,
+        leaving ``adata`` untouched.
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame, or (DataFrame, AnnData) with ``copy=True``
         Indexed by gene: ``stat`` (LR χ², z/t, or F), ``df``, ``pvalue``, ``qvalue``
         (Benjamini–Hochberg over the testable genes), ``theta_full`` and
         ``theta_reduced`` (negative binomial), ``status`` ("ok"; "not converged"; "all
@@ -152,6 +152,7 @@ n_jobs, progress
     X_red = frame[kept].to_numpy(dtype=np.float64)
     full = _GeneFitter(est, family, X_full, None, None, data.weights, None, test == "wald")
     red = _GeneFitter(est, family, X_red, None, None, data.weights, None)
+    full.with_score = red.with_score = False  # the tests use likelihoods, not scores
     if copy:
         adata = adata.copy()
 
@@ -186,9 +187,7 @@ n_jobs, progress
     if test == "ql":
         info["ql_df0"], info["df_resid"] = float(out["ql_df0"]), float(out["df_resid"])
     store_test_results(adata, key_added, table, info)
-    if copy:
-        table.attrs["adata"] = adata
-    return table
+    return (table, adata) if copy else table
 
 
 test_genes.__test__ = False  # not a test for pytest, which collects names starting "test"

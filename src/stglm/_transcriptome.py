@@ -112,6 +112,7 @@ class _GeneFitter:
     ):
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
+        self.with_score = True
         self.design = SharedDesign(X, estimator.fit_intercept)
         self.folds = folds
         self.weights, self.factor = weights, factor
@@ -197,8 +198,12 @@ class _GeneFitter:
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
         th = None if theta is None else theta[None, :]
-        y_null = self._null_means(Y, None, None, offset) if e.score_metric != "deviance" else 0.0
-        score = self._scores(d.X, Y, icpt, coefs[None], y_null, None, offset, th)[:, 0]
+        score = np.full(n_genes, np.nan)
+        if self.with_score:  # the in-sample score (test_genes has no use for it)
+            y_null = 0.0
+            if e.score_metric != "deviance":
+                y_null = self._null_means(Y, None, None, offset)
+            score = self._scores(d.X, Y, icpt, coefs[None], y_null, None, offset, th)[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,
