@@ -73,10 +73,20 @@ def lambda_max(problem: Problem) -> float:
     point is optimal exactly when λα·f_j ≥ |∇_j loss| for all penalised j.
     For α = 0 the value for α = 0.001 is returned (as glmnet does).
     """
+    return _lambda_max_from(problem, _null_point(problem)[2])
+
+
+def _null_point(problem: Problem) -> tuple[float, np.ndarray, np.ndarray]:
+    """(β0, β, ∇_β loss) at the λ = ∞ solution, where every path starts."""
     beta0, beta = null_fit(problem)
+    if beta.any():  # unpenalised predictors were fitted
+        return beta0, beta, _loss_gradient(problem, beta0, beta)
+    return beta0, beta, null_gradient(problem, beta0)
+
+
+def _lambda_max_from(problem: Problem, null_grad: np.ndarray) -> float:
     pen = problem.penalty
-    g = null_gradient(problem, beta0) if not beta.any() else _loss_gradient(problem, beta0, beta)
-    return float(lambda_max_from_gradient(g, pen.alpha, pen.penalty_factor))
+    return float(lambda_max_from_gradient(null_grad, pen.alpha, pen.penalty_factor))
 
 
 def _loss_gradient(problem: Problem, beta0: float, beta: np.ndarray) -> np.ndarray:
@@ -165,16 +175,13 @@ def fit_path(
         np.zeros(k),
         np.zeros(k, dtype=bool),
     )
-    beta0, beta = null_fit(problem)
+    # Smooth gradient of J at the previous solution; the path starts from the null model
+    # (solved once: it is a Newton fit itself with an offset or unpenalised predictors).
+    beta0, beta, grad = _null_point(problem)
+    prev_lam = _lambda_max_from(problem, grad)
     theta = None
     if theta_method is not None:
         out.theta = np.zeros(k)
-    # Smooth gradient of J at the previous solution; the path starts from the null model.
-    if beta.any():
-        grad = _loss_gradient(problem, beta0, beta)
-    else:
-        grad = null_gradient(problem, beta0)
-    prev_lam = lambda_max(problem)
     for i, lam in enumerate(out.reg_lambdas):
         penalty = problem.penalty.with_lambda(lam)
         full = replace(problem, penalty=penalty)  # shares the design's cached work
