@@ -18,6 +18,10 @@ import numpy as np
 
 from ._dispersion import THETA_MAX, THETA_MIN, estimate_theta, moment_theta
 from ._inference import design_gram
+from ._penalties import ElasticNet
+from ._solvers import solve
+from ._solvers._null_model import null_intercepts, null_predictors
+from ._solvers.newton_cd import null_fit
 
 __all__ = [
     "THETA_MAX_ROUNDS",
@@ -150,9 +154,6 @@ def fit_theta(
     sub-problem of a path keeps the full design's adjustment, so θ does not depend on
     which predictors the strong rules set aside.
     """
-    from ._solvers import solve  # the solvers import nothing from here
-    from ._solvers.newton_cd import null_fit
-
     family = problem.family
     y = np.asarray(problem.y, dtype=float)[None, :]
     m = problem.sample_weight
@@ -226,8 +227,6 @@ def batched_theta(
 
     mu_null = None
     if theta_start is None:
-        from ._solvers._null_model import null_intercepts, null_predictors
-
         icpt = null_intercepts(family, Y, d.fit_intercept, weights, offset)
         mu_null = family.mean(null_predictors(family, Y, icpt, offset)).T
     fit = alternate(
@@ -260,8 +259,6 @@ def null_theta(problem, method: str, solver: str, options: dict) -> float:
     Its λ_max is computed at this θ; the Cox–Reid term uses the full design, as every λ
     of the path does.
     """
-    from ._penalties import ElasticNet  # light; kept next to its only use
-
     free = problem.penalty.unpenalised
     free = np.array([], dtype=int) if free is None else free
     sub = replace(
