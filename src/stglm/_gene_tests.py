@@ -167,11 +167,12 @@ n_jobs, progress
     }
     status = np.full(n_genes, OK, dtype=object)
     if test == "ql":
-        ql = _QuasiLikelihood(family, full, red, X_full, X_red, data, fit_intercept, len(tested))
+        ql = _QuasiLikelihood(family, full, red, X_full, X_red, data, fit_intercept)
         ql.run(status, chunk_size, n_jobs, progress, out)
     else:
         column = list(frame.columns).index(tested[0]) if test == "wald" else None
-        nested = _NestedTest(family, full, red, X_full, X_red, data, fit_intercept, column)
+        models = (family, full, red, X_full, X_red, data, fit_intercept)
+        nested = _NestedTest(*models, column=column)
         blocks = run_blocks(data, nested.block, status, chunk_size, n_jobs, progress, "testing")
         for idx, result in blocks:
             for key, values in result.items():
@@ -225,14 +226,26 @@ def _results_table(out: dict, status, names, family, test: str) -> pd.DataFrame:
     return pd.DataFrame(columns, index=pd.Index(names, name="gene"))
 
 
-class _NestedTest:
-    """The LRT or Wald test of one block of genes (see :func:`test_genes`)."""
+class _NestedModels:
+    """The full and reduced models of :func:`test_genes` and what their tests share."""
 
-    def __init__(self, family, full, red, X_full, X_red, data, fit_intercept, column):
+    def __init__(self, family, full, red, X_full, X_red, data, fit_intercept):
         self.family, self.full, self.red = family, full, red
         self.X_full, self.X_red, self.data = X_full, X_red, data
-        self.fit_intercept, self.column = fit_intercept, column
+        self.fit_intercept = fit_intercept
         self.df_test = X_full.shape[1] - X_red.shape[1]
+
+    def loglik(self, X, Y, offset, fit):
+        """(ℓ per gene at ``fit``, Pearson dispersion or None); see :func:`_loglik`."""
+        return _loglik(self.family, X, Y, offset, fit, self.data.weights, self.fit_intercept)
+
+
+class _NestedTest(_NestedModels):
+    """The LRT or Wald test (``column``: the one tested) of one block of genes."""
+
+    def __init__(self, *models, column):
+        super().__init__(*models)
+        self.column = column
 
     def block(self, Y, offset, idx) -> dict:
         fit_full = self.full.fit(Y, offset)
@@ -243,9 +256,8 @@ class _NestedTest:
             result["pvalue"] = fit_full["pvalue"][:, j]
             return result
         fit_red = self.red.fit(Y, offset)
-        weights, icpt = self.data.weights, self.fit_intercept
-        ll_full, phi = _loglik(self.family, self.X_full, Y, offset, fit_full, weights, icpt)
-        ll_red, _ = _loglik(self.family, self.X_red, Y, offset, fit_red, weights, icpt)
+        ll_full, phi = self.loglik(self.X_full, Y, offset, fit_full)
+        ll_red, _ = self.loglik(self.X_red, Y, offset, fit_red)
         # ML θ makes 2Δℓ ≥ 0 up to rounding; a fixed or Cox–Reid θ need not (reported as 0).
         stat = np.maximum(2.0 * (ll_full - ll_red), 0.0)
         if phi is not None:
@@ -281,13 +293,19 @@ def _split_design(frame: pd.DataFrame, reduced: Any) -> tuple[list[str], list[st
     return kept, tested
 
 
-def _loglik(family, X, Y, offset, fit, weights, fit_intercept):
-    """Each gene's log-likelihood at its fit (and the Pearson dispersion, if estimated)."""
+def _linear_predictor(X, fit, offset, fit_intercept: bool) -> np.ndarray:
+    """Each gene's z = β0 + offset + Xβ at its fit, (n, G)."""
     Z = X @ fit["coef"].T
     if fit_intercept:
         Z = Z + fit["intercept"][None, :]
     if offset is not None:
         Z = Z + (offset if offset.ndim == 2 else offset[:, None])
+    return Z
+
+
+def _loglik(family, X, Y, offset, fit, weights, fit_intercept):
+    """Each gene's log-likelihood at its fit (and the Pearson dispersion, if estimated)."""
+    Z = _linear_predictor(X, fit, offset, fit_intercept)
     fam = family if family.name != "neg-binomial" else family.with_theta(fit["theta"])
     Mu = fam.mean(Z)
     M = None if weights is None else weights[:, None]
@@ -300,7 +318,7 @@ def _loglik(family, X, Y, offset, fit, weights, fit_intercept):
     return ll, phi
 
 
-class _QuasiLikelihood:
+class _QuasiLikelihood(_NestedModels):
     """glmGamPoi's QL F test for every gene: two passes over the blocks of genes.
 
     Pass 1 fits the full model with θ estimated (and the fitted means); across genes, the
@@ -309,18 +327,13 @@ class _QuasiLikelihood:
     tested). Pass 2 fits both models at θ̃; F = 2(ℓ_full − ℓ_reduced)/(df_test·φ̃).
     """
 
-    def __init__(self, family, full, red, X_full, X_red, data, fit_intercept, df_test):
-        self.family, self.full, self.red = family, full, red
-        self.X_full, self.X_red, self.data = X_full, X_red, data
-        self.fit_intercept, self.df_test = fit_intercept, df_test
-
     def run(self, status, chunk_size, n_jobs, progress, out) -> None:
         data, n_genes = self.data, len(self.data.names)
         mean = np.full(n_genes, np.nan)
 
         def first(Y, offset, idx):
             fit = self.full.fit(Y, offset)
-            Z = self._predictor(self.X_full, fit, offset)
+            Z = _linear_predictor(self.X_full, fit, offset, self.fit_intercept)
             return {**fit, "mean": self.family.with_theta(fit["theta"]).mean(Z).mean(axis=0)}
 
         for idx, fit in run_blocks(data, first, status, chunk_size, n_jobs, progress, "fitting"):
@@ -338,8 +351,8 @@ class _QuasiLikelihood:
             th = theta_tilde[idx]
             fit_full = self.full.fit(Y, offset, theta=th)
             fit_red = self.red.fit(Y, offset, theta=th)
-            ll_full = self._loglik(self.X_full, Y, offset, fit_full)
-            ll_red = self._loglik(self.X_red, Y, offset, fit_red)
+            ll_full = self.loglik(self.X_full, Y, offset, fit_full)[0]
+            ll_red = self.loglik(self.X_red, Y, offset, fit_red)[0]
             return {
                 "deviance_change": np.maximum(2.0 * (ll_full - ll_red), 0.0),
                 "converged": fit_full["converged"] & fit_red["converged"],
@@ -357,14 +370,3 @@ class _QuasiLikelihood:
         out["theta_trended"] = theta_tilde
         out["ql_dispersion"] = shrink.ql_disp_shrunken
         out["ql_df0"], out["df_resid"] = shrink.ql_df0, df_resid
-
-    def _predictor(self, X, fit, offset):
-        Z = X @ fit["coef"].T
-        if self.fit_intercept:
-            Z = Z + fit["intercept"][None, :]
-        if offset is not None:
-            Z = Z + (offset if offset.ndim == 2 else offset[:, None])
-        return Z
-
-    def _loglik(self, X, Y, offset, fit):
-        return _loglik(self.family, X, Y, offset, fit, self.data.weights, self.fit_intercept)[0]
