@@ -270,27 +270,22 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
 
     def _fold_scores(self, problem, lams, train, test, data) -> tuple[np.ndarray, int]:
         """One fold's path on its training samples, scored on its held-out samples."""
-        w, o = data["sample_weight"], data["offset"]
         sub = replace(
             problem,
             X=problem.X[train],
             y=problem.y[train],
-            sample_weight=None if w is None else w[train],
-            offset=None if o is None else o[train],
+            **_sample_rows(data, train),
             cache={},
         )
         path = fit_path(
             sub, lams, self.solver, self._options(), screening=self.screening,
             theta_method=self._theta_method(),
         )  # fmt: skip
-        test_data = {
-            key: None if v is None else v[test]
-            for key, v in data.items()
-            if key != "penalty_factor"
-        }
         y_null = self._null_means(problem.family, problem.y, train, test, data)
         X, y = problem.X, problem.y
-        scores = self._score_path(problem.family, path, X[test], y[test], test_data, y_null)
+        scores = self._score_path(
+            problem.family, path, X[test], y[test], _sample_rows(data, test), y_null
+        )
         return scores, int(path.n_iter.sum())
 
     def _batchable(self, X, n_folds: int) -> bool:
@@ -345,7 +340,6 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
                 path.kkt[:, j], path.converged[:, j], theta,
             )  # fmt: skip
 
-        sample = {key: data[key] for key in ("sample_weight", "offset")}
         cv_scores = np.array(
             [
                 self._score_path(
@@ -353,7 +347,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
                     column(j),
                     X[test],
                     y[test],
-                    {key: None if v is None else v[test] for key, v in sample.items()},
+                    _sample_rows(data, test),
                     self._null_means(family, y, train, test, data),
                 )  # fmt: skip
                 for j, (train, test) in enumerate(folds)
@@ -461,3 +455,10 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         """Index of the chosen λ in the (decreasing) path."""
         scores, se = self.scores_[None, :], self.scores_se_[None, :]
         return int(choose_lambda(scores, se, self.score_metric, self.select)[0])
+
+
+def _sample_rows(data: dict, rows: np.ndarray) -> dict:
+    """The samples ``rows``' weights and offset (each None when not given)."""
+    return {
+        key: None if data[key] is None else data[key][rows] for key in ("sample_weight", "offset")
+    }
