@@ -68,9 +68,9 @@ def null_intercepts(
                 return np.log(_mean(Y * np.exp(-off), M))
             # Σm(y − e^z) = 0: exact for Poisson, the start for the others.
             y_sum = np.maximum(_mean(Y, M), EMPTY_COUNT_MEAN)
-            return np.log(y_sum) - np.log(_mean(np.exp(off) + 0.0 * Y, M))
+            return np.log(y_sum) - np.log(_mean(np.broadcast_to(np.exp(off), Y.shape), M))
     y_bar = np.maximum(_mean(Y, M), EMPTY_COUNT_MEAN)
-    return np.asarray(family.link(y_bar), dtype=float) - _mean(off + 0.0 * Y, M)
+    return np.asarray(family.link(y_bar), dtype=float) - _mean(np.broadcast_to(off, Y.shape), M)
 
 
 def null_predictors(
