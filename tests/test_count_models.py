@@ -1261,3 +1261,22 @@ def test_uns_model_records_what_was_fitted(visium, design, genes, kw, expected):
         assert (status[names] == "fixed").all()
         assert (out.var.loc[names, "stglm_theta"] == kw["theta"]).all()
     assert out.uns["stglm"]["params"]["distr"] == kw["distr"]
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.0])  # residual-update CD, and CG for ridge
+def test_weights_on_the_wide_design_route_equal_repeated_rows(alpha):
+    """p above GRAM_MAX_FEATURES: the kernels that never form the Hessian honour Σ weights."""
+    from stglm._solvers.newton_cd import GRAM_MAX_FEATURES
+
+    rng = np.random.default_rng(3)
+    n, p = 150, GRAM_MAX_FEATURES + 20
+    X = sp.random(n, p, density=0.02, random_state=4, format="csr")
+    y = rng.poisson(np.exp(0.2 + X @ rng.normal(0, 0.5, p))).astype(float)
+    w = rng.integers(1, 4, n).astype(float)
+    kw = dict(distr="poisson", link="log", alpha=alpha, reg_lambda=0.05, tol=1e-12,
+              clip_coeffs=0, verbose=False)  # fmt: skip
+    weighted = GLM(**kw).fit(X, y, sample_weight=w)
+    rows = np.repeat(np.arange(n), w.astype(int))
+    repeated = GLM(**kw).fit(X[rows], y[rows])
+    np.testing.assert_allclose(weighted.beta_, repeated.beta_, rtol=1e-7, atol=1e-10)
+    assert weighted.beta0_ == pytest.approx(repeated.beta0_, rel=1e-9)

@@ -192,16 +192,19 @@ def _cd_gram(H, g, b, l1w, tol, max_sweeps):
 
 @njit(cache=True, nogil=True)
 def _cd_csc_residual(
-    indptr, indices, data, n, w, r, G, l2, b0, b, fit_intercept, l1w, tol, max_sweeps
+    indptr, indices, data, total, w, r, G, l2, b0, b, fit_intercept, l1w, tol, max_sweeps
 ):
     """Residual-update coordinate descent for a CSC matrix X given by its three arrays.
 
-    The quadratic is (1/n)Σ[r_i δz_i + ½ w_i δz_i²] + ½ l2 xᵀGx + l1‖x‖₁ with
-    δz = (x0 − b0) + X(x − b); ``G`` is ΓᵀΓ (an empty (0, 0) array means the identity).
+    The quadratic is (1/total)Σ[r_i δz_i + ½ w_i δz_i²] + ½ l2 xᵀGx + l1‖x‖₁ with
+    δz = (x0 − b0) + X(x − b); ``total`` is the objective's normaliser (n, or Σ of the
+    sample weights that r and w carry); ``G`` is ΓᵀΓ (an empty (0, 0) array means the
+    identity).
     Returns (x0, x, sweeps).
     """
     p = indptr.shape[0] - 1
-    inv_n = 1.0 / n
+    n = w.shape[0]
+    inv_n = 1.0 / total
     identity = G.shape[0] == 0
     s = r.copy()
     x = b.copy()
@@ -282,11 +285,11 @@ def _cd_csc_residual(
 
 
 @njit(cache=True, nogil=True)
-def _model_matvec(indptr, indices, data, n, w, G, l2, fit_intercept, v):
-    """H·v for H = (1/n)·X̃ᵀdiag(w)X̃ + l2·[0 ⊕ G] (G empty: the identity), X̃ = [1, X]."""
+def _model_matvec(indptr, indices, data, total, w, G, l2, fit_intercept, v):
+    """H·v for H = X̃ᵀdiag(w)X̃ / total + l2·[0 ⊕ G] (G empty: the identity), X̃ = [1, X]."""
     p = indptr.shape[0] - 1
     off = 1 if fit_intercept else 0
-    u = np.full(n, v[0] if fit_intercept else 0.0)
+    u = np.full(w.shape[0], v[0] if fit_intercept else 0.0)
     for j in range(p):
         vj = v[off + j]
         if vj != 0.0:
@@ -295,12 +298,12 @@ def _model_matvec(indptr, indices, data, n, w, G, l2, fit_intercept, v):
     u *= w
     out = np.empty(p + off)
     if fit_intercept:
-        out[0] = u.sum() / n
+        out[0] = u.sum() / total
     for j in range(p):
         acc = 0.0
         for k in range(indptr[j], indptr[j + 1]):
             acc += data[k] * u[indices[k]]
-        out[off + j] = acc / n
+        out[off + j] = acc / total
     beta = v[off:]
     ridge = beta.copy() if G.shape[0] == 0 else G @ beta
     out[off:] += l2 * ridge
@@ -308,7 +311,7 @@ def _model_matvec(indptr, indices, data, n, w, G, l2, fit_intercept, v):
 
 
 @njit(cache=True, nogil=True)
-def _cg_csc(indptr, indices, data, n, w, G, l2, fit_intercept, g, tol, max_iter):
+def _cg_csc(indptr, indices, data, total, w, G, l2, fit_intercept, g, tol, max_iter):
     """Newton step d solving H·d = −g by conjugate gradients (a ridge model: no L1 term).
 
     Stops when ‖H·d + g‖∞ ≤ tol, the model's KKT residual; returns (d, iterations).
@@ -320,7 +323,7 @@ def _cg_csc(indptr, indices, data, n, w, G, l2, fit_intercept, g, tol, max_iter)
     it = 0
     while it < max_iter and np.abs(res).max() > tol:
         it += 1
-        Hp = _model_matvec(indptr, indices, data, n, w, G, l2, fit_intercept, direction)
+        Hp = _model_matvec(indptr, indices, data, total, w, G, l2, fit_intercept, direction)
         curv = direction @ Hp
         if curv <= 0.0:
             break

@@ -272,17 +272,13 @@ class NewtonCD:
         Xc = self.X_csc
         G = np.zeros((0, 0)) if self.ridge_gram is None else self.ridge_gram
         icpt = self.problem.fit_intercept
-        n = self.problem.n_samples
-        if self.m_row is not None and self.total != n:
-            # The kernels divide by n: weights summing to another total rescale r and w.
-            r, w = r * (n / self.total), w * (n / self.total)
         if not pen.has_l1:  # a ridge model is a linear system: conjugate gradients
             grad = np.concatenate([[g0], g]) if icpt else g
             step, _ = _cg_csc(
                 Xc.indptr,
                 Xc.indices,
                 Xc.data,
-                self.problem.n_samples,
+                self.total,
                 w,
                 G,
                 pen.l2,
@@ -296,7 +292,7 @@ class NewtonCD:
             Xc.indptr,
             Xc.indices,
             Xc.data,
-            self.problem.n_samples,
+            self.total,
             w,
             r,
             G,
