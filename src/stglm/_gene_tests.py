@@ -32,7 +32,7 @@ from scipy import stats
 from ._anndata import design_frame
 from ._dispersion import THETA_MAX, THETA_MIN
 from ._errors import InputError, InputTypeError
-from ._inference import benjamini_hochberg, pearson_dispersion
+from ._inference import benjamini_hochberg, estimated_dispersion
 from ._metrics import weighted_column_sum
 from ._quasi import overdispersion_shrinkage, ql_f_test
 from ._results import NOT_CONVERGED, OK, store_test_results
@@ -310,11 +310,8 @@ def _loglik(family, X, Y, offset, fit, weights, fit_intercept):
     Mu = fam.mean(Z)
     M = None if weights is None else weights[:, None]
     ll = weighted_column_sum(fam.loglik(Y, Mu), M)
-    phi = None
-    if not family.fixed_dispersion:
-        n_eff = Y.shape[0] if weights is None else np.count_nonzero(weights)
-        df = np.full(Y.shape[1], float(n_eff - X.shape[1] - int(fit_intercept)))
-        phi = pearson_dispersion(family, Y, Mu, M, df)
+    n_eff = Y.shape[0] if weights is None else np.count_nonzero(weights)
+    phi, _ = estimated_dispersion(family, Y, Mu, M, n_eff, X.shape[1] + int(fit_intercept))
     return ll, phi
 
 

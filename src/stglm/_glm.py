@@ -17,10 +17,11 @@ from ._errors import InputError, InputTypeError
 from ._families import DISTRIBUTIONS, Family, get_family
 from ._inference import (
     design_gram,
+    estimated_dispersion,
     fisher_weights,
     invert_information,
-    pearson_dispersion,
     score_residuals,
+    testable_coordinates,
     wald_table,
 )
 from ._metrics import deviance, pseudo_r2
@@ -294,13 +295,10 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         self.covariance_matrix_ = None
         pen = problem.penalty
         m = problem.n_features + int(problem.fit_intercept)
-        if pen.reg_lambda == 0:
-            free = np.arange(m)
-        elif pen.unpenalised is not None:
-            free = np.r_[
-                [0] if problem.fit_intercept else [], pen.unpenalised + int(problem.fit_intercept)
-            ].astype(int)
-        else:
+        free = testable_coordinates(
+            problem.n_features, problem.fit_intercept, pen.reg_lambda == 0, pen.penalty_factor
+        )
+        if free is None:
             return
         family = problem.family
         z = problem.linear_predictor(self.beta0_, self.beta_)
@@ -312,16 +310,12 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         B = gram((s * s)[None])[0][np.ix_(free, free)]
         A_inv = invert_information(A[None])[0]
         n_eff = problem.n_samples if w is None else int(np.count_nonzero(w))
-        df = dispersion = None
-        if not family.fixed_dispersion:
-            df = n_eff - free.size
-            mu = family.mean(z)
-            dispersion = float(
-                pearson_dispersion(
-                    family, problem.y[:, None], mu[:, None],
-                    None if w is None else w[:, None], np.array([df]),
-                )[0]
-            )  # fmt: skip
+        phi, df = estimated_dispersion(
+            family, problem.y[:, None], family.mean(z)[:, None],
+            None if w is None else w[:, None], n_eff, free.size,
+        )  # fmt: skip
+        dispersion = None if phi is None else float(phi[0])
+        df = None if df is None else df[0]
         cov = np.full((m, m), np.nan)
         robust = np.full((m, m), np.nan)
         cov[np.ix_(free, free)] = A_inv * (1.0 if dispersion is None else dispersion)

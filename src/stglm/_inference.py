@@ -32,8 +32,10 @@ from ._families import Family
 __all__ = [
     "benjamini_hochberg",
     "design_gram",
+    "estimated_dispersion",
     "fisher_weights",
     "pearson_dispersion",
+    "testable_coordinates",
     "wald_table",
 ]
 
@@ -83,6 +85,36 @@ def pearson_dispersion(
     df = np.asarray(df_resid, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(df > 0, chi2.sum(axis=0) / df, np.nan)
+
+
+def testable_coordinates(
+    n_features: int, fit_intercept: bool, unpenalised_fit: bool, penalty_factor=None
+) -> np.ndarray | None:
+    """Positions in b = (β0, β) with valid standard errors; None when there are none.
+
+    Every coordinate of an unpenalised fit (λ = 0); else the intercept and the predictors
+    with penalty factor 0 (conditional on the penalised ones).
+    """
+    if unpenalised_fit:
+        cols = np.arange(n_features)
+    elif penalty_factor is not None and np.any(np.asarray(penalty_factor) == 0):
+        cols = np.flatnonzero(np.asarray(penalty_factor) == 0)
+    else:
+        return None
+    return np.r_[[0] if fit_intercept else [], cols + int(fit_intercept)].astype(int)
+
+
+def estimated_dispersion(
+    family: Family, Y: np.ndarray, Mu: np.ndarray, M: np.ndarray | None, n_eff, n_coef: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(Pearson φ, residual df) per column of Y, or (None, None) for a fixed dispersion.
+
+    R's summary.glm: df = observations with weight > 0 − coefficients.
+    """
+    if family.fixed_dispersion:
+        return None, None
+    df = np.full(Y.shape[1], float(n_eff - n_coef))
+    return pearson_dispersion(family, Y, Mu, M, df), df
 
 
 def invert_information(H: np.ndarray) -> np.ndarray:

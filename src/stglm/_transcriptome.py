@@ -19,9 +19,10 @@ from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._inference import (
     benjamini_hochberg,
+    estimated_dispersion,
     fisher_weights,
     invert_information,
-    pearson_dispersion,
+    testable_coordinates,
     wald_table,
 )
 from ._offsets import resolve_offset, resolve_weights
@@ -216,16 +217,6 @@ class _GeneFitter:
             **self._wald(res, Y, theta),
         }
 
-    def _free(self) -> np.ndarray:
-        """Coordinates of b (intercept first) whose standard errors are valid."""
-        d, e = self.design, self.est
-        p = d.X.shape[1]
-        if isinstance(e, GLM) and e.reg_lambda == 0:
-            cols = np.arange(p)
-        else:
-            cols = np.flatnonzero(self.factor == 0)
-        return np.r_[[0] if d.fit_intercept else [], cols + int(d.fit_intercept)].astype(int)
-
     def _wald(self, res, Y: np.ndarray, theta) -> dict:
         """Standard errors and Wald p-values of the unpenalised coefficients (G, p).
 
@@ -241,16 +232,17 @@ class _GeneFitter:
         fam_rows = fam if theta is None else fam.with_theta(theta[:, None])
         M = None if self.weights is None else self.weights[None, :]
         H = d.hessians(fisher_weights(fam_rows, Z, M), np.ones(n_genes))
-        free = self._free()
+        unpenalised = isinstance(self.est, GLM) and self.est.reg_lambda == 0
+        free = testable_coordinates(p, d.fit_intercept, unpenalised, self.factor)
         T = d.scaling.transform_matrix()[np.ix_(free, free)]
         cov = T @ invert_information(H[:, free][:, :, free]) @ T.T
-        df = None
         var = np.diagonal(cov, axis1=1, axis2=2).copy()
-        if not fam.fixed_dispersion:
-            n_eff = d.n if self.weights is None else np.count_nonzero(self.weights)
-            df = np.full(n_genes, float(n_eff - free.size))
-            fam_cols = fam if theta is None else fam.with_theta(theta)
-            phi = pearson_dispersion(fam_cols, Y, fam.mean(Z).T, _column(self.weights), df)
+        n_eff = d.n if self.weights is None else np.count_nonzero(self.weights)
+        fam_cols = fam if theta is None else fam.with_theta(theta)
+        phi, df = estimated_dispersion(
+            fam_cols, Y, fam.mean(Z).T, _column(self.weights), n_eff, free.size
+        )
+        if phi is not None:
             var *= phi[:, None]
         coef_free = (
             np.column_stack([res.intercepts, res.coefs])[:, free]
