@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy import stats
-from scipy.special import gammaln
+from scipy.special import digamma, gammaln
 
 DISTRS = ("gaussian", "poisson", "softplus", "neg-binomial", "gamma")
 COUNT_DISTRS = ("poisson", "softplus", "neg-binomial")
@@ -258,3 +258,16 @@ def assert_adata_equal(got, expected):
         for key in e.keys():
             assert_same_value(g[key], e[key], f"{slot}[{key!r}]")
     assert_same_value(dict(got.uns), dict(expected.uns), "uns")
+
+
+def nb_theta_score(y, mu, w, theta):
+    """Σ w ∂ℓ/∂θ of the NB2 log-likelihood, written out by hand (0 at the ML θ given μ)."""
+    s = (
+        digamma(y + theta)
+        - digamma(theta)
+        + np.log(theta)
+        + 1.0
+        - np.log(theta + mu)
+        - (y + theta) / (theta + mu)
+    )
+    return float(np.sum(w * s))

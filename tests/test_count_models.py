@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import assert_adata_equal
+from conftest import assert_adata_equal, nb_theta_score
 from scipy import optimize
-from scipy.special import digamma, gammaln, polygamma
+from scipy.special import gammaln, polygamma
 from sklearn.model_selection import KFold
 
 import stglm
@@ -98,19 +98,6 @@ def nb_loglik(y, mu, theta):
         + theta * np.log(theta / (theta + mu))
         + np.where(y > 0, y * np.log(np.where(y > 0, mu, 1.0) / (theta + mu)), 0.0)
     )
-
-
-def nb_theta_score(y, mu, w, theta):
-    """Σ w ∂ℓ/∂θ of NB2 (0 at the ML θ given μ)."""
-    s = (
-        digamma(y + theta)
-        - digamma(theta)
-        + np.log(theta)
-        + 1.0
-        - np.log(theta + mu)
-        - (y + theta) / (theta + mu)
-    )
-    return float(np.sum(w * s))
 
 
 def nb_theta_information(y, mu, w, theta):

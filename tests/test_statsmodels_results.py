@@ -69,9 +69,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import sample_y
+from conftest import nb_theta_score, sample_y
 from numpy.testing import assert_allclose
-from scipy.special import digamma, gammaln
+from scipy.special import gammaln
 
 from stglm import GLM
 
@@ -157,15 +157,7 @@ def grad_J(distr, X, y, w, z, theta=None):
 
 def theta_score(y, mu, w, theta):
     """∂(−J)/∂log θ of the NB2 likelihood (zero at the ML θ)."""
-    s = (
-        digamma(y + theta)
-        - digamma(theta)
-        + np.log(theta)
-        + 1
-        - np.log(theta + mu)
-        - (y + theta) / (theta + mu)
-    )
-    return float(theta * np.sum(w * s) / w.sum())
+    return theta * nb_theta_score(y, mu, w, theta) / w.sum()
 
 
 def gradient_scale(distr, X, y, w, offset):
