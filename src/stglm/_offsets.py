@@ -149,12 +149,10 @@ def resolve_offset(
         parts.append(arr)
     if not parts:
         return None, "none"
-    total = parts[0]
-    for part in parts[1:]:
-        total = (total[:, None] if total.ndim == 1 and part.ndim == 2 else total) + (
-            part[:, None] if part.ndim == 1 and total.ndim == 2 else part
-        )
-    return total, " + ".join(kinds)
+    if len(parts) == 1:
+        return parts[0], kinds[0]
+    log_sf, given = parts  # (n,) and (n,) or (n, G)
+    return given + (log_sf[:, None] if given.ndim == 2 else log_sf), " + ".join(kinds)
 
 
 def resolve_weights(adata, sample_weight: Any) -> tuple[np.ndarray | None, str]:
