@@ -381,10 +381,12 @@ def test_ql_trend_and_dispersion_equal_glmgampoi(name):
 
 @pytest.mark.parametrize("name", QL_CASES)
 def test_ql_shrinkage_matches_glmgampoi_prior(name):
-    """shrink_ql maximises glmGamPoi's F-likelihood: shrunken dispersions within 1e-8 of the
-    polished optimum of glmGamPoi's own objective (prior 1e-6, d0 1e-6; where d0 runs off to
-    infinity, 1e-6 on the shrunken values) and within 2e-5 of what glmGamPoi returns (its
-    Nelder–Mead stops at reltol 1e-8)."""
+    """shrink_ql maximises glmGamPoi's F-likelihood: its likelihood is at least that of the
+    polished optimum of glmGamPoi's own objective (to 1e-12 relative); shrunken dispersions
+    within 1e-8 of that optimum (where d0 runs off to infinity, 1e-6) and within 2e-5 of what
+    glmGamPoi returns (its Nelder–Mead stops at reltol 1e-8). The likelihood is flat along the
+    prior's spline coefficients near the optimum: on another CPU the same optimum differs in the
+    prior by ≈1e-6 with a likelihood equal to 1e-12, so the prior and d0 are held to 1e-5."""
     c = ref("inference_ql.json")["cases"][name]
     a, m, _, trend = case_inputs(c)
     phi = arr(c["ql_disp_estimate"])
@@ -392,11 +394,18 @@ def test_ql_shrinkage_matches_glmgampoi_prior(name):
     assert c["uses_abundance_trend"] == (trend and np.sum(m > 1e-8) >= 10)
     unbounded = c["polished_ql_df0"] > 1e8
     assert_allclose(shrunk, arr(c["polished_ql_disp_shrunken"]), rtol=1e-6 if unbounded else 1e-8)
-    assert_allclose(prior, arr(c["polished_ql_disp_trend"]), rtol=1e-6)
+    assert_allclose(prior, arr(c["polished_ql_disp_trend"]), rtol=1e-5)
     if unbounded:
         assert d0 > 1e8
     else:
-        assert_allclose(d0, c["polished_ql_df0"], rtol=1e-6)
+        assert_allclose(d0, c["polished_ql_df0"], rtol=1e-5)
+        ok = ~np.isnan(phi)  # NaN genes are left out of the prior's likelihood
+        polished_prior = arr(c["polished_ql_disp_trend"])[ok]
+        ours = _quasi._f_loglik(phi[ok], np.log(prior[ok]), c["df"], np.log(d0), False)
+        polished = _quasi._f_loglik(
+            phi[ok], np.log(polished_prior), c["df"], np.log(c["polished_ql_df0"]), False
+        )
+        assert ours >= polished - 1e-12 * abs(polished)
     assert_allclose(shrunk, arr(c["ql_disp_shrunken"]), rtol=2e-5)
     np.testing.assert_array_equal(np.isnan(shrunk), np.isnan(phi))
 
