@@ -43,9 +43,13 @@ DEMO_LAMBDA = 0.01
 # ---------------------------------------------------------------------------------------------
 # synthetic problems
 # ---------------------------------------------------------------------------------------------
-def _design(n: int, p: int, seed: int, sparse: bool = False):
-    """Columns of unequal means and spreads (the solvers' scaling at work); 10 % dense if sparse."""
+def _design(n: int, p: int, seed: int, sparse: bool = False, collinear: bool = False):
+    """Columns of unequal means and spreads (the solvers' scaling at work); 10 % dense if sparse;
+    ``collinear``: every column a common one plus 1 % noise (an ill-conditioned design)."""
     rng = np.random.default_rng(seed)
+    if collinear:
+        common = rng.standard_normal((n, 1))
+        return common + 0.01 * rng.standard_normal((n, p)), rng
     if sparse:
         X = sp.random(n, p, density=0.1, random_state=seed, format="csr",
                       data_rvs=lambda k: rng.standard_normal(k))  # fmt: skip
@@ -54,7 +58,8 @@ def _design(n: int, p: int, seed: int, sparse: bool = False):
     return X, rng
 
 
-def _response(distr: str, X, rng, scale: float = 0.15) -> np.ndarray:
+def _response(distr: str, X, rng, scale: float) -> np.ndarray:
+    """y of the family at z = 0.3 + Xβ (clipped to ±3), β sparse with N(0, scale²) entries."""
     p = X.shape[1]
     beta = rng.standard_normal(p) * scale * (rng.random(p) < 0.4)
     z = 0.3 + np.asarray(X @ beta).ravel()
@@ -91,24 +96,34 @@ def _glmcv_out(model) -> dict:
     }
 
 
-def glm_problems() -> dict[str, Callable[[], dict]]:
-    """Single fits: every family, both link conventions, dense/sparse, offset, weights, p > n."""
-    from stglm import GLM
+def _synthetic(estimator, out, fixed: dict, n: int, p: int, seed: int, scale: float):
+    """``fit(distr, ...)``: a problem fitting ``estimator`` on seeded data, results by ``out``.
 
-    quiet = {"verbose": False, "clip_coeffs": 0.0}
+    ``data`` names what the fit gets besides X and y: "offset", "weights".
+    """
 
-    def fit(distr, n=400, p=12, seed=0, sparse=False, data=(), **kw):
+    def fit(distr, n=n, p=p, seed=seed, sparse=False, collinear=False, data=(), **kw):
         def run():
-            X, rng = _design(n, p, seed, sparse)
-            y = _response(distr, X, rng)
+            X, rng = _design(n, p, seed, sparse, collinear)
+            y = _response(distr, X, rng, scale)
             fit_kw = {}
             if "offset" in data:
                 fit_kw["offset"] = rng.normal(0.0, 0.3, n)
             if "weights" in data:
                 fit_kw["sample_weight"] = rng.uniform(0.2, 3.0, n)
-            return _glm_out(GLM(distr=distr, **quiet, **kw).fit(X, y, **fit_kw))
+            return out(estimator(distr=distr, **fixed, **kw).fit(X, y, **fit_kw))
 
         return run
+
+    return fit
+
+
+def glm_problems() -> dict[str, Callable[[], dict]]:
+    """Single fits: every family, both link conventions, dense/sparse, offset, weights, p > n."""
+    from stglm import GLM
+
+    fixed = {"verbose": False, "clip_coeffs": 0.0}
+    fit = _synthetic(GLM, _glm_out, fixed, n=400, p=12, seed=0, scale=0.15)
 
     return {
         "glm/poisson-seed-link": fit("poisson", reg_lambda=0.02, eta=2.0),
@@ -123,7 +138,7 @@ def glm_problems() -> dict[str, Callable[[], dict]]:
             link="log",
             penalty_factor=[0.0, 0.0] + [1.0] * 10,
             data=("offset",),
-        ),  # fmt: skip
+        ),
         "glm/neg-binomial-fixed-theta": fit("neg-binomial", reg_lambda=0.02, theta=2.0),
         "glm/neg-binomial-theta-ml": fit(
             "neg-binomial", reg_lambda=0.02, link="log", theta="ml", alpha=1.0
@@ -151,6 +166,18 @@ def glm_problems() -> dict[str, Callable[[], dict]]:
         "glm/neg-binomial-ridge-lbfgs-sparse": fit(
             "neg-binomial", n=6000, p=30, sparse=True, reg_lambda=0.01, alpha=0.0, theta=2.0
         ),
+        "glm/poisson-lbfgs-then-newton": fit(
+            "poisson",
+            n=4000,
+            p=20,
+            collinear=True,
+            reg_lambda=1e-4,
+            alpha=0.0,
+            link="log",
+            tol=1e-10,
+        ),
+        "glm/poisson-max-iter-reached": fit("poisson", reg_lambda=0.001, tol=1e-14, max_iter=2),
+        "glm/gamma-tight-tol": fit("gamma", reg_lambda=0.01, alpha=1.0, tol=1e-15),
     }
 
 
@@ -158,20 +185,8 @@ def glmcv_problems() -> dict[str, Callable[[], dict]]:
     """GLMCV on its two routes: all folds in one batched solve, and each fold's path alone."""
     from stglm import GLMCV
 
-    quiet = {"verbose": False, "n_lambdas": 12, "cv": 4}
-
-    def fit(distr, n=600, p=10, seed=1, sparse=False, data=(), **kw):
-        def run():
-            X, rng = _design(n, p, seed, sparse)
-            y = _response(distr, X, rng, scale=0.25)
-            fit_kw = {}
-            if "offset" in data:
-                fit_kw["offset"] = rng.normal(0.0, 0.3, n)
-            if "weights" in data:
-                fit_kw["sample_weight"] = rng.uniform(0.2, 3.0, n)
-            return _glmcv_out(GLMCV(distr=distr, **quiet, **kw).fit(X, y, **fit_kw))
-
-        return run
+    fixed = {"verbose": False, "n_lambdas": 12, "cv": 4}
+    fit = _synthetic(GLMCV, _glmcv_out, fixed, n=600, p=10, seed=1, scale=0.25)
 
     return {
         "glmcv/batched-poisson": fit("poisson"),
@@ -279,6 +294,14 @@ def visium_problems() -> dict[str, Callable[[], dict]]:
         "fit_genes/poisson-cv": fit("cv", reg_lambda=None, n_lambdas=15, cv=3, **common),
         "fit_genes/neg-binomial-theta-per-gene": fit(
             "nb", distr="neg-binomial", theta="cox-reid", reg_lambda=0.01, **common
+        ),
+        "fit_genes/poisson-max-iter-unpenalised-section": fit(
+            "capped",
+            reg_lambda=0.01,
+            max_iter=3,
+            tol=1e-12,
+            penalty_factor=[0.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            **common,
         ),
         "fit_genes/neg-binomial-ml-cv": fit(
             "nbcv", distr="neg-binomial", theta="ml", reg_lambda=None, n_lambdas=8, cv=3, **common

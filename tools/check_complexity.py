@@ -30,8 +30,6 @@ ALLOWED = {
     # the whole-transcriptome driver: its λ grid, folds and chunk loop move to the path/CV
     # driver (_path.py) of issue 14
     "src/stglm/_transcriptome.py:fit_genes",
-    # the batched Newton iteration: becomes the shared Newton template's steps (issue 14)
-    "src/stglm/_solvers/batched.py:BatchedNewtonCD.solve",
 }
 
 

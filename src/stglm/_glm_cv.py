@@ -29,7 +29,7 @@ from ._penalties import ElasticNet
 from ._solvers import Problem
 from ._solvers._null_model import null_intercepts
 from ._solvers._threads import single_blas_thread
-from ._solvers.batched import PAIR_BYTES_BUDGET, BatchedNewtonCD, SharedDesign
+from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import tolerance_scale
 from ._theta import null_theta
 from ._validation import Boolean, Integer, Options, Real, RealSequence
@@ -38,8 +38,6 @@ logger = logging.getLogger("stglm")
 
 __all__ = ["GLMCV"]
 
-#: Dense designs with at most this many predictors solve all folds (and the refit) together.
-BATCHED_MAX_FEATURES = 64
 #: n-vectors of working arrays per column of that batch (solver workspace, Newton terms, Y).
 BATCH_ARRAYS = 12
 
@@ -263,6 +261,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
             "max_iter": self.max_iter,
             "tol": self.tol,
             "random_seed": self.random_seed,
+            "newton": self._newton_options,
         }
 
     def _theta_method(self) -> str | None:
@@ -291,18 +290,19 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
     def _batchable(self, X, n_folds: int) -> bool:
         """Whether the folds and the refit are solved as one batch (see the class doc).
 
-        Besides a small dense design, the batch's working arrays (about
-        ``BATCH_ARRAYS`` n-vectors per fold, e.g. for leave-one-out on many samples) must
-        fit the same memory budget as the design's pair products.
+        Besides a small dense design (``NewtonOptions.batched_max_features``), the batch's
+        working arrays (about ``BATCH_ARRAYS`` n-vectors per fold, e.g. for leave-one-out on
+        many samples) must fit the same memory budget as the design's pair products.
         """
         n, p = X.shape
         m = p + int(self.fit_intercept)
+        budget = self._newton_options.pair_bytes_budget
         return (
             self.solver == "irls-cd"
             and not sp.issparse(X)
-            and p <= BATCHED_MAX_FEATURES
-            and 8 * n * m * (m + 1) // 2 <= PAIR_BYTES_BUDGET
-            and 8 * n * (n_folds + 1) * BATCH_ARRAYS <= PAIR_BYTES_BUDGET
+            and p <= self._newton_options.batched_max_features
+            and 8 * n * m * (m + 1) // 2 <= budget
+            and 8 * n * (n_folds + 1) * BATCH_ARRAYS <= budget
         )
 
     def _batched_paths(self, problem, folds, lams, data) -> tuple[np.ndarray, PathResult]:
@@ -321,10 +321,10 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         weights[:, k] = 1.0
         if data["sample_weight"] is not None:
             weights *= data["sample_weight"][:, None]
-        design = SharedDesign(X, self.fit_intercept)
+        design = SharedDesign(X, self.fit_intercept, self._newton_options)
         solver = BatchedNewtonCD(
             family, design, self.alpha, problem.penalty.Tau, max_iter=self.max_iter,
-            tol=self.tol, penalty_factor=data["penalty_factor"],
+            tol=self.tol, penalty_factor=data["penalty_factor"], options=self._newton_options,
         )  # fmt: skip
         Y = np.repeat(y[:, None], k + 1, axis=1)
         with single_blas_thread():
@@ -425,6 +425,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
 
         glm_params = {name: getattr(self, name) for name in GLM._get_param_names()}
         self.glm_ = GLM(**{**glm_params, "reg_lambda": self.reg_lambda_opt_})
+        self.glm_._newton_options = self._newton_options
         # The full-data path already holds the refit at the chosen λ: start from it.
         best = self.best_index_
         start = (full.intercepts[best], full.coefs[best])

@@ -1,4 +1,4 @@
-"""Compiled per-gene pieces of the batched Newton iteration (:mod:`stglm._solvers.batched`).
+"""Compiled per-row pieces of the Newton iteration (:mod:`stglm._solvers._newton`, ``batched``).
 
 The arrays of one Newton iteration are small — (G, m) coefficients and gradients, G
 Hessians of m × m — so in numpy their dozens of element-wise steps cost more in call
@@ -215,8 +215,24 @@ def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
 
 
 @njit(cache=True, nogil=True)
-def accept_steps(step, D, B, B_full, F, F_new, L, L_new, stuck):
-    """In place: B moves by t·D, J and −ℓ take their trial values where t > 0; t = 0 marks stuck.
+def settle_steps(step, F, F_new, delta, stuck, at_minimum, rounding):
+    """In place, per row: J takes its trial value where the step t > 0; t = 0 marks it stuck.
+
+    A stuck row whose model predicted a decrease below ``rounding``·|J| (16 ulp) is at the
+    optimum in floating point: ``at_minimum`` (a NaN prediction never is).
+    """
+    for k in range(step.size):
+        if step[k] > 0.0:
+            F[k] = F_new[k]
+        else:
+            stuck[k] = True
+            if abs(delta[k]) <= rounding * abs(F[k]):
+                at_minimum[k] = True
+
+
+@njit(cache=True, nogil=True)
+def move_points(step, D, B, B_full, L, L_new):
+    """In place: B moves by t·D and −ℓ takes its trial value, where t > 0.
 
     A full step takes B_full (= B + D, where the line search evaluated J) itself, so that
     the point and its J agree to the last bit and the model's exact zeros stay exact.
@@ -228,7 +244,4 @@ def accept_steps(step, D, B, B_full, F, F_new, L, L_new, stuck):
             for j in range(B.shape[1]):
                 B[k, j] += step[k] * D[k, j]
         if step[k] > 0.0:
-            F[k] = F_new[k]
             L[k] = L_new[k]
-        else:
-            stuck[k] = True

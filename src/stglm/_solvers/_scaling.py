@@ -135,3 +135,17 @@ class DesignScaling:
         l1 = np.asarray(l1, dtype=float)
         W = (l1[:, None] if l1.ndim == 1 else l1) / self.scale[None, :]
         return np.column_stack([np.zeros(W.shape[0]), W]) if self.fit_intercept else W
+
+
+def scaled_design(problem) -> tuple[DesignScaling, np.ndarray | None]:
+    """A problem's design scaling and scaled copy (None for sparse X), kept in ``problem.cache``.
+
+    Built once and shared by every λ of a path (problems that differ only in the penalty
+    share the cache).
+    """
+    cache = problem.cache
+    if "scaling" not in cache:
+        X = problem.X
+        cache["scaling"] = DesignScaling(X, problem.fit_intercept)
+        cache["X_scaled"] = None if sp.issparse(X) else cache["scaling"].design(X)
+    return cache["scaling"], cache["X_scaled"]
