@@ -773,11 +773,17 @@ def test_batched_kernels_never_take_nan_for_converged():
     step, D = np.array([1.0, 0.5, 0.0, 0.0]), np.full((4, 3), 0.3)
     B, B_full = np.ones((4, 3)), np.full((4, 3), 1.3)
     L = np.zeros(4)
-    move_points(step, D, B, B_full, L, np.full(4, 2.0))
+    current = tuple(np.full((4, 5), v) for v in (1.0, 2.0, 3.0))
+    trial = tuple(np.full((4, 5), -v) for v in (1.0, 2.0, 3.0))
+    move_points(step, D, B, B_full, L, np.full(4, 2.0), current, trial)
     assert_array_equal(B[0], B_full[0])
     assert_allclose(B[1], 1.15, rtol=1e-15)
     assert_array_equal(B[2:], 1.0)
     assert L.tolist() == [2.0, 2.0, 0.0, 0.0]
+    for v, (cur, tri) in enumerate(zip(current, trial, strict=True), start=1):
+        assert_array_equal(tri[:2], -v)  # a step: the trial terms are the new point's
+        assert_array_equal(tri[2:], v)  # no step: the current terms, kept
+        assert_array_equal(cur, v)
     # ... J follows; a stuck row is at the optimum in floating point only when its model
     # predicted a decrease below 16 ulp of J (never a NaN one)
     F, stuck, at_minimum = np.full(4, 4.0), np.zeros(4, dtype=bool), np.zeros(4, dtype=bool)

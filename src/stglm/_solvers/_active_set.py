@@ -29,8 +29,10 @@ class ActiveSet:
 
     Register arrays with :meth:`add` (small, reindexed), :meth:`add_buffers` (moved in
     place) and :meth:`add_scratch` (cut only); they are then attributes of this object, and
-    their first axis is always the active rows. :meth:`output` and :meth:`output_buffers`
-    say where a leaving row's values go (indexed by its original row, ``genes``).
+    their first axis is always the active rows. A registered name may be rebound (a new
+    array each iteration; double buffers swapped): the object under the name is what counts.
+    :meth:`output` and :meth:`output_buffers` say where a leaving row's values go (indexed
+    by its original row, ``genes``).
 
     Parameters
     ----------
@@ -81,12 +83,6 @@ class ActiveSet:
         """On leaving, the rows of the buffers ``names`` are copied to the rows of ``targets``."""
         self._buffer_outputs.append((names, targets))
 
-    def swap(self, a: str, b: str) -> None:
-        """Exchange two registered buffers (a double-buffered trial becomes the current one)."""
-        first, second = getattr(self, a), getattr(self, b)
-        setattr(self, a, second)
-        setattr(self, b, first)
-
     # -- leaving ---------------------------------------------------------------------------------
     def retire(self, leave: np.ndarray, **values: np.ndarray) -> bool:
         """Write out the rows where ``leave`` is True and drop them; whether any row is left.
@@ -95,18 +91,18 @@ class ActiveSet:
         (e.g. whether each row converged).
         """
         rows = np.flatnonzero(leave)
-        out = self.genes[rows]
+        k_new = self.k - rows.size
+        out = self.genes if k_new == 0 else self.genes[rows]
         for name, target in self._outputs:
             source = values[name] if name in values else getattr(self, name)
             if source is not None:
-                target[out] = source[rows]
+                target[out] = source if k_new == 0 else source[rows]
         for names, targets in self._buffer_outputs:
             copy_rows(tuple(getattr(self, name) for name in names), targets, rows, out)
-        keep = ~leave
-        k_new = self.k - rows.size
         if k_new == 0:
             self.k = 0
             return False
+        keep = ~leave
         # Fill the leaving rows among the first k_new with the kept rows beyond.
         dst = np.flatnonzero(leave[:k_new])
         src = k_new + np.flatnonzero(keep[k_new:])

@@ -200,6 +200,28 @@ def newton_directions(
 
 
 @njit(cache=True, nogil=True)
+def check_rows(kkt, tol, at_minimum, stuck, n_iter, max_iter, done, leave, inner_tol):
+    """The stop rule per row, in place; whether any row leaves.
+
+    ``done``: the KKT residual is at most the tolerance (never when it is NaN) or the
+    model's minimiser is the point; ``leave``: done, stuck, or ``max_iter`` reached. Rows
+    that stay count one more iteration and get their inner tolerance, 5 % of the KKT
+    residual but at least a tenth of the tolerance (NaN propagates, as ``np.maximum``).
+    """
+    any_leave = False
+    for k in range(kkt.size):
+        done[k] = kkt[k] <= tol[k] or at_minimum[k]
+        leave[k] = done[k] or stuck[k] or n_iter[k] >= max_iter
+        if leave[k]:
+            any_leave = True
+        else:
+            n_iter[k] += 1
+        a, b = 0.05 * kkt[k], 0.1 * tol[k]
+        inner_tol[k] = a if (a != a or a > b) else b
+    return any_leave
+
+
+@njit(cache=True, nogil=True)
 def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
     """Armijo's test per gene: J(trial) ≤ J + c·t·Δ.
 
@@ -207,11 +229,20 @@ def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
     to gain in floating point.
     """
     ok = np.empty(F.size, dtype=np.bool_)
+    all_ok(trial_F, F, delta, step, armijo, eps, ok)
+    return ok
+
+
+@njit(cache=True, nogil=True)
+def all_ok(trial_F, F, delta, step, armijo, eps, ok):
+    """:func:`sufficient_decrease` into ``ok``; whether every row passes."""
+    passed = True
     for k in range(F.size):
         ok[k] = trial_F[k] <= F[k] + armijo * step[k] * delta[k] or (
             step[k] == 1.0 and abs(trial_F[k] - F[k]) <= 16.0 * eps * abs(F[k])
         )
-    return ok
+        passed = passed and ok[k]
+    return passed
 
 
 @njit(cache=True, nogil=True)
@@ -231,11 +262,13 @@ def settle_steps(step, F, F_new, delta, stuck, at_minimum, rounding):
 
 
 @njit(cache=True, nogil=True)
-def move_points(step, D, B, B_full, L, L_new):
+def move_points(step, D, B, B_full, L, L_new, current, trial):
     """In place: B moves by t·D and −ℓ takes its trial value, where t > 0.
 
     A full step takes B_full (= B + D, where the line search evaluated J) itself, so that
     the point and its J agree to the last bit and the model's exact zeros stay exact.
+    Where t = 0 the rows of the ``current`` buffers (Z, R, W) are copied into ``trial``, so
+    that after the buffers are swapped every row holds the terms at its point.
     """
     for k in range(step.size):
         if step[k] == 1.0:
@@ -245,3 +278,6 @@ def move_points(step, D, B, B_full, L, L_new):
                 B[k, j] += step[k] * D[k, j]
         if step[k] > 0.0:
             L[k] = L_new[k]
+        else:
+            for a in range(len(current)):
+                trial[a][k, :] = current[a][k, :]

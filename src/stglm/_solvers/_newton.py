@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 
 from ._active_set import ActiveSet
-from ._batched_kernels import settle_steps, sufficient_decrease
+from ._batched_kernels import all_ok, check_rows, settle_steps, sufficient_decrease
 
 __all__ = [
     "ARMIJO",
@@ -66,7 +66,10 @@ MAX_SWEEPS = 100_000
 
 
 def inner_tolerance(kkt: np.ndarray, tol: np.ndarray) -> np.ndarray:
-    """How well each row's Newton model is solved: 5 % of its KKT residual, ≥ tol/10."""
+    """How well each row's Newton model is solved: 5 % of its KKT residual, ≥ tol/10.
+
+    (:func:`stglm._solvers._batched_kernels.check_rows` computes the same in its pass.)
+    """
     return np.maximum(0.05 * kkt, 0.1 * tol)
 
 
@@ -124,15 +127,17 @@ class ProximalNewton:
         ``F`` is J at the start, ``tol`` the absolute KKT tolerances, one per row.
         """
         k = active.k
+        flags = np.zeros((2, k), dtype=bool)
         active.add(
             F=np.array(F, dtype=float),
             tol=np.array(tol, dtype=float),
-            kkt=np.full(k, np.inf),
+            kkt=np.empty(k),  # set by the first check (or the start phase) before any use
             n_iter=np.zeros(k, dtype=int),
-            stuck=np.zeros(k, dtype=bool),
-            at_minimum=np.zeros(k, dtype=bool),
+            stuck=flags[0],
+            at_minimum=flags[1],
         )
-        status = NewtonStatus(np.full(k, np.inf), np.zeros(k, dtype=int), np.zeros(k, dtype=bool))
+        # Every row leaves exactly once, writing its entries.
+        status = NewtonStatus(np.empty(k), np.empty(k, dtype=int), np.empty(k, dtype=bool))
         active.output("kkt", status.kkt)
         active.output("n_iter", status.n_iter)
         active.output("converged", status.converged)
@@ -144,20 +149,28 @@ class ProximalNewton:
             converged = start.run(self, active)
             if converged.any() and not active.retire(converged, converged=converged):
                 return
-        while self.check_convergence(active):
-            active.n_iter += 1
-            delta, active.at_minimum = self.model.direction(
-                active, inner_tolerance(active.kkt, active.tol)
-            )
+        while (inner_tol := self.check_convergence(active)) is not None:
+            delta, active.at_minimum = self.model.direction(active, inner_tol)
             step, F_new = self.line_search(active, delta)
             self.accept(active, step, F_new, delta)
 
-    def check_convergence(self, active: ActiveSet) -> bool:
-        """KKT residuals at the current points; rows that are done leave. Whether any is left."""
+    def check_convergence(self, active: ActiveSet) -> np.ndarray | None:
+        """KKT residuals at the current points; rows that are done leave.
+
+        Returns the inner tolerances of the rows that stay (each has counted one more
+        iteration), or None when none is left.
+        """
+        k = active.k
         active.kkt = self.model.gradient(active)
-        done = (active.kkt <= active.tol) | active.at_minimum
-        leave = done | active.stuck | (active.n_iter >= self.max_iter)
-        return not leave.any() or active.retire(leave, converged=done)
+        done, leave, inner_tol = np.empty(k, dtype=bool), np.empty(k, dtype=bool), np.empty(k)
+        if check_rows(
+            active.kkt, active.tol, active.at_minimum, active.stuck, active.n_iter,
+            self.max_iter, done, leave, inner_tol,
+        ):  # fmt: skip
+            if not active.retire(leave, converged=done):
+                return None
+            inner_tol = inner_tolerance(active.kkt, active.tol)
+        return inner_tol
 
     def line_search(self, active: ActiveSet, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the largest step 2^-k with sufficient decrease of J (0 if none), and J there.
@@ -168,18 +181,19 @@ class ProximalNewton:
         """
         step = np.ones(active.k)
         F_new = self.model.trial(active)
-        todo = np.arange(active.k)
-        for halving in range(MAX_HALVINGS):
+        ok = np.empty(active.k, dtype=bool)
+        if all_ok(F_new, active.F, delta, step, ARMIJO, EPS, ok):  # every full step taken
+            return step, F_new
+        todo = np.flatnonzero(~ok)
+        for _ in range(MAX_HALVINGS - 1):
+            step[todo] *= 0.5
+            F_new[todo] = self.model.trial(active, todo, step[todo])
             ok = sufficient_decrease(
                 F_new[todo], active.F[todo], delta[todo], step[todo], ARMIJO, EPS
             )
             todo = todo[~ok]
             if todo.size == 0:
                 return step, F_new
-            if halving == MAX_HALVINGS - 1:
-                break
-            step[todo] *= 0.5
-            F_new[todo] = self.model.trial(active, todo, step[todo])
         step[todo] = 0.0
         return step, F_new
 

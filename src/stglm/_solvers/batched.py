@@ -287,14 +287,13 @@ class BatchedNewtonCD:
 
         Rows without a step keep their terms: they are copied into the trial rows first.
         """
-        stay = np.flatnonzero(step == 0.0)
-        if stay.size:
-            active.Zt[stay], active.Rt[stay], active.Wt[stay] = (
-                active.Zc[stay], active.Rc[stay], active.Wc[stay],
-            )  # fmt: skip
-        move_points(step, self.D, active.B, self.X_new, active.L, self.L_new)
-        for current, trial in (("Zc", "Zt"), ("Rc", "Rt"), ("Wc", "Wt")):
-            active.swap(current, trial)
+        move_points(
+            step, self.D, active.B, self.X_new, active.L, self.L_new,
+            (active.Zc, active.Rc, active.Wc), (active.Zt, active.Rt, active.Wt),
+        )  # fmt: skip
+        active.Zc, active.Zt = active.Zt, active.Zc
+        active.Rc, active.Rt = active.Rt, active.Rc
+        active.Wc, active.Wt = active.Wt, active.Wc
 
     # -- the solve -------------------------------------------------------------------------------
     def solve(

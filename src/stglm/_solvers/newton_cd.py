@@ -212,8 +212,9 @@ class NewtonCD:
         if t > 0.0:
             active.b0[0] = active.b0[0] + t * self.d0
             active.beta[0] = active.beta[0] + t * self.d
-            for current, trial in (("Zc", "Zt"), ("Rc", "Rt"), ("Wc", "Wt")):
-                active.swap(current, trial)
+            active.Zc, active.Zt = active.Zt, active.Zc
+            active.Rc, active.Rt = active.Rt, active.Rc
+            active.Wc, active.Wt = active.Wt, active.Wc
 
     # -- the solve -------------------------------------------------------------------------------
     def solve(self, beta0: float, beta: np.ndarray) -> SolverResult:
@@ -224,8 +225,9 @@ class NewtonCD:
         n = prob.n_samples
         active = ActiveSet(1)
         active.add(b0=np.array([beta0]), beta=beta.reshape(1, -1))
-        active.add_buffers(Zc=np.empty((1, n)), Rc=np.empty((1, n)), Wc=np.empty((1, n)))
-        active.add_scratch(Zt=np.empty((1, n)), Rt=np.empty((1, n)), Wt=np.empty((1, n)))
+        buffers = np.empty((6, 1, n))  # z, r, w at the point and at the trial point
+        active.add_buffers(Zc=buffers[0], Rc=buffers[1], Wc=buffers[2])
+        active.add_scratch(Zt=buffers[3], Rt=buffers[4], Wt=buffers[5])
         active.Zc[0] = prob.linear_predictor(beta0, beta)
         F = self._evaluate(active.Zc, beta, active.Rc, active.Wc)
         b0_out, beta_out = np.zeros(1), np.zeros((1, prob.n_features))
