@@ -749,6 +749,33 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
     assert at_minimum[3]
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_single_problem_kkt_kernel_follows_the_formula(fit_intercept):
+    """The compiled KKT residual of a single fit = kkt_residual = the formula by hand."""
+    from stglm._penalties import kkt_residual
+    from stglm._solvers._batched_kernels import kkt_max
+
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        p = 7
+        g, beta = rng.standard_normal(p), rng.standard_normal(p)
+        beta[rng.random(p) < 0.4] = 0.0  # both branches of the subgradient
+        l1w = rng.uniform(0.0, 1.0, p) * (rng.random(p) < 0.8)  # some unpenalised
+        g0 = float(rng.standard_normal())
+        got = kkt_max(g, beta, l1w, g0, fit_intercept)
+        expected = kkt_residual(g, beta, l1w, g0 if fit_intercept else None)
+        assert got == expected  # the same arithmetic, bit for bit
+        by_hand = max(
+            abs(gj + lj * np.sign(bj)) if bj != 0 else max(abs(gj) - lj, 0.0)
+            for gj, bj, lj in zip(g, beta, l1w, strict=True)
+        )
+        assert got == (max(by_hand, abs(g0)) if fit_intercept else by_hand)
+    g[3] = np.nan  # a NaN gradient never counts as converged
+    assert np.isnan(kkt_max(g, beta, l1w, g0, fit_intercept))
+    if fit_intercept:
+        assert np.isnan(kkt_max(np.zeros(p), beta, l1w, np.nan, True))
+
+
 def test_batched_kernels_never_take_nan_for_converged():
     """NaN never passes: a NaN gradient gives a NaN KKT residual (max() would drop it).
 

@@ -93,6 +93,29 @@ def penalties(B, lam, alpha, factor, gram, fit_intercept):
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _worse(worst, v):
+    """The larger of two KKT terms; NaN once either is.
+
+    Not max(): Python's and numba's max(0.0, nan) is 0.0, and a NaN residual must never
+    count as converged.
+    """
+    return v if worst == worst and not v <= worst else worst
+
+
+@njit(cache=True, nogil=True)
+def kkt_max(g, beta, l1w, g0, fit_intercept):
+    """One problem's KKT residual from its gradient (g0 for the intercept, g for β).
+
+    :func:`stglm._penalties.kkt_residual`'s formula with per-coordinate L1 weights ``l1w``
+    (tests compare the two), NaN once any term is.
+    """
+    worst = abs(g0) if fit_intercept else 0.0
+    for j in range(g.size):
+        worst = _worse(worst, _violation(g[j], beta[j], l1w[j]))
+    return worst
+
+
 @njit(cache=True, nogil=True)
 def finish_gradients(Gr, total, B, lam, alpha, factor, gram, fit_intercept):
     """Turn Gr = R·X̃ (G, m) into ∇J in place; return each gene's KKT residual.
@@ -119,9 +142,7 @@ def finish_gradients(Gr, total, B, lam, alpha, factor, gram, fit_intercept):
                         acc += gram[j - off, c] * B[k, off + c]
                     g += l2 * acc
                 v = _violation(g, B[k, j], l1 * factor[j - off])
-            # Not max(): Python's and numba's max(0.0, nan) is 0.0. Once NaN, it stays.
-            if worst == worst and not v <= worst:
-                worst = v
+            worst = _worse(worst, v)
             Gr[k, j] = g
         kkt[k] = worst
     return kkt

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._penalties import ElasticNet, kkt_residual
 from ._active_set import ActiveSet
+from ._batched_kernels import kkt_max
 from ._common import Problem, SolverResult
 from ._family_kernels import nll_and_terms
 from ._inner import for_problem
@@ -171,11 +172,15 @@ class NewtonCD:
 
     # -- the design backend of ProximalNewton -------------------------------------------------
     def gradient(self, active: ActiveSet) -> np.ndarray:
-        """The KKT residual at the point, shape (1,); the gradient is kept for the direction."""
+        """The KKT residual at the point, shape (1,); the gradient is kept for the direction.
+
+        (:func:`stglm._penalties.kkt_residual` compiled: NaN, never converged, once any
+        term of the gradient is.)
+        """
         beta = active.beta[0]
         self.g0, self.g = self._gradient(active.Rc[0], beta)
         icpt = self.problem.fit_intercept
-        return np.array([kkt_residual(self.g, beta, self.l1w, self.g0 if icpt else None)])
+        return np.array([kkt_max(self.g, beta, self.l1w, self.g0, icpt)])
 
     def set_direction(self, d0: float, d: np.ndarray) -> None:
         """The step (d0, d) of the trial points, and its change of the linear predictor."""
