@@ -793,7 +793,7 @@ def test_batched_kernels_never_take_nan_for_converged():
     kkt = finish_gradients(raw, np.ones(3), B, np.full(3, 0.1), 0.5, np.ones(2), np.eye(2), True)
     assert np.isnan(kkt[0]) and np.isnan(kkt[1]) and kkt[2] == np.inf
     ok = sufficient_decrease(
-        np.array([np.nan, 1.5, 0.99995]), np.ones(3), np.full(3, -1.0), np.ones(3), 1e-4, 2e-16
+        np.array([np.nan, 1.5, 0.99995]), np.ones(3), np.full(3, -1.0), np.ones(3), 1e-4, 3.2e-15
     )
     assert ok.tolist() == [False, False, False]
     # a full step takes B + D as evaluated; half a step moves by D/2; a step of 0 is stuck

@@ -243,24 +243,24 @@ def check_rows(kkt, tol, at_minimum, stuck, n_iter, max_iter, done, leave, inner
 
 
 @njit(cache=True, nogil=True)
-def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
-    """Armijo's test per gene: J(trial) ≤ J + c·t·Δ.
+def sufficient_decrease(trial_F, F, delta, step, armijo, rounding):
+    """Armijo's test per row: J(trial) ≤ J + c·t·Δ.
 
-    A full step that leaves J unchanged to rounding (16 ulp) passes too: nothing is left
-    to gain in floating point.
+    A full step that leaves J unchanged to rounding (``rounding``·|J|, 16 ulp) passes too:
+    nothing is left to gain in floating point.
     """
     ok = np.empty(F.size, dtype=np.bool_)
-    all_ok(trial_F, F, delta, step, armijo, eps, ok)
+    all_ok(trial_F, F, delta, step, armijo, rounding, ok)
     return ok
 
 
 @njit(cache=True, nogil=True)
-def all_ok(trial_F, F, delta, step, armijo, eps, ok):
+def all_ok(trial_F, F, delta, step, armijo, rounding, ok):
     """:func:`sufficient_decrease` into ``ok``; whether every row passes."""
     passed = True
     for k in range(F.size):
         ok[k] = trial_F[k] <= F[k] + armijo * step[k] * delta[k] or (
-            step[k] == 1.0 and abs(trial_F[k] - F[k]) <= 16.0 * eps * abs(F[k])
+            step[k] == 1.0 and abs(trial_F[k] - F[k]) <= rounding * abs(F[k])
         )
         passed = passed and ok[k]
     return passed

@@ -46,9 +46,9 @@ from ._batched_kernels import all_ok, check_rows, settle_steps, sufficient_decre
 
 __all__ = [
     "ARMIJO",
-    "EPS",
     "MAX_HALVINGS",
     "MAX_SWEEPS",
+    "ROUNDING",
     "ROUNDING_ULPS",
     "NewtonStatus",
     "ProximalNewton",
@@ -58,9 +58,11 @@ __all__ = [
 #: Armijo's sufficient-decrease constant and the largest number of step halvings.
 ARMIJO = 1e-4
 MAX_HALVINGS = 50
-#: Changes of J below this many ulps of J are rounding (the full-step and stuck tests).
+#: Changes of J below this many ulps of J are rounding (the full-step and stuck tests):
+#: below ROUNDING·|J|.
 ROUNDING_ULPS = 16
 EPS = np.finfo(float).eps
+ROUNDING = ROUNDING_ULPS * EPS
 #: Coordinate sweeps allowed for one quadratic model.
 MAX_SWEEPS = 100_000
 
@@ -182,14 +184,14 @@ class ProximalNewton:
         step = np.ones(active.k)
         F_new = self.model.trial(active)
         ok = np.empty(active.k, dtype=bool)
-        if all_ok(F_new, active.F, delta, step, ARMIJO, EPS, ok):  # every full step taken
+        if all_ok(F_new, active.F, delta, step, ARMIJO, ROUNDING, ok):  # every full step taken
             return step, F_new
         todo = np.flatnonzero(~ok)
         for _ in range(MAX_HALVINGS - 1):
             step[todo] *= 0.5
             F_new[todo] = self.model.trial(active, todo, step[todo])
             ok = sufficient_decrease(
-                F_new[todo], active.F[todo], delta[todo], step[todo], ARMIJO, EPS
+                F_new[todo], active.F[todo], delta[todo], step[todo], ARMIJO, ROUNDING
             )
             todo = todo[~ok]
             if todo.size == 0:
@@ -204,9 +206,7 @@ class ProximalNewton:
 
         See :func:`stglm._solvers._batched_kernels.settle_steps`.
         """
-        settle_steps(
-            step, active.F, F_new, delta, active.stuck, active.at_minimum, ROUNDING_ULPS * EPS
-        )
+        settle_steps(step, active.F, F_new, delta, active.stuck, active.at_minimum, ROUNDING)
         self.model.move(active, step)
 
     def take(self, active: ActiveSet, step: np.ndarray, F_new: np.ndarray) -> None:
