@@ -410,6 +410,38 @@ def test_out_equal_to_the_input_needs_force(small_h5ad, tmp_path):
     assert "stglm_coef" in ad.read_h5ad(data).varm and files_in(tmp_path) == ["data.h5ad"]
 
 
+def test_an_existing_out_needs_force(small_h5ad, tmp_path):
+    """An existing results file is not replaced silently; --force replaces it."""
+    out = tmp_path / "old.h5ad"
+    out.write_bytes(b"an earlier run's results")
+    args = ["fit", small_h5ad, "--coords", "--lambda", "0.1", "--genes", "KRT15", "--out", out]
+    result = invoke(*args, "-q")
+    assert result.exit_code == 2
+    assert "exists" in result.stderr and "--force" in result.stderr
+    assert out.read_bytes() == b"an earlier run's results" and files_in(tmp_path) == ["old.h5ad"]
+    result = invoke(*args, "--force", "-q")
+    assert result.exit_code == 0, result.output
+    assert "stglm_coef" in ad.read_h5ad(out).varm
+
+
+def test_gene_file_with_byte_order_mark_and_quoted_names(small_h5ad, tmp_path):
+    """A gene file saved by a spreadsheet (UTF-8 with BOM) reads as without; a name in double
+    quotes is taken whole, commas and all."""
+    data = ad.read_h5ad(small_h5ad)
+    data.var_names = [("HLA-A,B" if g == "KRT15" else g) for g in data.var_names]
+    source = tmp_path / "renamed.h5ad"
+    data.write_h5ad(source)
+    gene_file = tmp_path / "genes.txt"
+    gene_file.write_text('"HLA-A,B"\nCNN1 # a comment\n', encoding="utf-8-sig")
+    assert gene_file.read_bytes().startswith(b"\xef\xbb\xbf")
+    out = tmp_path / "out.h5ad"
+    args = ["fit", source, "--coords", "--lambda", "0.1", "--genes", gene_file, "--out", out]
+    result = invoke(*args, "-q")
+    assert result.exit_code == 0, result.output
+    assert list(ad.read_h5ad(out).uns["stglm"]["genes"]) == ["HLA-A,B", "CNN1"]
+    assert cli._split_names('"A,B", C #"D"\n"#E" F') == ["A,B", "C", "#E", "F"]
+
+
 # ---------------------------------------------------------------------------------------------
 # stglm test
 # ---------------------------------------------------------------------------------------------
@@ -614,6 +646,7 @@ BAD_INPUTS = {
         "one column",
         False,
     ),
+    "key with a slash": (["fit", "{data}", "--coords", "--key-added", "a/b"], "'/'", False),
     "table not csv": (
         ["test", "{data}", "--coords", "--reduced", "x", "--table", "{tmp}/t.txt"],
         ".csv",
@@ -854,7 +887,7 @@ def test_failed_fit_keeps_previous_output(small_h5ad, tmp_path):
         cli.click.ClickException, match="cannot fit negative.h5ad .adata.X.: .*non-negative"
     ):
         cli.main(
-            ["fit", str(bad), "--coords", "--lambda", "0.1", "--out", str(out), "--quiet"],
+            ["fit", str(bad), "--coords", "--lambda", "0.1", "--out", str(out), "--force", "-q"],
             standalone_mode=False,
         )
     assert files_in(tmp_path) == ["negative.h5ad", "out.h5ad"]

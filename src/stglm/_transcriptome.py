@@ -41,6 +41,7 @@ from ._results import (
     FOLD_WITHOUT_COUNTS,
     NOT_CONVERGED,
     OK,
+    check_key,
     store_results,
     var_key,
 )
@@ -612,8 +613,7 @@ def check_run_options(chunk_size, n_jobs, key_added) -> None:
             f"n_jobs must be a non-zero integer (joblib's: -1 is every core) or None; "
             f"got {n_jobs!r}."
         )
-    if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
+    check_key(key_added)
 
 
 class GeneResponses:

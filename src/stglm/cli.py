@@ -104,12 +104,20 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------
 # helpers: names, files, atomic writes
 # ---------------------------------------------------------------------------------------------
+#: A name in double quotes (which may hold commas, spaces and '#'), a comment to the end of
+#: the line, or a run of other characters.
+_TOKEN = re.compile(r'"([^"]*)"|(#.*)|([^,\s"#]+)')
+
+
 def _split_names(text: str) -> list[str]:
-    """Names separated by commas and/or whitespace; '#' starts a comment in a file."""
+    """Names separated by commas and/or whitespace; '#' starts a comment in a file.
+
+    A name in double quotes is taken whole, so gene names with commas or spaces can be given.
+    """
     names: list[str] = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0]
-        names.extend(n for n in re.split(r"[,\s]+", line) if n)
+    for quoted, comment, bare in _TOKEN.findall(text):
+        if not comment and (quoted or bare):
+            names.append(quoted or bare)
     return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
@@ -119,7 +127,8 @@ def _gene_list(value: str | None, option: str) -> list[str] | None:
         return None
     if os.path.isfile(value):
         try:
-            names = _split_names(Path(value).read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not a name
+            names = _split_names(Path(value).read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as err:
             raise BadInput(f"{option}: cannot read gene file {value!r}: {err}") from None
         where = f"gene file {value!r}"
@@ -382,11 +391,15 @@ def _check_output(path: Path | None, option: str, suffix: str, source: Path, for
     if path.is_dir():
         raise BadInput(f"{option}: '{path}' is a directory; give a file name ending in {suffix}.")
     _check_writable(path, option)
+    if force:
+        return
     same = path.exists() and source.exists() and os.path.samefile(path, source)
-    if (same or path.resolve() == source.resolve()) and not force:
+    if same or path.resolve() == source.resolve():
         raise BadInput(
             f"{option}: '{path}' is the input file; give another name, or --force to replace it."
         )
+    if path.exists():
+        raise BadInput(f"{option}: '{path}' exists; give another name, or --force to replace it.")
 
 
 def _check_options(
@@ -411,8 +424,12 @@ def _check_options(
             "no predictors requested: give at least one of --niche, --lag, "
             "--coords or --section-key."
         )
-    if not key_added.strip():
-        raise BadInput("--key-added must not be empty.")
+    from ._results import check_key
+
+    try:
+        check_key(key_added, "--key-added")
+    except StglmInputError as err:
+        raise BadInput(str(err)) from None
     fit_genes_list = _gene_list(genes, "--genes")
     plot_gene_list = _gene_list(plot_genes, "--plot-genes")
     if figures is not None:
@@ -731,7 +748,7 @@ def _out_option(what: str, required: bool) -> Callable[[Any], Any]:
         type=click.Path(path_type=Path),
         help=f"Results file (.h5ad): the input AnnData plus {what}. Written atomically "
         "(temporary file, then renamed), so a failed run leaves no partial file. Refused "
-        "when it names the input file, unless --force.",
+        "when the file exists (the input file included), unless --force.",
     )
 
 
@@ -739,7 +756,8 @@ _FORCE = click.option(
     "--force",
     is_flag=True,
     default=False,
-    help="Allow --out to replace the input file (the input is read completely first).",
+    help="Allow --out to replace an existing file, the input file included (the input is "
+    "read completely first).",
 )
 
 _DESIGN_OPTIONS = _apply(
@@ -748,7 +766,8 @@ _DESIGN_OPTIONS = _apply(
         metavar="GENES|FILE",
         default=None,
         help="Genes to model: comma-separated names, or a file with one name per line "
-        "(commas/whitespace also separate; '#' starts a comment). Default: all genes.",
+        "(commas/whitespace also separate; '#' starts a comment; a name in double quotes "
+        'may hold commas or spaces, e.g. \'"HLA-A,B",KRT15\'). Default: all genes.',
     ),
     click.option(
         "--niche",
