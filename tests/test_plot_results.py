@@ -107,7 +107,7 @@ def test_heatmap_order_is_scipy_clustering(fits, tmp_path):
     rows = leaves_list(linkage(M, method="average", metric="euclidean"))
     cols = leaves_list(linkage(M.T, method="average", metric="euclidean"))
 
-    ax = plot_coef_heatmap(adata, top=15)
+    ax = plot_coef_heatmap(adata, top=15, scale="none")
     assert tick_labels(ax.get_yticklabels()) == list(top.index[rows])
     assert tick_labels(ax.get_xticklabels()) == list(top.columns[cols])
     image = ax.images[0]
@@ -123,17 +123,63 @@ def test_heatmap_without_clustering_and_given_genes(fits):
     adata = fits[0]
     coef = coef_matrix(adata)
     order = np.argsort(-coef.abs().max(axis=1).to_numpy(), kind="stable")[:8]
-    ax = plot_coef_heatmap(adata, top=8, cluster=False)
+    ax = plot_coef_heatmap(adata, top=8, cluster=False, scale="none")
     assert tick_labels(ax.get_yticklabels()) == list(coef.index[order])
     assert tick_labels(ax.get_xticklabels()) == list(coef.columns)
 
     fig, ax2 = plt.subplots()
     genes = ["CNN1", "KRT15", "AMACR"]
-    assert plot_coef_heatmap(adata, genes=genes, cluster=False, ax=ax2) is ax2
+    assert plot_coef_heatmap(adata, genes=genes, cluster=False, ax=ax2, scale="none") is ax2
     np.testing.assert_array_equal(ax2.images[0].get_array(), coef.loc[genes].to_numpy())
     # clustering a given set keeps its genes
     ax3 = plot_coef_heatmap(adata, genes=genes)
     assert sorted(tick_labels(ax3.get_yticklabels())) == sorted(genes)
+
+
+def test_heatmap_scales_each_predictor_by_its_largest_effect(fits):
+    """Default scale: a predictor with 100× larger effects (a section dummy, say) does not wash
+    out the others: each column is coef / that predictor's max |coef| over the fitted genes,
+    the max in the column label; genes ranked by the scaled values."""
+    adata = fits[0].copy()
+    coef = coef_matrix(adata)
+    loud = coef.columns[0]
+    scaled_coef = coef.copy()
+    scaled_coef[loud] *= 100
+    adata.varm["stglm_coef"] = adata.varm["stglm_coef"].assign(
+        **{loud: adata.varm["stglm_coef"][loud] * 100}
+    )
+    maxima = scaled_coef.abs().max(axis=0)
+    expected = scaled_coef / maxima
+    order = np.argsort(-expected.abs().max(axis=1).to_numpy(), kind="stable")[:10]
+    ax = plot_coef_heatmap(adata, top=10, cluster=False)
+    drawn = ax.images[0].get_array()
+    np.testing.assert_allclose(drawn, expected.iloc[order].to_numpy(), rtol=1e-14)
+    assert ax.images[0].norm.vmin == -1 and ax.images[0].norm.vmax == 1
+    assert tick_labels(ax.get_xticklabels()) == [f"{p} (±{maxima[p]:.2g})" for p in coef.columns]
+    assert "max |coef|" in ax.figure.axes[1].get_ylabel()
+    # unscaled, the loud predictor takes the whole colour range
+    raw = plot_coef_heatmap(adata, top=10, cluster=False, scale="none").images[0].get_array()
+    quiet = np.abs(raw[:, 1:]).max() / np.abs(raw).max()
+    assert quiet < 0.05 < np.abs(drawn[:, 1:]).max()
+
+
+def test_heatmap_predictors_and_zero_columns(fits):
+    """predictors= picks the columns drawn and ranked by; all-zero columns are left out."""
+    adata = fits[0].copy()
+    coef = coef_matrix(adata)
+    zero = coef.columns[-1]
+    adata.varm["stglm_coef"] = adata.varm["stglm_coef"].assign(**{zero: 0.0})
+    ax = plot_coef_heatmap(adata, cluster=False, scale="none")
+    assert tick_labels(ax.get_xticklabels()) == list(coef.columns[:-1])
+    chosen = list(coef.columns[1:3])
+    ax = plot_coef_heatmap(adata, predictors=chosen, top=5, cluster=False, scale="none")
+    assert tick_labels(ax.get_xticklabels()) == chosen
+    order = np.argsort(-coef[chosen].abs().max(axis=1).to_numpy(), kind="stable")[:5]
+    assert tick_labels(ax.get_yticklabels()) == list(coef.index[order])
+    with pytest.raises(ValueError, match="predictors not in the fit: \\['nope'\\]"):
+        plot_coef_heatmap(adata, predictors=["nope"])
+    with pytest.raises(ValueError, match="scale must be one of"):
+        plot_coef_heatmap(adata, scale="gene")
 
 
 def test_heatmap_errors(fits, data):

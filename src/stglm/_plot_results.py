@@ -47,7 +47,25 @@ def cluster_order(values: np.ndarray) -> np.ndarray:
     return leaves_list(linkage(values, method=LINKAGE_METHOD, metric=LINKAGE_METRIC))
 
 
+#: Scales of plot_coef_heatmap's colours.
+HEATMAP_SCALES = ("predictor", "none")
+
+
+def _select_predictors(coef: pd.DataFrame, predictors: Sequence[str] | None) -> pd.DataFrame:
+    """The requested predictors' columns; by default every predictor with a nonzero fit."""
+    if predictors is None:
+        return coef.loc[:, (coef.to_numpy() != 0).any(axis=0)]
+    predictors = [predictors] if isinstance(predictors, str) else list(predictors)
+    if not predictors:
+        raise InputError("predictors is empty.")
+    unknown = [p for p in predictors if p not in coef.columns]
+    if unknown:
+        raise InputError(f"predictors not in the fit: {unknown[:10]} (has {list(coef.columns)}).")
+    return coef.loc[:, predictors]
+
+
 def _select_genes(coef: pd.DataFrame, genes: Sequence[str] | None, top: int) -> pd.DataFrame:
+    """The requested genes' rows; by default the ``top`` genes by max |coef| (as drawn)."""
     if genes is None:
         if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
             raise InputError(f"top must be a positive integer; got {top!r}.")
@@ -65,19 +83,36 @@ def _select_genes(coef: pd.DataFrame, genes: Sequence[str] | None, top: int) -> 
     return coef.loc[genes]
 
 
+def _column_max(coef: pd.DataFrame) -> np.ndarray:
+    """Each predictor's max |coef| over all fitted genes (1 where all are 0)."""
+    top = coef.abs().max(axis=0).to_numpy()
+    return np.where(top > 0, top, 1.0)
+
+
+def _coefficient_label(info: dict) -> str:
+    """What one unit of colour is: the scale the model's coefficients act on."""
+    link = info.get("model", {}).get("link")
+    return "coefficient (log scale)" if link == "log" else "coefficient"
+
+
 def plot_coef_heatmap(
     adata: AnnData,
     *,
     key_added: str = "stglm",
     genes: Sequence[str] | None = None,
+    predictors: Sequence[str] | None = None,
     top: int = 40,
+    scale: str = "predictor",
     cluster: bool = True,
     ax: Axes | None = None,
 ) -> Axes:
     """Heatmap of the coefficients of :func:`stglm.fit_genes`: genes (rows) × predictors.
 
-    Colours use a diverging colormap (``RdBu_r``) with limits ±max|coef|, so white is 0,
-    red a positive and blue a negative effect; a colorbar is added.
+    Colours use a diverging colormap (``RdBu_r``) centred on 0, so white is 0, red a positive
+    and blue a negative effect; a colorbar is added. Predictors are in different units (0/1
+    section dummies, 0–1 niche shares, standardised coordinates), so by default each column
+    is divided by that predictor's max |coef| over the fitted genes, written under its name:
+    one predictor with large effects (often a section dummy) does not wash out the others.
 
     Parameters
     ----------
@@ -86,12 +121,21 @@ def plot_coef_heatmap(
     key_added : str, default="stglm"
         The ``key_added`` used when fitting.
     genes : sequence of str, optional
-        Fitted genes to show. By default the ``top`` fitted genes with the largest
-        max |coef| over the predictors.
+        Fitted genes to show. By default the ``top`` fitted genes with the largest max |value
+        drawn| over the predictors shown (each predictor's strongest genes, with
+        ``scale="predictor"``).
+    predictors : sequence of str, optional
+        Predictors to show (and to rank genes by), e.g. the niche shares without the section
+        dummies. By default every predictor with a nonzero coefficient (all-zero columns,
+        such as penalised-away predictors, are left out).
     top : int, default=40
         Number of genes shown when ``genes`` is None.
+    scale : {"predictor", "none"}, default="predictor"
+        ``"predictor"``: each column divided by its predictor's max |coef| over all fitted
+        genes (colours from −1 to 1, the max in the column's label). ``"none"``: the
+        coefficients themselves on one scale, ±max|coef|.
     cluster : bool, default=True
-        Order rows and columns by hierarchical clustering of their coefficients
+        Order rows and columns by hierarchical clustering of the values drawn
         (``scipy.cluster.hierarchy.linkage`` with average linkage and Euclidean distances,
         then ``leaves_list``). False keeps the order of ``genes`` (strongest first when
         ``genes`` is None) and of the predictors.
@@ -102,50 +146,68 @@ def plot_coef_heatmap(
     -------
     matplotlib.axes.Axes
         The Axes holding the heatmap (``ax.images[0]``, whose array is the matrix drawn,
-        rows top to bottom as the y tick labels); its figure also holds the colorbar.
+        rows top to bottom as the y tick labels, columns as the x tick labels); its figure
+        also holds the colorbar.
 
     Raises
     ------
     ValueError
         If there are no results under ``key_added``, ``genes`` names a gene without a fit,
-        or ``top`` is not a positive integer.
+        ``predictors`` one that was not fitted, ``scale`` is unknown, or ``top`` is not a
+        positive integer.
     """
-    coef = _select_genes(coef_frame(adata, key_added), genes, top)
-    if coef.empty:
+    if scale not in HEATMAP_SCALES:
+        raise InputError(f"scale must be one of {HEATMAP_SCALES}; got {scale!r}.")
+    fitted = coef_frame(adata, key_added)
+    shown = _select_predictors(fitted, predictors)
+    if shown.shape[1] == 0:
+        raise InputError(f"every coefficient under key_added={key_added!r} is 0: nothing to draw.")
+    column_max = _column_max(shown)
+    drawn = shown / column_max if scale == "predictor" else shown
+    drawn = _select_genes(drawn, genes, top)
+    if drawn.empty:
         raise InputError(f"no fitted genes under key_added={key_added!r}.")
+    maxima = pd.Series(column_max, index=shown.columns)
     if cluster:
-        coef = coef.iloc[cluster_order(coef.to_numpy()), cluster_order(coef.to_numpy().T)]
-    n_genes, n_pred = coef.shape
+        values = drawn.to_numpy()
+        drawn = drawn.iloc[cluster_order(values), cluster_order(values.T)]
+    n_genes, n_pred = drawn.shape
+    labels = [str(p) for p in drawn.columns]
+    if scale == "predictor":
+        labels = [f"{p} (±{maxima[p]:.2g})" for p in drawn.columns]
     if ax is None:
         import matplotlib.pyplot as plt  # only here: creating a figure is pyplot's job
 
-        longest = max(len(str(p)) for p in coef.columns)
-        width = 3.0 + 0.45 * n_pred + 0.06 * max(len(g) for g in coef.index)
-        height = max(3.0, 1.2 + 0.07 * longest + 0.2 * n_genes)
+        longest = max(len(label) for label in labels)
+        width = 3.5 + 0.5 * n_pred + 0.08 * max(len(str(g)) for g in drawn.index)
+        height = max(3.5, 1.5 + 0.08 * longest + 0.22 * n_genes)
         _, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    values = coef.to_numpy()
-    vmax = float(np.max(np.abs(values))) if values.size else 0.0
+    values = drawn.to_numpy()
+    vmax = 1.0 if scale == "predictor" else float(np.max(np.abs(values)))
     vmax = vmax if vmax > 0 else 1.0
     image = ax.imshow(
         values, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest"
     )
     image.set_gid("coef")
-    ax.figure.colorbar(image, ax=ax, label="coefficient", shrink=min(1.0, 0.3 + 12 / n_genes))
+    label = _coefficient_label(results_info(adata, key_added))
+    if scale == "predictor":
+        label += " / predictor's max |coef|"
+    ax.figure.colorbar(image, ax=ax, label=label, shrink=min(1.0, 0.3 + 12 / n_genes))
     ax.set_xticks(
         np.arange(n_pred),
-        labels=list(coef.columns),
+        labels=labels,
         rotation=45,
         ha="right",
         rotation_mode="anchor",
-        fontsize=max(6.0, min(10.0, 160 / n_pred)),
+        fontsize=max(7.0, min(11.0, 160 / n_pred)),
     )
     ax.set_yticks(
-        np.arange(n_genes), labels=list(coef.index), fontsize=max(5.0, min(10.0, 320 / n_genes))
+        np.arange(n_genes), labels=list(drawn.index), fontsize=max(6.0, min(11.0, 320 / n_genes))
     )
     ax.tick_params(length=0)
     ax.set_xlabel("predictor")
     ax.set_ylabel("gene")
-    how = "clustered" if cluster else ("top by max |coef|" if genes is None else "as given")
+    how = "clustered" if cluster else ("top by max |value|" if genes is None else "as given")
     ax.set_title(f"Coefficients ({n_genes} genes, {how})")
     return ax
 
