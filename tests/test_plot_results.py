@@ -220,6 +220,39 @@ def test_gene_fit_panels_show_counts_and_stored_means(fits, tmp_path):
     assert before == (set(adata.obs), set(adata.var), set(adata.uns), set(adata.layers))
 
 
+def test_gene_fit_one_row_per_group(fits, tmp_path):
+    """groupby: a row of (observed, fitted) per section, titled with its name, each showing
+    only its cells, all on one colour scale with one colorbar."""
+    adata = fits[0]
+    gene = "KRT15"
+    j = adata.var_names.get_loc(gene)
+    observed = adata.X[:, j].toarray().ravel()
+    sections = adata.obs["list_ID"].astype(str).to_numpy()
+    axes = plot_gene_fit(adata, gene, groupby="list_ID")
+    labels = list(pd.unique(adata.obs["list_ID"].astype("category").cat.categories))
+    assert axes.shape == (len(labels), 2)
+    norms = set()
+    for (ax_obs, ax_fit), label in zip(axes, labels, strict=True):
+        assert (ax_obs.get_title(), ax_fit.get_title()) == (
+            f"{label}: observed",
+            f"{label}: fitted",
+        )
+        cells = sections == label
+        np.testing.assert_array_equal(ax_obs.collections[0].get_array(), observed[cells])
+        np.testing.assert_array_equal(
+            ax_obs.collections[0].get_offsets(), adata.obsm["spatial"][cells]
+        )
+        norms |= {
+            (ax.collections[0].norm.vmin, ax.collections[0].norm.vmax) for ax in (ax_obs, ax_fit)
+        }
+    assert len(norms) == 1 and len(axes[0, 0].figure.axes) == 2 * len(labels) + 1
+    check_png(axes[0, 0].figure, tmp_path / "grouped.png")
+    with pytest.raises(ValueError, match="groupby 'slide' is not a column"):
+        plot_gene_fit(adata, gene, groupby="slide")
+    with pytest.raises(ValueError, match="axes must be 4 Axes"):
+        plot_gene_fit(adata, gene, groupby="list_ID", axes=plt.subplots(1, 2)[1])
+
+
 def test_gene_fit_recomputes_means_from_the_design(fits):
     stored, bare, design = fits
     gene = "AMACR"

@@ -215,11 +215,15 @@ def plot_coef_heatmap(
 # ---------------------------------------------------------------------------------------------
 # one gene on the tissue
 # ---------------------------------------------------------------------------------------------
-def gene_fit_layout(coords: np.ndarray, width: float = 10.0) -> tuple[tuple[int, int], tuple]:
-    """Panel grid and figure size for :func:`plot_gene_fit`'s two panels.
+def gene_fit_layout(
+    coords: np.ndarray, width: float = 10.0, groups: np.ndarray | None = None
+) -> tuple[tuple[int, int], tuple]:
+    """Panel grid and figure size for :func:`plot_gene_fit`'s panels.
 
-    Side by side (1 × 2) unless the tissue is much wider than tall (x span > 1.6 × y span,
-    e.g. sections placed next to each other), then stacked (2 × 1) so each panel stays wide.
+    Without groups, two panels side by side (1 × 2) unless the tissue is much wider than tall
+    (x span > 1.6 × y span, e.g. sections placed next to each other), then stacked (2 × 1) so
+    each panel stays wide. With groups, one row of (observed, fitted) per group, each row as
+    tall as the widest group's aspect needs.
 
     Parameters
     ----------
@@ -227,12 +231,23 @@ def gene_fit_layout(coords: np.ndarray, width: float = 10.0) -> tuple[tuple[int,
         The coordinates drawn.
     width : float, default=10.0
         Figure width in inches.
+    groups : ndarray of shape (n_obs,), optional
+        Each cell's group (section, optical plane): one row of panels per group.
 
     Returns
     -------
     ((nrows, ncols), (width, height))
     """
-    span = np.ptp(np.asarray(coords, dtype=float)[:, :2], axis=0)
+    xy = np.asarray(coords, dtype=float)[:, :2]
+    if groups is not None:
+        labels = pd.unique(np.asarray(groups))
+        ratios = []
+        for label in labels:
+            span = np.ptp(xy[np.asarray(groups) == label], axis=0)
+            ratios.append(float(span[0] / span[1]) if span[1] > 0 else 1.0)
+        row_height = float(np.clip((width - 1.5) / 2 / max(max(ratios), 1e-3), 1.5, 5.0))
+        return (len(labels), 2), (width, len(labels) * (row_height + 0.35) + 0.8)
+    span = np.ptp(xy, axis=0)
     ratio = float(span[0] / span[1]) if span[1] > 0 else 1.0
     if ratio > 1.6:
         panel_height = float(np.clip((width - 1.5) / ratio, 1.5, 6.0))
@@ -268,7 +283,8 @@ def plot_gene_fit(
     layer: str | None = None,
     design: Any = None,
     vmax: float | None = None,
-) -> tuple[Axes, Axes]:
+    groupby: str | None = None,
+) -> tuple[Axes, Axes] | np.ndarray:
     """Draw a gene's observed counts and fitted means side by side on the tissue.
 
     Each panel (side by side, or stacked for a very wide tissue) is a scatter of the cells
@@ -276,7 +292,9 @@ def plot_gene_fit(
     scale (one colorbar; from the smallest value of either panel to ``vmax``; a square-root
     scale for non-negative values), with equal aspect. Panel titles are ``"observed"`` and
     ``"fitted"``; each scatter's array (``ax.collections[0].get_array()``) holds the values
-    drawn, in cell order.
+    drawn, in cell order. With ``groupby`` (sections, or optical planes whose positions
+    overlap), each group gets its own row of two panels, titled with the group's name, so
+    overlapping groups are not drawn over each other.
 
     Parameters
     ----------
@@ -302,11 +320,16 @@ def plot_gene_fit(
     vmax : float, optional
         Top of the shared colour scale; by default the 99th percentile of the values of both
         panels (larger values take the top colour, marked by the colorbar's arrow).
+    groupby : str, optional
+        A categorical (or string) ``adata.obs`` column: one row of panels per group, in the
+        column's category order (or order of appearance); ``axes`` must then hold
+        ``2 × n_groups`` Axes.
 
     Returns
     -------
-    tuple of matplotlib.axes.Axes
-        ``(observed_ax, fitted_ax)``; their figure also holds the colorbar.
+    tuple of matplotlib.axes.Axes, or ndarray of Axes of shape (n_groups, 2)
+        ``(observed_ax, fitted_ax)``, or with ``groupby`` one such row per group; their figure
+        also holds the colorbar.
 
     Raises
     ------
@@ -326,15 +349,60 @@ def plot_gene_fit(
     observed = dense_columns(layer_matrix(adata, layer), [j]).ravel()
     fitted = fitted_mean(adata, gene, key_added=key_added, design=design)
 
+    groups = None if groupby is None else _groups(adata, groupby)
     if axes is None:
         import matplotlib.pyplot as plt  # only here: creating a figure is pyplot's job
 
-        shape, figsize = gene_fit_layout(coords)
-        fig, axes = plt.subplots(*shape, figsize=figsize, layout="constrained")
+        shape, figsize = gene_fit_layout(coords, groups=None if groups is None else groups[0])
+        fig, axes = plt.subplots(*shape, figsize=figsize, layout="constrained", squeeze=False)
         fig.suptitle(f"{gene} ({info['params'].get('distr', '')})")
     axes = list(np.ravel(np.asarray(axes, dtype=object)))
-    if len(axes) != 2:
-        raise InputError(f"axes must be two Axes (observed, fitted); got {len(axes)}.")
+    n_rows = 1 if groups is None else len(groups[1])
+    if len(axes) != 2 * n_rows:
+        raise InputError(
+            f"axes must be {2 * n_rows} Axes (observed, fitted"
+            f"{' per group' if groups is not None else ''}); got {len(axes)}."
+        )
+    norm, extend = _gene_fit_norm(observed, fitted, vmax)
+    rows = [(np.ones(len(coords), dtype=bool), "")]
+    if groups is not None:
+        rows = [(groups[0] == label, f"{label}: ") for label in groups[1]]
+    for r, (cells, prefix) in enumerate(rows):
+        for ax, values, title in zip(
+            axes[2 * r : 2 * r + 2], (observed, fitted), ("observed", "fitted"), strict=True
+        ):
+            points = _draw_panel(ax, coords[cells], values[cells], norm, f"{prefix}{title}")
+    scale = "√ scale" if isinstance(norm, PowerNorm) else "linear scale"
+    axes[0].figure.colorbar(
+        points,
+        ax=axes,
+        shrink=0.8 if n_rows == 1 else min(0.8, 0.3 + 0.5 / n_rows),
+        extend=extend,
+        label=f"{gene}: counts / fitted mean ({scale})",
+    )
+    if groups is None:
+        return axes[0], axes[1]
+    return np.asarray(axes, dtype=object).reshape(n_rows, 2)
+
+
+def _groups(adata: AnnData, groupby: str) -> tuple[np.ndarray, list]:
+    """Each cell's group and the groups in order (categories, or order of appearance)."""
+    if not isinstance(groupby, str) or groupby not in adata.obs:
+        raise InputError(f"groupby {groupby!r} is not a column of adata.obs.")
+    column = adata.obs[groupby]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        labels = [c for c in column.cat.categories if (column == c).any()]
+    elif pd.api.types.is_float_dtype(column):
+        raise InputError(
+            f"groupby {groupby!r} must be categorical (sections, planes); it holds floats."
+        )
+    else:
+        labels = list(pd.unique(column))
+    return column.to_numpy(), labels
+
+
+def _gene_fit_norm(observed: np.ndarray, fitted: np.ndarray, vmax: float | None):
+    """The panels' shared colour scale and the colorbar's extension."""
     both = np.concatenate([observed, fitted])
     low = float(both.min())
     high = float(np.percentile(both, 99.0)) if vmax is None else float(vmax)
@@ -342,28 +410,24 @@ def plot_gene_fit(
     # Counts are skewed: a square-root scale (Poisson's variance-stabilising transform)
     # shows the bulk of the cells; values outside [low, high] take the end colours.
     norm = PowerNorm(0.5, vmin=low, vmax=high) if low >= 0 else Normalize(vmin=low, vmax=high)
-    for ax, values, title in zip(axes, (observed, fitted), ("observed", "fitted"), strict=True):
-        ax.set_aspect("equal")
-        points = ax.scatter(
-            coords[:, 0],
-            coords[:, 1],
-            c=values,
-            s=_marker_size(ax, coords),
-            cmap="viridis",
-            norm=norm,
-            linewidths=0,
-            rasterized=len(values) > 5000,
-        )
-        points.set_gid(title)
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    scale = "√ scale" if isinstance(norm, PowerNorm) else "linear scale"
-    axes[0].figure.colorbar(
-        points,
-        ax=axes,
-        shrink=0.8,
-        extend="max" if both.max() > high else "neither",
-        label=f"{gene}: counts / fitted mean ({scale})",
+    return norm, "max" if both.max() > high else "neither"
+
+
+def _draw_panel(ax: Axes, coords: np.ndarray, values: np.ndarray, norm, title: str):
+    """One scatter of cells coloured by value, equal aspect, no ticks."""
+    ax.set_aspect("equal")
+    points = ax.scatter(
+        coords[:, 0],
+        coords[:, 1],
+        c=values,
+        s=_marker_size(ax, coords),
+        cmap="viridis",
+        norm=norm,
+        linewidths=0,
+        rasterized=len(values) > 5000,
     )
-    return axes[0], axes[1]
+    points.set_gid(title.rsplit(": ", 1)[-1])
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return points

@@ -47,6 +47,8 @@ __all__ = ["main"]
 MAX_NICHE_CATEGORIES = 100
 #: Genes whose fits are drawn by default with --figures.
 N_GENE_FIT_FIGURES = 3
+#: Gene-fit figures draw a row per section (--section-key) up to this many sections.
+MAX_FIGURE_SECTIONS = 8
 
 
 class BadInput(click.ClickException):
@@ -677,6 +679,7 @@ def _write_figures(
     top: int,
     genes: list[str],
     quiet: bool = False,
+    section_key: str | None = None,
 ) -> list[Path]:
     import numpy as np
     from matplotlib.figure import Figure
@@ -703,7 +706,12 @@ def _write_figures(
     written.append(
         atomic_write(folder / "coef_heatmap.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     )
-    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float))
+    # a row of panels per section, unless there are so many that each would be a thumbnail
+    groupby = section_key
+    if groupby is not None and adata.obs[groupby].nunique() > MAX_FIGURE_SECTIONS:
+        groupby = None
+    groups = None if groupby is None else adata.obs[groupby].to_numpy()
+    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float), groups=groups)
     for gene in genes:
         if status[gene] not in FITTED_STATUSES:
             if not quiet:
@@ -711,7 +719,7 @@ def _write_figures(
             continue
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(*shape)
-        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design)
+        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design, groupby=groupby)
         fig.suptitle(
             f"{gene}: observed counts and fitted means ({adata.uns[key]['params']['distr']})"
         )
@@ -767,7 +775,7 @@ _DESIGN_OPTIONS = _apply(
         default=None,
         help="Genes to model: comma-separated names, or a file with one name per line "
         "(commas/whitespace also separate; '#' starts a comment; a name in double quotes "
-        'may hold commas or spaces, e.g. \'"HLA-A,B",KRT15\'). Default: all genes.',
+        "may hold commas or spaces, e.g. '\"HLA-A,B\",KRT15'). Default: all genes.",
     ),
     click.option(
         "--niche",
@@ -1137,8 +1145,9 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             written = _write_figures(
-                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"]
-            )
+                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"],
+                o["section_key"],
+            )  # fmt: skip
         if mu is not None:
             del adata.layers[mu_layer(key)]
     if o["quiet"]:
