@@ -607,6 +607,11 @@ BAD_INPUTS = {
     "no predictors": (["fit", "{data}"], "no predictors", True),
     "unknown lag gene": (["fit", "{data}", "--lag", "NOTAGENE"], "NOTAGENE", False),
     "unknown section column": (["fit", "{data}", "--section-key", "slide"], "'slide'", False),
+    "continuous section column": (
+        ["fit", "{data}", "--section-key", "log_area"],
+        "--section-key='log_area' holds non-integer numbers",
+        False,
+    ),
     "unknown plot gene": (["fit", "{data}", "--coords", "--plot-genes", "NOPE"], "NOPE", False),
     "missing layer": (["fit", "{data}", "--coords", "--layer", "counts"], "'counts'", False),
     "out not h5ad": (["fit", "{data}", "--coords"], ".h5ad", False),

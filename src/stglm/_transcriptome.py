@@ -12,7 +12,14 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
-from ._anndata import check_adata, dense_columns, design_frame, gene_positions, layer_matrix
+from ._anndata import (
+    check_adata,
+    check_response_values,
+    dense_columns,
+    design_frame,
+    gene_positions,
+    layer_matrix,
+)
 from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
@@ -636,6 +643,7 @@ class GeneResponses:
             # chunk a cheap column slice; the dense block of a chunk is all ever densified.
             self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
             self.columns = np.arange(len(self.columns))
+        check_response_values(self.matrix, self.columns, family, layer)
 
     def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
         """Positions (in ``names``) of each block of genes."""

@@ -458,6 +458,14 @@ def _check_input(
     for option, column in columns.items():
         if column is not None:
             _check_obs_column(adata, column, option, source)
+    section = columns.get("--section-key")
+    if section is not None:
+        from ._anndata import get_section_labels
+
+        try:
+            get_section_labels(adata, section, "--section-key")
+        except StglmInputError as err:
+            raise BadInput(f"{err} ({source.name})") from None
     niche = columns.get("--niche")
     if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
         raise BadInput(

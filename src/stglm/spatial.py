@@ -30,6 +30,7 @@ from ._anndata import (
     get_coords,
     get_matrix,
     get_obs_column,
+    get_section_labels,
     group_indices,
 )
 from ._errors import InputError, InputTypeError
@@ -299,7 +300,7 @@ def _standardize(coords: np.ndarray) -> np.ndarray:
 
 def _section_dummies(adata: AnnData, section_key: str) -> pd.DataFrame:
     """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
-    labels = pd.Categorical(get_obs_column(adata, section_key, "section_key"))
+    labels = pd.Categorical(get_section_labels(adata, section_key, "section_key"))
     dummies = pd.get_dummies(labels, prefix=section_key, drop_first=True, dtype=float)
     return dummies.set_axis(adata.obs_names.copy(), axis=0)
 
@@ -308,7 +309,7 @@ def _section_coordinates(adata: AnnData, section_key: str) -> pd.DataFrame:
     """Coordinates standardised within each section (sections lie apart on one slide)."""
     frame = coordinates(adata, standardize=False)
     values = frame.to_numpy(copy=True)
-    for members in group_indices(get_obs_column(adata, section_key, "section_key")):
+    for members in group_indices(get_section_labels(adata, section_key, "section_key")):
         values[members] = _standardize(values[members])
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
@@ -372,9 +373,10 @@ def build_design(
     validate_params({"coords": coords}, {"coords": Boolean()})
     lag = [lag] if isinstance(lag, str) else list(lag or [])
     # The cheap checks first: a misspelt column or gene fails before the graph is built.
-    for name, key in (("section_key", section_key), ("niche", niche)):
-        if key is not None:
-            get_obs_column(adata, key, name)
+    if section_key is not None:
+        get_section_labels(adata, section_key, "section_key")
+    if niche is not None:
+        get_obs_column(adata, niche, "niche")
     if lag:
         gene_positions(adata, lag)
     if graph is None or (isinstance(graph, str) and graph == "spatial"):
