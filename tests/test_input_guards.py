@@ -195,3 +195,23 @@ def test_design_labels_are_not_changed_in_place(base):
     fitted = stglm.fit_genes(base, design=design, copy=True, **QUIET)
     assert list(design.columns) == [0, 1]
     assert list(fitted.uns["stglm"]["predictors"]) == ["0", "1"]
+
+
+def test_rare_niche_categories_are_flagged():
+    """A cell type of 5 cells among 200 is named in a warning; common types are not."""
+    rng = np.random.default_rng(1)
+    labels = np.array(["a"] * 100 + ["b"] * 95 + ["c"] * 5)
+    adata = ad.AnnData(
+        X=sp.csr_matrix(rng.poisson(2.0, size=(200, 3)).astype(float)),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical(labels)}, index=[f"c{i}" for i in range(200)]
+        ),
+    )
+    adata.obsm["spatial"] = rng.uniform(0, 10, size=(200, 2))
+    with pytest.warns(UserWarning, match=r"cell_type: 1 category has fewer than 30 cells: c \(5\)"):
+        shares = spatial.niche_composition(adata, "cell_type", n_neighbors=6)
+    assert list(shares.columns) == ["niche_a", "niche_b", "niche_c"]
+    adata.obs["cell_type"] = pd.Categorical(np.where(labels == "c", "b", labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spatial.niche_composition(adata, "cell_type", n_neighbors=6)

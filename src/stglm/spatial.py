@@ -48,6 +48,9 @@ __all__ = [
     "spatial_neighbors",
 ]
 
+#: niche_composition warns about categories with fewer cells than this.
+RARE_CATEGORY_CELLS = 30
+
 
 def _check_W(W: Any, normalize_W: bool) -> Matrix:
     """W as a finite float64 square matrix (CSR of the same sparse family, or ndarray)."""
@@ -191,10 +194,14 @@ def niche_composition(
         Indexed by ``obs_names``; columns ``niche_<category>`` in the column's category order
         (sorted values for a non-categorical column; unused categories give a zero column).
         Rows sum to 1; a cell without neighbours gets a row of zeros, with a ``UserWarning``.
+        Categories of fewer than ``RARE_CATEGORY_CELLS`` cells get a ``UserWarning`` too: their
+        niche coefficients rest on a handful of neighbourhoods and are the first to be
+        large by chance (merge them, or leave their columns out).
     """
     check_adata(adata)
     labels = get_obs_column(adata, obs_key, "obs_key")
     categorical = pd.Categorical(labels)
+    _warn_rare_categories(categorical, obs_key)
     W = _resolve_graph(adata, graph, graph_kwargs)
     n_obs, n_cat = adata.n_obs, len(categorical.categories)
     onehot = sp.csr_matrix(
@@ -203,6 +210,21 @@ def niche_composition(
     shares, _ = calc_1nd_moment(onehot, W)
     columns = [f"niche_{c}" for c in categorical.categories]
     return pd.DataFrame(shares.toarray(), index=adata.obs_names.copy(), columns=columns)
+
+
+def _warn_rare_categories(categorical: pd.Categorical, obs_key: str) -> None:
+    counts = pd.Series(categorical).value_counts()
+    rare = counts[(counts > 0) & (counts < RARE_CATEGORY_CELLS)].sort_values()
+    if len(rare):
+        listed = ", ".join(f"{c} ({n})" for c, n in rare.items())
+        warnings.warn(
+            f"{obs_key}: {len(rare)} categor{'y has' if len(rare) == 1 else 'ies have'} fewer "
+            f"than {RARE_CATEGORY_CELLS} cells: {listed}. Their niche_<category> coefficients "
+            "rest on a few neighbourhoods and can be large by chance; merge rare categories "
+            "or leave their columns out of the design.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def spatial_lag(
