@@ -303,3 +303,20 @@ def test_unreliable_cv_genes_are_plotted_alone_but_not_ranked(fits):
     assert "CNN1" not in rows and "KRT15" in rows
     axes = plot_gene_fit(flagged, "CNN1", design=design)
     assert len(axes) == 2
+
+
+def test_gene_fit_leaves_out_cells_without_coordinates(fits):
+    """A NaN coordinate: that cell is not drawn (a warning says how many), the rest are."""
+    adata = fits[0].copy()
+    xy = np.asarray(adata.obsm["spatial"], dtype=float).copy()
+    xy[[3, 7], 0] = np.nan
+    adata.obsm["spatial"] = xy
+    with pytest.warns(UserWarning, match="2 cells without coordinates"):
+        ax_obs, _ = plot_gene_fit(adata, "KRT15")
+    assert len(ax_obs.collections[0].get_offsets()) == adata.n_obs - 2
+    with pytest.warns(UserWarning, match="2 cells without coordinates"):
+        axes = plot_gene_fit(adata, "KRT15", groupby="list_ID")
+    assert sum(len(ax.collections[0].get_offsets()) for ax in axes[:, 0]) == adata.n_obs - 2
+    adata.obsm["spatial"] = np.full_like(xy, np.nan)
+    with pytest.raises(ValueError, match="no cell with finite coordinates"):
+        plot_gene_fit(adata, "KRT15")

@@ -10,6 +10,7 @@ Nothing is written into ``adata``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -239,7 +240,10 @@ def gene_fit_layout(
     ((nrows, ncols), (width, height))
     """
     xy = np.asarray(coords, dtype=float)[:, :2]
+    placed = np.isfinite(xy).all(axis=1)  # cells without coordinates are not drawn
+    xy = xy[placed] if placed.any() else np.zeros((1, 2))
     if groups is not None:
+        groups = np.asarray(groups)[placed] if placed.any() else np.asarray(groups)[:1]
         labels = pd.unique(np.asarray(groups))
         ratios = []
         for label in labels:
@@ -348,8 +352,19 @@ def plot_gene_fit(
         layer = fitted_layer(info)
     observed = dense_columns(layer_matrix(adata, layer), [j]).ravel()
     fitted = fitted_mean(adata, gene, key_added=key_added, design=design)
-
     groups = None if groupby is None else _groups(adata, groupby)
+    placed = np.isfinite(coords[:, :2]).all(axis=1)
+    if not placed.any():
+        raise InputError(f"adata.obsm[{basis!r}] has no cell with finite coordinates.")
+    if not placed.all():
+        warnings.warn(
+            f"{int((~placed).sum())} cells without coordinates (NaN or infinite in "
+            f"adata.obsm[{basis!r}]) are not drawn.",
+            UserWarning,
+            stacklevel=2,
+        )
+        coords, observed, fitted = coords[placed], observed[placed], fitted[placed]
+        groups = None if groups is None else (groups[0][placed], groups[1])
     if axes is None:
         import matplotlib.pyplot as plt  # only here: creating a figure is pyplot's job
 
