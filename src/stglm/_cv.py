@@ -408,11 +408,13 @@ def cross_validate(
                 Y[train], take_rows(weights, train), take_rows(offset, train), o_test
             )
         w_test = take_rows(weights, test)
-        cv_scores.append(
-            scoring.scores(
+        # A held-out mean outside the family's range scores NaN (or ±inf): never chosen, and
+        # said once by warn_choice rather than by numpy at every fold.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            scores = scoring.scores(
                 X_test, Y[test], path.intercepts, path.coefs, w_test, o_test, y_null, path.theta
             )
-        )
+        cv_scores.append(scores)
         if mean is None:
             K, G, p = path.coefs.shape
             has_theta = path.theta is not None
