@@ -167,6 +167,15 @@ def as_columns(path: PathResult) -> PathResult:
     )  # fmt: skip
 
 
+def _single(path: PathResult) -> PathResult:
+    """A (K, 1)-layout path as a one-response path: the inverse of :func:`as_columns`."""
+    theta = None if path.theta is None else path.theta[:, 0]
+    return PathResult(
+        path.reg_lambdas, path.intercepts[:, 0], path.coefs[:, 0], path.n_iter[:, 0],
+        path.kkt[:, 0], path.converged[:, 0], theta,
+    )  # fmt: skip
+
+
 def _column_of(path: PathResult, j: int) -> PathResult:
     """Column ``j`` of a batched path, kept in the (K, 1) layout."""
     cols = slice(j, j + 1)
@@ -248,13 +257,7 @@ def batched_fold_paths(
             solver, Y, np.tile(lams, (k + 1, 1)), weights, offset=problem.offset,
             theta_method=theta_method,
         )  # fmt: skip
-    full = _column_of(path, k)
-    theta = None if full.theta is None else full.theta[:, 0]
-    full = PathResult(
-        lams, full.intercepts[:, 0], full.coefs[:, 0], full.n_iter[:, 0], full.kkt[:, 0],
-        full.converged[:, 0], theta,
-    )  # fmt: skip
-    return [_column_of(path, j) for j in range(k)], full
+    return [_column_of(path, j) for j in range(k)], _single(_column_of(path, k))
 
 
 def gene_fold_paths(
@@ -476,7 +479,7 @@ def warn_choice(
 
 
 def _count(flags: np.ndarray, names: Sequence[str]) -> str:
-    """ "k of G genes (e.g. A, B, C, …)" for the genes ``flags`` marks."""
+    """The genes ``flags`` marks, as "k of G genes (e.g. A, B, C, …)"."""
     picked = [str(name) for name in np.asarray(names, dtype=object)[flags][:5]]
     more = ", …" if flags.sum() > len(picked) else ""
     return f"{int(flags.sum())} of {len(flags)} genes (e.g. {', '.join(picked)}{more})"

@@ -72,9 +72,12 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
     select : {"best", "one_se"}, default="best"
         "best" picks the λ with the lowest mean CV deviance (or highest mean
         pseudo-R²); "one_se" the largest λ whose mean score is within one standard
-        error (std over folds / √K) of the best.
+        error (std over folds / √K) of the best. A λ whose mean score is NaN (a held-out
+        mean outside the family's range, or an overflow) is never chosen, with a warning.
     lambda_min_ratio : float, default=1e-3
-        End of the data-driven path as a fraction of λ_max.
+        End of the data-driven path as a fraction of λ_max. A choice of the path's
+        smallest λ warns (:class:`stglm._errors.BoundaryWarning`): the held-out score may
+        still improve beyond it, and a smaller ratio extends the path.
     screening : bool, default=True
         Use sequential strong rules (with a KKT check) along each fold's own path (not
         used by the batched solve, which forms every Hessian in one product anyway).
@@ -247,6 +250,15 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         -------
         GLMCV
             The fitted estimator.
+
+        Warns
+        -----
+        BoundaryWarning
+            When the chosen λ is the smallest of a path of several (see
+            ``lambda_min_ratio``).
+        UserWarning
+            When the mean CV score is NaN at some λ (never chosen), or a training fold
+            of a count response has no counts.
         """
         family, X, y, Tau, data = self._validate(X, y, sample_weight, offset)
         folds = make_folds(self.cv, X.shape[0], self.random_seed, X, y)

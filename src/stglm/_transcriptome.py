@@ -431,6 +431,16 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
           fitted, including the scale of the coefficients;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
+
+    Warns
+    -----
+    BoundaryWarning
+        With cross-validation, once per call, counting (and naming a few of) the genes
+        whose chosen λ is the smallest of their path: their held-out score may still
+        improve beyond it (lower ``lambda_min_ratio``, or give smaller ``reg_lambda``).
+    UserWarning
+        Once per kind: genes that did not converge, genes with a fold without counts, and
+        genes whose mean CV score is NaN at some λ (such a λ is never chosen).
     """
     check_adata(adata)
     params = dict(
