@@ -387,7 +387,7 @@ class CVResult:
 def cross_validate(
     paths: Iterable[PathResult],
     folds: Sequence,
-    test_X: Sequence,
+    test_X: Iterable,
     Y: np.ndarray,
     weights: np.ndarray | None,
     offset: np.ndarray | None,

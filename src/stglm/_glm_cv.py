@@ -270,7 +270,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         lams = self._lambdas(problem)
         paths, full = self._paths(problem, lams, folds)
         scoring = Scoring(family, self.score_metric, self.clip_coeffs, self.fit_intercept)
-        test_X = [X[test] for _, test in folds]
+        test_X = (X[test] for _, test in folds)  # one fold's at a time
         cv = cross_validate(
             paths, folds, test_X, y[:, None], w, data["offset"], scoring, self.select
         )
