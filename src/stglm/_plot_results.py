@@ -353,16 +353,8 @@ def plot_gene_fit(
     observed = dense_columns(layer_matrix(adata, layer), [j]).ravel()
     fitted = fitted_mean(adata, gene, key_added=key_added, design=design)
     groups = None if groupby is None else _groups(adata, groupby)
-    placed = np.isfinite(coords[:, :2]).all(axis=1)
-    if not placed.any():
-        raise InputError(f"adata.obsm[{basis!r}] has no cell with finite coordinates.")
+    placed = _placed_cells(coords, basis)
     if not placed.all():
-        warnings.warn(
-            f"{int((~placed).sum())} cells without coordinates (NaN or infinite in "
-            f"adata.obsm[{basis!r}]) are not drawn.",
-            UserWarning,
-            stacklevel=2,
-        )
         coords, observed, fitted = coords[placed], observed[placed], fitted[placed]
         groups = None if groups is None else (groups[0][placed], groups[1])
     if axes is None:
@@ -398,6 +390,21 @@ def plot_gene_fit(
     if groups is None:
         return axes[0], axes[1]
     return np.asarray(axes, dtype=object).reshape(n_rows, 2)
+
+
+def _placed_cells(coords: np.ndarray, basis: str) -> np.ndarray:
+    """Which cells have finite coordinates; a warning counts those left out."""
+    placed = np.isfinite(coords[:, :2]).all(axis=1)
+    if not placed.any():
+        raise InputError(f"adata.obsm[{basis!r}] has no cell with finite coordinates.")
+    if not placed.all():
+        warnings.warn(
+            f"{int((~placed).sum())} cells without coordinates (NaN or infinite in "
+            f"adata.obsm[{basis!r}]) are not drawn.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return placed
 
 
 def _groups(adata: AnnData, groupby: str) -> tuple[np.ndarray, list]:
