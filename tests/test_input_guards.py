@@ -215,3 +215,13 @@ def test_rare_niche_categories_are_flagged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         spatial.niche_composition(adata, "cell_type", n_neighbors=6)
+
+
+@pytest.mark.parametrize(
+    ("n_jobs", "error"), [(0, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_glmcv_n_jobs_follows_joblib(n_jobs, error):
+    """GLMCV takes joblib's n_jobs (None, or a non-zero integer) as fit_genes does."""
+    X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20.0)
+    with pytest.raises(error, match="n_jobs must be a non-zero integer"):
+        stglm.GLMCV(distr="gaussian", n_jobs=n_jobs).fit(X, y)

@@ -27,7 +27,7 @@ from ._penalties import ElasticNet
 from ._solvers import Problem
 from ._solvers.batched import PAIR_BYTES_BUDGET
 from ._theta import null_theta
-from ._validation import Boolean, Integer, Options, Real, RealSequence
+from ._validation import Boolean, Integer, JobCount, Options, Real, RealSequence
 
 logger = logging.getLogger("stglm")
 
@@ -128,7 +128,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         "select": Options(("best", "one_se")),
         "lambda_min_ratio": Real(0.0, 1.0, closed="neither"),
         "screening": Boolean(),
-        "n_jobs": Integer(None, None, allow_none=True),
+        "n_jobs": JobCount(),
     }
 
     def __init__(

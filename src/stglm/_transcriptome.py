@@ -60,7 +60,7 @@ from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
 from ._theta import batched_theta
-from ._validation import check_tau, check_vector
+from ._validation import JobCount, check_tau, check_vector
 
 __all__ = ["default_chunk_size", "fit_genes"]
 
@@ -562,11 +562,7 @@ def check_run_options(chunk_size, n_jobs, key_added) -> None:
 
     if chunk_size is not None and not (integer(chunk_size) and chunk_size >= 1):
         raise InputError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
-    if n_jobs is not None and not (integer(n_jobs) and n_jobs != 0):
-        raise InputError(
-            f"n_jobs must be a non-zero integer (joblib's: -1 is every core) or None; "
-            f"got {n_jobs!r}."
-        )
+    JobCount().check("n_jobs", n_jobs)
     check_key(key_added)
 
 
