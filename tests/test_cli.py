@@ -897,3 +897,27 @@ def test_failed_fit_keeps_previous_output(small_h5ad, tmp_path):
         )
     assert files_in(tmp_path) == ["negative.h5ad", "out.h5ad"]
     assert out.read_text() == "previous results"
+
+
+def test_lambda_min_ratio_reaches_fit_genes(small_h5ad, tmp_path):
+    """--lambda-min-ratio sets each gene's path end, as fit_genes(lambda_min_ratio=) does; the
+    help's stated default is the library's."""
+    from stglm._path import LAMBDA_MIN_RATIO
+
+    out = tmp_path / "ratio.h5ad"
+    args = ["fit", small_h5ad, "--genes", "KRT15,CNN1", "--coords", "--cv", "3"]
+    args += ["--n-lambdas", "4", "--lambda-min-ratio", "1e-5", "--out", out, "-q"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    res = ad.read_h5ad(out)
+    direct = ad.read_h5ad(small_h5ad)
+    stglm.fit_genes(
+        direct, ["KRT15", "CNN1"], design=res.obsm["stglm_design"], reg_lambda=None, link="log",
+        size_factors="total", clip_coeffs=0.0, cv=3, n_lambdas=4, lambda_min_ratio=1e-5,
+        progress=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(res.var["stglm_lambda"], direct.var["stglm_lambda"])
+    help_text = invoke("fit", "--help").stdout
+    assert "default 1e-3)" in " ".join(help_text.split()) and LAMBDA_MIN_RATIO == 1e-3
+    bad = invoke("fit", small_h5ad, "--coords", "--lambda-min-ratio", "2", "--out", out)
+    assert bad.exit_code == 2 and "--lambda-min-ratio" in bad.stderr

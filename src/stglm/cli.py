@@ -1019,6 +1019,14 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     help="Values on each gene's λ path (without --lambda).",
 )
 @click.option(
+    "--lambda-min-ratio",
+    metavar="R",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda; "
+    "default 1e-3). Lower it when genes are reported choosing the path's end.",
+)
+@click.option(
     "--seed",
     metavar="INT",
     type=click.IntRange(0, 2**32 - 1),
@@ -1113,9 +1121,12 @@ def fit(**options: Any) -> None:
         if unpenalized:
             free = _design_columns(unpenalized, design, "--unpenalized")
             factor = [0.0 if str(c) in free else 1.0 for c in design.columns]
+        ratio = o["lambda_min_ratio"]
+        path_end = {} if ratio is None else {"lambda_min_ratio": ratio}
         fit_seconds = _fit(
             adata, o["input_path"], fit_genes_list, design=design, alpha=o["alpha"],
             reg_lambda=o["reg_lambda"], n_lambdas=o["n_lambdas"], cv=o["cv"],
+            **path_end,
             random_seed=o["seed"], layer=o["layer"], key_added=o["key_added"],
             store_fitted=o["store_fitted"] or o["figures"] is not None,
             progress=not o["quiet"],
