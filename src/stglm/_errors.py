@@ -7,7 +7,7 @@ line can tell bad input (a one-line message) from a bug in stglm (a traceback).
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputTypeError", "StglmInputError"]
+__all__ = ["InputError", "InputTypeError", "MissingDependencyError", "StglmInputError"]
 
 
 class StglmInputError(Exception):
@@ -20,3 +20,7 @@ class InputError(StglmInputError, ValueError):
 
 class InputTypeError(StglmInputError, TypeError):
     """An argument of a type stglm cannot use."""
+
+
+class MissingDependencyError(StglmInputError, ImportError):
+    """A feature asked for whose optional dependencies (an extra, ``stglm[dask]``) are missing."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,16 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
-from ._anndata import check_adata, dense_columns, design_frame, gene_positions, layer_matrix
+from ._anndata import (
+    check_adata,
+    dense_block,
+    dense_columns,
+    design_frame,
+    gene_positions,
+    is_lazy,
+    layer_matrix,
+)
+from ._distributed import run_lazy_blocks
 from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
@@ -559,6 +570,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
     family = est._family(1.0 if est._estimates_theta() else None)
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
+    if store_fitted and data.lazy:
+        raise InputError(
+            "store_fitted=True stores a dense n_obs × n_genes layer of fitted means; with "
+            "counts in a dask array, recompute the means of the genes you need with "
+            "stglm.get.fitted_mean instead."
+        )
 
     if copy:
         adata = adata.copy()
@@ -620,11 +637,15 @@ class GeneResponses:
     """The requested genes' responses and what goes with them, read block by block.
 
     Resolves the genes, the matrix (X or a layer), the offset (with size factors) and the
-    sample weights once; :meth:`block` reads and checks one block of genes.
+    sample weights once; :meth:`block` reads and checks one block of genes. A matrix held
+    in a dask array (``lazy``) is read block by block by Dask tasks
+    (:mod:`stglm._distributed`); such a GeneResponses is pickled without it, so that what
+    is sent to the workers never carries the matrix's graph.
     """
 
     def __init__(self, adata, genes, layer, family, offset, size_factors, sample_weight, folds):
         self.names, self.columns, self.matrix = _response_matrix(adata, genes, layer)
+        self.lazy = is_lazy(self.matrix)
         self.offset, self.offset_kind = resolve_offset(
             adata, self.matrix, self.names, offset, size_factors
         )
@@ -636,6 +657,12 @@ class GeneResponses:
             # chunk a cheap column slice; the dense block of a chunk is all ever densified.
             self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
             self.columns = np.arange(len(self.columns))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.lazy:
+            state["matrix"] = None  # the tasks receive their blocks' columns instead
+        return state
 
     def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
         """Positions (in ``names``) of each block of genes."""
@@ -650,13 +677,18 @@ class GeneResponses:
             return 0.0
         return self.offset[:, idx] if self.offset.ndim == 2 else self.offset[:, None]
 
-    def block(self, chunk: np.ndarray):
+    def block(self, chunk: np.ndarray, values=None):
         """(Y, usable, empty_fold, offset) of a block of genes; Y holds the usable ones.
 
-        A count gene without (weighted) counts is not usable; ``empty_fold`` marks genes
-        whose counts all fall in one held-out fold.
+        ``values`` are the block's columns when already read (a Dask task's input; dense
+        or sparse), else they are read from the matrix. A count gene without (weighted)
+        counts is not usable; ``empty_fold`` marks genes whose counts all fall in one
+        held-out fold.
         """
-        Y = dense_columns(self.matrix, self.columns[chunk])
+        if values is None:
+            Y = dense_columns(self.matrix, self.columns[chunk])
+        else:
+            Y = dense_block(values)
         if not np.all(np.isfinite(Y)):
             raise InputError("the expression matrix contains NaN or infinite values.")
         try:
@@ -689,28 +721,42 @@ class GeneResponses:
         }
 
 
+def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
+    """(chunk, usable, empty_fold, results or None) of one block of genes (BLAS on one thread).
+
+    ``values``: the block's columns when already read (see :meth:`GeneResponses.block`).
+    """
+    with single_blas_thread():
+        Y, usable, empty_fold, offset = data.block(chunk, values)
+        idx = chunk[usable]
+        return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
+
+
 def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
     """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
-    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar; the
-    statuses of genes without counts or with a fold without counts are set in ``status``.
+    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar, or as
+    Dask tasks when the matrix is a dask array (:func:`stglm._distributed.run_lazy_blocks`;
+    ``n_jobs`` unused: the scheduler's workers run them), in any order; the statuses of
+    genes without counts or with a fold without counts are set in ``status``.
     """
     chunks = data.chunks(chunk_size)
-
-    def run(chunk: np.ndarray):
-        with single_blas_thread():
-            Y, usable, empty_fold, offset = data.block(chunk)
-            idx = chunk[usable]
-            return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
-
     n_genes = len(data.names)
     bar = tqdm(
         total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
     )
-    # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
-    n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
-    with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
-        for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
+    with ExitStack() as stack:
+        if data.lazy:
+            task = partial(run_block, data, fit_block)
+            blocks = run_lazy_blocks(task, data.matrix, chunks, data.columns, data.names)
+        else:
+            # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
+            n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
+            parallel = stack.enter_context(
+                Parallel(n_jobs=n_workers, prefer="threads", return_as="generator")
+            )
+            blocks = parallel(delayed(run_block)(data, fit_block, c) for c in chunks)
+        for chunk, usable, empty_fold, result in blocks:
             status[chunk[~usable]] = ALL_ZEROS
             status[chunk[empty_fold]] = FOLD_WITHOUT_COUNTS
             if result is not None:
