@@ -8,7 +8,6 @@ writes into ``adata``.
 A matrix may be held lazily, as a dask array (:func:`is_lazy`; for example from
 :func:`stglm.read_dask`): :func:`dense_columns` and :func:`row_sums` then compute only the
 columns asked for, or the row totals chunk by chunk, never the whole matrix in memory.
-Nothing here imports Dask: a lazy matrix is used through its own methods.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ __all__ = [
     "layer_matrix",
     "layer_of_record",
     "row_sums",
+    "row_sums_and_minima",
 ]
 
 #: A dense or scipy sparse matrix (or sparse array), as AnnData stores them.
@@ -124,12 +124,17 @@ def _is_pydata_sparse(values: Any) -> bool:
 
 
 def dense_block(values: Any) -> np.ndarray:
-    """Dense float64 ndarray of a block held dense, scipy-sparse or as a pydata sparse array."""
+    """Dense float64 ndarray of a block held dense, scipy-sparse or as a pydata sparse array.
+
+    Always column-major (one gene's values contiguous), whatever the block's source: the
+    same numbers in the same layout give the same sums to the last bit, so a block read
+    from a dask array is fitted exactly as the same block read from memory.
+    """
     if sp.issparse(values):
         values = values.toarray()
     elif _is_pydata_sparse(values):
         values = values.todense()
-    return np.asarray(values, dtype=np.float64)
+    return np.asfortranarray(values, dtype=np.float64)
 
 
 def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
@@ -143,26 +148,41 @@ def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
     return dense_block(block)
 
 
-def _chunk_row_sums(chunk: Any) -> np.ndarray:
-    """Row totals of one chunk (dense or sparse), as an (n_rows, 1) column."""
-    return np.asarray(chunk.sum(axis=1), dtype=np.float64).reshape(-1, 1)
+def _chunk_row_stats(chunk: Any) -> np.ndarray:
+    """Each row's total and smallest value in one chunk (dense or sparse): (n_rows, 2)."""
+    sums = dense_block(chunk.sum(axis=1)).reshape(-1)
+    if chunk.shape[1] == 0:
+        return np.column_stack([sums, np.full(sums.shape, np.inf)])
+    return np.column_stack([sums, dense_block(chunk.min(axis=1)).reshape(-1)])
+
+
+def row_sums_and_minima(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's total and smallest value, both (n_rows,) float64, in one pass.
+
+    Of a dask array chunk by chunk (the chunks may be sparse, whose ``sum`` has no
+    ``keepdims``: Dask's own reductions cannot run on them), then across each row's chunks;
+    Dask is imported only then.
+    """
+    if not is_lazy(matrix):
+        stats = _chunk_row_stats(matrix)
+        return stats[:, 0], stats[:, 1]
+    import dask
+
+    n_col_chunks = len(matrix.chunks[1])
+    stats = matrix.map_blocks(
+        _chunk_row_stats,
+        dtype=np.float64,
+        chunks=(matrix.chunks[0], (2,) * n_col_chunks),
+        meta=np.empty((0, 0)),
+    )
+    sums, mins = dask.compute(stats[:, 0::2].sum(axis=1), stats[:, 1::2].min(axis=1))
+    return np.asarray(sums, dtype=np.float64), np.asarray(mins, dtype=np.float64)
 
 
 def row_sums(matrix: Any) -> np.ndarray:
-    """Each row's total, (n_rows,) float64, of a dense, sparse or dask matrix.
-
-    A dask array is summed chunk by chunk (its chunks may be sparse: scipy's sum has no
-    ``keepdims``, so Dask's own reduction cannot be used on them), then across each row's
-    chunks.
-    """
+    """Each row's total, (n_rows,) float64, of a dense, sparse or dask matrix."""
     if is_lazy(matrix):
-        per_chunk = matrix.map_blocks(
-            _chunk_row_sums,
-            dtype=np.float64,
-            chunks=(matrix.chunks[0], (1,) * len(matrix.chunks[1])),
-            meta=np.empty((0, 0)),
-        )
-        return np.asarray(per_chunk.sum(axis=1).compute(), dtype=np.float64).reshape(-1)
+        return row_sums_and_minima(matrix)[0]
     return np.asarray(matrix.sum(axis=1), dtype=np.float64).reshape(-1)
 
 

@@ -174,19 +174,23 @@ class _GeneFitter:
         return self.family.mean(icpt[None, :] + (o_test[:, None] if o_test.ndim == 1 else o_test))
 
     def _solve(self, solver, Y, lam, start, rows, offset, theta_start=None):
-        """(result, θ or None) at λ ``lam`` (G,), on the samples ``rows`` (None: all)."""
+        """(result, θ, θ's status) at λ ``lam`` (G,), on the samples ``rows`` (None: all).
+
+        θ and its status are None without θ to estimate. Nothing is kept on ``self``: one
+        fitter serves blocks in several threads at once (n_jobs, Dask's threads).
+        """
         w = _column(_take(self.weights, rows))
         o = _take(offset, rows)
         if self.theta_method is None:
-            return solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=o), None
+            res = solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=o)
+            return res, None, None
         fit = batched_theta(
             solver, Y, lam, self.theta_method, start=start, weights=w, offset=o,
             theta_start=theta_start,
         )  # fmt: skip
         # The θ step's status, where the alternation itself did not settle.
         fit.status[~fit.converged] = "not converged"
-        self.theta_status = fit.status
-        return fit.result, fit.theta
+        return fit.result, fit.theta, fit.status
 
     def fit(self, Y: np.ndarray, offset: np.ndarray | None = None, theta=None) -> dict:
         """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns).
@@ -200,13 +204,13 @@ class _GeneFitter:
             return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
         if theta is None:
-            res, theta = self._solve(self._solver(d), Y, lam, None, None, offset)
+            res, theta, theta_status = self._solve(self._solver(d), Y, lam, None, None, offset)
         else:
             w = _column(self.weights)
             res = self._solver(d).solve(
                 Y, lam, None, None, w, keep_terms=self.inference, offset=offset, theta=theta
             )
-            self.theta_status = np.full(n_genes, "fixed", dtype=object)
+            theta_status = np.full(n_genes, "fixed", dtype=object)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
         th = None if theta is None else theta[None, :]
@@ -224,7 +228,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
-            **self._theta_out(theta, n_genes),
+            **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
 
@@ -294,10 +298,10 @@ class _GeneFitter:
         )  # fmt: skip
         return fit.result.terms.Z.T, fit.theta
 
-    def _theta_out(self, theta, n_genes: int) -> dict:
-        """The per-gene θ entries of a chunk's results."""
+    def _theta_out(self, theta, n_genes: int, theta_status=None) -> dict:
+        """The per-gene θ entries of a chunk's results (θ's status where θ is given)."""
         if theta is not None:
-            return {"theta": theta, "theta_status": self.theta_status}
+            return {"theta": theta, "theta_status": theta_status}
         fixed = self.family.name == "neg-binomial"
         return {
             "theta": np.full(n_genes, float(self.family.theta) if fixed else np.nan),
@@ -361,7 +365,7 @@ class _GeneFitter:
         if d.fit_intercept:
             start = np.column_stack([mean_icpt[best, rows], start])
         theta_start = np.exp(log_theta[best, rows]) if self.theta_method else None
-        res, theta = self._solve(
+        res, theta, theta_status = self._solve(
             self._solver(d), Y, lams[rows, best], start, None, offset, theta_start
         )
         return {
@@ -372,7 +376,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": n_iter + res.n_iter,
-            **self._theta_out(theta, n_genes),
+            **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
 
