@@ -179,10 +179,25 @@ def row_sums_and_minima(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(sums, dtype=np.float64), np.asarray(mins, dtype=np.float64)
 
 
+def _chunk_row_sums(chunk: Any) -> np.ndarray:
+    """Each row's total in one chunk (dense or sparse): (n_rows, 1)."""
+    return dense_block(chunk.sum(axis=1)).reshape(-1, 1)
+
+
 def row_sums(matrix: Any) -> np.ndarray:
-    """Each row's total, (n_rows,) float64, of a dense, sparse or dask matrix."""
+    """Each row's total, (n_rows,) float64, of a dense, sparse or dask matrix.
+
+    Of a dask array chunk by chunk, then across each row's chunks (see
+    :func:`row_sums_and_minima`).
+    """
     if is_lazy(matrix):
-        return row_sums_and_minima(matrix)[0]
+        sums = matrix.map_blocks(
+            _chunk_row_sums,
+            dtype=np.float64,
+            chunks=(matrix.chunks[0], (1,) * len(matrix.chunks[1])),
+            meta=np.empty((0, 0)),
+        )
+        return np.asarray(sums.sum(axis=1).compute(), dtype=np.float64).reshape(-1)
     return np.asarray(matrix.sum(axis=1), dtype=np.float64).reshape(-1)
 
 

@@ -436,11 +436,15 @@ def fit_genes(
     matrix product. With cross-validation, the refit at each gene's chosen λ starts
     from the folds' mean solution there (GLMCV's full-data path is not needed).
     Counts are read chunk by chunk of genes; sparse matrices are never densified whole.
+    Counts held in a dask array (:func:`stglm.read_dask`) are fitted block by block as Dask
+    tasks, on the active ``dask.distributed`` client or Dask's default scheduler, with the
+    same results (``docs/dask.md``).
 
     Parameters
     ----------
     adata : AnnData
-        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``.
+        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``: dense,
+        scipy-sparse, or a dask array (of dense, scipy-sparse or pydata-sparse chunks).
     genes : str or list of str, optional
         Genes to fit (default: all of ``adata.var_names``).
     design : DataFrame or array of shape (n_obs, n_predictors)
@@ -483,10 +487,13 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     chunk_size : int, optional
         Genes solved together (default: :func:`default_chunk_size` — at most 128, and
         fewer when their working arrays would exceed about 4× the expression matrix's
-        bytes, within 128–512 MiB).
+        bytes, within 128–512 MiB). With a dask array, the genes of one Dask task: a
+        worker's memory is about 13 × 8 bytes × n_obs per gene of each block it runs or
+        holds (two per thread), plus the design it shares across blocks.
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks), with
-        joblib's meaning: -1 is every core, -2 all but one.
+        joblib's meaning: -1 is every core, -2 all but one. Unused with a dask array: the
+        Dask scheduler's workers run the blocks.
     progress : bool, default=True
         Show a tqdm progress bar over genes.
     copy : bool, default=False
