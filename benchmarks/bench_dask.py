@@ -148,7 +148,7 @@ def job(config: str, folder: Path) -> dict:
 
         n_workers = int(config.split("=")[1])
         cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         client = Client(cluster)
         client.run(_warm)

@@ -15,8 +15,9 @@ on the active ``dask.distributed`` client, or on Dask's default scheduler when t
   worker's memory is set by the block size (``chunk_size`` genes × n_obs), not by the
   number of genes, and the client holds results only, never the count matrix;
 - results come back in any order and are stored by gene position, so they equal the
-  in-memory path's (bit for bit at the same ``chunk_size``: each block is the same
-  computation on the same numbers);
+  in-memory path's (at the same ``chunk_size`` each block is the same computation on the same
+  numbers: bit for bit on numpy 2.4's OpenBLAS, to the last bits where a BLAS rounds
+  differently in another process);
 - a worker lost mid-run is Dask's to recover: its tasks run again elsewhere, with the same
   results; a block that raises, or whose worker dies again and again, stops the run with
   one error naming its genes, before anything is written to the AnnData (the callers
@@ -37,6 +38,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._anndata import MAX_NAMES_SHOWN, is_lazy
 from ._errors import InputError, MissingDependencyError, StglmInputError
@@ -100,10 +102,25 @@ def active_client() -> Any:
 
 
 def _block_columns(matrix: Any, columns: np.ndarray) -> Any:
-    """The dask array of some columns: a slice where they are contiguous (a smaller graph)."""
+    """The dask array of some columns: a slice where they are contiguous (a smaller graph).
+
+    Chunks held as scipy sparse *arrays* become sparse matrices of the same format (the
+    same numbers): Dask before 2024 cannot concatenate the former.
+    """
     if columns.size and np.all(np.diff(columns) == 1):
-        return matrix[:, int(columns[0]) : int(columns[-1]) + 1]
-    return matrix[:, columns]
+        block = matrix[:, int(columns[0]) : int(columns[-1]) + 1]
+    else:
+        block = matrix[:, columns]
+    if sp.issparse(block._meta) and not sp.isspmatrix(block._meta):
+        block = block.map_blocks(_as_sparse_matrix, dtype=block.dtype)
+    return block
+
+
+def _as_sparse_matrix(chunk: Any) -> Any:
+    """A scipy sparse array as the sparse matrix of its format (others unchanged)."""
+    if sp.issparse(chunk) and not sp.isspmatrix(chunk):
+        return {"csr": sp.csr_matrix, "csc": sp.csc_matrix}.get(chunk.format, sp.csr_matrix)(chunk)
+    return chunk
 
 
 def _describe(genes: Sequence[str], index: int, n_blocks: int) -> str:
@@ -289,7 +306,7 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
         raise InputError(f"workers must be a positive integer; got {workers!r}.")
     with (
         LocalCluster(
-            n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=int(workers), threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):
