@@ -1,9 +1,10 @@
 """Print pip constraints pinning every dependency of pyproject.toml to its declared minimum.
 
 ``make test-min`` installs the package with them and runs the test suite, so the floors in
-``pyproject.toml`` are versions that were seen to work, not guesses. Only the run-time
-dependencies are pinned; the test tools (pytest, statsmodels, ...) resolve to the newest
-versions compatible with those pins.
+``pyproject.toml`` are versions that were seen to work, not guesses. The run-time
+dependencies and the ``stglm[dask]`` extra (which the test extra installs) are pinned; the
+test tools (pytest, statsmodels, ...) resolve to the newest versions compatible with those
+pins.
 
 Usage: ``python tools/min_constraints.py [pyproject.toml] > constraints.txt``.
 """
@@ -23,11 +24,22 @@ except ImportError:  # Python 3.10: pip vendors the same parser
 FLOOR = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*>=\s*([^,;\s]+)")
 
 
+#: Optional extras whose floors are pinned too (their packages are in the test extra).
+PINNED_EXTRAS = ("dask",)
+
+
 def floors(pyproject: Path) -> list[str]:
-    """``name==floor`` for every run-time dependency; raises if one has no ``>=`` floor."""
+    """``name==floor`` for every run-time dependency and those of ``PINNED_EXTRAS``.
+
+    Raises SystemExit if one has no ``>=`` floor.
+    """
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    extras = project.get("optional-dependencies", {})
     pins = []
-    for requirement in project["dependencies"]:
+    for requirement in [
+        *project["dependencies"],
+        *(r for e in PINNED_EXTRAS for r in extras.get(e, [])),
+    ]:
         match = FLOOR.match(requirement)
         if match is None:
             raise SystemExit(f"{requirement!r} declares no minimum version (name>=version).")

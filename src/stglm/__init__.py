@@ -26,6 +26,7 @@ _LAZY_NAMES = {
     "kkt_residual": "._penalties",
     "log_likelihood": ".generalized_lm",
     "pseudo_r2": ".generalized_lm",
+    "read_dask": "._lazy_read",
     "test_genes": "._gene_tests",
 }
 #: Public submodules, also imported on first use.
@@ -48,6 +49,7 @@ __all__ = [
     "log_likelihood",
     "plotting",
     "pseudo_r2",
+    "read_dask",
     "scoring",
     "spatial",
     "test_genes",
@@ -61,6 +63,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports thes
     from ._gene_tests import test_genes
     from ._glm import GLM
     from ._glm_cv import GLMCV
+    from ._lazy_read import read_dask
     from ._penalties import ElasticNet, kkt_residual
     from ._transcriptome import fit_genes
     from .generalized_lm import batch_grad, deviance, log_likelihood, pseudo_r2

@@ -7,7 +7,13 @@ line can tell bad input (a one-line message) from a bug in stglm (a traceback).
 
 from __future__ import annotations
 
-__all__ = ["BoundaryWarning", "InputError", "InputTypeError", "StglmInputError"]
+__all__ = [
+    "BoundaryWarning",
+    "InputError",
+    "InputTypeError",
+    "MissingDependencyError",
+    "StglmInputError",
+]
 
 
 class StglmInputError(Exception):
@@ -28,3 +34,7 @@ class BoundaryWarning(UserWarning):
     Given once per fit (GLMCV) or once per run, counting the genes (fit_genes); extend the
     path with a smaller ``lambda_min_ratio`` (or smaller ``reg_lambda`` values).
     """
+
+
+class MissingDependencyError(StglmInputError, ImportError):
+    """A feature asked for whose optional dependencies (an extra, ``stglm[dask]``) are missing."""

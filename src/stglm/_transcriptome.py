@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -14,9 +16,11 @@ from tqdm.auto import tqdm
 from ._anndata import (
     check_adata,
     check_response_values,
+    dense_block,
     dense_columns,
     design_frame,
     gene_positions,
+    is_lazy,
     layer_matrix,
 )
 from ._cv import (
@@ -30,6 +34,7 @@ from ._cv import (
     make_folds,
     warn_choice,
 )
+from ._distributed import run_lazy_blocks
 from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
@@ -124,19 +129,22 @@ class _GeneFitter:
         return clip(coefs, self.est.clip_coeffs)
 
     def _solve(self, solver, Y, lam, start, offset, theta_start=None):
-        """(result, θ or None) at λ ``lam`` (G,) on all samples, from ``start`` (None: null)."""
+        """(result, θ, θ's status) at λ ``lam`` (G,) on all samples, from ``start`` (None: null).
+
+        θ and its status are None without θ to estimate. Nothing is kept on ``self``: one
+        fitter serves blocks in several threads at once (n_jobs, Dask's threads).
+        """
         w = as_column(self.weights)
         if self.theta_method is None:
             res = solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=offset)
-            return res, None
+            return res, None, None
         fit = batched_theta(
             solver, Y, lam, self.theta_method, start=start, weights=w, offset=offset,
             theta_start=theta_start,
         )  # fmt: skip
         # The θ step's status, where the alternation itself did not settle.
         fit.status[~fit.converged] = "not converged"
-        self.theta_status = fit.status
-        return fit.result, fit.theta
+        return fit.result, fit.theta, fit.status
 
     def fit(self, Y: np.ndarray, offset: np.ndarray | None = None, theta=None) -> dict:
         """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns).
@@ -150,13 +158,13 @@ class _GeneFitter:
             return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
         if theta is None:
-            res, theta = self._solve(self._solver(d), Y, lam, None, offset)
+            res, theta, theta_status = self._solve(self._solver(d), Y, lam, None, offset)
         else:
             w = as_column(self.weights)
             res = self._solver(d).solve(
                 Y, lam, None, None, w, keep_terms=self.inference, offset=offset, theta=theta
             )
-            self.theta_status = np.full(n_genes, "fixed", dtype=object)
+            theta_status = np.full(n_genes, "fixed", dtype=object)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
         th = None if theta is None else theta[None, :]
@@ -175,7 +183,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
-            **self._theta_out(theta, n_genes),
+            **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
 
@@ -252,10 +260,10 @@ class _GeneFitter:
         )  # fmt: skip
         return fit.result.terms.Z.T, fit.theta
 
-    def _theta_out(self, theta, n_genes: int) -> dict:
-        """The per-gene θ entries of a chunk's results."""
+    def _theta_out(self, theta, n_genes: int, theta_status=None) -> dict:
+        """The per-gene θ entries of a chunk's results (θ's status where θ is given)."""
         if theta is not None:
-            return {"theta": theta, "theta_status": self.theta_status}
+            return {"theta": theta, "theta_status": theta_status}
         fixed = self.family.name == "neg-binomial"
         return {
             "theta": np.full(n_genes, float(self.family.theta) if fixed else np.nan),
@@ -292,7 +300,9 @@ class _GeneFitter:
         )
         start, theta_start = cv.refit_start(self.design.fit_intercept)
         lam = cv.chosen(lams)
-        res, theta = self._solve(self._solver(self.design), Y, lam, start, offset, theta_start)
+        res, theta, theta_status = self._solve(
+            self._solver(self.design), Y, lam, start, offset, theta_start
+        )
         return {
             "intercept": res.intercepts,
             "coef": self._clip(res.coefs),
@@ -303,7 +313,7 @@ class _GeneFitter:
             "n_iter": cv.n_iter + res.n_iter,
             "at_boundary": cv.at_boundary,
             "nan_scores": cv.nan_scores,
-            **self._theta_out(theta, Y.shape[1]),
+            **self._theta_out(theta, Y.shape[1], theta_status),
             **self._wald(res, Y, theta),
         }
 
@@ -353,11 +363,15 @@ def fit_genes(
     matrix product. With cross-validation, the refit at each gene's chosen λ starts
     from the folds' mean solution there (GLMCV's full-data path is not needed).
     Counts are read chunk by chunk of genes; sparse matrices are never densified whole.
+    Counts held in a dask array (:func:`stglm.read_dask`) are fitted block by block as Dask
+    tasks, on the active ``dask.distributed`` client or Dask's default scheduler, with the
+    same results (``docs/dask.md``).
 
     Parameters
     ----------
     adata : AnnData
-        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``.
+        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``: dense,
+        scipy-sparse, or a dask array (of dense, scipy-sparse or pydata-sparse chunks).
     genes : str or list of str, optional
         Genes to fit (default: all of ``adata.var_names``).
     design : DataFrame or array of shape (n_obs, n_predictors)
@@ -400,10 +414,13 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     chunk_size : int, optional
         Genes solved together (default: :func:`default_chunk_size` — at most 128, and
         fewer when their working arrays would exceed about 4× the expression matrix's
-        bytes, within 128–512 MiB).
+        bytes, within 128–512 MiB). With a dask array, the genes of one Dask task: a
+        worker's memory is about 13 × 8 bytes × n_obs per gene of each block it runs or
+        holds (two per thread), plus the design it shares across blocks.
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks), with
-        joblib's meaning: -1 is every core, -2 all but one.
+        joblib's meaning: -1 is every core, -2 all but one. Unused with a dask array: the
+        Dask scheduler's workers run the blocks.
     progress : bool, default=True
         Show a tqdm progress bar over genes.
     copy : bool, default=False
@@ -483,6 +500,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     folds = gene_folds(est, X)
     family = est._family(1.0 if est._estimates_theta() else None)
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
+    if store_fitted and data.lazy:
+        raise InputError(
+            "store_fitted=True stores a dense n_obs × n_genes layer of fitted means; with "
+            "counts in a dask array, recompute the means of the genes you need with "
+            "stglm.get.fitted_mean instead."
+        )
 
     if copy:
         adata = adata.copy()
@@ -570,11 +593,15 @@ class GeneResponses:
     """The requested genes' responses and what goes with them, read block by block.
 
     Resolves the genes, the matrix (X or a layer), the offset (with size factors) and the
-    sample weights once; :meth:`block` reads and checks one block of genes.
+    sample weights once; :meth:`block` reads and checks one block of genes. A matrix held
+    in a dask array (``lazy``) is read block by block by Dask tasks
+    (:mod:`stglm._distributed`); such a GeneResponses is pickled without it, so that what
+    is sent to the workers never carries the matrix's graph.
     """
 
     def __init__(self, adata, genes, layer, family, offset, size_factors, sample_weight, folds):
         self.names, self.columns, self.matrix = _response_matrix(adata, genes, layer)
+        self.lazy = is_lazy(self.matrix)
         self.offset, self.offset_kind = resolve_offset(
             adata, self.matrix, self.names, offset, size_factors
         )
@@ -587,6 +614,12 @@ class GeneResponses:
             self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
             self.columns = np.arange(len(self.columns))
         check_response_values(self.matrix, self.columns, family, layer)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.lazy:
+            state["matrix"] = None  # the tasks receive their blocks' columns instead
+        return state
 
     def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
         """Positions (in ``names``) of each block of genes."""
@@ -601,13 +634,18 @@ class GeneResponses:
             return 0.0
         return self.offset[:, idx] if self.offset.ndim == 2 else self.offset[:, None]
 
-    def block(self, chunk: np.ndarray):
+    def block(self, chunk: np.ndarray, values=None):
         """(Y, usable, empty_fold, offset) of a block of genes; Y holds the usable ones.
 
-        A count gene without (weighted) counts is not usable; ``empty_fold`` marks genes
-        whose counts all fall in one held-out fold.
+        ``values`` are the block's columns when already read (a Dask task's input; dense
+        or sparse), else they are read from the matrix. A count gene without (weighted)
+        counts is not usable; ``empty_fold`` marks genes whose counts all fall in one
+        held-out fold.
         """
-        Y = dense_columns(self.matrix, self.columns[chunk])
+        if values is None:
+            Y = dense_columns(self.matrix, self.columns[chunk])
+        else:
+            Y = dense_block(values)
         if not np.all(np.isfinite(Y)):
             raise InputError("the expression matrix contains NaN or infinite values.")
         try:
@@ -639,28 +677,42 @@ class GeneResponses:
         }
 
 
+def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
+    """(chunk, usable, empty_fold, results or None) of one block of genes (BLAS on one thread).
+
+    ``values``: the block's columns when already read (see :meth:`GeneResponses.block`).
+    """
+    with single_blas_thread():
+        Y, usable, empty_fold, offset = data.block(chunk, values)
+        idx = chunk[usable]
+        return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
+
+
 def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
     """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
-    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar; the
-    statuses of genes without counts or with a fold without counts are set in ``status``.
+    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar, or as
+    Dask tasks when the matrix is a dask array (:func:`stglm._distributed.run_lazy_blocks`;
+    ``n_jobs`` unused: the scheduler's workers run them), in any order; the statuses of
+    genes without counts or with a fold without counts are set in ``status``.
     """
     chunks = data.chunks(chunk_size)
-
-    def run(chunk: np.ndarray):
-        with single_blas_thread():
-            Y, usable, empty_fold, offset = data.block(chunk)
-            idx = chunk[usable]
-            return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
-
     n_genes = len(data.names)
     bar = tqdm(
         total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
     )
-    # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
-    n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
-    with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
-        for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
+    with ExitStack() as stack:
+        if data.lazy:
+            task = partial(run_block, data, fit_block)
+            blocks = run_lazy_blocks(task, data.matrix, chunks, data.columns, data.names)
+        else:
+            # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
+            n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
+            parallel = stack.enter_context(
+                Parallel(n_jobs=n_workers, prefer="threads", return_as="generator")
+            )
+            blocks = parallel(delayed(run_block)(data, fit_block, c) for c in chunks)
+        for chunk, usable, empty_fold, result in blocks:
             status[chunk[~usable]] = ALL_ZEROS
             status[chunk[empty_fold]] = FOLD_WITHOUT_COUNTS
             if result is not None:

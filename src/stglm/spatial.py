@@ -270,7 +270,7 @@ def spatial_lag(
             f"genes must be a gene name or a non-empty list of names; got {genes!r}."
         )
     _, cols = gene_positions(adata, genes)
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, lazy=True)  # a dask array: totals and these columns only
     scale = size_factors(X) if normalize else None  # checks X before the graph is built
     W = _resolve_graph(adata, graph, graph_kwargs)
 
