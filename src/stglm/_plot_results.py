@@ -76,7 +76,7 @@ def plot_coef_heatmap(
 ) -> Axes:
     """Heatmap of the coefficients of :func:`stglm.fit_genes`: genes (rows) × predictors.
 
-    Colours use a diverging colormap (``RdBu_r``) with limits ±max|coef|, so white is 0,
+    Colours use a diverging colormap (``RdBu_r``) with limits ±max abs(coef), so white is 0,
     red a positive and blue a negative effect; a colorbar is added.
 
     Parameters
@@ -87,7 +87,7 @@ def plot_coef_heatmap(
         The ``key_added`` used when fitting.
     genes : sequence of str, optional
         Fitted genes to show. By default the ``top`` fitted genes with the largest
-        max |coef| over the predictors.
+        max abs(coef) over the predictors.
     top : int, default=40
         Number of genes shown when ``genes`` is None.
     cluster : bool, default=True
