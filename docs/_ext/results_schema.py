@@ -165,7 +165,7 @@ def fit_rows() -> tuple[tuple[str, str, str, str], ...]:
         raise ExtensionError(f"results-schema: uns['{KEY}'] has fields {sorted(uns_fields)}.")
 
     n_pred = len(design.columns)
-    rows = [("varm", R.coef_key(KEY), f"n_vars × {n_pred} (DataFrame)", "coefficients β, "
+    rows = [("varm", R.coef_key(KEY), "n_vars × n_predictors (DataFrame)", "coefficients β, "
              "gene × predictor (NaN for genes not fitted)")]  # fmt: skip
     rows += [
         ("varm", R.stat_key(KEY, n), "n_vars × n_predictors", INFERENCE_MEANING[n] + "; with "
