@@ -87,7 +87,12 @@ html_theme_options = {
     "navigation_with_keys": False,
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
-    "secondary_sidebar_items": ["page-toc"],
+    # the wide tables get the right-hand column's width
+    "secondary_sidebar_items": {
+        "**": ["page-toc"],
+        "user-guide/conventions": [],
+        "user-guide/results": [],
+    },
     "icon_links": [],
 }
 html_sidebars = {"index": [], "changelog": []}

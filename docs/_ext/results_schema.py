@@ -164,7 +164,6 @@ def fit_rows() -> tuple[tuple[str, str, str, str], ...]:
     if uns_fields != set(UNS_FIT_MEANING):
         raise ExtensionError(f"results-schema: uns['{KEY}'] has fields {sorted(uns_fields)}.")
 
-    n_pred = len(design.columns)
     rows = [("varm", R.coef_key(KEY), "n_vars × n_predictors (DataFrame)", "coefficients β, "
              "gene × predictor (NaN for genes not fitted)")]  # fmt: skip
     rows += [
