@@ -36,6 +36,7 @@ from sklearn.model_selection import KFold
 import stglm
 import stglm.spatial as S
 from stglm import GLM, GLMCV, Family, fit_genes
+from stglm._errors import BoundaryWarning
 from stglm._families import MeanFunction
 from stglm._offsets import size_factors as stglm_size_factors
 from stglm.datasets import visium_prostate
@@ -792,7 +793,8 @@ def test_fit_genes_theta_edge_cases(method, reg_lambda):
             reg_lambda=reg_lambda, n_lambdas=5, cv=3, tol=TOL, clip_coeffs=0, copy=True,
             **QUIET,
         )  # fmt: skip
-    messages = [str(w.message) for w in caught]
+    # (a CV choice at the path's end warns too: not a θ edge case, so not counted here)
+    messages = [str(w.message) for w in caught if not issubclass(w.category, BoundaryWarning)]
     if reg_lambda is None and "onecount" in adata.var_names:
         # the one-count gene's count falls in one held-out fold: one documented warning
         assert len(messages) == 1 and "1 genes have a training fold without counts" in messages[0]

@@ -29,7 +29,7 @@ _LAZY_NAMES = {
     "test_genes": "._gene_tests",
 }
 #: Public submodules, also imported on first use.
-_SUBMODULES = ("datasets", "generalized_lm", "get", "plotting", "spatial")
+_SUBMODULES = ("datasets", "generalized_lm", "get", "plotting", "scoring", "spatial")
 
 __all__ = [
     "GLM",
@@ -48,12 +48,13 @@ __all__ = [
     "log_likelihood",
     "plotting",
     "pseudo_r2",
+    "scoring",
     "spatial",
     "test_genes",
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports these
-    from . import datasets, get, plotting, spatial
+    from . import datasets, get, plotting, scoring, spatial
     from . import generalized_lm as generalized_lm  # public, though not in __all__
     from ._families import Family, get_family
     from ._fit_glm import fit_glm

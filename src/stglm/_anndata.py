@@ -8,6 +8,7 @@ writes into ``adata``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,15 +19,20 @@ from anndata import AnnData
 from ._errors import InputError, InputTypeError
 from ._validation import check_X
 
+#: Fewest cells/spots a fit accepts.
+MIN_OBS = 2
+
 __all__ = [
     "X_LAYER",
     "check_adata",
     "dense_columns",
+    "check_response_values",
     "design_frame",
     "gene_positions",
     "get_coords",
     "get_matrix",
     "get_obs_column",
+    "get_section_labels",
     "group_indices",
     "layer_label",
     "layer_matrix",
@@ -125,6 +131,29 @@ def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
     return col
 
 
+def get_section_labels(adata: AnnData, key: Any, name: str) -> pd.Series:
+    """``adata.obs[key]`` as section labels: refused when it looks like a measurement.
+
+    A column of non-whole numbers, or with so many distinct values that sections would
+    average fewer than two cells, is almost surely a continuous column given by mistake (as
+    sections it would add a dummy predictor per cell).
+    """
+    col = get_obs_column(adata, key, name)
+    values = col.to_numpy()
+    if pd.api.types.is_float_dtype(col) and not np.array_equal(values, np.round(values)):
+        raise InputError(
+            f"{name}={key!r} holds non-integer numbers (a measurement?); give a column of "
+            "section labels."
+        )
+    n_labels = col.nunique()
+    if n_labels > max(1, len(col) // 2):
+        raise InputError(
+            f"{name}={key!r} has {n_labels} distinct values for {len(col)} cells: as sections "
+            "each would hold fewer than 2 cells; give a column of section labels."
+        )
+    return col
+
+
 def gene_positions(adata: AnnData, genes: Any = None) -> tuple[pd.Index, np.ndarray]:
     """Names and column positions of ``genes`` (a name, a list of names, or None for all).
 
@@ -194,6 +223,42 @@ def group_indices(labels: Any) -> list[np.ndarray]:
     return [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
 
 
+def check_response_values(matrix: Any, columns: np.ndarray, family: Any, layer: str | None):
+    """Check the responses of the requested genes before any work.
+
+    NaN or infinite values and values outside the family's range are errors; values that are
+    not whole numbers under a count family (Poisson, negative binomial) get a warning naming
+    the matrix: they are usually normalised or log-transformed data, not counts. Sparse
+    matrices are checked through their stored values (and one zero, if any is implicit); a
+    dask array is checked block by block as it is read.
+    """
+    if not isinstance(matrix, Matrix):
+        return
+    if sp.issparse(matrix):
+        whole = len(columns) == matrix.shape[1] and np.array_equal(columns, np.arange(len(columns)))
+        sub = matrix if whole else matrix[:, columns]
+        values = sub.data
+        if sub.nnz < sub.shape[0] * sub.shape[1]:
+            values = np.append(values, 0.0)  # the implicit zeros, for the range check
+    else:
+        values = np.asarray(matrix[:, columns])
+    label = layer_label(layer)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{label} contains NaN or infinite values.")
+    try:
+        family.check_y(values)
+    except ValueError as err:  # the family's range check: bad input, not a bug
+        raise InputError(f"{label}: {err}") from None
+    if family.is_count and not np.array_equal(values, np.round(values)):
+        warnings.warn(
+            f"{label} holds values that are not whole numbers, but distr={family.name!r} "
+            "models counts: fit the raw counts (layer='counts' or whichever layer holds "
+            "them), or choose a family for continuous data.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # designs
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +268,10 @@ def design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
     A DataFrame's index must be ``adata.obs_names`` (any order) or a RangeIndex of length
     ``n_obs``; an array's columns are named ``x0, x1, ...``.
     """
+    if adata.n_obs < MIN_OBS:
+        raise InputError(
+            f"adata has {adata.n_obs} cells/spots (n_obs); a fit needs at least {MIN_OBS}."
+        )
     if isinstance(design, pd.DataFrame):
         if design.index.equals(adata.obs_names):
             frame = design
@@ -224,6 +293,27 @@ def design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
         frame = pd.DataFrame(
             values, index=adata.obs_names, columns=[f"x{j}" for j in range(values.shape[1])]
         )
-    frame.columns = frame.columns.astype(str)
+    frame = _numeric_columns(frame.set_axis(frame.columns.astype(str), axis=1))  # a new frame
     check_X(frame, name="design")
     return frame
+
+
+def _numeric_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The design's columns as float; categorical and text columns refused with the fix.
+
+    pandas' nullable ``Int64`` / ``Float64`` / ``boolean`` columns become float (a missing
+    value becomes NaN, which the design check then reports).
+    """
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            kind = "categorical"
+        elif pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            kind = "text"
+        else:
+            continue
+        raise InputTypeError(
+            f"design column {name!r} is {kind}; encode it as 0/1 columns first, e.g. "
+            "pd.get_dummies(design, columns=[...], drop_first=True, dtype=float), or use "
+            "stglm.spatial.build_design's section dummies."
+        )
+    return frame.astype(float)

@@ -196,6 +196,11 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     def score(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> float:
         """Deviance (lower is better) or pseudo-R² (higher is better), by ``score_metric``.
 
+        The seed's convention, kept for spateo compatibility. scikit-learn's model selection
+        (``GridSearchCV``, ``cross_val_score``) maximises its score, and would pick the worst
+        model by deviance: pass ``scoring=stglm.scoring.neg_deviance`` (or
+        ``stglm.scoring.pseudo_r2``) there.
+
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
@@ -210,13 +215,17 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         -------
         float
         """
+        return self._score_as(self.score_metric, X, y, sample_weight, offset)
+
+    def _score_as(self, metric: str, X: Any, y: Any, sample_weight: Any, offset: Any) -> float:
+        """``score`` by the given metric ("deviance" or "pseudo_r2")."""
         X = self._check_predict_X(X)
         family = self._family()
         y = check_problem_data(X, y, family)[1]
         weights, offset = check_sample_data(sample_weight, offset, X.shape[0])
         z = linear_predictor(self.beta0_, self.beta_, X, self.fit_intercept, offset)
         y_hat = family.mean(z)
-        if self.score_metric == "deviance":
+        if metric == "deviance":
             return deviance(family, y, y_hat, weights)
         y_null = self.ynull_
         if offset is not None:

@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from ._anndata import check_adata, get_coords, get_matrix, get_obs_column, group_indices
+from ._anndata import check_adata, get_coords, get_matrix, get_section_labels, group_indices
 from ._errors import InputError, InputTypeError
 from ._validation import Boolean, Integer, Options, Real, validate_params
 
@@ -129,7 +129,7 @@ def _batch_indices(adata_or_coords: Any, batch_key: Any, n_obs: int) -> list[np.
                 "batch_key names an adata.obs column, which needs an AnnData; with a coordinate "
                 "array pass the section labels themselves (one per cell)."
             )
-        labels = get_obs_column(adata_or_coords, batch_key, "batch_key").to_numpy()
+        labels = get_section_labels(adata_or_coords, batch_key, "batch_key").to_numpy()
     else:
         labels = np.asarray(batch_key)
         if labels.shape != (n_obs,):

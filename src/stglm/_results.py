@@ -38,6 +38,7 @@ __all__ = [
     "RANKED_STATUSES",
     "VAR_FIELDS",
     "check_gene",
+    "check_key",
     "coef_frame",
     "coef_key",
     "design_key",
@@ -82,6 +83,21 @@ _FILL = {
 }
 #: Fields stored as categories.
 _CATEGORICAL = ("status", "theta_status")
+
+
+def check_key(key: Any, name: str = "key_added") -> None:
+    """A results prefix that every key built from it can be written to h5ad and zarr and read back.
+
+    HDF5 and zarr read "/" as a group separator: anndata writes ``uns["a/b"]`` but cannot read
+    the file back.
+    """
+    if not isinstance(key, str) or not key.strip():
+        raise InputError(f"{name} must be a non-empty string; got {key!r}.")
+    if "/" in key:
+        raise InputError(
+            f"{name} must not contain '/' (h5ad and zarr read it as a group separator, so the "
+            f"results could not be read back); got {key!r}."
+        )
 
 
 def coef_key(key: str) -> str:

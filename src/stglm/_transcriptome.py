@@ -9,10 +9,27 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
-from ._anndata import check_adata, dense_columns, design_frame, gene_positions, layer_matrix
+from ._anndata import (
+    check_adata,
+    check_response_values,
+    dense_columns,
+    design_frame,
+    gene_positions,
+    layer_matrix,
+)
+from ._cv import (
+    Scoring,
+    as_column,
+    cross_validate,
+    default_chunk_size,
+    empty_training_folds,
+    gene_fold_paths,
+    lambda_grid,
+    make_folds,
+    warn_choice,
+)
 from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
@@ -26,46 +43,26 @@ from ._inference import (
     wald_table,
 )
 from ._offsets import resolve_offset, resolve_weights
-from ._path import (
-    LAMBDA_MIN_RATIO,
-    batched_path,
-    choose_lambda,
-    clip,
-    geometric_path,
-    lambda_max_from_gradient,
-    score_path,
-)
+from ._path import LAMBDA_MIN_RATIO, clip, lambda_max_from_gradient
 from ._results import (
     ALL_ZEROS,
     FITTED_STATUSES,
     FOLD_WITHOUT_COUNTS,
     NOT_CONVERGED,
     OK,
+    RANKED_STATUSES,
+    check_key,
     store_results,
     var_key,
 )
-from ._solvers._null_model import (
-    intercept_is_exact,
-    null_gradients,
-    null_intercepts,
-)
+from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
 from ._theta import batched_theta
-from ._validation import check_tau, check_vector
+from ._validation import JobCount, check_tau, check_vector
 
-__all__ = ["fit_genes"]
-
-#: Working arrays per gene of a chunk, in n-vectors of float64 (the solver's gene-major
-#: workspace and returned Newton terms, the responses and their training-fold copies).
-CHUNK_ARRAYS = 13
-#: Most genes per chunk: enough for each Hessian product to run at the BLAS rate, few
-#: enough that small designs' working arrays stay near the caches (Visium CV: 64–128
-#: genes 6.5–7.3 s, all 1,255 at once 7.5 s; before the gene-major layout 9.6 s vs 21 s).
-CHUNK_MAX_GENES = 128
-#: Memory for a chunk's working arrays: 4× the expression matrix, within these bounds.
-CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 128 * 2**20, 512 * 2**20
+__all__ = ["default_chunk_size", "fit_genes"]
 
 
 def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
@@ -80,16 +77,6 @@ def _nbytes(matrix) -> int:
     if sp.issparse(matrix):
         return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
     return int(getattr(matrix, "nbytes", 0) or 8 * matrix.shape[0] * matrix.shape[1])
-
-
-def default_chunk_size(n_obs: int, input_bytes: int) -> int:
-    """Genes per chunk for ``n_obs`` samples and an expression matrix of ``input_bytes``.
-
-    At most ``CHUNK_MAX_GENES``, with working arrays (``CHUNK_ARRAYS`` n-vectors per gene)
-    within 4× the input's bytes, clipped to 128–512 MiB.
-    """
-    budget = int(np.clip(4 * input_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX))
-    return int(np.clip(budget // (8 * CHUNK_ARRAYS * n_obs), 1, CHUNK_MAX_GENES))
 
 
 class _GeneFitter:
@@ -122,6 +109,9 @@ class _GeneFitter:
         # and reused by every chunk.
         self.fold_designs = [self.design.subset(train) for train, _ in folds] if folds else []
         self.test_X = [X[test] for _, test in folds] if folds else []
+        self.scoring = Scoring(
+            family, estimator.score_metric, estimator.clip_coeffs, estimator.fit_intercept
+        )
 
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
         e = self.est
@@ -133,43 +123,14 @@ class _GeneFitter:
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
         return clip(coefs, self.est.clip_coeffs)
 
-    def _scores(self, X, Y, icpt, coefs, y_null, rows, offset, theta):
-        """Score of every gene at every λ on (X, Y), the samples ``rows``: shape (G, K)."""
-        e = self.est
-        return score_path(
-            self.family,
-            X,
-            Y,
-            icpt,
-            self._clip(coefs),
-            fit_intercept=e.fit_intercept,
-            metric=e.score_metric,
-            y_null=y_null,
-            sample_weight=_take(self.weights, rows),
-            offset=_take(offset, rows),
-            theta=theta,
-        )
-
-    def _null_means(self, Y, rows, test, offset):
-        """The null model fitted on the samples ``rows`` (Y holds theirs), for pseudo-R².
-
-        Its means on ``test``: (G,), or (n_test, G) with an offset; None: all samples.
-        """
-        w = _column(_take(self.weights, rows))
-        if offset is None:
-            return Y.mean(axis=0) if w is None else (w * Y).sum(axis=0) / w.sum()
-        icpt = null_intercepts(self.family, Y, self.est.fit_intercept, w, _take(offset, rows))
-        o_test = _take(offset, test)
-        return self.family.mean(icpt[None, :] + (o_test[:, None] if o_test.ndim == 1 else o_test))
-
-    def _solve(self, solver, Y, lam, start, rows, offset, theta_start=None):
-        """(result, θ or None) at λ ``lam`` (G,), on the samples ``rows`` (None: all)."""
-        w = _column(_take(self.weights, rows))
-        o = _take(offset, rows)
+    def _solve(self, solver, Y, lam, start, offset, theta_start=None):
+        """(result, θ or None) at λ ``lam`` (G,) on all samples, from ``start`` (None: null)."""
+        w = as_column(self.weights)
         if self.theta_method is None:
-            return solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=o), None
+            res = solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=offset)
+            return res, None
         fit = batched_theta(
-            solver, Y, lam, self.theta_method, start=start, weights=w, offset=o,
+            solver, Y, lam, self.theta_method, start=start, weights=w, offset=offset,
             theta_start=theta_start,
         )  # fmt: skip
         # The θ step's status, where the alternation itself did not settle.
@@ -189,9 +150,9 @@ class _GeneFitter:
             return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
         if theta is None:
-            res, theta = self._solve(self._solver(d), Y, lam, None, None, offset)
+            res, theta = self._solve(self._solver(d), Y, lam, None, offset)
         else:
-            w = _column(self.weights)
+            w = as_column(self.weights)
             res = self._solver(d).solve(
                 Y, lam, None, None, w, keep_terms=self.inference, offset=offset, theta=theta
             )
@@ -203,8 +164,9 @@ class _GeneFitter:
         if self.with_score:  # the in-sample score (test_genes has no use for it)
             y_null = 0.0
             if e.score_metric != "deviance":
-                y_null = self._null_means(Y, None, None, offset)
-            score = self._scores(d.X, Y, icpt, coefs[None], y_null, None, offset, th)[:, 0]
+                y_null = self.scoring.null_means(Y, self.weights, offset, offset)
+            score = self.scoring.scores(d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th)
+            score = score[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,
@@ -216,6 +178,13 @@ class _GeneFitter:
             **self._theta_out(theta, n_genes),
             **self._wald(res, Y, theta),
         }
+
+    def fitted_means(self, result: dict, offset) -> np.ndarray:
+        """The fitted means (n, G) of a chunk's ``result`` (offset: (n, G), (n, 1) or 0)."""
+        Z = self.design.X @ result["coef"].T
+        if self.design.fit_intercept:
+            Z = Z + result["intercept"][None, :]
+        return self.family.mean(Z + offset)
 
     def _wald(self, res, Y: np.ndarray, theta) -> dict:
         """Standard errors and Wald p-values of the unpenalised coefficients (G, p).
@@ -240,7 +209,7 @@ class _GeneFitter:
         n_eff = d.n if self.weights is None else np.count_nonzero(self.weights)
         fam_cols = fam if theta is None else fam.with_theta(theta)
         phi, df = estimated_dispersion(
-            fam_cols, Y, fam.mean(Z).T, _column(self.weights), n_eff, free.size
+            fam_cols, Y, fam.mean(Z).T, as_column(self.weights), n_eff, free.size
         )
         if phi is not None:
             var *= phi[:, None]
@@ -273,7 +242,7 @@ class _GeneFitter:
         design = SharedDesign(d.X[:, free], d.fit_intercept)
         solver = BatchedNewtonCD(fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL)
         lam = np.zeros(Y.shape[1])
-        w = _column(self.weights)
+        w = as_column(self.weights)
         if self.theta_method is None:
             res = solver.solve(Y, lam, None, None, w, keep_terms=True, offset=offset)
             return res.terms.Z.T, None
@@ -293,87 +262,50 @@ class _GeneFitter:
             "theta_status": np.full(n_genes, "fixed" if fixed else "", dtype=object),
         }
 
-    def _fit_cv(self, Y: np.ndarray, offset) -> dict:
-        e, fam, d = self.est, self.family, self.design
-        n_genes = Y.shape[1]
-        theta0 = None
-        if e.reg_lambda is None:
+    def _lambdas(self, Y: np.ndarray, offset) -> tuple[np.ndarray, np.ndarray | None]:
+        """(λ (G, K), θ0 (G,) or None): each gene's path, and its λ = ∞ model's θ."""
+        e, d = self.est, self.design
+        lmax, theta0 = None, None
+        if e.reg_lambda is None:  # each gene's λ_max, at its λ = ∞ model (and θ)
             Z0, theta0 = self._null_model(Y, offset)
-            fam0 = fam if theta0 is None else fam.with_theta(theta0)
-            w = _column(self.weights)
+            fam0 = self.family if theta0 is None else self.family.with_theta(theta0)
+            w = as_column(self.weights)
             grad = null_gradients(fam0, d.X, Y, d.fit_intercept, w, offset, Z0)
             lmax = lambda_max_from_gradient(grad, e.alpha, self.factor)
-            lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
-        else:
-            fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
-            lams = np.tile(fixed, (n_genes, 1))
-        K = lams.shape[1]
-        cv_scores = []
-        # The folds' mean solution at each λ: the refit's start at the chosen one (no
-        # full-data path needed: from there Newton takes a few steps).
-        mean_icpt = np.zeros((K, n_genes))
-        mean_coefs = np.zeros((K, n_genes, d.X.shape[1]))
-        log_theta = np.zeros((K, n_genes))
-        n_iter = np.zeros(n_genes, dtype=int)
-        folds = zip(self.folds, self.fold_designs, self.test_X, strict=True)
-        for (train, test), train_design, test_X in folds:
-            Y_train = Y[train]
-            path = batched_path(
-                self._solver(train_design), Y_train, lams, _column(_take(self.weights, train)),
-                offset=_take(offset, train), theta=theta0, theta_method=self.theta_method,
-            )  # fmt: skip
-            y_null = 0.0
-            if e.score_metric != "deviance":
-                y_null = self._null_means(Y_train, train, test, offset)
-            cv_scores.append(
-                self._scores(
-                    test_X,
-                    Y[test],
-                    path.intercepts,
-                    path.coefs,
-                    y_null,
-                    test,
-                    offset,
-                    path.theta,
-                )  # fmt: skip
-            )
-            mean_icpt += path.intercepts / len(self.folds)
-            mean_coefs += path.coefs / len(self.folds)
-            if path.theta is not None:
-                log_theta += np.log(path.theta) / len(self.folds)
-            n_iter += path.n_iter.sum(axis=0)
-        scores = np.mean(cv_scores, axis=0)  # (G, K)
-        se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
-        best = choose_lambda(scores, se, e.score_metric, e.select)
-        rows = np.arange(n_genes)
-        start = mean_coefs[best, rows]
-        if d.fit_intercept:
-            start = np.column_stack([mean_icpt[best, rows], start])
-        theta_start = np.exp(log_theta[best, rows]) if self.theta_method else None
-        res, theta = self._solve(
-            self._solver(d), Y, lams[rows, best], start, None, offset, theta_start
+        lams = lambda_grid(e.reg_lambda, e.n_lambdas, e.lambda_min_ratio, lmax)
+        return np.broadcast_to(lams, (Y.shape[1], lams.shape[-1])), theta0
+
+    def _fit_cv(self, Y: np.ndarray, offset) -> dict:
+        """Cross-validate every gene's path, choose its λ and refit it on all samples.
+
+        The refit at each gene's chosen λ starts from the folds' mean solution there (no
+        full-data path needed: from there Newton takes a few steps).
+        """
+        e = self.est
+        lams, theta0 = self._lambdas(Y, offset)
+        solvers = (self._solver(design) for design in self.fold_designs)
+        paths = gene_fold_paths(
+            solvers, self.folds, Y, lams, self.weights, offset, theta0, self.theta_method
         )
+        cv = cross_validate(
+            paths, self.folds, self.test_X, Y, self.weights, offset, self.scoring, e.select
+        )
+        start, theta_start = cv.refit_start(self.design.fit_intercept)
+        lam = cv.chosen(lams)
+        res, theta = self._solve(self._solver(self.design), Y, lam, start, offset, theta_start)
         return {
             "intercept": res.intercepts,
             "coef": self._clip(res.coefs),
-            "lambda": lams[rows, best],
-            "score": scores[rows, best],
+            "lambda": lam,
+            "score": cv.chosen(cv.scores),
             "converged": res.converged,
             "kkt": res.kkt,
-            "n_iter": n_iter + res.n_iter,
-            **self._theta_out(theta, n_genes),
+            "n_iter": cv.n_iter + res.n_iter,
+            "at_boundary": cv.at_boundary,
+            "nan_scores": cv.nan_scores,
+            **self._theta_out(theta, Y.shape[1]),
             **self._wald(res, Y, theta),
         }
-
-
-def _take(values: np.ndarray | None, rows) -> np.ndarray | None:
-    """The rows of a per-sample array (None stays None; rows None: all)."""
-    return values if values is None or rows is None else values[rows]
-
-
-def _column(values: np.ndarray | None) -> np.ndarray | None:
-    """A per-sample (n,) array as an (n, 1) column that broadcasts over genes."""
-    return None if values is None or values.ndim == 2 else values[:, None]
 
 
 def fit_genes(
@@ -507,6 +439,16 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
           fitted, including the scale of the coefficients;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
+
+    Warns
+    -----
+    BoundaryWarning
+        With cross-validation, once per call, counting (and naming a few of) the genes
+        whose chosen λ is the smallest of their path: their held-out score may still
+        improve beyond it (lower ``lambda_min_ratio``, or give smaller ``reg_lambda``).
+    UserWarning
+        Once per kind: genes that did not converge, genes with a fold without counts, and
+        genes whose mean CV score is NaN at some λ (such a λ is never chosen).
     """
     check_adata(adata)
     params = dict(
@@ -531,32 +473,14 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     )
     est = gene_estimator(params)
     check_run_options(chunk_size, n_jobs, key_added)
-    if not isinstance(inference, bool):
-        raise InputTypeError(f"inference must be True or False; got {inference!r}.")
-    if (
-        inference
-        and not (isinstance(est, GLM) and reg_lambda == 0)
-        and (penalty_factor is None or not np.any(np.asarray(penalty_factor) == 0))
-    ):
-        raise InputError(
-            "inference=True needs unpenalised coefficients: reg_lambda=0, or penalty_factor "
-            "0 for the predictors to test. Penalised (lasso, elastic-net, ridge) estimates "
-            "have no valid Wald p-values; to test a penalised selection, select on one half "
-            "of the observations and test on the other, or use stglm.test_genes."
-        )
+    check_inference(inference, est, penalty_factor)
     frame = design_frame(design, adata)
     X = frame.to_numpy(dtype=np.float64)
     Tau = check_tau(Tau, X.shape[1])
     factor = check_vector(
         penalty_factor, X.shape[1], "penalty_factor", nonnegative=True, what="n_predictors"
     )
-    folds = None
-    if isinstance(est, GLMCV):
-        if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
-            raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
-        if cv < 2 or cv > adata.n_obs:
-            raise InputError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
-        folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
+    folds = gene_folds(est, X)
     family = est._family(1.0 if est._estimates_theta() else None)
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
 
@@ -574,10 +498,16 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         for key, values in result.items():
             out[key][idx] = values
         if fitted_mu is not None:
-            Z = X @ result["coef"].T + (result["intercept"][None, :] if fit_intercept else 0)
-            fitted_mu[:, idx] = family.mean(Z + data.offset_columns(idx))
+            fitted_mu[:, idx] = fitter.fitted_means(result, data.offset_columns(idx))
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
     warn_statuses(status, key_added, max_iter)
+    if folds is not None:  # genes with a fold without counts are flagged already
+        ranked = np.isin(status, RANKED_STATUSES)
+        warn_choice(
+            out["at_boundary"] & ranked, out["nan_scores"] & ranked,
+            given_lambdas=reg_lambda is not None, lambda_min_ratio=lambda_min_ratio,
+            names=data.names,
+        )  # fmt: skip
     if inference:
         testable = np.isin(status, FITTED_STATUSES)[:, None]
         out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
@@ -586,6 +516,31 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         data.model(theta), data.offset,
     )  # fmt: skip
     return adata if copy else None
+
+
+def check_inference(inference: Any, est: GLM | GLMCV, penalty_factor: Any) -> None:
+    """``inference=True`` needs unpenalised coefficients: checked before any work."""
+    if not isinstance(inference, bool):
+        raise InputTypeError(f"inference must be True or False; got {inference!r}.")
+    unpenalised = isinstance(est, GLM) and est.reg_lambda == 0
+    some_free = penalty_factor is not None and np.any(np.asarray(penalty_factor) == 0)
+    if inference and not unpenalised and not some_free:
+        raise InputError(
+            "inference=True needs unpenalised coefficients: reg_lambda=0, or penalty_factor "
+            "0 for the predictors to test. Penalised (lasso, elastic-net, ridge) estimates "
+            "have no valid Wald p-values; to test a penalised selection, select on one half "
+            "of the observations and test on the other, or use stglm.test_genes."
+        )
+
+
+def gene_folds(est: GLM | GLMCV, X: np.ndarray) -> list | None:
+    """fit_genes' folds, the same for every gene (None for one λ): ``cv`` shuffled folds."""
+    if not isinstance(est, GLMCV):
+        return None
+    cv = est.cv
+    if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
+        raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
+    return make_folds(int(cv), X.shape[0], est.random_seed, X)
 
 
 def gene_estimator(params: dict) -> GLM | GLMCV:
@@ -607,13 +562,8 @@ def check_run_options(chunk_size, n_jobs, key_added) -> None:
 
     if chunk_size is not None and not (integer(chunk_size) and chunk_size >= 1):
         raise InputError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
-    if n_jobs is not None and not (integer(n_jobs) and n_jobs != 0):
-        raise InputError(
-            f"n_jobs must be a non-zero integer (joblib's: -1 is every core) or None; "
-            f"got {n_jobs!r}."
-        )
-    if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
+    JobCount().check("n_jobs", n_jobs)
+    check_key(key_added)
 
 
 class GeneResponses:
@@ -636,6 +586,7 @@ class GeneResponses:
             # chunk a cheap column slice; the dense block of a chunk is all ever densified.
             self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
             self.columns = np.arange(len(self.columns))
+        check_response_values(self.matrix, self.columns, family, layer)
 
     def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
         """Positions (in ``names``) of each block of genes."""
@@ -669,9 +620,8 @@ class GeneResponses:
             counted = Y if self.weights is None else Y * self.weights[:, None]
             totals = counted.sum(axis=0)
             usable = totals > 0
-            for _, test in self.folds or ():
-                # All counts held out: the training fold has none.
-                empty_fold |= usable & (counted[test].sum(axis=0) == totals)
+            if self.folds:  # all counts held out in one fold: its training fold has none
+                empty_fold = usable & empty_training_folds(counted, self.folds).any(axis=0)
         offset = self.offset
         if offset is not None and offset.ndim == 2:
             offset = offset[:, chunk[usable]]
@@ -731,6 +681,9 @@ def new_results(n_genes: int, p: int, inference: bool) -> dict[str, np.ndarray]:
         "n_iter": np.zeros(n_genes, dtype=int),
         "theta": np.full(n_genes, np.nan),
         "theta_status": np.full(n_genes, "", dtype=object),
+        # Not stored: the warnings of a cross-validated choice (see warn_choice).
+        "at_boundary": np.zeros(n_genes, dtype=bool),
+        "nan_scores": np.zeros(n_genes, dtype=bool),
     }
     if inference:
         out["se"] = np.full((n_genes, p), np.nan)

@@ -47,6 +47,8 @@ __all__ = ["main"]
 MAX_NICHE_CATEGORIES = 100
 #: Genes whose fits are drawn by default with --figures.
 N_GENE_FIT_FIGURES = 3
+#: Gene-fit figures draw a row per section (--section-key) up to this many sections.
+MAX_FIGURE_SECTIONS = 8
 
 
 class BadInput(click.ClickException):
@@ -104,12 +106,20 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------
 # helpers: names, files, atomic writes
 # ---------------------------------------------------------------------------------------------
+#: A name in double quotes (which may hold commas, spaces and '#'), a comment to the end of
+#: the line, or a run of other characters.
+_TOKEN = re.compile(r'"([^"]*)"|(#.*)|([^,\s"#]+)')
+
+
 def _split_names(text: str) -> list[str]:
-    """Names separated by commas and/or whitespace; '#' starts a comment in a file."""
+    """Names separated by commas and/or whitespace; '#' starts a comment in a file.
+
+    A name in double quotes is taken whole, so gene names with commas or spaces can be given.
+    """
     names: list[str] = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0]
-        names.extend(n for n in re.split(r"[,\s]+", line) if n)
+    for quoted, comment, bare in _TOKEN.findall(text):
+        if not comment and (quoted or bare):
+            names.append(quoted or bare)
     return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
@@ -119,7 +129,8 @@ def _gene_list(value: str | None, option: str) -> list[str] | None:
         return None
     if os.path.isfile(value):
         try:
-            names = _split_names(Path(value).read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not a name
+            names = _split_names(Path(value).read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as err:
             raise BadInput(f"{option}: cannot read gene file {value!r}: {err}") from None
         where = f"gene file {value!r}"
@@ -382,11 +393,15 @@ def _check_output(path: Path | None, option: str, suffix: str, source: Path, for
     if path.is_dir():
         raise BadInput(f"{option}: '{path}' is a directory; give a file name ending in {suffix}.")
     _check_writable(path, option)
+    if force:
+        return
     same = path.exists() and source.exists() and os.path.samefile(path, source)
-    if (same or path.resolve() == source.resolve()) and not force:
+    if same or path.resolve() == source.resolve():
         raise BadInput(
             f"{option}: '{path}' is the input file; give another name, or --force to replace it."
         )
+    if path.exists():
+        raise BadInput(f"{option}: '{path}' exists; give another name, or --force to replace it.")
 
 
 def _check_options(
@@ -411,8 +426,12 @@ def _check_options(
             "no predictors requested: give at least one of --niche, --lag, "
             "--coords or --section-key."
         )
-    if not key_added.strip():
-        raise BadInput("--key-added must not be empty.")
+    from ._results import check_key
+
+    try:
+        check_key(key_added, "--key-added")
+    except StglmInputError as err:
+        raise BadInput(str(err)) from None
     fit_genes_list = _gene_list(genes, "--genes")
     plot_gene_list = _gene_list(plot_genes, "--plot-genes")
     if figures is not None:
@@ -439,6 +458,14 @@ def _check_input(
     for option, column in columns.items():
         if column is not None:
             _check_obs_column(adata, column, option, source)
+    section = columns.get("--section-key")
+    if section is not None:
+        from ._anndata import get_section_labels
+
+        try:
+            get_section_labels(adata, section, "--section-key")
+        except StglmInputError as err:
+            raise BadInput(f"{err} ({source.name})") from None
     niche = columns.get("--niche")
     if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
         raise BadInput(
@@ -660,6 +687,7 @@ def _write_figures(
     top: int,
     genes: list[str],
     quiet: bool = False,
+    section_key: str | None = None,
 ) -> list[Path]:
     import numpy as np
     from matplotlib.figure import Figure
@@ -686,7 +714,12 @@ def _write_figures(
     written.append(
         atomic_write(folder / "coef_heatmap.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     )
-    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float))
+    # a row of panels per section, unless there are so many that each would be a thumbnail
+    groupby = section_key
+    if groupby is not None and adata.obs[groupby].nunique() > MAX_FIGURE_SECTIONS:
+        groupby = None
+    groups = None if groupby is None else adata.obs[groupby].to_numpy()
+    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float), groups=groups)
     for gene in genes:
         if status[gene] not in FITTED_STATUSES:
             if not quiet:
@@ -694,7 +727,7 @@ def _write_figures(
             continue
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(*shape)
-        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design)
+        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design, groupby=groupby)
         fig.suptitle(
             f"{gene}: observed counts and fitted means ({adata.uns[key]['params']['distr']})"
         )
@@ -731,7 +764,7 @@ def _out_option(what: str, required: bool) -> Callable[[Any], Any]:
         type=click.Path(path_type=Path),
         help=f"Results file (.h5ad): the input AnnData plus {what}. Written atomically "
         "(temporary file, then renamed), so a failed run leaves no partial file. Refused "
-        "when it names the input file, unless --force.",
+        "when the file exists (the input file included), unless --force.",
     )
 
 
@@ -739,7 +772,8 @@ _FORCE = click.option(
     "--force",
     is_flag=True,
     default=False,
-    help="Allow --out to replace the input file (the input is read completely first).",
+    help="Allow --out to replace an existing file, the input file included (the input is "
+    "read completely first).",
 )
 
 _DESIGN_OPTIONS = _apply(
@@ -748,7 +782,8 @@ _DESIGN_OPTIONS = _apply(
         metavar="GENES|FILE",
         default=None,
         help="Genes to model: comma-separated names, or a file with one name per line "
-        "(commas/whitespace also separate; '#' starts a comment). Default: all genes.",
+        "(commas/whitespace also separate; '#' starts a comment; a name in double quotes "
+        "may hold commas or spaces, e.g. '\"HLA-A,B\",KRT15'). Default: all genes.",
     ),
     click.option(
         "--niche",
@@ -984,6 +1019,14 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     help="Values on each gene's λ path (without --lambda).",
 )
 @click.option(
+    "--lambda-min-ratio",
+    metavar="R",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda; "
+    "default 1e-3). Lower it when genes are reported choosing the path's end.",
+)
+@click.option(
     "--seed",
     metavar="INT",
     type=click.IntRange(0, 2**32 - 1),
@@ -1078,9 +1121,12 @@ def fit(**options: Any) -> None:
         if unpenalized:
             free = _design_columns(unpenalized, design, "--unpenalized")
             factor = [0.0 if str(c) in free else 1.0 for c in design.columns]
+        ratio = o["lambda_min_ratio"]
+        path_end = {} if ratio is None else {"lambda_min_ratio": ratio}
         fit_seconds = _fit(
             adata, o["input_path"], fit_genes_list, design=design, alpha=o["alpha"],
             reg_lambda=o["reg_lambda"], n_lambdas=o["n_lambdas"], cv=o["cv"],
+            **path_end,
             random_seed=o["seed"], layer=o["layer"], key_added=o["key_added"],
             store_fitted=o["store_fitted"] or o["figures"] is not None,
             progress=not o["quiet"],
@@ -1118,8 +1164,9 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             written = _write_figures(
-                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"]
-            )
+                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"],
+                o["section_key"],
+            )  # fmt: skip
         if mu is not None:
             del adata.layers[mu_layer(key)]
     if o["quiet"]:
