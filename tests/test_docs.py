@@ -43,10 +43,10 @@ def _write(path: Path, body: str) -> None:
     path.write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
 
 
-def _fake_site(root: Path, names: list[str]) -> None:
-    """A site whose API reference covers ``names`` and whose links all resolve."""
+def _fake_site(root: Path, names: list[str], modules: list[str]) -> None:
+    """A site whose API reference covers ``names`` and ``modules``; all its links resolve."""
     links = "".join(f'<a href="generated/{n}.html#{n}">{n}</a>' for n in names)
-    sections = "stglm.spatial stglm.get stglm.plotting stglm.datasets stglm.generalized_lm"
+    sections = " ".join(modules)
     _write(root / "api" / "index.html", f"<h1>{sections}</h1>{links}")
     for name in names:
         _write(root / "api" / "generated" / f"{name}.html", f'<dt id="{name}">{name}</dt>')
@@ -65,13 +65,15 @@ def test_check_site_passes_a_complete_site_and_names_each_problem(tmp_path, caps
     assert "stglm.GLM" in names and "stglm.spatial.build_design" in names
     assert "stglm.generalized_lm._loss" in names and "stglm.get.coef_df" in names
     assert "stglm.spatial" not in names  # a submodule is covered by its own names
+    modules = checker.public_modules()
+    assert {"stglm.spatial", "stglm.get", "stglm.plotting", "stglm.generalized_lm"} <= set(modules)
 
     good = tmp_path / "good"
-    _fake_site(good, names)
+    _fake_site(good, names, modules)
     assert checker.main(["check_site", str(good)]) == 0
 
     bad = tmp_path / "bad"
-    _fake_site(bad, names)
+    _fake_site(bad, names, modules[1:])
     (bad / "api" / "generated" / "stglm.fit_genes.html").unlink()
     _write(bad / "api" / "generated" / "stglm.GLM.html", "<dt>no anchor</dt>")
     _write(
@@ -86,9 +88,10 @@ def test_check_site_passes_a_complete_site_and_names_each_problem(tmp_path, caps
     assert "stglm.GLM: its page defines no anchor" in out
     assert "missing.html" in out and "no #nowhere there" in out and "gone.png" in out
     assert "loads from the network" in out
-    # and the index's links to the two broken pages: eight problems, then the summary line
+    assert f"{modules[0]}: api/index.html has no section naming it" in out
+    # and the index's links to the two broken pages: nine problems, then the summary line
     assert "generated/stglm.fit_genes.html#stglm.fit_genes" in out
-    assert out.count("check_site: ") == 9
+    assert out.count("check_site: ") == 10
 
 
 @pytest.mark.skipif(not (BUILT / "index.html").is_file(), reason="site not built (make docs)")
