@@ -364,14 +364,14 @@ class GLM(_GLMBase):
     tol : float > 0, default=1e-6
         Stopping tolerance. "irls-cd" stops when the KKT residual of J is below ``tol``
         times the size of the gradient's terms at the null model,
-        max_j (1/n)·Σ_i |x̃_ij|·|r_i| (so ``tol`` is relative, whatever the units of X and
+        max_j (1/n)·Σ_i abs(x̃_ij·r_i) (so ``tol`` is relative, whatever the units of X and
         y); "batch-gradient" stops when the relative change of the coefficients is below
         ``tol`` (spateo's rule).
     eta : float, default=2.0
         Poisson only: the mean is e^z up to ``eta`` and continues linearly above it;
         ``np.inf`` gives the canonical log-linear Poisson model.
     clip_coeffs : float >= 0, default=0.01
-        After fitting, coefficients with |β_j| below this are set to 0 (spateo's
+        After fitting, coefficients with abs(β_j) below this are set to 0 (spateo's
         behaviour); use 0 to keep the exact optimum.
     score_metric : {"deviance", "pseudo_r2"}, default="deviance"
         What :meth:`score` returns.
@@ -399,7 +399,7 @@ class GLM(_GLMBase):
         R's ``glm``, MASS and glmGamPoi.
     penalty_factor : array-like of shape (n_features,), default=None
         Non-negative factor f_j on each coefficient's penalty (glmnet's
-        ``penalty.factor``, not rescaled): λ·Σ_j f_j[½(1−α)β_j² + α|β_j|]. 0 leaves a
+        ``penalty.factor``, not rescaled): λ·Σ_j f_j[½(1−α)β_j² + α·abs(β_j)]. 0 leaves a
         predictor unpenalised (a section or batch covariate).
 
     Attributes
@@ -539,7 +539,7 @@ class GLM(_GLMBase):
         Returns
         -------
         ndarray
-            sign(β)·max(|β| − thresh, 0).
+            sign(β)·max(abs(β) − thresh, 0).
         """
         return soft_threshold(np.asarray(beta, dtype=float), thresh)
 

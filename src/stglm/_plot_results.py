@@ -112,7 +112,7 @@ def plot_coef_heatmap(
     Colours use a diverging colormap (``RdBu_r``) centred on 0, so white is 0, red a positive
     and blue a negative effect; a colorbar is added. Predictors are in different units (0/1
     section dummies, 0–1 niche shares, standardised coordinates), so by default each column
-    is divided by that predictor's max |coef| over the fitted genes, written under its name:
+    is divided by that predictor's max abs(coef) over the fitted genes, written under its name:
     one predictor with large effects (often a section dummy) does not wash out the others.
 
     Parameters
@@ -122,8 +122,8 @@ def plot_coef_heatmap(
     key_added : str, default="stglm"
         The ``key_added`` used when fitting.
     genes : sequence of str, optional
-        Fitted genes to show. By default the ``top`` fitted genes with the largest max |value
-        drawn| over the predictors shown (each predictor's strongest genes, with
+        Fitted genes to show. By default the ``top`` fitted genes with the largest max
+        abs(value drawn) over the predictors shown (each predictor's strongest genes, with
         ``scale="predictor"``).
     predictors : sequence of str, optional
         Predictors to show (and to rank genes by), e.g. the niche shares without the section
@@ -132,9 +132,9 @@ def plot_coef_heatmap(
     top : int, default=40
         Number of genes shown when ``genes`` is None.
     scale : {"predictor", "none"}, default="predictor"
-        ``"predictor"``: each column divided by its predictor's max |coef| over all fitted
+        ``"predictor"``: each column divided by its predictor's max abs(coef) over all fitted
         genes (colours from −1 to 1, the max in the column's label). ``"none"``: the
-        coefficients themselves on one scale, ±max|coef|.
+        coefficients themselves on one scale, ±max abs(coef).
     cluster : bool, default=True
         Order rows and columns by hierarchical clustering of the values drawn
         (``scipy.cluster.hierarchy.linkage`` with average linkage and Euclidean distances,

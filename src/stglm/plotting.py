@@ -116,7 +116,7 @@ def plot_coef_path(
     log : bool, default=True
         Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
     legend_max : int, default=10
-        At most this many features are named: those with the largest |coefficient| at the
+        At most this many features are named: those with the largest abs(coefficient) at the
         chosen λ (then those that enter the path first).
 
     Returns
@@ -212,7 +212,7 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
     log : bool, default=True
         Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
     legend_max : int, default=10
-        At most this many features are named: those with the largest |coefficient| at the
+        At most this many features are named: those with the largest abs(coefficient) at the
         chosen λ (then those that enter the path first).
 
     Returns
