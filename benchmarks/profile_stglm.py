@@ -58,27 +58,23 @@ def instrument() -> None:
     cv_mod = import_module("stglm._glm_cv")
     path_mod = import_module("stglm._path")
     ncd = import_module("stglm._solvers.newton_cd")
+    inner = import_module("stglm._solvers._inner")
+    newton = import_module("stglm._solvers._newton")
 
-    cls = ncd.NewtonCD
     for attr, label in [
         ("solve", "solver: total"),
         ("__init__", "solver: set-up"),
-        ("_newton_terms", "newton terms r, w"),
         ("_gradient", "gradient Xᵀr"),
-        ("_hessian", "Hessian (Gram) formation"),
-        ("_direction", "direction (Gram + CD)"),
-        ("_line_search", "line search"),
-        ("_objective", "objective evals"),
+        ("direction", "direction (Gram + CD)"),
         ("_evaluate", "evaluate J, r, w (fused kernel)"),
     ]:
-        _wrap(cls, attr, label)
-    for attr, label in [
-        ("kkt_residual", "KKT residual"),
-        ("_cd_gram", "CD kernel (numba)"),
-        ("tolerance_scale", "tolerance_scale"),
-        ("_cd_csc_residual", "CD kernel (numba)"),
-    ]:
+        _wrap(ncd.NewtonCD, attr, label)
+    _wrap(inner.GramCD, "hessian", "Hessian (Gram) formation")
+    _wrap(newton.ProximalNewton, "line_search", "line search (single and batched)")
+    for attr, label in [("kkt_residual", "KKT residual"), ("tolerance_scale", "tolerance_scale")]:
         _wrap(ncd, attr, label)
+    for attr in ("_cd_gram", "_cd_csc_residual"):
+        _wrap(inner, attr, "CD kernel (numba)")
     _wrap(glm_mod._GLMBase, "_validate", "validation")
     _wrap(glm_mod.GLM, "fit", "GLM.fit: total")
     _wrap(cv_mod.GLMCV, "fit", "GLMCV.fit: total")
@@ -92,11 +88,10 @@ def instrument() -> None:
         ("solve", "batched solver: total"),
         ("_evaluate", "batched: evaluate J, r, w (fused kernel)"),
         ("_gradient", "batched: gradients"),
-        ("_line_search", "batched: line search"),
     ]:
         _wrap(batched.BatchedNewtonCD, attr, label)
     _wrap(batched.SharedDesign, "hessians", "batched: Hessians (W·Z)")
-    _wrap(batched, "_cd_gram_many", "batched: CD kernels (numba)")
+    _wrap(inner, "newton_directions", "batched: CD kernels (numba)")
     for attr, label in [
         ("batched_path", "path: batched (all folds + refit)"),
         ("gradient", "path: full gradient check"),

@@ -232,6 +232,18 @@ def _own_problem(m) -> dict:
     return dict(reg_lambda=m.reg_lambda, alpha=m.alpha, Tau=m.Tau, eta=eta, theta=m.theta)
 
 
+def with_routes(model, **routes):
+    """``model`` (GLM or GLMCV) with its own solver routes: fields of ``NewtonOptions``.
+
+    How a test makes a fit take a route (the inner solver, the L-BFGS start, the batched
+    folds) without changing any module's defaults.
+    """
+    from dataclasses import replace
+
+    model._newton_options = replace(model._newton_options, **routes)
+    return model
+
+
 def model_kkt(m, X, y):
     """KKT residual of a fitted GLM's own problem (its family, λ, α, Γ), by hand."""
     own = _own_problem(m)

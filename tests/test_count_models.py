@@ -1254,11 +1254,11 @@ def test_uns_model_records_what_was_fitted(visium, design, genes, kw, expected):
 
 @pytest.mark.parametrize("alpha", [0.5, 0.0])  # residual-update CD, and CG for ridge
 def test_weights_on_the_wide_design_route_equal_repeated_rows(alpha):
-    """p above GRAM_MAX_FEATURES: the kernels that never form the Hessian honour Σ weights."""
-    from stglm._solvers.newton_cd import GRAM_MAX_FEATURES
+    """p above gram_max_features: the kernels that never form the Hessian honour Σ weights."""
+    from stglm._solvers import NewtonOptions
 
     rng = np.random.default_rng(3)
-    n, p = 150, GRAM_MAX_FEATURES + 20
+    n, p = 150, NewtonOptions().gram_max_features + 20
     X = sp.random(n, p, density=0.02, random_state=4, format="csr")
     y = rng.poisson(np.exp(0.2 + X @ rng.normal(0, 0.5, p))).astype(float)
     w = rng.integers(1, 4, n).astype(float)

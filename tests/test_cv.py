@@ -31,7 +31,7 @@ from stglm._cv import (
 from stglm._errors import BoundaryWarning
 from stglm._families import get_family
 from stglm._path import score_path
-from stglm._solvers.batched import PAIR_BYTES_BUDGET
+from stglm._solvers import NewtonOptions
 
 QUIET = {"verbose": False}
 
@@ -261,7 +261,8 @@ def test_glmcv_batching_and_fit_genes_chunks_follow_one_memory_plan():
     fit_genes chunk holds as many genes as fit its bytes."""
     n = 100_000
     per_column = batch_bytes(n, 1)
-    most = PAIR_BYTES_BUDGET // per_column  # columns (folds + the full data) in the budget
+    # columns (folds + the full data) in the budget
+    most = NewtonOptions().pair_bytes_budget // per_column
     X = np.zeros((n, 3))
     model = GLMCV(**QUIET)
     assert model._batchable(X, most - 1) and not model._batchable(X, most)

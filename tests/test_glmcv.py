@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import with_routes
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold, PredefinedSplit
 
-import stglm._glm_cv as glm_cv_module
 import stglm._path as path_module
 from stglm import GLM, GLMCV
 from stglm._families import get_family
 from stglm._path import fit_path
 from stglm._penalties import ElasticNet
 from stglm._solvers import Problem
-from stglm._solvers import batched as batched_module
+from stglm._solvers.batched import BatchedNewtonCD
 
 REFERENCES = Path(__file__).parent / "references"
 KKT_TOL = 1e-8
@@ -131,15 +131,23 @@ def load_visium():
 # =============================================================================================
 # 1. The path
 # =============================================================================================
-def force_per_fold(monkeypatch):
-    """Make GLMCV solve each fold's path on its own (as for sparse or wide designs)."""
-    monkeypatch.setattr(glm_cv_module, "BATCHED_MAX_FEATURES", 0)
+def per_fold_glmcv(**params) -> GLMCV:
+    """A GLMCV that solves each fold's path on its own (as for sparse or wide designs)."""
+    return with_routes(GLMCV(**params), batched_max_features=0)
 
 
 @pytest.fixture
-def per_fold(monkeypatch):
-    """Force GLMCV to solve each fold's path on its own for the whole test."""
-    force_per_fold(monkeypatch)
+def batched_solves(monkeypatch) -> list[int]:
+    """The number of responses of every batched solve (the batched route's trace)."""
+    sizes = []
+    solve = BatchedNewtonCD.solve
+
+    def recording(self, Y, *args, **kwargs):
+        sizes.append(Y.shape[1])
+        return solve(self, Y, *args, **kwargs)
+
+    monkeypatch.setattr(BatchedNewtonCD, "solve", recording)
+    return sizes
 
 
 # Routes through GLMCV: all folds in one batched solve (small dense designs), or each fold's
@@ -162,14 +170,14 @@ ROUTES = {"batched": (True, False), "screening": (False, True), "no-screening": 
     ],
 )
 @pytest.mark.parametrize("family_id", list(FAMILIES))
-def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, monkeypatch):
+def test_path_equals_single_fits_and_meets_kkt(
+    family_id, alpha, route, tau, batched_solves
+):  # fmt: skip
     distr, eta, _ = FAMILIES[family_id]
     tau = TAU if tau == "tau" else None
     batched, screening = ROUTES[route]
-    if not batched:
-        force_per_fold(monkeypatch)
     X, y = simulate(family_id)
-    model = GLMCV(
+    model = (GLMCV if batched else per_fold_glmcv)(
         distr=distr,
         eta=eta,
         alpha=alpha,
@@ -182,6 +190,8 @@ def test_path_equals_single_fits_and_meets_kkt(family_id, alpha, route, tau, mon
         screening=screening,
         **QUIET,
     ).fit(X, y)
+    # the route taken: the 2 folds and the full data in batches of 3, or no batch at all
+    assert (set(batched_solves) == {3}) if batched else not batched_solves, batched_solves
     assert np.count_nonzero(model.coef_path_[-1]) >= 3  # the path reaches a non-trivial model
     for k, lam in enumerate(model.reg_lambda_path_):
         b0, beta = model.intercept_path_[k], model.coef_path_[k]
@@ -220,14 +230,16 @@ def small_path_params(distr, eta) -> dict:
 
 
 @pytest.mark.parametrize("family_id", list(FAMILIES))
-def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
+def test_batched_folds_equal_per_fold_paths(family_id, batched_solves):
     """One batched solve of all folds (sample weights 0/1) = each fold's path on its own."""
     distr, eta, _ = FAMILIES[family_id]
     X, y = simulate(family_id)
     params = small_path_params(distr, eta)
     batched = GLMCV(**params).fit(X, y)
-    force_per_fold(monkeypatch)
-    per_fold = GLMCV(**params).fit(X, y)
+    assert batched_solves and set(batched_solves) == {4}  # 3 folds and the full data
+    batched_solves.clear()
+    per_fold = per_fold_glmcv(**params).fit(X, y)
+    assert not batched_solves
     np.testing.assert_allclose(batched.cv_scores_, per_fold.cv_scores_, rtol=1e-8)
     np.testing.assert_allclose(batched.coef_path_, per_fold.coef_path_, rtol=0, atol=1e-8)
     assert batched.best_index_ == per_fold.best_index_
@@ -242,7 +254,7 @@ def test_batched_folds_equal_per_fold_paths(family_id, monkeypatch):
         assert kkt_by_hand(distr, eta, X, y, b0, beta, lam, 0.5) <= KKT_TOL, k
 
 
-def test_batched_folds_count_repeated_training_indices(monkeypatch):
+def test_batched_folds_count_repeated_training_indices(batched_solves):
     """A training index listed twice weighs twice in the batch, as the repeated row does."""
     X, y = simulate("poisson")
     n = len(y)
@@ -253,8 +265,10 @@ def test_batched_folds_count_repeated_training_indices(monkeypatch):
         folds.append((np.concatenate([train, train[:20]]), test))  # 20 rows twice
     params = dict(eta=np.inf, cv=folds, n_lambdas=6, clip_coeffs=0.0, tol=1e-11, **QUIET)
     batched = GLMCV(**params).fit(X, y)
-    force_per_fold(monkeypatch)
-    per_fold = GLMCV(**params).fit(X, y)  # fits X[train] with the repeated rows
+    assert batched_solves
+    batched_solves.clear()
+    per_fold = per_fold_glmcv(**params).fit(X, y)  # fits X[train] with the repeated rows
+    assert not batched_solves
     np.testing.assert_allclose(batched.cv_scores_, per_fold.cv_scores_, rtol=1e-8)
     # ... and both equal single GLM fits on X[train] (rows repeated), deviance by hand.
     glm_params = dict(distr="poisson", eta=np.inf, clip_coeffs=0.0, tol=1e-11, **QUIET)
@@ -779,9 +793,13 @@ def test_training_fold_without_counts_warns():
         GLMCV(eta=np.inf, cv=folds, n_lambdas=4, **QUIET).fit(X, y)
 
 
-def test_n_jobs_does_not_change_the_result(poisson_data, per_fold):
+def test_n_jobs_does_not_change_the_result(poisson_data, batched_solves):
+    """The folds' paths solved in parallel (the per-fold route) = solved one after another."""
     X, y = poisson_data
-    _assert_same_fit(_fit(X, y, n_jobs=2), _fit(X, y, n_jobs=None))
+    params = dict(eta=np.inf, n_lambdas=8, cv=4, **QUIET)
+    parallel = per_fold_glmcv(n_jobs=2, **params).fit(X, y)
+    _assert_same_fit(parallel, per_fold_glmcv(n_jobs=None, **params).fit(X, y))
+    assert not batched_solves
 
 
 def test_sparse_X_gives_the_dense_result(poisson_data):
@@ -948,13 +966,32 @@ def test_glm_inherits_feature_names(poisson_data):
 def test_first_step_with_the_previous_hessian_reaches_the_same_path(family_id, monkeypatch):
     """The batched path's first step at each λ may use the previous λ's last Hessian: the
     step changes, the optimum (KKT, checked by hand) and the CV curve do not."""
+    from stglm._solvers._inner import SharedGramCD
+    from stglm._solvers.batched import SharedDesign
+
     distr, eta, _ = FAMILIES[family_id]
     X, y = simulate(family_id)
     params = small_path_params(distr, eta)
-    fits = {}
+    calls = {"directions": 0, "products": 0}  # Newton directions, Hessian products
+    minimise, hessians = SharedGramCD.minimise, SharedDesign.hessians
+
+    def counting(name, method):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(SharedGramCD, "minimise", counting("directions", minimise))
+    monkeypatch.setattr(SharedDesign, "hessians", counting("products", hessians))
+    fits, counts = {}, {}
     for stale in (True, False):
-        monkeypatch.setattr(batched_module, "STALE_FIRST", stale)
-        fits[stale] = GLMCV(**params).fit(X, y)
+        calls.update(directions=0, products=0)
+        fits[stale] = with_routes(GLMCV(**params), stale_first=stale).fit(X, y)
+        counts[stale] = dict(calls)
+    # the route: a fresh product for every direction, or none for each λ's first step
+    assert counts[False]["products"] == counts[False]["directions"]
+    assert counts[True]["products"] < counts[True]["directions"]
     np.testing.assert_allclose(fits[True].coef_path_, fits[False].coef_path_, rtol=0, atol=1e-8)
     np.testing.assert_allclose(fits[True].cv_scores_, fits[False].cv_scores_, rtol=1e-8)
     model = fits[True]

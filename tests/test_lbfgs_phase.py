@@ -2,14 +2,13 @@
 
 Ridge (α = 0) and unpenalised fits on a large enough X start with L-BFGS and hand over to
 Newton only if it converges too slowly. Most tests force the phase on for small designs
-(``force_phase``). Every check is against code or numbers not written
-in stglm: the KKT residual and J from ``conftest.py``, scikit-learn's and statsmodels'
-solvers, R's glm (statsmodels' copy of its results).
+(``forced``: the solver option ``lbfgs_min_size=0``). Every check is against code or numbers
+not written in stglm: the KKT residual and J from ``conftest.py``, scikit-learn's and
+statsmodels' solvers, R's glm (statsmodels' copy of its results).
 """
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import numpy as np
@@ -23,8 +22,10 @@ from sklearn.exceptions import ConvergenceWarning
 from test_solver import THETA, exact
 from test_solver import _record_steps as record_newton_steps
 
-newton_cd_module = importlib.import_module("stglm._solvers.newton_cd")
-NewtonCD = newton_cd_module.NewtonCD
+from stglm._solvers import NewtonOptions
+from stglm._solvers._lbfgs import LBFGSStart, lbfgs_budget
+
+LBFGS_MIN_SIZE = NewtonOptions().lbfgs_min_size
 SMOOTH_FAMILIES = [
     ("poisson", np.inf),
     ("poisson", 0.5),  # the linear continuation above η is reached by many samples
@@ -46,10 +47,9 @@ def smooth_data(distr, n=400, p=25, seed=0, eta=2.0):
     return X, sample_y(distr, mu, rng, THETA)
 
 
-@pytest.fixture
-def force_phase(monkeypatch):
-    """Run the L-BFGS phase whatever the size of X."""
-    monkeypatch.setattr(newton_cd_module, "LBFGS_MIN_SIZE", 0)
+def forced(**kw):
+    """A GLM that runs the L-BFGS phase whatever the size of X."""
+    return exact(routes={"lbfgs_min_size": 0}, **kw)
 
 
 def tau_matrix(p, seed=3):
@@ -60,14 +60,14 @@ def tau_matrix(p, seed=3):
 def record_lbfgs(monkeypatch):
     """One entry per L-BFGS phase: its iterations and whether it converged."""
     phases = []
-    lbfgs = NewtonCD._lbfgs
+    run = LBFGSStart.run
 
-    def recording_lbfgs(self, *args, **kwargs):
-        out = lbfgs(self, *args, **kwargs)
-        phases.append({"n_iter": out[5], "converged": out[6]})
-        return out
+    def recording_run(self, newton, active):
+        converged = run(self, newton, active)
+        phases.append({"n_iter": int(active.n_iter[0]), "converged": bool(converged[0])})
+        return converged
 
-    monkeypatch.setattr(NewtonCD, "_lbfgs", recording_lbfgs)
+    monkeypatch.setattr(LBFGSStart, "run", recording_run)
     return phases
 
 
@@ -108,9 +108,8 @@ def test_lbfgs_reaches_the_optimum_and_agrees_with_newton(
     assert_allclose(m.kkt_residual_, kkt, rtol=1e-6, atol=1e-14)
 
     # The same problem by Newton alone: the same optimum.
-    monkeypatch.setattr(newton_cd_module, "LBFGS_MIN_SIZE", np.inf)
     phases.clear()
-    newton = exact(**kw).fit(X, y)
+    newton = exact(routes={"lbfgs_min_size": np.inf}, **kw).fit(X, y)
     assert not phases
     assert kkt_of(newton, X, y) <= 1e-8
     assert_allclose(m.beta_, newton.beta_, rtol=0, atol=1e-8)
@@ -137,59 +136,59 @@ def test_poisson_ridge_matches_scikit_learn(reg_lambda, monkeypatch):  # phase o
     assert J <= J_ref + 1e-14 * abs(J_ref)
 
 
-def test_sparse_design_gives_the_dense_result(force_phase, monkeypatch):
+def test_sparse_design_gives_the_dense_result(monkeypatch):
     X, y = smooth_data("poisson", eta=np.inf)
     X[np.abs(X) < 1.0] = 0.0
     phases, _ = record(monkeypatch)
     kw = dict(distr="poisson", eta=np.inf, alpha=0.0, reg_lambda=0.01, tol=1e-10)
-    dense = exact(**kw).fit(X, y)
-    sparse = exact(**kw).fit(sp.csr_matrix(X), y)
+    dense = forced(**kw).fit(X, y)
+    sparse = forced(**kw).fit(sp.csr_matrix(X), y)
     assert len(phases) == 2 and all(ph["n_iter"] >= 1 for ph in phases)
     assert kkt_of(sparse, sp.csr_matrix(X), y) <= 1e-8
     assert_allclose(sparse.beta_, dense.beta_, rtol=0, atol=1e-9)
     assert sparse.n_iter_ == dense.n_iter_
 
 
-def test_n_iter_counts_lbfgs_and_newton_iterations(force_phase, monkeypatch):
+def test_n_iter_counts_lbfgs_and_newton_iterations(monkeypatch):
     X, y = smooth_data("neg-binomial", seed=2)
     kw = dict(distr="neg-binomial", alpha=0.0, reg_lambda=0.01, tol=1e-12)
     phases, newton = record(monkeypatch)
-    full = exact(**kw).fit(X, y)
+    full = forced(**kw).fit(X, y)
     assert full.converged_
     assert full.n_iter_ == phases[0]["n_iter"] + len(newton) >= 2
 
     # a max_iter without room for both phases keeps Newton alone, capped as before
-    budget = newton_cd_module.lbfgs_budget(X.shape[1])
+    budget = lbfgs_budget(X.shape[1])
     for max_iter in (1, 2, 5):
         phases.clear()
         newton.clear()
         with pytest.warns(ConvergenceWarning, match=rf"max_iter={max_iter}\b.*KKT residual"):
-            capped = exact(max_iter=max_iter, **kw).fit(X, y)
+            capped = forced(max_iter=max_iter, **kw).fit(X, y)
         assert not phases
         assert not capped.converged_ and capped.n_iter_ == max_iter == len(newton)
         assert capped.kkt_residual_ == pytest.approx(kkt_of(capped, X, y), rel=1e-6)
     # with room for both, max_iter caps them together
     phases.clear()
     newton.clear()
-    both = exact(max_iter=2 * budget, **kw).fit(X, y)
+    both = forced(max_iter=2 * budget, **kw).fit(X, y)
     assert 1 <= phases[0]["n_iter"] <= budget
     assert both.n_iter_ == phases[0]["n_iter"] + len(newton) <= 2 * budget
 
     # an optimal start costs nothing
     phases.clear()
-    model = exact(**kw)
+    model = forced(**kw)
     model.fit(X, y)
-    again = exact(**kw)._fit_validated(*model._validate(X, y), start=(model.beta0_, model.beta_))
+    again = forced(**kw)._fit_validated(*model._validate(X, y), start=(model.beta0_, model.beta_))
     assert again.n_iter_ == 0 and again.converged_
 
 
-def test_steps_never_increase_the_objective(force_phase, monkeypatch):
+def test_steps_never_increase_the_objective(monkeypatch):
     """Every accepted step of both phases lowers J (recomputed by the reference code)."""
     X, y = smooth_data("gamma", seed=4)
     steps, _ = record_newton_steps(monkeypatch)  # (z, β, step, z_new, β_new) per line search
     phases = record_lbfgs(monkeypatch)
     kw = dict(reg_lambda=0.01, alpha=0.0, theta=THETA)
-    m = exact(distr="gamma", tol=1e-12, **kw).fit(X, y)
+    m = forced(distr="gamma", tol=1e-12, **kw).fit(X, y)
     assert phases[0]["n_iter"] >= 2
     J = [ref_objective_z("gamma", y, steps[0][0], steps[0][1], **kw)]
     J += [ref_objective_z("gamma", y, z_new, b_new, **kw) for *_, z_new, b_new in steps]
@@ -201,10 +200,10 @@ def test_steps_never_increase_the_objective(force_phase, monkeypatch):
 def test_used_only_where_it_pays(monkeypatch):
     phases, _ = record(monkeypatch)
     X, y = smooth_data("poisson", n=2500)  # n·p above LBFGS_MIN_SIZE
-    assert X.size >= newton_cd_module.LBFGS_MIN_SIZE
+    assert X.size >= LBFGS_MIN_SIZE
     exact(distr="poisson", alpha=0.5, reg_lambda=0.01).fit(X, y)  # L1 part: not smooth
     exact(distr="gaussian", alpha=0.0, reg_lambda=0.01).fit(X, y)  # quadratic: one Newton step
-    small = newton_cd_module.LBFGS_MIN_SIZE // X.shape[1] - 1
+    small = LBFGS_MIN_SIZE // X.shape[1] - 1
     exact(distr="poisson", alpha=0.0, reg_lambda=0.01).fit(X[:small], y[:small])  # fixed costs
     assert not phases
     exact(distr="poisson", alpha=0.0, reg_lambda=0.01).fit(X, y)
@@ -218,7 +217,7 @@ def _statsmodels_poisson(X, y):
     return res.params[0], res.params[1:]
 
 
-def test_falls_back_to_newton_on_an_ill_conditioned_design(force_phase, monkeypatch):
+def test_falls_back_to_newton_on_an_ill_conditioned_design(monkeypatch):
     """Longley's collinear design (condition number ~1e9 after scaling): L-BFGS stalls.
 
     Newton finishes, and the fit is statsmodels' IRLS optimum.
@@ -228,10 +227,10 @@ def test_falls_back_to_newton_on_an_ill_conditioned_design(force_phase, monkeypa
     X = np.array(data.exog, dtype=float)
     y = np.round(np.array(data.endog, dtype=float) / 1000.0)  # employment in thousands: counts
     phases, newton = record(monkeypatch)
-    m = exact(distr="poisson", eta=np.inf, alpha=0.0, reg_lambda=0.0, tol=1e-12).fit(X, y)
+    m = forced(distr="poisson", eta=np.inf, alpha=0.0, reg_lambda=0.0, tol=1e-12).fit(X, y)
     assert m.converged_
     assert phases[0]["n_iter"] >= 1 and not phases[0]["converged"] and len(newton) >= 1
-    assert phases[0]["n_iter"] < newton_cd_module.lbfgs_budget(X.shape[1])  # gave up early
+    assert phases[0]["n_iter"] < lbfgs_budget(X.shape[1])  # gave up early
     assert m.n_iter_ == phases[0]["n_iter"] + len(newton)
     scale = np.abs(X.T @ (y - y.mean())).max() / len(y)
     kw = dict(reg_lambda=0.0, alpha=0.0, eta=np.inf)
@@ -240,7 +239,7 @@ def test_falls_back_to_newton_on_an_ill_conditioned_design(force_phase, monkeypa
     assert_allclose(np.r_[m.beta0_, m.beta_], np.r_[b0, beta], rtol=1e-5)
 
 
-def test_forced_phase_on_cpunish_matches_r_glm(force_phase, monkeypatch):
+def test_forced_phase_on_cpunish_matches_r_glm(monkeypatch):
     """R's glm on Cpunish (Poisson, INCOME ~3e4 beside shares), with the phase forced on."""
     R = pytest.importorskip("statsmodels.genmod.tests.results.results_glm")
     datasets = pytest.importorskip("statsmodels.datasets")
@@ -251,6 +250,6 @@ def test_forced_phase_on_cpunish_matches_r_glm(force_phase, monkeypatch):
     phases, _ = record(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        m = exact(distr="poisson", eta=np.inf, reg_lambda=0.0, tol=1e-12).fit(X, y)
+        m = forced(distr="poisson", eta=np.inf, reg_lambda=0.0, tol=1e-12).fit(X, y)
     assert phases[0]["n_iter"] >= 1 and m.converged_ and m.n_iter_ <= 50
     assert_allclose(np.r_[m.beta_, m.beta0_], R.Cpunish().params, rtol=1e-6)

@@ -8,23 +8,23 @@ metamorphic relations tie one fit to another. Numbers from R live in test_r_refe
 
 from __future__ import annotations
 
-import importlib
 import re
 import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import DISTRS, kkt_by_hand, ref_objective_z, ref_residual
+from conftest import DISTRS, kkt_by_hand, ref_objective_z, ref_residual, with_routes
 from conftest import model_kkt as kkt_of
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
 from stglm import GLM
+from stglm._solvers import NewtonOptions, _inner
+from stglm._solvers.newton_cd import NewtonCD
 from stglm.generalized_lm import _loss
 
-newton_cd_module = importlib.import_module("stglm._solvers.newton_cd")
-GRAM_MAX_FEATURES = newton_cd_module.GRAM_MAX_FEATURES
+GRAM_MAX_FEATURES = NewtonOptions().gram_max_features
 THETA = 2.0
 LAMBDA = 0.12
 TRUE_BETA = np.array([0.6, -0.4, 0.0, 0.3, 0.0, -0.2])
@@ -33,10 +33,24 @@ TRUE_BETA = np.array([0.6, -0.4, 0.0, 0.3, 0.0, -0.2])
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def exact(**kw):
-    """An unclipped, silent GLM (clip_coeffs=0 keeps the optimum itself)."""
+def exact(routes: dict | None = None, **kw):
+    """An unclipped, silent GLM (clip_coeffs=0 keeps the optimum itself), on ``routes``."""
     kw.setdefault("theta", THETA)
-    return GLM(clip_coeffs=0.0, verbose=False, **kw)
+    return with_routes(GLM(clip_coeffs=0.0, verbose=False, **kw), **(routes or {}))
+
+
+def record_inner(monkeypatch) -> list[str]:
+    """The inner solver of every Newton direction of single fits, by class name."""
+    used = []
+    for cls in (_inner.GramCD, _inner.ResidualCD, _inner.ConjugateGradient):
+        minimise = cls.minimise
+
+        def recording(self, *args, _minimise=minimise, **kwargs):
+            used.append(type(self).__name__)
+            return _minimise(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "minimise", recording)
+    return used
 
 
 def packed(m):
@@ -326,13 +340,17 @@ def test_wide_ridge_more_features_than_samples_converges():
 @pytest.mark.parametrize("use_tau", [False, True], ids=["identity", "tau"])
 @pytest.mark.parametrize("distr", ["gaussian", "poisson", "neg-binomial"])
 def test_gram_and_residual_kernels_agree(distr, use_tau, alpha, monkeypatch):
-    """Force each kernel on the same small problem (GRAM_MAX_FEATURES patched): same optimum."""
+    """Each kernel on the same small problem (the wide route forced): the same optimum."""
     X, y = make_data(distr)
     Tau = tau_matrix(X.shape[1]) if use_tau else None
     kw = dict(distr=distr, alpha=alpha, reg_lambda=LAMBDA, Tau=Tau, tol=1e-12)
+    used = record_inner(monkeypatch)
     gram = exact(**kw).fit(X, y)
-    monkeypatch.setattr(newton_cd_module, "GRAM_MAX_FEATURES", 0)
-    resid = exact(**kw).fit(X, y)
+    assert set(used) == {"GramCD"} and len(used) == gram.n_iter_
+    used.clear()
+    resid = exact(routes={"gram_max_features": 0}, **kw).fit(X, y)
+    # the wide route: residual-update CD, or conjugate gradients for a ridge model
+    assert set(used) == {"ResidualCD" if alpha > 0 else "ConjugateGradient"}, used
     assert resid.converged_ and kkt_of(resid, X, y) <= 1e-9
     assert_allclose(resid.beta_, gram.beta_, atol=1e-9)
     assert_allclose(resid.beta0_, gram.beta0_, atol=1e-9)
@@ -493,27 +511,26 @@ def test_no_warning_when_converged():
 
 
 def _record_steps(monkeypatch):
-    """Wrap NewtonCD's per-iteration methods.
+    """Wrap the single-problem solver's direction and its move to the line search's step.
 
-    Returns (steps, directions): for every line search the (z, β) before and after the step
-    taken, and one entry per Newton direction computed (one per outer iteration).
+    Returns (steps, directions): for every line search the (z, β, step) before and the
+    (z, β) after the step taken, and one entry per Newton direction computed (one per
+    outer iteration).
     """
-    cls = newton_cd_module.NewtonCD
-    line_search, direction = cls._line_search, cls._direction
+    move, direction = NewtonCD.move, NewtonCD.direction
     steps, directions = [], []
 
-    def recording_line_search(self, z, dz, beta, d, *args, **kwargs):
-        out = line_search(self, z, dz, beta, d, *args, **kwargs)
-        step = out[0]
-        steps.append((z.copy(), beta.copy(), step, z + step * dz, beta + step * d))
-        return out
+    def recording_move(self, active, step):
+        before = (active.Zc[0].copy(), active.beta[0].copy(), float(step[0]))
+        move(self, active, step)
+        steps.append((*before, active.Zc[0].copy(), active.beta[0].copy()))
 
     def recording_direction(self, *args, **kwargs):
         directions.append(None)
         return direction(self, *args, **kwargs)
 
-    monkeypatch.setattr(cls, "_line_search", recording_line_search)
-    monkeypatch.setattr(cls, "_direction", recording_direction)
+    monkeypatch.setattr(NewtonCD, "move", recording_move)
+    monkeypatch.setattr(NewtonCD, "direction", recording_direction)
     return steps, directions
 
 
@@ -732,49 +749,95 @@ def test_batched_kernels_follow_the_formulas(fit_intercept, alpha):
     assert at_minimum[3]
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_single_problem_kkt_kernel_follows_the_formula(fit_intercept):
+    """The compiled KKT residual of a single fit = kkt_residual = the formula by hand."""
+    from stglm._penalties import kkt_residual
+    from stglm._solvers._batched_kernels import kkt_max
+
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        p = 7
+        g, beta = rng.standard_normal(p), rng.standard_normal(p)
+        beta[rng.random(p) < 0.4] = 0.0  # both branches of the subgradient
+        l1w = rng.uniform(0.0, 1.0, p) * (rng.random(p) < 0.8)  # some unpenalised
+        g0 = float(rng.standard_normal())
+        got = kkt_max(g, beta, l1w, g0, fit_intercept)
+        expected = kkt_residual(g, beta, l1w, g0 if fit_intercept else None)
+        assert got == expected  # the same arithmetic, bit for bit
+        by_hand = max(
+            abs(gj + lj * np.sign(bj)) if bj != 0 else max(abs(gj) - lj, 0.0)
+            for gj, bj, lj in zip(g, beta, l1w, strict=True)
+        )
+        assert got == (max(by_hand, abs(g0)) if fit_intercept else by_hand)
+    g[3] = np.nan  # a NaN gradient never counts as converged
+    assert np.isnan(kkt_max(g, beta, l1w, g0, fit_intercept))
+    if fit_intercept:
+        assert np.isnan(kkt_max(np.zeros(p), beta, l1w, np.nan, True))
+
+
 def test_batched_kernels_never_take_nan_for_converged():
     """NaN never passes: a NaN gradient gives a NaN KKT residual (max() would drop it).
 
     A NaN J, a rise or too small a decrease fails Armijo's test.
     """
-    from stglm._solvers._batched_kernels import accept_steps, finish_gradients, sufficient_decrease
+    from stglm._solvers._batched_kernels import (
+        finish_gradients,
+        move_points,
+        settle_steps,
+        sufficient_decrease,
+    )
 
     B = np.zeros((3, 3))
     raw = np.array([[0.5, np.nan, 0.1], [np.nan, 0.0, 0.0], [0.2, 0.1, np.inf]])
     kkt = finish_gradients(raw, np.ones(3), B, np.full(3, 0.1), 0.5, np.ones(2), np.eye(2), True)
     assert np.isnan(kkt[0]) and np.isnan(kkt[1]) and kkt[2] == np.inf
     ok = sufficient_decrease(
-        np.array([np.nan, 1.5, 0.99995]), np.ones(3), np.full(3, -1.0), np.ones(3), 1e-4, 2e-16
+        np.array([np.nan, 1.5, 0.99995]), np.ones(3), np.full(3, -1.0), np.ones(3), 1e-4, 3.2e-15
     )
     assert ok.tolist() == [False, False, False]
     # a full step takes B + D as evaluated; half a step moves by D/2; a step of 0 is stuck
-    step, D = np.array([1.0, 0.5, 0.0]), np.full((3, 3), 0.3)
-    B, B_full = np.ones((3, 3)), np.full((3, 3), 1.3)
-    F, L, stuck = np.zeros(3), np.zeros(3), np.zeros(3, dtype=bool)
-    accept_steps(step, D, B, B_full, F, np.ones(3), L, np.full(3, 2.0), stuck)
+    step, D = np.array([1.0, 0.5, 0.0, 0.0]), np.full((4, 3), 0.3)
+    B, B_full = np.ones((4, 3)), np.full((4, 3), 1.3)
+    L = np.zeros(4)
+    current = tuple(np.full((4, 5), v) for v in (1.0, 2.0, 3.0))
+    trial = tuple(np.full((4, 5), -v) for v in (1.0, 2.0, 3.0))
+    move_points(step, D, B, B_full, L, np.full(4, 2.0), current, trial)
     assert_array_equal(B[0], B_full[0])
     assert_allclose(B[1], 1.15, rtol=1e-15)
-    assert_array_equal(B[2], 1.0)
-    assert F.tolist() == [1.0, 1.0, 0.0] and L.tolist() == [2.0, 2.0, 0.0]
-    assert stuck.tolist() == [False, False, True]
+    assert_array_equal(B[2:], 1.0)
+    assert L.tolist() == [2.0, 2.0, 0.0, 0.0]
+    for v, (cur, tri) in enumerate(zip(current, trial, strict=True), start=1):
+        assert_array_equal(tri[:2], -v)  # a step: the trial terms are the new point's
+        assert_array_equal(tri[2:], v)  # no step: the current terms, kept
+        assert_array_equal(cur, v)
+    # ... J follows; a stuck row is at the optimum in floating point only when its model
+    # predicted a decrease below 16 ulp of J (never a NaN one)
+    F, stuck, at_minimum = np.full(4, 4.0), np.zeros(4, dtype=bool), np.zeros(4, dtype=bool)
+    delta = np.array([-1.0, -1.0, -1e-15, np.nan])
+    settle_steps(step, F, np.ones(4), delta, stuck, at_minimum, 16 * 2.0**-52)
+    assert F.tolist() == [1.0, 1.0, 4.0, 4.0]
+    assert stuck.tolist() == [False, False, True, True]
+    assert at_minimum.tolist() == [False, False, True, False]
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("blocked", [False, True])
-def test_shared_design_hessians_by_hand(fit_intercept, blocked, monkeypatch):
+def test_shared_design_hessians_by_hand(fit_intercept, blocked):
     """Each row's Hessian from the pair products = X̃'ᵀdiag(w)X̃'/n_g, also block by block.
 
     (The solvers' results cannot show a wrong Hessian: it only slows convergence.)
     """
     from stglm._solvers import batched
 
-    if blocked:  # a few rows per block of Z, the last block partial
-        monkeypatch.setattr(batched, "PAIR_BYTES_BUDGET", 8 * 28 * 7)
+    # blocked: a few rows per block of Z, the last block partial
+    options = NewtonOptions(pair_bytes_budget=8 * 28 * 7) if blocked else NewtonOptions()
     rng = np.random.default_rng(5)
     n = 53
     X = rng.standard_normal((n, 6)) * [1, 2, 3, 0.02, 1, 10] + [0, 0, 5, 0, 0, 3]
-    design = batched.SharedDesign(X, fit_intercept)
+    design = batched.SharedDesign(X, fit_intercept, options)
     assert (design.Z is None) == blocked
+    assert (design.subset(np.arange(40)).Z is None) == blocked  # a fold's design: the same budget
     sc = design.scaling
     assert not sc.identity
     ones = [np.ones((n, 1))] if fit_intercept else []

@@ -33,7 +33,7 @@ from sklearn.model_selection import KFold, check_cv
 from ._errors import BoundaryWarning, InputError, InputTypeError
 from ._families import Family
 from ._path import PathResult, batched_path, clip, fit_path, geometric_path, score_path
-from ._solvers import Problem
+from ._solvers import NewtonOptions, Problem
 from ._solvers._null_model import null_intercepts
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
@@ -232,6 +232,7 @@ def batched_fold_paths(
     max_iter: int,
     tol: float,
     theta_method: str | None,
+    options: NewtonOptions | None = None,
 ) -> tuple[list[PathResult], PathResult]:
     """Every fold's path and the full-data path of a one-response problem, in one batched solve.
 
@@ -248,8 +249,8 @@ def batched_fold_paths(
         weights *= problem.sample_weight[:, None]
     pen = problem.penalty
     solver = BatchedNewtonCD(
-        problem.family, SharedDesign(X, problem.fit_intercept), pen.alpha, pen.Tau,
-        max_iter=max_iter, tol=tol, penalty_factor=pen.penalty_factor,
+        problem.family, SharedDesign(X, problem.fit_intercept, options), pen.alpha, pen.Tau,
+        max_iter=max_iter, tol=tol, penalty_factor=pen.penalty_factor, options=options,
     )  # fmt: skip
     Y = np.repeat(problem.y[:, None], k + 1, axis=1)
     with single_blas_thread():

@@ -28,7 +28,7 @@ from ._metrics import deviance, pseudo_r2
 from ._objective import linear_predictor
 from ._path import clip
 from ._penalties import ElasticNet, soft_threshold
-from ._solvers import SOLVERS, Problem, SolverResult, solve
+from ._solvers import SOLVERS, NewtonOptions, Problem, SolverResult, solve
 from ._solvers.newton_cd import null_fit
 from ._theta import fit_theta
 from ._validation import (
@@ -102,6 +102,10 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     _constraints: dict = COMMON_CONSTRAINTS
     #: (covariance, robust covariance, dispersion, df) of an unpenalised fit, else None.
     _inference = None
+    #: The irls-cd solver's routes and budgets (:class:`stglm._solvers.NewtonOptions`). Not
+    #: a parameter: routes change how fast the optimum is reached, not which one (to the
+    #: KKT tolerance). A test that must take a route gives one instance its own options.
+    _newton_options: NewtonOptions = NewtonOptions()
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -549,6 +553,7 @@ class GLM(_GLMBase):
             "max_iter": self.max_iter,
             "tol": self.tol,
             "random_seed": self.random_seed,
+            "newton": self._newton_options,
         }
 
     def _store(self, result: SolverResult, y: np.ndarray, problem: Problem) -> None:

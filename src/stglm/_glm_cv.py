@@ -25,16 +25,12 @@ from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
 from ._path import LAMBDA_MIN_RATIO, PathResult, clip, lambda_max
 from ._penalties import ElasticNet
 from ._solvers import Problem
-from ._solvers.batched import PAIR_BYTES_BUDGET
 from ._theta import null_theta
 from ._validation import Boolean, Integer, JobCount, Options, Real, RealSequence
 
 logger = logging.getLogger("stglm")
 
 __all__ = ["GLMCV"]
-
-#: Dense designs with at most this many predictors solve all folds (and the refit) together.
-BATCHED_MAX_FEATURES = 64
 
 
 class GLMCV(_GLMBase):
@@ -189,6 +185,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
             "max_iter": self.max_iter,
             "tol": self.tol,
             "random_seed": self.random_seed,
+            "newton": self._newton_options,
         }
 
     def _theta_method(self) -> str | None:
@@ -197,19 +194,20 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
     def _batchable(self, X, n_folds: int) -> bool:
         """Whether the folds and the refit are solved as one batch (see the class doc).
 
-        Besides a small dense design, the batch's working arrays
-        (:func:`stglm._cv.batch_bytes` of the folds and the full data, e.g. for
-        leave-one-out on many samples) must fit the same memory budget as the design's
-        pair products.
+        Besides a small dense design (``NewtonOptions.batched_max_features``), the batch's
+        working arrays (:func:`stglm._cv.batch_bytes` of the folds and the full data, e.g.
+        for leave-one-out on many samples) must fit the same memory budget as the design's
+        pair products (``NewtonOptions.pair_bytes_budget``).
         """
         n, p = X.shape
         m = p + int(self.fit_intercept)
+        budget = self._newton_options.pair_bytes_budget
         return (
             self.solver == "irls-cd"
             and not sp.issparse(X)
-            and p <= BATCHED_MAX_FEATURES
-            and 8 * n * m * (m + 1) // 2 <= PAIR_BYTES_BUDGET
-            and batch_bytes(n, n_folds + 1) <= PAIR_BYTES_BUDGET
+            and p <= self._newton_options.batched_max_features
+            and 8 * n * m * (m + 1) // 2 <= budget
+            and batch_bytes(n, n_folds + 1) <= budget
         )
 
     def _paths(self, problem: Problem, lams, folds) -> tuple[list[PathResult], PathResult]:
@@ -217,7 +215,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         if self._batchable(problem.X, len(folds)):
             return batched_fold_paths(
                 problem, lams, folds, max_iter=self.max_iter, tol=self.tol,
-                theta_method=self._theta_method(),
+                theta_method=self._theta_method(), options=self._newton_options,
             )  # fmt: skip
         return separate_fold_paths(
             problem, lams, folds, self.solver, self._options(), screening=self.screening,
@@ -308,6 +306,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         """Refit on all data at the chosen λ (``glm_``), from ``start`` (β0, β)."""
         glm_params = {name: getattr(self, name) for name in GLM._get_param_names()}
         self.glm_ = GLM(**{**glm_params, "reg_lambda": self.reg_lambda_opt_})
+        self.glm_._newton_options = self._newton_options
         self.glm_._fit_validated(family, X, y, Tau, data, start=start)
         for name in ("n_features_in_", "feature_names_in_"):  # glm_ predicts as GLMCV does
             if hasattr(self, name):

@@ -10,16 +10,11 @@ from ._families import Family
 from ._metrics import column_deviance, r2_from_deviances, weighted_column_sum
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
-from ._solvers import Problem, solve
+from ._solvers import Problem, newton_options, solve
 from ._solvers._null_model import tolerance_scales
+from ._solvers._scaling import scaled_design
 from ._solvers.batched import BatchedNewtonCD
-from ._solvers.newton_cd import (
-    GRAM_MAX_FEATURES,
-    null_fit,
-    null_gradient,
-    scaled_design,
-    tolerance_scale,
-)
+from ._solvers.newton_cd import null_fit, null_gradient, tolerance_scale
 from ._theta import batched_theta, fit_theta
 
 __all__ = [
@@ -161,7 +156,7 @@ def fit_path(
     f = np.ones(p) if factor is None else factor
     options = dict(options)
     if solver == "irls-cd":
-        if problem.n_features <= GRAM_MAX_FEATURES:
+        if problem.n_features <= newton_options(options).gram_max_features:
             scaled_design(problem)  # once for the path; screened sub-problems slice it
         if "scale" not in options:
             options["scale"] = tolerance_scale(problem)  # one scale for the whole path

@@ -9,11 +9,12 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .._objective import objective
 from ._common import Problem, SolverResult
+from ._options import NewtonOptions, newton_options
 from ._threads import single_blas_thread
 from .gradient_descent import batch_gradient, initial_coefficients
 from .newton_cd import newton_cd, null_intercept
 
-__all__ = ["SOLVERS", "Problem", "SolverResult", "solve"]
+__all__ = ["SOLVERS", "NewtonOptions", "Problem", "SolverResult", "newton_options", "solve"]
 
 
 def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
@@ -60,6 +61,7 @@ def _run_newton_cd(problem: Problem, options: dict, start) -> SolverResult:
         max_iter=options["max_iter"],
         tol=options["tol"],
         scale=options.get("scale"),
+        options=newton_options(options),
     )
 
 
@@ -68,6 +70,11 @@ SOLVERS = {"irls-cd": _run_newton_cd, "batch-gradient": _run_batch_gradient}
 
 
 def solve(problem: Problem, solver: str, options: dict, start=None) -> SolverResult:
-    """Minimise ``problem`` with the named solver from ``start`` (β0, β) or its default start."""
+    """Minimise ``problem`` with the named solver from ``start`` (β0, β) or its default start.
+
+    ``options`` holds the estimator's ``learning_rate``, ``max_iter``, ``tol`` and
+    ``random_seed``, optionally ``scale`` (a path's tolerance scale) and ``newton`` (the
+    :class:`NewtonOptions` of irls-cd's routes; the defaults when absent).
+    """
     with single_blas_thread():
         return SOLVERS[solver](problem, options, start)

@@ -1,4 +1,4 @@
-"""Compiled per-gene pieces of the batched Newton iteration (:mod:`stglm._solvers.batched`).
+"""Compiled per-row pieces of the Newton iteration (:mod:`stglm._solvers._newton`, ``batched``).
 
 The arrays of one Newton iteration are small — (G, m) coefficients and gradients, G
 Hessians of m × m — so in numpy their dozens of element-wise steps cost more in call
@@ -93,6 +93,29 @@ def penalties(B, lam, alpha, factor, gram, fit_intercept):
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _worse(worst, v):
+    """The larger of two KKT terms; NaN once either is.
+
+    Not max(): Python's and numba's max(0.0, nan) is 0.0, and a NaN residual must never
+    count as converged.
+    """
+    return v if worst == worst and not v <= worst else worst
+
+
+@njit(cache=True, nogil=True)
+def kkt_max(g, beta, l1w, g0, fit_intercept):
+    """One problem's KKT residual from its gradient (g0 for the intercept, g for β).
+
+    :func:`stglm._penalties.kkt_residual`'s formula with per-coordinate L1 weights ``l1w``
+    (tests compare the two), NaN once any term is.
+    """
+    worst = abs(g0) if fit_intercept else 0.0
+    for j in range(g.size):
+        worst = _worse(worst, _violation(g[j], beta[j], l1w[j]))
+    return worst
+
+
 @njit(cache=True, nogil=True)
 def finish_gradients(Gr, total, B, lam, alpha, factor, gram, fit_intercept):
     """Turn Gr = R·X̃ (G, m) into ∇J in place; return each gene's KKT residual.
@@ -119,9 +142,7 @@ def finish_gradients(Gr, total, B, lam, alpha, factor, gram, fit_intercept):
                         acc += gram[j - off, c] * B[k, off + c]
                     g += l2 * acc
                 v = _violation(g, B[k, j], l1 * factor[j - off])
-            # Not max(): Python's and numba's max(0.0, nan) is 0.0. Once NaN, it stays.
-            if worst == worst and not v <= worst:
-                worst = v
+            worst = _worse(worst, v)
             Gr[k, j] = g
         kkt[k] = worst
     return kkt
@@ -200,26 +221,75 @@ def newton_directions(
 
 
 @njit(cache=True, nogil=True)
-def sufficient_decrease(trial_F, F, delta, step, armijo, eps):
-    """Armijo's test per gene: J(trial) ≤ J + c·t·Δ.
+def check_rows(kkt, tol, at_minimum, stuck, n_iter, max_iter, done, leave, inner_tol):
+    """The stop rule per row, in place; whether any row leaves.
 
-    A full step that leaves J unchanged to rounding (16 ulp) passes too: nothing is left
-    to gain in floating point.
+    ``done``: the KKT residual is at most the tolerance (never when it is NaN) or the
+    model's minimiser is the point; ``leave``: done, stuck, or ``max_iter`` reached. Rows
+    that stay count one more iteration and get their inner tolerance, 5 % of the KKT
+    residual but at least a tenth of the tolerance (NaN propagates, as ``np.maximum``).
+    """
+    any_leave = False
+    for k in range(kkt.size):
+        done[k] = kkt[k] <= tol[k] or at_minimum[k]
+        leave[k] = done[k] or stuck[k] or n_iter[k] >= max_iter
+        if leave[k]:
+            any_leave = True
+        else:
+            n_iter[k] += 1
+        a, b = 0.05 * kkt[k], 0.1 * tol[k]
+        inner_tol[k] = a if (a != a or a > b) else b
+    return any_leave
+
+
+@njit(cache=True, nogil=True)
+def sufficient_decrease(trial_F, F, delta, step, armijo, rounding):
+    """Armijo's test per row: J(trial) ≤ J + c·t·Δ.
+
+    A full step that leaves J unchanged to rounding (``rounding``·|J|, 16 ulp) passes too:
+    nothing is left to gain in floating point.
     """
     ok = np.empty(F.size, dtype=np.bool_)
-    for k in range(F.size):
-        ok[k] = trial_F[k] <= F[k] + armijo * step[k] * delta[k] or (
-            step[k] == 1.0 and abs(trial_F[k] - F[k]) <= 16.0 * eps * abs(F[k])
-        )
+    all_ok(trial_F, F, delta, step, armijo, rounding, ok)
     return ok
 
 
 @njit(cache=True, nogil=True)
-def accept_steps(step, D, B, B_full, F, F_new, L, L_new, stuck):
-    """In place: B moves by t·D, J and −ℓ take their trial values where t > 0; t = 0 marks stuck.
+def all_ok(trial_F, F, delta, step, armijo, rounding, ok):
+    """:func:`sufficient_decrease` into ``ok``; whether every row passes."""
+    passed = True
+    for k in range(F.size):
+        ok[k] = trial_F[k] <= F[k] + armijo * step[k] * delta[k] or (
+            step[k] == 1.0 and abs(trial_F[k] - F[k]) <= rounding * abs(F[k])
+        )
+        passed = passed and ok[k]
+    return passed
+
+
+@njit(cache=True, nogil=True)
+def settle_steps(step, F, F_new, delta, stuck, at_minimum, rounding):
+    """In place, per row: J takes its trial value where the step t > 0; t = 0 marks it stuck.
+
+    A stuck row whose model predicted a decrease below ``rounding``·|J| (16 ulp) is at the
+    optimum in floating point: ``at_minimum`` (a NaN prediction never is).
+    """
+    for k in range(step.size):
+        if step[k] > 0.0:
+            F[k] = F_new[k]
+        else:
+            stuck[k] = True
+            if abs(delta[k]) <= rounding * abs(F[k]):
+                at_minimum[k] = True
+
+
+@njit(cache=True, nogil=True)
+def move_points(step, D, B, B_full, L, L_new, current, trial):
+    """In place: B moves by t·D and −ℓ takes its trial value, where t > 0.
 
     A full step takes B_full (= B + D, where the line search evaluated J) itself, so that
     the point and its J agree to the last bit and the model's exact zeros stay exact.
+    Where t = 0 the rows of the ``current`` buffers (Z, R, W) are copied into ``trial``, so
+    that after the buffers are swapped every row holds the terms at its point.
     """
     for k in range(step.size):
         if step[k] == 1.0:
@@ -228,7 +298,7 @@ def accept_steps(step, D, B, B_full, F, F_new, L, L_new, stuck):
             for j in range(B.shape[1]):
                 B[k, j] += step[k] * D[k, j]
         if step[k] > 0.0:
-            F[k] = F_new[k]
             L[k] = L_new[k]
         else:
-            stuck[k] = True
+            for a in range(len(current)):
+                trial[a][k, :] = current[a][k, :]

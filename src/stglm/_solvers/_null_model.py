@@ -7,8 +7,9 @@ offset O, (n,) or (n, G), in the linear predictor z = β0 + O + Xβ.
 Without offset the best intercept at β = 0 is link(ȳ) (the weighted mean) for every
 family. With an offset it has a closed form for the identity link and for the log link of
 the Poisson and gamma likelihoods; elsewhere (the negative binomial, the seed's mean
-functions) the closed form here is a start, and :func:`stglm._solvers.batched.null_fits`
-finishes it with the Newton solver.
+functions) the closed form here is a start, and the Newton solver finishes it
+(:func:`stglm._solvers.newton_cd.null_fit` for one problem; for many genes,
+:class:`stglm._solvers.batched.BatchedNewtonCD` at λ = 0 on the unpenalised columns).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def null_gradients(
     """∇_β of the mean negative log-likelihood at each column's null model; shape (G, p).
 
     ``Z0`` (n, G) are the null models' linear predictors when the caller has solved them
-    (:func:`stglm._solvers.batched.null_fits`); else from :func:`null_intercepts`.
+    (see the module's doc); else from :func:`null_intercepts`.
     """
     if Z0 is None:
         Z0 = null_predictors(

@@ -83,13 +83,21 @@ class DesignScaling:
     def _split(self, B):
         return (B[:, 0], B[:, 1:]) if self.fit_intercept else (None, B)
 
+    @staticmethod
+    def _join(first: np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """[first, rest] as one (G, m) array (np.column_stack without its generality)."""
+        out = np.empty((rest.shape[0], rest.shape[1] + 1))
+        out[:, 0] = first
+        out[:, 1:] = rest
+        return out
+
     def to_scaled(self, B: np.ndarray) -> np.ndarray:
         """B' = T⁻¹b: β' = s·β, β0' = β0 + c·β."""
         b0, beta = self._split(B)
         beta_s = beta * self.scale
         if not self.fit_intercept:
             return beta_s
-        return np.column_stack([b0 + beta @ self.center, beta_s])
+        return self._join(b0 + beta @ self.center, beta_s)
 
     def from_scaled(self, B: np.ndarray) -> np.ndarray:
         """B = T·b': β = β'/s, β0 = β0' − c·β."""
@@ -97,14 +105,14 @@ class DesignScaling:
         beta = beta_s / self.scale
         if not self.fit_intercept:
             return beta
-        return np.column_stack([b0 - beta @ self.center, beta])
+        return self._join(b0 - beta @ self.center, beta)
 
     def gradient_to_scaled(self, Gr: np.ndarray) -> np.ndarray:
         """G' = Tᵀg: g'_0 = g_0, g'_β = (g_β − c·g_0)/s."""
         g0, g = self._split(Gr)
         if not self.fit_intercept:
             return g / self.scale
-        return np.column_stack([g0, (g - np.outer(g0, self.center)) / self.scale])
+        return self._join(g0, (g - np.outer(g0, self.center)) / self.scale)
 
     def hessian_to_scaled(self, H: np.ndarray) -> np.ndarray:
         """TᵀHT for H of shape (G, m, m) (used where the scaled design is not formed)."""
@@ -134,4 +142,18 @@ class DesignScaling:
         """
         l1 = np.asarray(l1, dtype=float)
         W = (l1[:, None] if l1.ndim == 1 else l1) / self.scale[None, :]
-        return np.column_stack([np.zeros(W.shape[0]), W]) if self.fit_intercept else W
+        return self._join(np.zeros(W.shape[0]), W) if self.fit_intercept else W
+
+
+def scaled_design(problem) -> tuple[DesignScaling, np.ndarray | None]:
+    """A problem's design scaling and scaled copy (None for sparse X), kept in ``problem.cache``.
+
+    Built once and shared by every λ of a path (problems that differ only in the penalty
+    share the cache).
+    """
+    cache = problem.cache
+    if "scaling" not in cache:
+        X = problem.X
+        cache["scaling"] = DesignScaling(X, problem.fit_intercept)
+        cache["X_scaled"] = None if sp.issparse(X) else cache["scaling"].design(X)
+    return cache["scaling"], cache["X_scaled"]

@@ -5,12 +5,13 @@ X̃ᵀdiag(w_g)X̃ comes from one matrix product W·Z, where Z (n × m(m+1)/2) h
 row-wise products of X̃'s column pairs and W (G × n) the genes' Newton weights.
 Gradients, line searches and KKT checks are vectorised over genes; only the small
 per-gene coordinate descent runs in a compiled loop. Genes leave the batch as they
-converge. The iteration is the one of :mod:`stglm._solvers.newton_cd`, gene by gene.
+converge. :class:`BatchedNewtonCD` is the design backend of these genes for the Newton
+iteration of :mod:`stglm._solvers._newton`, the one single problems run too.
 
 The working arrays are gene-major (G × n, one contiguous row per gene), allocated once
 per solver and double-buffered: a step is accepted by swapping buffers, and genes that
-leave are replaced by moving only the rows of the last ones into their places. (In the
-sample-major layout, compaction and fresh temporaries cost more than the arithmetic.)
+leave are replaced by moving only the rows of the last ones into their places
+(:class:`stglm._solvers._active_set.ActiveSet`).
 """
 
 from __future__ import annotations
@@ -22,28 +23,20 @@ import numpy as np
 
 from .._families import Family
 from .._penalties import ElasticNet
+from ._active_set import ActiveSet
 from ._batched_kernels import (
-    accept_steps,
-    copy_rows,
     finish_gradients,
-    newton_directions,
+    move_points,
     pair_products,
     penalties,
-    sufficient_decrease,
     unpack_hessians,
 )
-from ._family_kernels import EPS, nll_and_terms
+from ._family_kernels import nll_and_terms
+from ._inner import SharedGramCD
+from ._newton import ProximalNewton
 from ._null_model import null_intercepts, tolerance_scales
+from ._options import DEFAULT_OPTIONS, NewtonOptions
 from ._scaling import DesignScaling
-from .newton_cd import ARMIJO, MAX_HALVINGS, MAX_SWEEPS, ROUNDING_ULPS
-
-#: Take a path's first Newton step at each λ with the previous λ's last Hessian: a product
-#: saved per λ (GLMCV 2,000 × 20: 19.0 → 16.3 ms; Visium fit_genes CV 7.3 → 5.5 s) for a few
-#: more iterations (299 → 305). Any positive definite matrix gives a descent direction, and
-#: the stopping rule (KKT) does not depend on it.
-STALE_FIRST = True
-#: Largest pair-product matrix kept in memory; beyond it Z is built block by block.
-PAIR_BYTES_BUDGET = 256 * 2**20
 
 
 class SharedDesign:
@@ -59,11 +52,14 @@ class SharedDesign:
         Predictors (a dense float64 array).
     fit_intercept : bool
         Whether a column of ones is prepended.
+    options : NewtonOptions, optional
+        ``pair_bytes_budget``: the largest pair-product matrix kept (the defaults when None).
     """
 
-    def __init__(self, X: np.ndarray, fit_intercept: bool):
+    def __init__(self, X: np.ndarray, fit_intercept: bool, options: NewtonOptions | None = None):
         X = np.asarray(X, dtype=np.float64)
         self.fit_intercept = fit_intercept
+        self.options = DEFAULT_OPTIONS if options is None else options
         self.X = X
         # X̃ kept transposed, (m, n) contiguous: the step's predictors D·X̃ᵀ, every
         # iteration, come 2.5× faster from it than from X̃ (6 × 21 by 21 × 2,000: 6 against
@@ -79,12 +75,9 @@ class SharedDesign:
         self.n, self.m = n, m = self.Xt.shape
         self.rows, self.cols = np.triu_indices(m)
         pair_bytes = 8 * n * self.rows.size
+        budget = self.options.pair_bytes_budget
         # Rows per block of Z: all of them when Z fits the budget.
-        self.block = (
-            n
-            if pair_bytes <= PAIR_BYTES_BUDGET
-            else max(1, PAIR_BYTES_BUDGET // (8 * self.rows.size))
-        )
+        self.block = n if pair_bytes <= budget else max(1, budget // (8 * self.rows.size))
         self.Z = self._pairs(slice(None)) if self.block == n else None
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
@@ -111,7 +104,7 @@ class SharedDesign:
     def subset(self, index: np.ndarray) -> SharedDesign:
         """The design restricted to some samples (a training fold)."""
         X = self.X[index]
-        return SharedDesign(X, self.fit_intercept)
+        return SharedDesign(X, self.fit_intercept, self.options)
 
     def hessians(self, W: np.ndarray, total: np.ndarray | None = None) -> np.ndarray:
         """(1/n_g)·X̃'ᵀdiag(w_g)X̃' for each row w_g of W (G, n); shape (G, m, m).
@@ -167,6 +160,11 @@ class BatchResult:
 class BatchedNewtonCD:
     """Minimise J for every column of Y at its own λ (shared α, Γ, family and design).
 
+    The design backend of :class:`ProximalNewton` for these genes: one row per gene, its
+    coefficients ``B`` (intercept first), λ, Σ sample weights, θ, last Hessian and
+    gradient, and its gene-major buffers (responses, weights, the point's and the trial's
+    linear predictors and Newton terms) in an :class:`ActiveSet`.
+
     Parameters
     ----------
     family : Family
@@ -178,6 +176,9 @@ class BatchedNewtonCD:
         gene's ``scale`` (:func:`stglm._solvers._null_model.tolerance_scales` unless given).
     penalty_factor : ndarray of shape (p,) or None
         Per-predictor penalty factors (see :class:`stglm._penalties.ElasticNet`).
+    options : NewtonOptions, optional
+        ``stale_first``: a path's first step at each λ with the previous λ's last Hessian
+        (the defaults when None).
     """
 
     def __init__(
@@ -190,6 +191,7 @@ class BatchedNewtonCD:
         max_iter: int,
         tol: float,
         penalty_factor: np.ndarray | None = None,
+        options: NewtonOptions | None = None,
     ):
         self.family, self.design, self.alpha = family, design, float(alpha)
         p = design.X.shape[1]
@@ -197,9 +199,11 @@ class BatchedNewtonCD:
         self.gram = self.penalty.tikhonov_gram(p)
         self.factor = np.ones(p) if penalty_factor is None else self.penalty.penalty_factor
         self.max_iter, self.tol = max_iter, tol
+        self.options = DEFAULT_OPTIONS if options is None else options
         self.gram_scaled = design.scaling.ridge_gram(self.gram)
-        # A change of the scaled gradient by t is one of up to t·s_j in the original units.
-        self.tol_factor = float(design.scaling.scale.max(initial=1.0))
+        self.inner = SharedGramCD(
+            design, self.alpha, self.factor, self.gram_scaled, self.options.stale_first
+        )
 
     # -- per-gene pieces (rows of B are genes; B includes the intercept column if any) -------
     def _penalty(self, B: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -231,6 +235,67 @@ class BatchedNewtonCD:
             self._ws = ws
         return ws
 
+    @staticmethod
+    def _sample(active: ActiveSet, rows: np.ndarray | None = None):
+        """The rows' (sample weights, their sums), or None without weights."""
+        if active.M is None:
+            return None
+        if rows is None:
+            return active.M, active.total
+        return active.M[rows], active.total[rows]
+
+    # -- the design backend of ProximalNewton -------------------------------------------------
+    def gradient(self, active: ActiveSet) -> np.ndarray:
+        """Every row's KKT residual; the gradients are kept (``active.Gr``) for the direction."""
+        active.Gr, kkt = self._gradient(active.Rc, active.B, active.lam, active.total)
+        return kkt
+
+    def direction(self, active: ActiveSet, inner_tol: np.ndarray):
+        """Every row's Newton step (:class:`SharedGramCD`): (predicted decreases, zero steps).
+
+        The full step's predictors go straight into the trial buffer.
+        """
+        self.X_new, delta, at_minimum = self.inner.minimise(active, inner_tol)
+        self.D = self.X_new - active.B
+        np.matmul(self.D, self.design.XtT, out=active.Zt)
+        active.Zt += active.Zc
+        return delta, at_minimum
+
+    def trial(self, active: ActiveSet, rows=None, step=None) -> np.ndarray:
+        """J at every row's full step (rows None), or at B + t·D for ``rows`` at ``step``.
+
+        The trial buffers keep each row's Newton terms there (and −ℓ, for the move).
+        """
+        if rows is None:
+            F, self.L_new = self._evaluate(
+                active.Y, active.Zt, self.X_new, active.lam, active.Rt, active.Wt,
+                self._sample(active), active.theta,
+            )  # fmt: skip
+            return F
+        s = step[:, None]
+        Zs = active.Zc[rows] + s * (self.D[rows] @ self.design.XtT)
+        Rs, Ws = np.empty_like(Zs), np.empty_like(Zs)
+        F, self.L_new[rows] = self._evaluate(
+            active.Y[rows], Zs, active.B[rows] + s * self.D[rows], active.lam[rows], Rs, Ws,
+            self._sample(active, rows), None if active.theta is None else active.theta[rows],
+        )  # fmt: skip
+        active.Zt[rows], active.Rt[rows], active.Wt[rows] = Zs, Rs, Ws
+        return F
+
+    def move(self, active: ActiveSet, step: np.ndarray) -> None:
+        """Rows with a step take their trial point; the trial buffers become the current ones.
+
+        Rows without a step keep their terms: they are copied into the trial rows first.
+        """
+        move_points(
+            step, self.D, active.B, self.X_new, active.L, self.L_new,
+            (active.Zc, active.Rc, active.Wc), (active.Zt, active.Rt, active.Wt),
+        )  # fmt: skip
+        active.Zc, active.Zt = active.Zt, active.Zc
+        active.Rc, active.Rt = active.Rt, active.Rc
+        active.Wc, active.Wt = active.Wt, active.Wc
+
+    # -- the solve -------------------------------------------------------------------------------
     def solve(
         self,
         Y: np.ndarray,
@@ -256,202 +321,92 @@ class BatchedNewtonCD:
         ``offset``, (n,) or (n, G), is added to every linear predictor (z = b·x̃ + offset);
         ``theta`` (G,) gives each gene its own negative-binomial size.
         """
-        d, fam = self.design, self.family
+        d = self.design
         n_genes = Y.shape[1]
-        # The working rows (Ba, la, ...) follow the genes still in the batch; B receives
-        # each gene's solution as it leaves.
-        la = np.full(n_genes, lam, dtype=float)
-        if B is None:
-            Ba = np.zeros((n_genes, d.m))
-            if d.fit_intercept:
-                Ba[:, 0] = null_intercepts(fam, Y, True, weights, offset)
-        else:
-            Ba = np.array(B, dtype=float)
-        B = np.empty_like(Ba)
         if scale is None:
-            scale = tolerance_scales(fam, d.X, Y, d.fit_intercept, d.X_abs, weights, offset)
-        n_iter = np.zeros(n_genes, dtype=int)
-        converged = np.zeros(n_genes, dtype=bool)
-        kkt = np.full(n_genes, np.inf)
+            scale = tolerance_scales(self.family, d.X, Y, d.fit_intercept, d.X_abs, weights, offset)
+        active = self._rows(Y, lam, self._start(Y, B, weights, offset), weights, theta, terms)
+        B_out = np.empty_like(active.B)
+        active.output("B", B_out)
+        final = self._final_terms(active, terms, keep_terms)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            F = self._first_evaluation(active, terms, offset)
+            newton = ProximalNewton(self, max_iter=self.max_iter)
+            status = newton.setup(active, F, self.tol * scale)
+            newton.solve(active)
+        m_beta = slice(1, None) if d.fit_intercept else slice(None)
+        intercepts = B_out[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
+        return BatchResult(
+            intercepts, B_out[:, m_beta].copy(), status.n_iter, status.converged, status.kkt,
+            final,
+        )  # fmt: skip
+
+    def _start(self, Y, B, weights, offset) -> np.ndarray:
+        """The starting coefficients (G, m): a copy of B, or each gene's null model."""
+        if B is not None:
+            return np.array(B, dtype=float)
+        d = self.design
+        start = np.zeros((Y.shape[1], d.m))
+        if d.fit_intercept:
+            start[:, 0] = null_intercepts(self.family, Y, True, weights, offset)
+        return start
+
+    def _rows(self, Y, lam, start, weights, theta, terms) -> ActiveSet:
+        """The batch's rows: per-gene arrays and the gene-major buffers (solver workspace)."""
+        d = self.design
+        n_genes = Y.shape[1]
         weighted = weights is not None
-        # Gene-major working arrays: the current point (Zc, Rc, Wc), the trial point
-        # (Zt, Rt, Wt), the responses and weights (their rows move with the genes).
         ws = self._workspace(n_genes, 8 if weighted else 7)
         Zc, Rc, Wc, Zt, Rt, Wt, Yw = (a[:n_genes] for a in ws[:7])
         Mw = ws[7][:n_genes] if weighted else None
         np.copyto(Yw, Y.T)
         if weighted:
             np.copyto(Mw, weights.T)
-        total_a = np.full(n_genes, float(d.n)) if Mw is None else Mw.sum(axis=1)
-        th_a = None if theta is None else np.array(theta, dtype=float)
-        # The previous λ's last Hessians serve the first step at this λ (see STALE_FIRST).
-        Ha = None if terms is None or terms.H is None else terms.H.copy()
+        active = ActiveSet(n_genes)
+        active.add(
+            B=start,
+            lam=np.full(n_genes, lam, dtype=float),
+            total=np.full(n_genes, float(d.n)) if Mw is None else Mw.sum(axis=1),
+            theta=None if theta is None else np.array(theta, dtype=float),
+            # The previous λ's last Hessians serve the first step at this λ (stale_first).
+            H=None if terms is None or terms.H is None else terms.H.copy(),
+            Gr=None,
+            L=None,
+        )
+        active.add_buffers(Y=Yw, M=Mw, Zc=Zc, Rc=Rc, Wc=Wc)
+        active.add_scratch(Zt=Zt, Rt=Rt, Wt=Wt)
+        return active
+
+    def _final_terms(self, active: ActiveSet, terms, keep_terms: bool) -> NewtonTerms | None:
+        """The Newton terms returned at the solutions (``terms``' own arrays when given)."""
         final = terms
         if final is None and keep_terms:
+            Z = active.Zc
             final = NewtonTerms(
-                np.empty_like(Zc), np.empty_like(Zc), np.empty_like(Zc), np.empty(n_genes)
+                np.empty_like(Z), np.empty_like(Z), np.empty_like(Z), np.empty(active.k)
             )
-        if final is not None and final.H is None:
-            final.H = np.full((n_genes, d.m, d.m), np.nan)  # NaN: no Newton step taken yet
-        genes = np.arange(n_genes)  # which gene each working row holds
-        tol_a = self.tol * scale
-        it_a = np.zeros(n_genes, dtype=int)
-        stuck_a = np.zeros(n_genes, dtype=bool)
-        at_minimum = np.zeros(n_genes, dtype=bool)
-        k = n_genes
-        sc = d.scaling
-        XtT = d.XtT
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if terms is None:
-                np.matmul(Ba, XtT, out=Zc)
-                if offset is not None:
-                    Zc += offset.T if offset.ndim == 2 else offset  # then carried by every step
-                sample = None if Mw is None else (Mw, total_a)
-                F, L = self._evaluate(Yw, Zc, Ba, la, Rc, Wc, sample, th_a)
-            else:
-                np.copyto(Zc, terms.Z)
-                np.copyto(Rc, terms.R)
-                np.copyto(Wc, terms.W)
-                L = terms.nll.copy()
-                F = L + self._penalty(Ba, la)
-            while True:
-                Gr, kkt_a = self._gradient(Rc[:k], Ba, la, total_a)
-                done = (kkt_a <= tol_a) | at_minimum
-                leave = done | stuck_a | (it_a >= self.max_iter)
-                if leave.any():
-                    out = genes[leave]
-                    B[out], kkt[out], converged[out], n_iter[out] = (
-                        Ba[leave],
-                        kkt_a[leave],
-                        done[leave],
-                        it_a[leave],
-                    )
-                    if final is not None:
-                        copy_rows(
-                            (Zc, Rc, Wc), (final.Z, final.R, final.W), np.flatnonzero(leave), out
-                        )
-                        final.nll[out] = L[leave]
-                        if Ha is not None:
-                            final.H[out] = Ha[leave]
-                    keep = ~leave
-                    k_new = int(keep.sum())
-                    if k_new == 0:
-                        break
-                    # Fill the leaving rows among the first k_new with the kept rows beyond.
-                    dst = np.flatnonzero(leave[:k_new])
-                    src = k_new + np.flatnonzero(keep[k_new:])
-                    moved_arrays = (Yw, Zc, Rc, Wc) if Mw is None else (Yw, Mw, Zc, Rc, Wc)
-                    copy_rows(moved_arrays, moved_arrays, src, dst)
-                    order = np.arange(k)
-                    order[dst] = src
-                    order = order[:k_new]
-                    genes, Ba, la, tol_a, it_a, stuck_a, kkt_a, Gr, F, L, at_minimum, total_a = (
-                        a[order]
-                        for a in (
-                            genes,
-                            Ba,
-                            la,
-                            tol_a,
-                            it_a,
-                            stuck_a,
-                            kkt_a,
-                            Gr,
-                            F,
-                            L,
-                            at_minimum,
-                            total_a,
-                        )
-                    )
-                    Ha = None if Ha is None else Ha[order]
-                    th_a = None if th_a is None else th_a[order]
-                    k = k_new
-                it_a += 1
-                # Hessians in the scaled coordinates b' (see _scaling), without the ridge.
-                if STALE_FIRST and Ha is not None and it_a[0] == 1:
-                    fresh = ~np.isfinite(Ha).all(axis=(1, 2))  # genes without a last Hessian
-                    if fresh.any():
-                        Ha[fresh] = d.hessians(Wc[:k][fresh], total_a[fresh])
-                else:
-                    Ha = d.hessians(Wc[:k], total_a)
-                inner_tol = np.maximum(0.05 * kkt_a, 0.1 * tol_a) / self.tol_factor
-                X_new = np.empty_like(Ba)
-                delta, at_minimum = newton_directions(
-                    Ha,
-                    self.gram_scaled,
-                    Gr,
-                    Ba,
-                    la,
-                    self.alpha,
-                    self.factor,
-                    sc.center,
-                    sc.scale,
-                    d.fit_intercept,
-                    inner_tol,
-                    MAX_SWEEPS,
-                    X_new,
-                )
-                D = X_new - Ba
-                # The full step's predictors go straight into the trial buffer.
-                np.matmul(D, XtT, out=Zt[:k])
-                Zt[:k] += Zc[:k]
-                step, F_new, L_new = self._line_search(
-                    Yw[:k],
-                    (Zc[:k], Rc[:k], Wc[:k]),
-                    (Zt[:k], Rt[:k], Wt[:k]),
-                    None if Mw is None else (Mw[:k], total_a),
-                    Ba,
-                    X_new,
-                    D,
-                    la,
-                    F,
-                    delta,
-                    th_a,
-                )
-                # A step of 0 (no representable decrease) leaves the gene stuck: as close as
-                # floating point gets; it stops there, converged when the model predicted
-                # less decrease than J can resolve (as in NewtonCD.solve).
-                accept_steps(step, D, Ba, X_new, F, F_new, L, L_new, stuck_a)
-                at_minimum |= (step == 0.0) & (np.abs(delta) <= ROUNDING_ULPS * EPS * np.abs(F))
-                # Accept: the trial buffers become the current ones (rows stay aligned).
-                Zc, Zt, Rc, Rt, Wc, Wt = Zt, Zc, Rt, Rc, Wt, Wc
-        m_beta = slice(1, None) if d.fit_intercept else slice(None)
-        intercepts = B[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
-        return BatchResult(intercepts, B[:, m_beta].copy(), n_iter, converged, kkt, final)
+        if final is None:
+            return None
+        if final.H is None:
+            final.H = np.full((active.k, self.design.m, self.design.m), np.nan)  # NaN: no step
+        active.output_buffers(("Zc", "Rc", "Wc"), (final.Z, final.R, final.W))
+        active.output("L", final.nll)
+        active.output("H", final.H)
+        return final
 
-    def _line_search(self, Y, current, trial, sample, B, B_full, D, lam, F, delta, theta=None):
-        """Per gene, the largest step 2^-k with sufficient decrease of J (0 if none).
-
-        ``trial`` (Z, R, W) arrives with Z at the full step; it leaves with the Newton
-        terms at each gene's accepted step (the current ones, copied, where the step is
-        0). ``sample`` as in :meth:`_evaluate`. Returns the steps, and J and the mean −ℓ
-        there. ``B_full`` is B + D, the full step.
-        """
-        Zc, Rc, Wc = current
-        Zt, Rt, Wt = trial
-        n_genes = B.shape[0]
-        step = np.ones(n_genes)
-        F_new, L_new = self._evaluate(Y, Zt, B_full, lam, Rt, Wt, sample, theta)
-        todo = np.arange(n_genes)
-        for _ in range(MAX_HALVINGS):
-            ok = sufficient_decrease(F_new[todo], F[todo], delta[todo], step[todo], ARMIJO, EPS)
-            todo = todo[~ok]
-            if todo.size == 0:
-                return step, F_new, L_new
-            step[todo] *= 0.5
-            s = step[todo]
-            Zs = Zc[todo] + s[:, None] * (D[todo] @ self.design.XtT)
-            Rs, Ws = np.empty_like(Zs), np.empty_like(Zs)
-            F_new[todo], L_new[todo] = self._evaluate(
-                Y[todo],
-                Zs,
-                B[todo] + s[:, None] * D[todo],
-                lam[todo],
-                Rs,
-                Ws,
-                None if sample is None else (sample[0][todo], sample[1][todo]),
-                None if theta is None else theta[todo],
-            )
-            Zt[todo], Rt[todo], Wt[todo] = Zs, Rs, Ws
-        step[todo] = 0.0
-        Zt[todo], Rt[todo], Wt[todo] = Zc[todo], Rc[todo], Wc[todo]
-        return step, F_new, L_new
+    def _first_evaluation(self, active: ActiveSet, terms, offset) -> np.ndarray:
+        """J at the start, with its terms in the current buffers (copied from ``terms``)."""
+        if terms is None:
+            np.matmul(active.B, self.design.XtT, out=active.Zc)
+            if offset is not None:
+                active.Zc += offset.T if offset.ndim == 2 else offset  # then carried by every step
+            F, active.L = self._evaluate(
+                active.Y, active.Zc, active.B, active.lam, active.Rc, active.Wc,
+                self._sample(active), active.theta,
+            )  # fmt: skip
+            return F
+        np.copyto(active.Zc, terms.Z)
+        np.copyto(active.Rc, terms.R)
+        np.copyto(active.Wc, terms.W)
+        active.L = terms.nll.copy()
+        return active.L + self._penalty(active.B, active.lam)
