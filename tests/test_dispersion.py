@@ -209,8 +209,8 @@ def test_gram_callable_route_equals_design_route(sim):
     assert_allclose(b.theta, a.theta, rtol=1e-12)
     assert_allclose(b.loglik, a.loglik, rtol=1e-12)
     assert_array_equal(b.status, a.status)
-    # Called on the genes still iterating only, never with more rows than genes.
-    assert all(k <= Y.shape[0] and n == Y.shape[1] for k, n in calls)
+    # Called on the genes still iterating only: W, Wₜ and Wₜₜ of each in one call.
+    assert all(k <= 3 * Y.shape[0] and n == Y.shape[1] for k, n in calls)
     assert min(k for k, _ in calls) < Y.shape[0]
 
 

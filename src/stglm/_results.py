@@ -36,6 +36,7 @@ __all__ = [
     "NOT_REQUESTED",
     "OK",
     "RANKED_STATUSES",
+    "SEPARATED",
     "VAR_FIELDS",
     "check_gene",
     "coef_frame",
@@ -57,8 +58,13 @@ __all__ = [
 #: Gene statuses (``var[var_key(key, "status")]``; see :func:`stglm.fit_genes`).
 OK, NOT_CONVERGED, ALL_ZEROS = "ok", "not converged", "all zeros"
 FOLD_WITHOUT_COUNTS, NOT_REQUESTED = "fold without counts", "not requested"
+#: A count gene whose maximum-likelihood estimate does not exist: its zeros on a set of
+#: samples (e.g. a whole tissue section) are fitted ever better along a direction of the
+#: unpenalised coefficients (:mod:`stglm._separation`); the coefficients along it are where
+#: the tolerance stopped, the rest (and θ) those of the model without those samples.
+SEPARATED = "separated"
 #: Statuses of genes that have coefficients.
-FITTED_STATUSES = (OK, NOT_CONVERGED, FOLD_WITHOUT_COUNTS)
+FITTED_STATUSES = (OK, NOT_CONVERGED, FOLD_WITHOUT_COUNTS, SEPARATED)
 #: Those whose coefficients rank among other genes' (a degenerate CV can pick a tiny λ).
 RANKED_STATUSES = (OK, NOT_CONVERGED)
 #: Per-gene columns of ``adata.var``, in the order they are written.

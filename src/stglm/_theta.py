@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+import scipy.sparse as sp
 
-from ._dispersion import THETA_MAX, THETA_MIN, estimate_theta, moment_theta
+from ._dispersion import THETA_MAX, THETA_MIN, count_tables, estimate_theta, moment_theta
 from ._inference import design_gram
 from ._penalties import ElasticNet
+from ._separation import fit_separation
 from ._solvers import solve
 from ._solvers._null_model import null_intercepts, null_predictors
 from ._solvers.newton_cd import null_fit
@@ -42,13 +44,18 @@ THETA_MAX_ROUNDS = 30
 
 @dataclass
 class ThetaFit:
-    """The β solution (whatever the solver returns), θ (G,), θ's status and rounds."""
+    """The β solution (whatever the solver returns), θ (G,), θ's status and rounds.
+
+    ``separated`` (G,) marks the responses whose β has no finite optimum
+    (:mod:`stglm._separation`); their θ is the limit model's.
+    """
 
     result: object
     theta: np.ndarray
     status: np.ndarray
     rounds: int
     converged: np.ndarray
+    separated: np.ndarray | None = None
 
 
 def alternate(
@@ -62,6 +69,8 @@ def alternate(
     gram: Callable[[np.ndarray], np.ndarray] | None = None,
     design: np.ndarray | None = None,
     theta_start: np.ndarray | None = None,
+    separated: np.ndarray | None = None,
+    log_link: bool = False,
 ) -> ThetaFit:
     """Alternate β | θ and θ | β until θ is stationary for every response.
 
@@ -91,8 +100,20 @@ def alternate(
         The Cox–Reid term's Gram matrices (see :func:`estimate_theta`).
     theta_start : ndarray of shape (G,), optional
         The first θ (a path's previous λ), instead of the moment estimate.
+    separated : ndarray of shape (G, n), bool, optional
+        Each response's separated samples (:func:`stglm._separation.separated_samples`):
+        the θ steps leave them out, so θ is the one of the limit model their β runs
+        towards (their means → 0; kept, they would leave only rounding noise in ℓ_CR).
+    log_link : bool, default=False
+        Whether μ' = μ (the Cox–Reid weights then need no μ').
     """
-    n_genes = Y.shape[0]
+    n_genes, n = Y.shape
+    # The θ steps' weights and the count tables they share (the counts never change).
+    weights_all = sample_weight
+    if separated is not None:
+        base = np.ones((1, n)) if sample_weight is None else np.atleast_2d(sample_weight)
+        weights_all = np.where(separated, 0.0, base)
+    tables = count_tables(Y, weights_all)
     if theta_start is None:
         theta_start = moment_theta(Y, Mu_null, sample_weight)
     lo, hi = np.log(THETA_MIN), np.log(THETA_MAX)
@@ -111,12 +132,13 @@ def alternate(
     while rows.size and rounds < THETA_MAX_ROUNDS:
         rounds += 1
         Mu, dMu = means(result, rows)
-        weights = sample_weight
-        if weights is not None and weights.ndim == 2:
+        weights = weights_all
+        if weights is not None and weights.ndim == 2 and weights.shape[0] > 1:
             weights = weights[rows]
         est = estimate_theta(
-            Y[rows], Mu, method=method, sample_weight=weights, mean_deriv=dMu, gram=gram,
-            design=design, theta_start=size(t[rows]),
+            Y[rows], Mu, method=method, sample_weight=weights,
+            mean_deriv=None if log_link else dMu, gram=gram, design=design,
+            theta_start=size(t[rows]), tables=tables.take(rows), with_loglik=False,
         )  # fmt: skip
         status[rows] = est.status
         tk = t[rows]
@@ -135,7 +157,8 @@ def alternate(
         t[rows] = nxt[~done]
         if rows.size:
             result = solve(size(t[rows]), result, rows)
-    return ThetaFit(result, size(t), status, rounds, converged)
+    has = None if separated is None else separated.any(axis=1)
+    return ThetaFit(result, size(t), status, rounds, converged, has)
 
 
 def fit_theta(
@@ -176,10 +199,16 @@ def fit_theta(
         mu_null = family.mean(problem.linear_predictor(*null_fit(problem)))[None, :]
     else:
         theta_start = np.atleast_1d(np.asarray(theta_start, dtype=float))
+    separated = None
+    if not sp.issparse(problem.X):
+        pen = problem.penalty
+        separated = fit_separation(
+            family, problem.X, y, pen.reg_lambda, pen.penalty_factor, m, problem.fit_intercept
+        )
     fit = alternate(
         solve_at, means, y, mu_null, method=method, sample_weight=m,
         gram=design_gram(problem.X if design is None else design, problem.fit_intercept),
-        theta_start=theta_start,
+        theta_start=theta_start, separated=separated, log_link=family.link_name == "log",
     )  # fmt: skip
     fit.result.n_iter = int(sum(iterations))  # every round's Newton iterations
     return fit
@@ -229,10 +258,14 @@ def batched_theta(
     if theta_start is None:
         icpt = null_intercepts(family, Y, d.fit_intercept, weights, offset)
         mu_null = family.mean(null_predictors(family, Y, icpt, offset)).T
+    Yt = np.ascontiguousarray(Y.T)
     fit = alternate(
-        solve_at, means, np.ascontiguousarray(Y.T), mu_null, method=method,
-        sample_weight=M, gram=gram or (lambda W: d.hessians(W, np.ones(W.shape[0]))),
-        theta_start=theta_start,
+        solve_at, means, Yt, mu_null, method=method, sample_weight=M,
+        gram=gram or (lambda W: d.hessians(W, np.ones(W.shape[0]))), theta_start=theta_start,
+        separated=fit_separation(
+            family, d.X, Yt, lam, solver.penalty.penalty_factor, M, d.fit_intercept
+        ),
+        log_link=family.link_name == "log",
     )  # fmt: skip
     fit.result.n_iter = iterations
     return fit

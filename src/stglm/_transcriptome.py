@@ -41,9 +41,11 @@ from ._results import (
     FOLD_WITHOUT_COUNTS,
     NOT_CONVERGED,
     OK,
+    SEPARATED,
     store_results,
     var_key,
 )
+from ._separation import separated_genes
 from ._solvers._null_model import (
     intercept_is_exact,
     null_gradients,
@@ -213,6 +215,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
+            "separated": separated_genes(self.family, d, Y, lam, self.factor, self.weights),
             **self._theta_out(theta, n_genes),
             **self._wald(res, Y, theta),
         }
@@ -361,6 +364,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": n_iter + res.n_iter,
+            "separated": separated_genes(fam, d, Y, lams[rows, best], self.factor, self.weights),
             **self._theta_out(theta, n_genes),
             **self._wald(res, Y, theta),
         }
@@ -497,7 +501,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           fitted —; "fold without counts" for a count gene whose counts all fall in one
           held-out fold — some training fold has none, its fit has no finite optimum (the
           intercept runs to −∞), so the gene's CV scores and chosen λ are unreliable,
-          though the refit at that λ is exact —; or "not requested");
+          though the refit at that λ is exact —; "separated" for a count gene whose
+          maximum-likelihood estimate does not exist — its zeros on some samples (e.g.
+          every spot of one tissue section) fit ever better along a direction of the
+          unpenalised coefficients (:mod:`stglm._separation`): the coefficients along
+          it are where the tolerance stopped, the others and θ those of the model
+          without those samples —; or "not requested");
         - with ``inference=True``, ``adata.varm[f"{key_added}_se"]``,
           ``[f"{key_added}_pvalue"]`` and ``[f"{key_added}_qvalue"]`` — DataFrames like
           the coefficients (NaN for penalised predictors and genes not fitted);
@@ -576,6 +585,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         if fitted_mu is not None:
             Z = X @ result["coef"].T + (result["intercept"][None, :] if fit_intercept else 0)
             fitted_mu[:, idx] = family.mean(Z + data.offset_columns(idx))
+    status[(status == OK) & out["separated"]] = SEPARATED
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
     warn_statuses(status, key_added, max_iter)
     if inference:
@@ -731,6 +741,7 @@ def new_results(n_genes: int, p: int, inference: bool) -> dict[str, np.ndarray]:
         "n_iter": np.zeros(n_genes, dtype=int),
         "theta": np.full(n_genes, np.nan),
         "theta_status": np.full(n_genes, "", dtype=object),
+        "separated": np.zeros(n_genes, dtype=bool),
     }
     if inference:
         out["se"] = np.full((n_genes, p), np.nan)
