@@ -57,6 +57,7 @@ __all__ = [
     "moment_theta",
     "profile_loglik",
     "profile_score",
+    "theta_newton_step",
 ]
 
 #: Smallest and largest θ returned (see the module docstring).
@@ -534,19 +535,25 @@ class _Problem:
         tr_tt2 = np.einsum("gij,gji->g", Xt, Xt)
         return c, -0.5 * tr_t, -0.5 * (tr_tt - tr_tt2), 0.5 * np.abs(tr_t)
 
-    def loglik(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """ℓ (or ℓ_CR) per gene at θ (one value per gene of ``rows``, default all)."""
+    def loglik(self, theta: np.ndarray, rows=None, constant: bool = True) -> np.ndarray:
+        """ℓ (or ℓ_CR) per gene at θ (one value per gene of ``rows``, default all).
+
+        ``constant=False`` leaves out the θ-free part Σ m [y log μ − lnΓ(y+1)] (for
+        comparisons of one gene's ℓ at two θ).
+        """
         rows = np.arange(self.G) if rows is None else rows
         tb = self.tables
         sel, local = tb.entries(rows)
         tab = _dlgamma(theta[local], tb.value[sel]) * tb.weight[sel]
         obs = np.empty(rows.size)
         _observation_loglik(*self._kernel_args(), rows, theta, obs)
-        # θ-free part: Σ m [y log μ − lnΓ(y+1)] over the non-zero counts (−inf where
-        # μ = 0 < y: that is the model).
-        const = np.empty(self.G)
-        _observation_constant(*self._kernel_args(), const)
-        ll = np.bincount(local, tab, rows.size) + obs + const[rows] - tb.lgamma[rows]
+        ll = np.bincount(local, tab, rows.size) + obs
+        if constant:
+            # θ-free part: Σ m [y log μ − lnΓ(y+1)] over the non-zero counts (−inf where
+            # μ = 0 < y: that is the model).
+            const = np.empty(self.G)
+            _observation_constant(*self._kernel_args(), const)
+            ll += const[rows] - tb.lgamma[rows]
         if self.cox_reid:
             ll = ll + self._cox_reid(theta, rows, derivatives=False)
         return ll
@@ -645,6 +652,40 @@ def profile_score(
     """
     prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
     return prob.derivatives(_theta_vector(theta, prob.G))[0]
+
+
+def theta_newton_step(
+    Y,
+    Mu,
+    theta,
+    *,
+    method: str = "ml",
+    sample_weight=None,
+    mean_deriv=None,
+    gram: Callable[[np.ndarray], np.ndarray] | None = None,
+    design=None,
+    tables: CountTables | None = None,
+) -> np.ndarray:
+    """One Newton step in log θ of each gene's profile likelihood at fixed means, from θ.
+
+    Parameters
+    ----------
+    Y, Mu, method, sample_weight, mean_deriv, gram, design, tables
+        As in :func:`estimate_theta`.
+    theta : float or array-like of shape (G,)
+        Where the step starts, > 0.
+
+    Returns
+    -------
+    ndarray of shape (G,)
+        −s/h (s, h the first two derivatives in t = log θ; 0 where the score is at the
+        rounding level of its terms), NaN where the profile is not concave in t there.
+    """
+    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design, tables)
+    s, h, scale = prob.derivatives(_theta_vector(theta, prob.G))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(h < 0, -s / h, np.nan)
+    return np.where(np.abs(s) <= _SCORE_ROUNDING * scale, 0.0, step)
 
 
 def moment_theta(Y, Mu, sample_weight=None) -> np.ndarray:
@@ -838,7 +879,8 @@ def _prefer_lower_bound(prob: _Problem, t: np.ndarray, status: np.ndarray) -> No
         return
     bound = np.full(rows.size, THETA_MIN)
     score = prob.derivatives(bound, rows)[0]
-    better = (score <= 0) & (prob.loglik(bound, rows) > prob.loglik(np.exp(t[rows]), rows))
+    at_bound = prob.loglik(bound, rows, constant=False)
+    better = (score <= 0) & (at_bound > prob.loglik(np.exp(t[rows]), rows, constant=False))
     status[rows[better]] = AT_LOWER
     t[rows[better]] = _T_LO
 

@@ -17,12 +17,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.sparse as sp
 
-from ._dispersion import THETA_MAX, THETA_MIN, count_tables, estimate_theta, moment_theta
+from ._dispersion import (
+    THETA_MAX,
+    THETA_MIN,
+    count_tables,
+    estimate_theta,
+    moment_theta,
+    theta_newton_step,
+)
 from ._inference import design_gram
 from ._penalties import ElasticNet
 from ._separation import fit_separation
 from ._solvers import solve
-from ._solvers._null_model import null_intercepts, null_predictors
+from ._solvers._null_model import null_intercepts, null_predictors, tolerance_scales
 from ._solvers.newton_cd import null_fit
 
 __all__ = [
@@ -35,7 +42,7 @@ __all__ = [
 ]
 
 #: Relative change of θ between rounds below which the alternation stops.
-THETA_RTOL = 1e-8
+THETA_RTOL = 1e-10
 #: Largest number of (β, θ) rounds: most fits settle in 3–15; genes without a finite optimum
 #: (counts in one section only) and near-Poisson ones, whose flat profile likelihood leaves
 #: θ loose, can wander on: they stop here, reported "not converged".
@@ -81,6 +88,13 @@ def alternate(
     solved again. A response is done when |T(t) − t| ≤ ``THETA_RTOL``; its θ is then the
     one its β was solved at (the pair is consistent to the last bit).
 
+    The first θ step solves each response's profile likelihood (:func:`estimate_theta`);
+    after an interior maximum, T(t) − t is taken as the Newton step −s/h of that profile at
+    the new β (one derivative pass instead of a solve: both vanish at the same fixed
+    point, and the step is T(t) − t up to its square). Where that profile is not concave
+    there, the step is long (> 1 in log θ) or it would cross a bound, the next step solves
+    again.
+
     Parameters
     ----------
     solve : callable
@@ -108,12 +122,7 @@ def alternate(
         Whether μ' = μ (the Cox–Reid weights then need no μ').
     """
     n_genes, n = Y.shape
-    # The θ steps' weights and the count tables they share (the counts never change).
-    weights_all = sample_weight
-    if separated is not None:
-        base = np.ones((1, n)) if sample_weight is None else np.atleast_2d(sample_weight)
-        weights_all = np.where(separated, 0.0, base)
-    tables = count_tables(Y, weights_all)
+    step = _ThetaStep(Y, method, sample_weight, separated, gram, design, log_link)
     if theta_start is None:
         theta_start = moment_theta(Y, Mu_null, sample_weight)
     lo, hi = np.log(THETA_MIN), np.log(THETA_MAX)
@@ -127,23 +136,12 @@ def alternate(
     t_prev = np.full(n_genes, np.nan)
     g_prev = np.full(n_genes, np.nan)
     converged = np.zeros(n_genes, dtype=bool)
-    status = np.full(n_genes, "not converged", dtype=object)
     rounds = 0
     while rows.size and rounds < THETA_MAX_ROUNDS:
         rounds += 1
-        Mu, dMu = means(result, rows)
-        weights = weights_all
-        if weights is not None and weights.ndim == 2 and weights.shape[0] > 1:
-            weights = weights[rows]
-        est = estimate_theta(
-            Y[rows], Mu, method=method, sample_weight=weights,
-            mean_deriv=None if log_link else dMu, gram=gram, design=design,
-            theta_start=size(t[rows]), tables=tables.take(rows), with_loglik=False,
-        )  # fmt: skip
-        status[rows] = est.status
         tk = t[rows]
-        g = np.log(est.theta) - tk  # T(t) − t
-        done = (np.abs(g) <= THETA_RTOL) | np.isin(est.status, ("all zeros", "no samples"))
+        g = step(rows, *means(result, rows), size(tk))  # T(t) − t
+        done = (np.abs(g) <= THETA_RTOL) | np.isin(step.status[rows], ("all zeros", "no samples"))
         converged[rows[done]] = True
         # The next t: a secant step on T(t) − t where the last round gives a slope, else
         # T(t) itself; the secant is kept only when it is no wilder than a few plain steps.
@@ -152,13 +150,69 @@ def alternate(
             secant = tk - g * (tk - t_prev[rows]) / dg
         keep = np.isfinite(secant) & (np.abs(secant - tk) <= 4.0 * np.abs(g))
         nxt = np.clip(np.where(keep, secant, tk + g), lo, hi)
+        step.newton[rows[(nxt <= lo) | (nxt >= hi)]] = False  # at a bound: solve there
         t_prev[rows], g_prev[rows] = tk, g
         rows = rows[~done]
         t[rows] = nxt[~done]
         if rows.size:
             result = solve(size(t[rows]), result, rows)
     has = None if separated is None else separated.any(axis=1)
-    return ThetaFit(result, size(t), status, rounds, converged, has)
+    return ThetaFit(result, size(t), step.status, rounds, converged, has)
+
+
+class _ThetaStep:
+    """The θ | β step of :func:`alternate`: T(t) − t for some responses at their new means.
+
+    Keeps what the rounds share — the θ steps' weights (the separated samples left out),
+    the count tables (the counts never change) — and which responses may take a Newton
+    step instead of a solve (``newton``), with each response's last θ status.
+    """
+
+    def __init__(self, Y, method, sample_weight, separated, gram, design, log_link):
+        n_genes, n = Y.shape
+        self.Y, self.method, self.gram, self.design = Y, method, gram, design
+        self.log_link = log_link
+        self.weights = sample_weight
+        self.tables = count_tables(Y, sample_weight)
+        if separated is not None:
+            base = np.ones((1, n)) if sample_weight is None else np.atleast_2d(sample_weight)
+            self.weights = np.where(separated, 0.0, base)
+            # The separated samples are zeros: the tables are the same, their total not.
+            self.tables.total_weight = self.weights.sum(axis=1)
+        self.newton = np.zeros(n_genes, dtype=bool)
+        self.status = np.full(n_genes, "not converged", dtype=object)
+
+    def _kwargs(self, rows: np.ndarray, dMu: np.ndarray) -> dict:
+        w = self.weights
+        if w is not None and w.ndim == 2 and w.shape[0] > 1:
+            w = w[rows]
+        return dict(
+            method=self.method, sample_weight=w, mean_deriv=None if self.log_link else dMu,
+            gram=self.gram, design=self.design, tables=self.tables.take(rows),
+        )  # fmt: skip
+
+    def __call__(self, rows, Mu, dMu, theta) -> np.ndarray:
+        g = np.empty(rows.size)
+        quick = self.newton[rows]
+        if quick.any():
+            q = np.flatnonzero(quick)
+            dt = theta_newton_step(
+                self.Y[rows[q]], Mu[q], theta[q], **self._kwargs(rows[q], dMu[q])
+            )
+            ok = np.abs(dt) <= 1.0  # (NaN where ℓ is not concave in log θ there)
+            g[q[ok]] = dt[ok]
+            quick[q[~ok]] = False
+        full = np.flatnonzero(~quick)
+        if full.size:
+            r = rows[full]
+            est = estimate_theta(
+                self.Y[r], Mu[full], theta_start=theta[full], with_loglik=False,
+                **self._kwargs(r, dMu[full]),
+            )  # fmt: skip
+            self.status[r] = est.status
+            self.newton[r] = est.status == "converged"
+            g[full] = np.log(est.theta) - np.log(theta[full])
+        return g
 
 
 def fit_theta(
@@ -232,6 +286,15 @@ def batched_theta(
     M = None
     if weights is not None:  # (n, 1) shared by every gene, or (n, G)
         M = weights[:, 0] if weights.shape[1] == 1 else np.ascontiguousarray(weights.T)
+    # The null model: θ's moment start and the solver's tolerance scales, which depend on
+    # the data alone: computed once here, not again for every round's solve.
+    Z0 = None
+    if theta_start is None or scale is None:
+        Z0 = null_predictors(
+            family, Y, null_intercepts(family, Y, d.fit_intercept, weights, offset), offset
+        )
+    if scale is None:
+        scale = tolerance_scales(family, d.X, Y, d.fit_intercept, d.X_abs, weights, offset, Z0)
 
     def solve_at(theta, previous, rows):
         if previous is None:
@@ -243,8 +306,8 @@ def batched_theta(
         if d.fit_intercept:
             begin = np.column_stack([previous.intercepts[rows], begin])
         sub = solver.solve(
-            Y[:, rows], lam[rows], begin, None if scale is None else scale[rows],
-            _columns(weights, rows), None, True, _columns(offset, rows), theta,
+            Y[:, rows], lam[rows], begin, scale[rows], _columns(weights, rows), None, True,
+            _columns(offset, rows), theta,
         )  # fmt: skip
         iterations[rows] += sub.n_iter
         _merge(previous, sub, rows)
@@ -254,10 +317,7 @@ def batched_theta(
         Z = res.terms.Z[rows]
         return family.mean(Z), family.mean_deriv(Z)
 
-    mu_null = None
-    if theta_start is None:
-        icpt = null_intercepts(family, Y, d.fit_intercept, weights, offset)
-        mu_null = family.mean(null_predictors(family, Y, icpt, offset)).T
+    mu_null = None if theta_start is not None else family.mean(Z0).T
     Yt = np.ascontiguousarray(Y.T)
     fit = alternate(
         solve_at, means, Yt, mu_null, method=method, sample_weight=M,
