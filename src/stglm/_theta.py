@@ -43,6 +43,16 @@ __all__ = [
 
 #: Relative change of θ between rounds below which the alternation stops.
 THETA_RTOL = 1e-10
+#: The batched alternation's first β solve stops at this many times the KKT tolerance: it
+#: only has to bring θ's first estimate near (θ starts at a moment estimate of the null
+#: model); every later solve, the last included, is at the full tolerance.
+FIRST_SOLVE_LOOSENESS = 1e3
+#: Tolerance of the profile-likelihood solves of θ (estimate_theta's ``tol``), and of the
+#: first one after a rough first β solve.
+THETA_SOLVE_TOL, ROUGH_THETA_TOL = 1e-10, 1e-4
+#: Longest secant step of the alternation, in plain steps T(t) − t: a linear rate ρ needs
+#: 1/(1 − ρ) of them (20: ρ up to 0.95, as genes with one or two counts have).
+SECANT_MAX = 20.0
 #: Largest number of (β, θ) rounds: most fits settle in 3–15; genes without a finite optimum
 #: (counts in one section only) and near-Poisson ones, whose flat profile likelihood leaves
 #: θ loose, can wander on: they stop here, reported "not converged".
@@ -78,13 +88,14 @@ def alternate(
     theta_start: np.ndarray | None = None,
     separated: np.ndarray | None = None,
     log_link: bool = False,
+    rough_start: bool = False,
 ) -> ThetaFit:
     """Alternate β | θ and θ | β until θ is stationary for every response.
 
     In t = log θ the alternation is a fixed-point iteration t ← T(t), T(t) the best θ for
     the β that is optimal at t; it converges linearly, at the rate of the coupling between
-    β and θ. A secant step on T(t) − t (kept only when it moves no more than a few times
-    the plain step) makes it superlinear, and only responses not yet stationary are
+    β and θ. A secant step on T(t) − t (kept only when it moves no more than
+    ``SECANT_MAX`` plain steps) makes it superlinear, and only responses not yet stationary are
     solved again. A response is done when |T(t) − t| ≤ ``THETA_RTOL``; its θ is then the
     one its β was solved at (the pair is consistent to the last bit).
 
@@ -120,9 +131,12 @@ def alternate(
         towards (their means → 0; kept, they would leave only rounding noise in ℓ_CR).
     log_link : bool, default=False
         Whether μ' = μ (the Cox–Reid weights then need no μ').
+    rough_start : bool, default=False
+        Whether the first β solve was a rough one (a looser tolerance): then every response
+        is solved again, at least once.
     """
     n_genes, n = Y.shape
-    step = _ThetaStep(Y, method, sample_weight, separated, gram, design, log_link)
+    step = _ThetaStep(Y, method, sample_weight, separated, gram, design, log_link, rough_start)
     if theta_start is None:
         theta_start = moment_theta(Y, Mu_null, sample_weight)
     lo, hi = np.log(THETA_MIN), np.log(THETA_MAX)
@@ -141,14 +155,17 @@ def alternate(
         rounds += 1
         tk = t[rows]
         g = step(rows, *means(result, rows), size(tk))  # T(t) − t
-        done = (np.abs(g) <= THETA_RTOL) | np.isin(step.status[rows], ("all zeros", "no samples"))
+        done = np.abs(g) <= THETA_RTOL
+        if rough_start and rounds == 1:
+            done[:] = False
+        done |= np.isin(step.status[rows], ("all zeros", "no samples"))
         converged[rows[done]] = True
         # The next t: a secant step on T(t) − t where the last round gives a slope, else
-        # T(t) itself; the secant is kept only when it is no wilder than a few plain steps.
+        # T(t) itself; the secant is kept only when it is no wilder than SECANT_MAX plain steps.
         dg = g - g_prev[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
             secant = tk - g * (tk - t_prev[rows]) / dg
-        keep = np.isfinite(secant) & (np.abs(secant - tk) <= 4.0 * np.abs(g))
+        keep = np.isfinite(secant) & (np.abs(secant - tk) <= SECANT_MAX * np.abs(g))
         nxt = np.clip(np.where(keep, secant, tk + g), lo, hi)
         step.newton[rows[(nxt <= lo) | (nxt >= hi)]] = False  # at a bound: solve there
         t_prev[rows], g_prev[rows] = tk, g
@@ -168,7 +185,7 @@ class _ThetaStep:
     step instead of a solve (``newton``), with each response's last θ status.
     """
 
-    def __init__(self, Y, method, sample_weight, separated, gram, design, log_link):
+    def __init__(self, Y, method, sample_weight, separated, gram, design, log_link, rough_start):
         n_genes, n = Y.shape
         self.Y, self.method, self.gram, self.design = Y, method, gram, design
         self.log_link = log_link
@@ -180,6 +197,9 @@ class _ThetaStep:
             # The separated samples are zeros: the tables are the same, their total not.
             self.tables.total_weight = self.weights.sum(axis=1)
         self.newton = np.zeros(n_genes, dtype=bool)
+        # A rough first round (its β solved roughly, and it finishes no response) needs no
+        # precise θ: the Newton steps of the rounds to come refine it.
+        self.tol = ROUGH_THETA_TOL if rough_start else THETA_SOLVE_TOL
         self.status = np.full(n_genes, "not converged", dtype=object)
 
     def _kwargs(self, rows: np.ndarray, dMu: np.ndarray) -> dict:
@@ -188,7 +208,7 @@ class _ThetaStep:
             w = w[rows]
         return dict(
             method=self.method, sample_weight=w, mean_deriv=None if self.log_link else dMu,
-            gram=self.gram, design=self.design, tables=self.tables.take(rows),
+            gram=self.gram, design=self.design, tables=self.tables.take(rows), check_input=False,
         )  # fmt: skip
 
     def __call__(self, rows, Mu, dMu, theta) -> np.ndarray:
@@ -207,8 +227,9 @@ class _ThetaStep:
             r = rows[full]
             est = estimate_theta(
                 self.Y[r], Mu[full], theta_start=theta[full], with_loglik=False,
-                **self._kwargs(r, dMu[full]),
+                tol=self.tol, **self._kwargs(r, dMu[full]),
             )  # fmt: skip
+            self.tol = THETA_SOLVE_TOL
             self.status[r] = est.status
             self.newton[r] = est.status == "converged"
             g[full] = np.log(est.theta) - np.log(theta[full])
@@ -298,7 +319,9 @@ def batched_theta(
 
     def solve_at(theta, previous, rows):
         if previous is None:
-            res = solver.solve(Y, lam, start, scale, weights, None, True, offset, theta)
+            res = solver.solve(
+                Y, lam, start, FIRST_SOLVE_LOOSENESS * scale, weights, None, True, offset, theta
+            )
             iterations[:] += res.n_iter
             return res
         # Only the responses not yet stationary, warm-started, merged into the previous.
@@ -325,7 +348,7 @@ def batched_theta(
         separated=fit_separation(
             family, d.X, Yt, lam, solver.penalty.penalty_factor, M, d.fit_intercept
         ),
-        log_link=family.link_name == "log",
+        log_link=family.link_name == "log", rough_start=True,
     )  # fmt: skip
     fit.result.n_iter = iterations
     return fit
