@@ -200,6 +200,9 @@ class _ThetaStep:
         # A rough first round (its β solved roughly, and it finishes no response) needs no
         # precise θ: the Newton steps of the rounds to come refine it.
         self.tol = ROUGH_THETA_TOL if rough_start else THETA_SOLVE_TOL
+        # After a rough first β, the moment estimate at its means starts the first solve
+        # (the alternation's start was the null model's); warm starts from then on.
+        self.warm = not rough_start
         self.status = np.full(n_genes, "not converged", dtype=object)
 
     def _kwargs(self, rows: np.ndarray, dMu: np.ndarray) -> dict:
@@ -226,10 +229,11 @@ class _ThetaStep:
         if full.size:
             r = rows[full]
             est = estimate_theta(
-                self.Y[r], Mu[full], theta_start=theta[full], with_loglik=False,
+                self.Y[r], Mu[full], theta_start=theta[full] if self.warm else None,
+                with_loglik=False,
                 tol=self.tol, **self._kwargs(r, dMu[full]),
             )  # fmt: skip
-            self.tol = THETA_SOLVE_TOL
+            self.tol, self.warm = THETA_SOLVE_TOL, True
             self.status[r] = est.status
             self.newton[r] = est.status == "converged"
             g[full] = np.log(est.theta) - np.log(theta[full])
@@ -336,9 +340,12 @@ def batched_theta(
         _merge(previous, sub, rows)
         return previous
 
+    log_link = family.link_name == "log"
+
     def means(res, rows):
         Z = res.terms.Z[rows]
-        return family.mean(Z), family.mean_deriv(Z)
+        Mu = family.mean(Z)
+        return Mu, (Mu if log_link else family.mean_deriv(Z))  # μ' = μ for the log link
 
     mu_null = None if theta_start is not None else family.mean(Z0).T
     Yt = np.ascontiguousarray(Y.T)
@@ -348,7 +355,7 @@ def batched_theta(
         separated=fit_separation(
             family, d.X, Yt, lam, solver.penalty.penalty_factor, M, d.fit_intercept
         ),
-        log_link=family.link_name == "log", rough_start=True,
+        log_link=log_link, rough_start=True,
     )  # fmt: skip
     fit.result.n_iter = iterations
     return fit
