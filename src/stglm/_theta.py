@@ -7,6 +7,14 @@ likelihood). The two steps repeat, each warm-started, until θ changes by less t
 joint (adjusted) likelihood in (β, θ) — what ``MASS::glm.nb`` computes, and, for Cox–Reid,
 the joint optimum that glmGamPoi's single alternation approaches. The last β is solved at
 the last θ. One driver serves single fits (one response) and batches of genes.
+
+What keeps the rounds cheap (:func:`alternate`): the counts' tables are built once; after
+a first solve of θ, each round takes one Newton step in log θ at the new β (one derivative
+pass); only responses not yet stationary are solved again; a batch's first β solve is a
+rough one (its θ start is poor anyway). A response whose β has no finite optimum
+(separation, :mod:`stglm._separation`: e.g. no count in one tissue section) has its θ
+estimated without the samples whose means run to 0 — the θ of the limit model — instead
+of from what rounding leaves of them, which kept such genes wandering for dozens of rounds.
 """
 
 from __future__ import annotations
