@@ -83,22 +83,20 @@ def stglm_test(v: dict, kind: str):
 
     adata, genes, design, off = v["adata"], v["genes"], v["design"], v["offset"]
     common = dict(design=design, offset=off, size_factors=None, progress=False, copy=True)
+
+    def table(**kw):  # test_genes(copy=True) returns (table, the copy)
+        return stglm.test_genes(adata, genes, **common, **kw)[0]
+
     if kind == "nb_lrt":  # Cox–Reid θ per model, like glm_gp's
-        return stglm.test_genes(
-            adata, genes, reduced=REDUCED, test="lrt", theta="cox-reid", **common
-        )
+        return table(reduced=REDUCED, test="lrt", theta="cox-reid")
     if kind == "nb_lrt_default":  # test_genes' default θ for the LRT (ML since 75fdc6d)
-        return stglm.test_genes(adata, genes, reduced=REDUCED, test="lrt", **common)
+        return table(reduced=REDUCED, test="lrt")
     if kind == "nb_ql":
-        return stglm.test_genes(adata, genes, reduced=REDUCED, test="ql", **common)
+        return table(reduced=REDUCED, test="ql")
     if kind == "pois_lrt":
-        return stglm.test_genes(
-            adata, genes, reduced=REDUCED, distr="poisson", test="lrt", **common
-        )
+        return table(reduced=REDUCED, distr="poisson", test="lrt")
     if kind == "pois_wald":
-        return stglm.test_genes(
-            adata, genes, reduced=REDUCED_WALD, distr="poisson", test="wald", **common
-        )
+        return table(reduced=REDUCED_WALD, distr="poisson", test="wald")
     if kind == "pois_inference":
         res = stglm.fit_genes(
             adata, genes, distr="poisson", link="log", reg_lambda=0.0, inference=True,
