@@ -268,7 +268,8 @@ def coef_frame(adata: AnnData, key: str) -> pd.DataFrame:
     """Coefficients of the genes to compare (rows, in ``uns[key]['genes']`` order) × predictors.
 
     Genes with an unreliable cross-validation ("fold without counts") are left out: their
-    λ, and so the size of their coefficients, does not compare with the others'.
+    λ, and so the size of their coefficients, does not compare with the others'; so are
+    "separated" genes, whose diverging coefficients are wherever the tolerance stopped.
     """
     info = results_info(adata, key)
     predictors = [str(p) for p in info["predictors"]]
