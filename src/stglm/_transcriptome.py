@@ -56,10 +56,12 @@ from ._results import (
     NOT_CONVERGED,
     OK,
     RANKED_STATUSES,
+    SEPARATED,
     check_key,
     store_results,
     var_key,
 )
+from ._separation import separated_genes
 from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
@@ -183,6 +185,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
+            "separated": separated_genes(self.family, d, Y, lam, self.factor, self.weights),
             **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
@@ -313,6 +316,9 @@ class _GeneFitter:
             "n_iter": cv.n_iter + res.n_iter,
             "at_boundary": cv.at_boundary,
             "nan_scores": cv.nan_scores,
+            "separated": separated_genes(
+                self.family, self.design, Y, lam, self.factor, self.weights
+            ),
             **self._theta_out(theta, Y.shape[1], theta_status),
             **self._wald(res, Y, theta),
         }
@@ -446,7 +452,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           fitted —; "fold without counts" for a count gene whose counts all fall in one
           held-out fold — some training fold has none, its fit has no finite optimum (the
           intercept runs to −∞), so the gene's CV scores and chosen λ are unreliable,
-          though the refit at that λ is exact —; or "not requested");
+          though the refit at that λ is exact —; "separated" for a count gene whose
+          maximum-likelihood estimate does not exist — its zeros on some samples (e.g.
+          every spot of one tissue section) fit ever better along a direction of the
+          unpenalised coefficients (:mod:`stglm._separation`): the coefficients along
+          it are where the tolerance stopped, the others and θ those of the model
+          without those samples —; or "not requested");
         - with ``inference=True``, ``adata.varm[f"{key_added}_se"]``,
           ``[f"{key_added}_pvalue"]`` and ``[f"{key_added}_qvalue"]`` — DataFrames like
           the coefficients (NaN for penalised predictors and genes not fitted);
@@ -522,6 +533,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             out[key][idx] = values
         if fitted_mu is not None:
             fitted_mu[:, idx] = fitter.fitted_means(result, data.offset_columns(idx))
+    status[(status == OK) & out["separated"]] = SEPARATED
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
     warn_statuses(status, key_added, max_iter)
     if folds is not None:  # genes with a fold without counts are flagged already
@@ -736,6 +748,7 @@ def new_results(n_genes: int, p: int, inference: bool) -> dict[str, np.ndarray]:
         # Not stored: the warnings of a cross-validated choice (see warn_choice).
         "at_boundary": np.zeros(n_genes, dtype=bool),
         "nan_scores": np.zeros(n_genes, dtype=bool),
+        "separated": np.zeros(n_genes, dtype=bool),
     }
     if inference:
         out["se"] = np.full((n_genes, p), np.nan)
