@@ -334,6 +334,7 @@ class BatchedNewtonCD:
             newton = ProximalNewton(self, max_iter=self.max_iter)
             status = newton.setup(active, F, self.tol * scale)
             newton.solve(active)
+        self.D = self.X_new = self.L_new = None  # the last step's work, not kept past the solve
         m_beta = slice(1, None) if d.fit_intercept else slice(None)
         intercepts = B_out[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(

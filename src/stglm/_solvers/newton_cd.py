@@ -241,6 +241,7 @@ class NewtonCD:
         newton = ProximalNewton(self, max_iter=self.max_iter)
         status = newton.setup(active, [F], [self.tol_abs])
         newton.solve(active, self.start)
+        self.g = self.d = self.dz = None  # the last step's work, not kept past the solve
         return SolverResult(
             float(b0_out[0]),
             beta_out[0],
