@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stglm-installed
 
-.PHONY: test demo lint bench test-all test-min clean
+.PHONY: test demo lint bench test-all test-min docs docs-min clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,8 @@ demo: $(STAMP)
 
 ## make lint: ruff (numpy docstring convention) and radon's cyclomatic complexity ≤ 20
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks tools
-	$(PY) -m ruff format --check src tests benchmarks tools
+	$(PY) -m ruff check src tests benchmarks tools docs
+	$(PY) -m ruff format --check src tests benchmarks tools docs
 	$(PY) tools/check_complexity.py
 
 ## make bench: benchmark peers too (glum, threadpoolctl; R glmnet if Rscript is installed)
@@ -47,5 +47,32 @@ bench: $(STAMP)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/run_all.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) benchmarks/bench_genes.py
 
+## make docs: the documentation site in docs/_build/html (Sphinx; every tutorial notebook runs on
+## the bundled data; warnings are errors), then docs/check_site.py checks the built site: every
+## public name in the API reference, no broken internal link or image.
+DOCS_STAMP := $(VENV)/.stglm-docs-installed
+SPHINX_OPTS ?= -W --keep-going -q
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build docs/api/generated
+	$(PY) -m sphinx -b html $(SPHINX_OPTS) docs docs/_build/html
+	$(PY) docs/check_site.py docs/_build/html
+
+## make docs-min: the site built with exactly the docs extra's declared floors (.venv-docs-min)
+DOCS_MIN_VENV := .venv-docs-min
+docs-min:
+	$(PYTHON) -m venv $(DOCS_MIN_VENV)
+	$(DOCS_MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_MIN_VENV)/bin/python tools/min_constraints.py --extra docs > $(DOCS_MIN_VENV)/constraints.txt
+	$(DOCS_MIN_VENV)/bin/python -m pip install --quiet -c $(DOCS_MIN_VENV)/constraints.txt -e ".[docs]"
+	$(DOCS_MIN_VENV)/bin/python -m pip check
+	rm -rf docs/_build/html-min docs/api/generated
+	NUMBA_CACHE_DIR=$(DOCS_MIN_VENV)/numba-cache $(DOCS_MIN_VENV)/bin/python -m sphinx -b html \
+	    $(SPHINX_OPTS) -d docs/_build/doctrees-min docs docs/_build/html-min
+	$(DOCS_MIN_VENV)/bin/python docs/check_site.py docs/_build/html-min
+
 clean:
-	rm -rf $(VENV) $(MIN_VENV) demo_output .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) $(DOCS_MIN_VENV) demo_output .pytest_cache docs/_build docs/api/generated

@@ -321,12 +321,38 @@ def stglm_nb(adata, genes, design, offset, theta, reg_lambda=0.0, **kw) -> dict:
         "coef": np.column_stack([var["stglm_intercept"].to_numpy(), coef]),
         "theta": var["stglm_theta"].to_numpy(dtype=np.float64),
         "theta_status": var["stglm_theta_status"].astype(str).to_numpy(),
+        "status": var["stglm_status"].astype(str).to_numpy(),
         "n_iter": var["stglm_n_iter"].to_numpy(dtype=np.int64),
         "converged": var["stglm_converged"].to_numpy(dtype=bool),
         "lam": var["stglm_lambda"].to_numpy(dtype=np.float64),
         "n_warnings": len(caught),
         "warnings": sorted({str(w.message)[:120] for w in caught}),
     }
+
+
+def profile_call(fn, path: Path) -> list[dict]:
+    """cProfile of one call of ``fn`` (1 BLAS thread) to ``path``; the top 12 by tottime."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    with C.threads(1):
+        prof.enable()
+        fn()
+        prof.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    st.sort_stats("tottime").print_stats(25)
+    st.sort_stats("cumulative").print_stats(35)
+    path.write_text(buf.getvalue())
+    top = []
+    for (fn_name, line, name), (_cc, nc, tt, ct, _callers) in sorted(
+        st.stats.items(), key=lambda kv: -kv[1][2]
+    )[:12]:
+        top.append({"function": f"{Path(fn_name).name}:{line}({name})", "ncalls": nc,
+                    "tottime": tt, "cumtime": ct})  # fmt: skip
+    return top
 
 
 def status_counts(x) -> dict:
@@ -338,35 +364,84 @@ def status_counts(x) -> dict:
 # -------------------------------------------------------------------------------------------
 
 
+def once(fn) -> tuple[dict, object]:
+    """Wall and CPU seconds of one call of ``fn``, and its result."""
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}, out
+
+
+def medians(calls: list[dict]) -> dict:
+    """A timing dict (``timed``'s keys) from single calls: medians of wall and CPU."""
+    return {
+        "median": float(np.median([c["wall"] for c in calls])),
+        "cpu": float(np.median([c["cpu"] for c in calls])),
+        "times": [c["wall"] for c in calls],
+        "cpu_times": [c["cpu"] for c in calls],
+        "load": os.getloadavg()[0],
+    }
+
+
+def merge_r_calls(calls: list[dict]) -> dict:
+    """One peer's results from single-repeat R calls: the last call's fit, median times."""
+    out = dict(calls[-1])
+    for key in ("elapsed", "cpu"):
+        out[key] = float(np.median([c[key] for c in calls]))
+    out["elapsed_all"] = [c["elapsed"] for c in calls]
+    out["cpu_all"] = [c["cpu"] for c in calls]
+    out["gc_max_used_rise_mb"] = max(c["gc_max_used_rise_mb"] for c in calls)
+    return out
+
+
 def bench_visium(v: dict, repeats: int, r_ok: bool) -> dict:
+    """stglm Cox–Reid and ML against glm_gp, interleaved: in each of ``repeats`` rounds one
+    call of each stglm fit, then one glm_gp call (an R process that times itself)."""
     adata, genes, design, off = v["adata"], v["genes"], v["design"], v["offset"]
     out = {"n_genes": len(genes), "n_obs": adata.n_obs, "design": ["intercept", *design.columns]}
-    st = {}
+    arrays = {"Y": v["Y"].T, "X": v["X1"], "off": v["offset"]}
+    gp_task = {"kind": "glm_gp", "label": "glm_gp default", "Y": "Y", "X": "X", "offset": "off",
+               "shrinkage": True, "repeats": 1, "return_fit": True}  # fmt: skip
+    calls: dict = {"cox-reid": [], "ml": []}
+    results: dict = {}
+    gp_calls = []
     with C.threads(1):
-        for th in ("cox-reid", "ml"):
-            log(f"stglm fit_genes theta={th}, {len(genes)} genes")
-            t, res = timed(lambda th=th: stglm_nb(adata, genes, design, off, th), repeats)
+        for th in calls:  # warm-up (numba's kernels loaded)
+            stglm_nb(adata, genes, design, off, th)
+    for k in range(repeats):
+        with C.threads(1):
+            for th in calls:
+                t, results[th] = once(lambda th=th: stglm_nb(adata, genes, design, off, th))
+                calls[th].append(t)
+                log(f"stglm theta={th} run {k + 1}: {C.fmt_time(t['wall'])} wall, "
+                    f"{C.fmt_time(t['cpu'])} CPU")  # fmt: skip
+        if r_ok:
+            r = C.run_r("counts_peers.R", [gp_task], arrays)
+            gp_calls.append(r["results"][0])
+            log(f"glm_gp default run {k + 1}: {gp_calls[-1]['elapsed']:.1f} s wall, "
+                f"{gp_calls[-1]['cpu']:.1f} s CPU")  # fmt: skip
+    st = {}
+    for th, res in results.items():
+        with C.threads(1):
             res["peak_tracemalloc"] = C.tracemalloc_peak(
                 lambda th=th: stglm_nb(adata, genes, design, off, th)
             )
-            st[th] = {"timing": t, "res": res}
-            log(f"  {C.fmt_time(t['median'])} wall, {C.fmt_time(t['cpu'])} CPU")
+        st[th] = {"timing": medians(calls[th]), "res": res}
+        st[th]["status_counts"] = status_counts(res["status"])
+        st[th]["theta_status_counts"] = status_counts(res["theta_status"])
     out["stglm"] = st
     if not r_ok:
         return out
     tasks = [
-        {"kind": "glm_gp", "label": "glm_gp default", "Y": "Y", "X": "X", "offset": "off",
-         "shrinkage": True, "repeats": repeats, "return_fit": True},
         {"kind": "glm_gp", "label": "glm_gp no shrinkage", "Y": "Y", "X": "X", "offset": "off",
-         "shrinkage": False, "repeats": max(1, repeats - 2), "return_fit": True},
+         "shrinkage": False, "repeats": 1, "return_fit": True},
         {"kind": "glm_nb", "label": "glm.nb loop", "Y": "Y", "X": "X", "offset": "off",
          "repeats": 1},
     ]  # fmt: skip
-    log("R: glm_gp (default, no shrinkage) and the glm.nb loop")
+    log("R: glm_gp without shrinkage and the glm.nb loop")
     t0 = time.time()
-    r = C.run_r("counts_peers.R", tasks, {"Y": v["Y"].T, "X": v["X1"], "off": v["offset"]})
+    r = C.run_r("counts_peers.R", tasks, arrays)
     log(f"  R done in {time.time() - t0:.0f} s")
-    peers = {x["label"]: x for x in r["results"]}
+    peers = {"glm_gp default": merge_r_calls(gp_calls), **{x["label"]: x for x in r["results"]}}
     out["r_process"] = {k: r[k] for k in ("VmHWM_kB", "VmRSS_kB", "VmRSS_after_load_kB")}
     out["r_versions"] = r["versions"]
     nonzero = v["Y"].sum(axis=0) > 0
@@ -810,6 +885,13 @@ def main(argv=None) -> int:
     n_vis = 100 if args.quick else None
     v = visium(n_vis)
     vis = bench_visium(v, repeats, r_ok)
+    args.out.mkdir(parents=True, exist_ok=True)
+    prof_name = "counts_profile_quick.txt" if args.quick else "counts_profile.txt"
+    log("cProfile of stglm fit_genes(theta='cox-reid')")
+    vis["profile_cox_reid_top_tottime"] = profile_call(
+        lambda: stglm_nb(v["adata"], v["genes"], v["design"], v["offset"], "cox-reid"),
+        args.out / prof_name,
+    )
     syn = None
     if not args.skip_synthetic:
         n, G, gp_genes = (10_000, 100, 20) if args.quick else (100_000, 1_000, 100)

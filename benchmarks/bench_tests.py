@@ -38,11 +38,8 @@ the table.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
 import os
-import pstats
 import subprocess
 import sys
 import time
@@ -86,22 +83,20 @@ def stglm_test(v: dict, kind: str):
 
     adata, genes, design, off = v["adata"], v["genes"], v["design"], v["offset"]
     common = dict(design=design, offset=off, size_factors=None, progress=False, copy=True)
+
+    def table(**kw):  # test_genes(copy=True) returns (table, the copy)
+        return stglm.test_genes(adata, genes, **common, **kw)[0]
+
     if kind == "nb_lrt":  # Cox–Reid θ per model, like glm_gp's
-        return stglm.test_genes(
-            adata, genes, reduced=REDUCED, test="lrt", theta="cox-reid", **common
-        )
+        return table(reduced=REDUCED, test="lrt", theta="cox-reid")
     if kind == "nb_lrt_default":  # test_genes' default θ for the LRT (ML since 75fdc6d)
-        return stglm.test_genes(adata, genes, reduced=REDUCED, test="lrt", **common)
+        return table(reduced=REDUCED, test="lrt")
     if kind == "nb_ql":
-        return stglm.test_genes(adata, genes, reduced=REDUCED, test="ql", **common)
+        return table(reduced=REDUCED, test="ql")
     if kind == "pois_lrt":
-        return stglm.test_genes(
-            adata, genes, reduced=REDUCED, distr="poisson", test="lrt", **common
-        )
+        return table(reduced=REDUCED, distr="poisson", test="lrt")
     if kind == "pois_wald":
-        return stglm.test_genes(
-            adata, genes, reduced=REDUCED_WALD, distr="poisson", test="wald", **common
-        )
+        return table(reduced=REDUCED_WALD, distr="poisson", test="wald")
     if kind == "pois_inference":
         res = stglm.fit_genes(
             adata, genes, distr="poisson", link="log", reg_lambda=0.0, inference=True,
@@ -277,23 +272,7 @@ def src_diff_sha1() -> str:
 
 
 def profile_stglm(v: dict, kind: str, path: Path) -> list[dict]:
-    prof = cProfile.Profile()
-    with C.threads(1):
-        prof.enable()
-        stglm_test(v, kind)
-        prof.disable()
-    buf = io.StringIO()
-    st = pstats.Stats(prof, stream=buf)
-    st.sort_stats("tottime").print_stats(25)
-    st.sort_stats("cumulative").print_stats(35)
-    path.write_text(buf.getvalue())
-    top = []
-    for (fn, line, name), (_cc, nc, tt, ct, _callers) in sorted(
-        st.stats.items(), key=lambda kv: -kv[1][2]
-    )[:12]:
-        top.append({"function": f"{Path(fn).name}:{line}({name})", "ncalls": nc,
-                    "tottime": tt, "cumtime": ct})  # fmt: skip
-    return top
+    return BC.profile_call(lambda: stglm_test(v, kind), path)
 
 
 def main(argv=None) -> int:
@@ -339,17 +318,47 @@ def main(argv=None) -> int:
         "reduced_wald": REDUCED_WALD, "stglm_has_ql": ql,
     }  # fmt: skip
 
-    # ---- stglm, in process, 1 BLAS thread -------------------------------------------------
+    # ---- stglm (in process, 1 BLAS thread) and R, interleaved for NB -----------------------
+    # Each of ``repeats`` rounds: one call of every stglm NB test, then one R process (its
+    # glm_gp fits, test_de and LR, timed inside R); the Poisson tests after, against
+    # statsmodels.
+    r_ok = C.r_available()  # Rscript present (the check also loads glmnet; glmGamPoi below)
+    nb_kinds = [k for k in kinds if k.startswith("nb_")]
     st: dict = {}
+    calls: dict = {k: [] for k in nb_kinds}
+    r_calls = []
+    X1 = v["X1"]
+    cols = ["intercept", *v["design"].columns]
+    r_task = {"kind": "glm_gp_tests", "repeats": 1, "colnames": cols,
+              "colnames_reduced": cols[:2]}  # fmt: skip
+    r_arrays = {"Y": v["Y"].T, "X": X1, "Xr": X1[:, :2], "off": v["offset"]}
     with C.threads(1):
         stglm_test(v, "pois_lrt")  # numba kernels loaded once before any clock
-        for kind in kinds:
+        for kind in nb_kinds:
+            stglm_test(v, kind)
+    for k in range(repeats):
+        with C.threads(1):
+            for kind in nb_kinds:
+                t, df = BC.once(lambda kind=kind: stglm_test(v, kind))
+                calls[kind].append(t)
+                st[kind] = {"df": df}
+                log(f"stglm {kind} run {k + 1}: {C.fmt_time(t['wall'])} wall, "
+                    f"{C.fmt_time(t['cpu'])} CPU")  # fmt: skip
+        if r_ok:
+            w = time.time()
+            r_calls.append(C.run_r("tests_peers.R", [r_task], r_arrays))
+            log(f"R run {k + 1} (glm_gp + test_de, LR) done in {time.time() - w:.0f} s")
+    for kind in nb_kinds:
+        st[kind]["timing"] = BC.medians(calls[kind])
+    with C.threads(1):
+        for kind in kinds[len(nb_kinds) :]:
             log(f"stglm {kind}, {G} genes")
             t, df = BC.timed(lambda kind=kind: stglm_test(v, kind), repeats)
             st[kind] = {"timing": t, "df": df}
-            if "status" in df:
-                st[kind]["status"] = BC.status_counts(df["status"])
             log(f"  {C.fmt_time(t['median'])} wall, {C.fmt_time(t['cpu'])} CPU")
+    for d in st.values():
+        if "status" in d["df"]:
+            d["status"] = BC.status_counts(d["df"]["status"])
     res["stglm"] = {k: {kk: vv for kk, vv in d.items() if kk != "df"} for k, d in st.items()}
 
     # ---- statsmodels loops ----------------------------------------------------------------
@@ -364,26 +373,26 @@ def main(argv=None) -> int:
                           for k, d in sm.items()}  # fmt: skip
 
     # ---- R ------------------------------------------------------------------------------
-    r_ok = C.r_available()  # Rscript present (the check also loads glmnet; glmGamPoi below)
     if r_ok:
-        log(f"R: glm_gp + test_de and the LR from two glm_gp fits, {repeats} repeats")
-        w = time.time()
-        X1 = v["X1"]
-        cols = ["intercept", *v["design"].columns]
-        r = C.run_r(
-            "tests_peers.R",
-            [{"kind": "glm_gp_tests", "repeats": repeats, "colnames": cols,
-              "colnames_reduced": cols[:2]}],
-            {"Y": v["Y"].T, "X": X1, "Xr": X1[:, :2], "off": v["offset"]},
-        )  # fmt: skip
-        log(f"  R done in {time.time() - w:.0f} s")
+        r = r_calls[-1]
         gp = r["results"][0]
+        each = [c["results"][0] for c in r_calls]
+        for key in ("ql_elapsed", "ql_cpu", "lr_elapsed", "lr_cpu"):
+            gp[key + "_all"] = [e[key] for e in each]
+            gp[key] = float(np.median(gp[key + "_all"]))
+        for key in ("elapsed", "cpu"):  # per step: every call's time
+            gp[key] = {step: [x for e in each for x in e[key][step]] for step in gp["steps"]}
+        gp["gc_max_used_rise_mb"] = {
+            step: max(e["gc_max_used_rise_mb"][step] for e in each) for step in gp["steps"]
+        }
+        gp["repeats"] = len(each)
         for key in ("ql", "lr"):
             for f in ("stat", "pvalue", "qvalue", "df2"):
                 if f in gp[key] and isinstance(gp[key][f], list):
                     gp[key][f] = BC.floats(gp[key][f])
         res["r"] = {k: gp[k] for k in ("ql_elapsed", "ql_cpu", "lr_elapsed", "lr_cpu", "elapsed",
-                                       "cpu", "gc_max_used_rise_mb", "repeats")}  # fmt: skip
+                                       "cpu", "gc_max_used_rise_mb", "repeats", "ql_cpu_all",
+                                       "lr_cpu_all")}  # fmt: skip
         res["r"]["ql_df1"] = gp["ql"]["df1"]
         res["r"]["process"] = {k: r[k] for k in ("VmHWM_kB", "VmRSS_kB", "VmRSS_after_load_kB")}
         res["r"]["versions"] = r["versions"]

@@ -78,7 +78,11 @@ def instrument() -> None:
     _wrap(glm_mod._GLMBase, "_validate", "validation")
     _wrap(glm_mod.GLM, "fit", "GLM.fit: total")
     _wrap(cv_mod.GLMCV, "fit", "GLMCV.fit: total")
-    _wrap(cv_mod.GLMCV, "_score_path", "CV scoring")
+    _wrap(cv_mod.GLMCV, "_score_path", "CV scoring")  # before the CV driver (_cv.py)
+    try:
+        _wrap(import_module("stglm._cv").Scoring, "scores", "CV scoring")
+    except ImportError:  # an older source tree
+        pass
     batched = import_module("stglm._solvers.batched")
     for attr, label in [
         ("solve", "batched solver: total"),

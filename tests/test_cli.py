@@ -410,6 +410,38 @@ def test_out_equal_to_the_input_needs_force(small_h5ad, tmp_path):
     assert "stglm_coef" in ad.read_h5ad(data).varm and files_in(tmp_path) == ["data.h5ad"]
 
 
+def test_an_existing_out_needs_force(small_h5ad, tmp_path):
+    """An existing results file is not replaced silently; --force replaces it."""
+    out = tmp_path / "old.h5ad"
+    out.write_bytes(b"an earlier run's results")
+    args = ["fit", small_h5ad, "--coords", "--lambda", "0.1", "--genes", "KRT15", "--out", out]
+    result = invoke(*args, "-q")
+    assert result.exit_code == 2
+    assert "exists" in result.stderr and "--force" in result.stderr
+    assert out.read_bytes() == b"an earlier run's results" and files_in(tmp_path) == ["old.h5ad"]
+    result = invoke(*args, "--force", "-q")
+    assert result.exit_code == 0, result.output
+    assert "stglm_coef" in ad.read_h5ad(out).varm
+
+
+def test_gene_file_with_byte_order_mark_and_quoted_names(small_h5ad, tmp_path):
+    """A gene file saved by a spreadsheet (UTF-8 with BOM) reads as without; a name in double
+    quotes is taken whole, commas and all."""
+    data = ad.read_h5ad(small_h5ad)
+    data.var_names = [("HLA-A,B" if g == "KRT15" else g) for g in data.var_names]
+    source = tmp_path / "renamed.h5ad"
+    data.write_h5ad(source)
+    gene_file = tmp_path / "genes.txt"
+    gene_file.write_text('"HLA-A,B"\nCNN1 # a comment\n', encoding="utf-8-sig")
+    assert gene_file.read_bytes().startswith(b"\xef\xbb\xbf")
+    out = tmp_path / "out.h5ad"
+    args = ["fit", source, "--coords", "--lambda", "0.1", "--genes", gene_file, "--out", out]
+    result = invoke(*args, "-q")
+    assert result.exit_code == 0, result.output
+    assert list(ad.read_h5ad(out).uns["stglm"]["genes"]) == ["HLA-A,B", "CNN1"]
+    assert cli._split_names('"A,B", C #"D"\n"#E" F') == ["A,B", "C", "#E", "F"]
+
+
 # ---------------------------------------------------------------------------------------------
 # stglm test
 # ---------------------------------------------------------------------------------------------
@@ -575,6 +607,11 @@ BAD_INPUTS = {
     "no predictors": (["fit", "{data}"], "no predictors", True),
     "unknown lag gene": (["fit", "{data}", "--lag", "NOTAGENE"], "NOTAGENE", False),
     "unknown section column": (["fit", "{data}", "--section-key", "slide"], "'slide'", False),
+    "continuous section column": (
+        ["fit", "{data}", "--section-key", "log_area"],
+        "--section-key='log_area' holds non-integer numbers",
+        False,
+    ),
     "unknown plot gene": (["fit", "{data}", "--coords", "--plot-genes", "NOPE"], "NOPE", False),
     "missing layer": (["fit", "{data}", "--coords", "--layer", "counts"], "'counts'", False),
     "out not h5ad": (["fit", "{data}", "--coords"], ".h5ad", False),
@@ -614,6 +651,7 @@ BAD_INPUTS = {
         "one column",
         False,
     ),
+    "key with a slash": (["fit", "{data}", "--coords", "--key-added", "a/b"], "'/'", False),
     "table not csv": (
         ["test", "{data}", "--coords", "--reduced", "x", "--table", "{tmp}/t.txt"],
         ".csv",
@@ -854,8 +892,32 @@ def test_failed_fit_keeps_previous_output(small_h5ad, tmp_path):
         cli.click.ClickException, match="cannot fit negative.h5ad .adata.X.: .*non-negative"
     ):
         cli.main(
-            ["fit", str(bad), "--coords", "--lambda", "0.1", "--out", str(out), "--quiet"],
+            ["fit", str(bad), "--coords", "--lambda", "0.1", "--out", str(out), "--force", "-q"],
             standalone_mode=False,
         )
     assert files_in(tmp_path) == ["negative.h5ad", "out.h5ad"]
     assert out.read_text() == "previous results"
+
+
+def test_lambda_min_ratio_reaches_fit_genes(small_h5ad, tmp_path):
+    """--lambda-min-ratio sets each gene's path end, as fit_genes(lambda_min_ratio=) does; the
+    help's stated default is the library's."""
+    from stglm._path import LAMBDA_MIN_RATIO
+
+    out = tmp_path / "ratio.h5ad"
+    args = ["fit", small_h5ad, "--genes", "KRT15,CNN1", "--coords", "--cv", "3"]
+    args += ["--n-lambdas", "4", "--lambda-min-ratio", "1e-5", "--out", out, "-q"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    res = ad.read_h5ad(out)
+    direct = ad.read_h5ad(small_h5ad)
+    stglm.fit_genes(
+        direct, ["KRT15", "CNN1"], design=res.obsm["stglm_design"], reg_lambda=None, link="log",
+        size_factors="total", clip_coeffs=0.0, cv=3, n_lambdas=4, lambda_min_ratio=1e-5,
+        progress=False,
+    )  # fmt: skip
+    np.testing.assert_array_equal(res.var["stglm_lambda"], direct.var["stglm_lambda"])
+    help_text = invoke("fit", "--help").stdout
+    assert "default 1e-3)" in " ".join(help_text.split()) and LAMBDA_MIN_RATIO == 1e-3
+    bad = invoke("fit", small_h5ad, "--coords", "--lambda-min-ratio", "2", "--out", out)
+    assert bad.exit_code == 2 and "--lambda-min-ratio" in bad.stderr

@@ -36,10 +36,12 @@ from stglm._dispersion import (
     STATUSES,
     THETA_MAX,
     THETA_MIN,
+    count_tables,
     estimate_theta,
     moment_theta,
     profile_loglik,
     profile_score,
+    theta_newton_step,
 )
 
 REF = Path(__file__).parent / "references"
@@ -209,8 +211,8 @@ def test_gram_callable_route_equals_design_route(sim):
     assert_allclose(b.theta, a.theta, rtol=1e-12)
     assert_allclose(b.loglik, a.loglik, rtol=1e-12)
     assert_array_equal(b.status, a.status)
-    # Called on the genes still iterating only, never with more rows than genes.
-    assert all(k <= Y.shape[0] and n == Y.shape[1] for k, n in calls)
+    # Called on the genes still iterating only: W, Wₜ and Wₜₜ of each in one call.
+    assert all(k <= 3 * Y.shape[0] and n == Y.shape[1] for k, n in calls)
     assert min(k for k, _ in calls) < Y.shape[0]
 
 
@@ -349,6 +351,51 @@ def test_batch_equals_each_gene_alone(sim, method):
         assert_allclose(batch.theta[g], alone.theta[0], rtol=1e-13)
         assert_allclose(batch.loglik[g], alone.loglik[0], rtol=1e-13)
         assert batch.status[g] == alone.status[0] and batch.n_iter[g] == alone.n_iter[0]
+
+
+@pytest.mark.parametrize("method", ["ml", "cox-reid"])
+def test_kept_count_tables_and_unchecked_input_change_nothing(sim, method):
+    # What a β/θ alternation does: tables built once, handed over for the genes still
+    # iterating, inputs not checked again; the results must be the same to the last bit.
+    Y, Mu, X = sim
+    rng = np.random.default_rng(8)
+    M = rng.integers(0, 3, Y.shape).astype(float)
+    kw = {"design": X} if method == "cox-reid" else {}
+    ref = estimate_theta(Y, Mu, method=method, sample_weight=M, **kw)
+    tables = count_tables(Y, M)
+    rows = np.array([3, 0, 17, 5])  # any order
+    for got, sub in (
+        (estimate_theta(Y, Mu, method=method, sample_weight=M, tables=tables, **kw), slice(None)),
+        (
+            estimate_theta(
+                Y[rows], Mu[rows], method=method, sample_weight=M[rows],
+                tables=tables.take(rows), check_input=False, with_loglik=True, **kw,
+            ),
+            rows,
+        ),
+    ):  # fmt: skip
+        assert_array_equal(got.theta, ref.theta[sub])
+        assert_array_equal(got.status, ref.status[sub])
+        assert_array_equal(got.loglik, ref.loglik[sub])
+    assert estimate_theta(Y, Mu, method=method, with_loglik=False, **kw).loglik is None
+    with pytest.raises(ValueError, match="tables hold"):
+        estimate_theta(Y[:3], Mu[:3], method=method, tables=tables, **kw)
+
+
+@pytest.mark.parametrize("method", ["ml", "cox-reid"])
+def test_newton_step_is_the_score_over_its_derivative(sim, method):
+    Y, Mu, X = sim
+    kw = {"design": X} if method == "cox-reid" else {}
+    theta = estimate_theta(Y, Mu, method=method, **kw).theta * 1.3  # off the maximum
+    theta = np.clip(theta, 1e-3, 1e4)
+    step = theta_newton_step(Y, Mu, theta, method=method, **kw)
+    h = 1e-5  # central differences of the score in t = log θ
+    up, down = (profile_score(theta * np.exp(d), Y, Mu, method, **kw) for d in (h, -h))
+    ds = (up - down) / (2 * h)
+    s = profile_score(theta, Y, Mu, method, **kw)
+    concave = ds < 0
+    assert concave.sum() >= Y.shape[0] - 3
+    assert_allclose(step[concave], -s[concave] / ds[concave], rtol=1e-5, atol=1e-12)
 
 
 def test_section_without_samples_in_a_fold_uses_the_pseudo_determinant():

@@ -215,14 +215,17 @@ def test_complexity_check_flags_complex_functions_and_stale_allowances(tmp_path)
 
 
 def test_min_constraints_pin_every_dependency_to_its_floor(tmp_path):
+    import re
+
     tool = load_tool("min_constraints")
     pyproject = SRC.parents[1] / "pyproject.toml"
     pins = tool.floors(pyproject)
     text = pyproject.read_text(encoding="utf-8")
     assert "numpy==1.24" in pins and all("==" in p for p in pins)
+    assert any(p.startswith("distributed==") for p in pins)  # the stglm[dask] extra's too
     for pin in pins:
         name, version = pin.split("==")
-        assert f'"{name}>={version}"' in text
+        assert re.search(rf'"{re.escape(name)}(\[[^\]]*\])?>={re.escape(version)}"', text), pin
     bad = tmp_path / "pyproject.toml"
     bad.write_text('[project]\nname = "x"\ndependencies = ["numpy"]\n')
     with pytest.raises(SystemExit, match="no minimum"):
@@ -230,26 +233,45 @@ def test_min_constraints_pin_every_dependency_to_its_floor(tmp_path):
 
 
 def test_every_third_party_import_is_declared():
-    """Each package imported under src/ is a dependency in pyproject.toml."""
+    """Each package imported under src/ is a dependency in pyproject.toml, or one of the
+    ``stglm[dask]`` extra imported only inside functions."""
     tomllib = load_tool("min_constraints").tomllib  # with its fallback for Python 3.10
 
     project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]
-    declared = {
-        r.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("-", "_")
-        for r in project["dependencies"]
-    }
-    import_names = {"scikit_learn": "sklearn"}
-    declared = {import_names.get(d, d) for d in declared}
-    imported = set()
+
+    def names(requirements):
+        import_names = {"scikit_learn": "sklearn"}
+        return {
+            import_names.get(n, n)
+            for n in (
+                r.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("-", "_")
+                for r in requirements
+            )
+        }
+
+    declared = names(project["dependencies"])
+    optional = names(project["optional-dependencies"]["dask"])  # the stglm[dask] extra
+    imported, at_module_level = set(), set()
     for path in SRC.rglob("*.py"):
-        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        for node in _imports(tree):
             if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
+                found = {a.name.split(".")[0] for a in node.names}
             elif node.level == 0 and node.module:
-                imported.add(node.module.split(".")[0])
+                found = {node.module.split(".")[0]}
+            else:
+                continue
+            imported |= found
+            if id(node) in top:
+                at_module_level |= found
     third_party = imported - set(sys.stdlib_module_names) - {"stglm", "__future__"}
     assert third_party, "no third-party import found: the walk is broken"
-    assert third_party <= declared, sorted(third_party - declared)
+    assert third_party <= declared | optional, sorted(third_party - declared - optional)
+    # The extra's packages are imported inside the functions that need them, so that the
+    # library imports and runs in memory without them.
+    assert {"dask", "distributed"} <= third_party
+    assert not at_module_level & (optional - declared), sorted(at_module_level & optional)
 
 
 def test_documents_cited_by_the_source_are_in_the_repository():

@@ -107,7 +107,7 @@ def test_heatmap_order_is_scipy_clustering(fits, tmp_path):
     rows = leaves_list(linkage(M, method="average", metric="euclidean"))
     cols = leaves_list(linkage(M.T, method="average", metric="euclidean"))
 
-    ax = plot_coef_heatmap(adata, top=15)
+    ax = plot_coef_heatmap(adata, top=15, scale="none")
     assert tick_labels(ax.get_yticklabels()) == list(top.index[rows])
     assert tick_labels(ax.get_xticklabels()) == list(top.columns[cols])
     image = ax.images[0]
@@ -123,17 +123,63 @@ def test_heatmap_without_clustering_and_given_genes(fits):
     adata = fits[0]
     coef = coef_matrix(adata)
     order = np.argsort(-coef.abs().max(axis=1).to_numpy(), kind="stable")[:8]
-    ax = plot_coef_heatmap(adata, top=8, cluster=False)
+    ax = plot_coef_heatmap(adata, top=8, cluster=False, scale="none")
     assert tick_labels(ax.get_yticklabels()) == list(coef.index[order])
     assert tick_labels(ax.get_xticklabels()) == list(coef.columns)
 
     fig, ax2 = plt.subplots()
     genes = ["CNN1", "KRT15", "AMACR"]
-    assert plot_coef_heatmap(adata, genes=genes, cluster=False, ax=ax2) is ax2
+    assert plot_coef_heatmap(adata, genes=genes, cluster=False, ax=ax2, scale="none") is ax2
     np.testing.assert_array_equal(ax2.images[0].get_array(), coef.loc[genes].to_numpy())
     # clustering a given set keeps its genes
     ax3 = plot_coef_heatmap(adata, genes=genes)
     assert sorted(tick_labels(ax3.get_yticklabels())) == sorted(genes)
+
+
+def test_heatmap_scales_each_predictor_by_its_largest_effect(fits):
+    """Default scale: a predictor with 100× larger effects (a section dummy, say) does not wash
+    out the others: each column is coef / that predictor's max |coef| over the fitted genes,
+    the max in the column label; genes ranked by the scaled values."""
+    adata = fits[0].copy()
+    coef = coef_matrix(adata)
+    loud = coef.columns[0]
+    scaled_coef = coef.copy()
+    scaled_coef[loud] *= 100
+    adata.varm["stglm_coef"] = adata.varm["stglm_coef"].assign(
+        **{loud: adata.varm["stglm_coef"][loud] * 100}
+    )
+    maxima = scaled_coef.abs().max(axis=0)
+    expected = scaled_coef / maxima
+    order = np.argsort(-expected.abs().max(axis=1).to_numpy(), kind="stable")[:10]
+    ax = plot_coef_heatmap(adata, top=10, cluster=False)
+    drawn = ax.images[0].get_array()
+    np.testing.assert_allclose(drawn, expected.iloc[order].to_numpy(), rtol=1e-14)
+    assert ax.images[0].norm.vmin == -1 and ax.images[0].norm.vmax == 1
+    assert tick_labels(ax.get_xticklabels()) == [f"{p} (±{maxima[p]:.2g})" for p in coef.columns]
+    assert "max |coef|" in ax.figure.axes[1].get_ylabel()
+    # unscaled, the loud predictor takes the whole colour range
+    raw = plot_coef_heatmap(adata, top=10, cluster=False, scale="none").images[0].get_array()
+    quiet = np.abs(raw[:, 1:]).max() / np.abs(raw).max()
+    assert quiet < 0.05 < np.abs(drawn[:, 1:]).max()
+
+
+def test_heatmap_predictors_and_zero_columns(fits):
+    """predictors= picks the columns drawn and ranked by; all-zero columns are left out."""
+    adata = fits[0].copy()
+    coef = coef_matrix(adata)
+    zero = coef.columns[-1]
+    adata.varm["stglm_coef"] = adata.varm["stglm_coef"].assign(**{zero: 0.0})
+    ax = plot_coef_heatmap(adata, cluster=False, scale="none")
+    assert tick_labels(ax.get_xticklabels()) == list(coef.columns[:-1])
+    chosen = list(coef.columns[1:3])
+    ax = plot_coef_heatmap(adata, predictors=chosen, top=5, cluster=False, scale="none")
+    assert tick_labels(ax.get_xticklabels()) == chosen
+    order = np.argsort(-coef[chosen].abs().max(axis=1).to_numpy(), kind="stable")[:5]
+    assert tick_labels(ax.get_yticklabels()) == list(coef.index[order])
+    with pytest.raises(ValueError, match="predictors not in the fit: \\['nope'\\]"):
+        plot_coef_heatmap(adata, predictors=["nope"])
+    with pytest.raises(ValueError, match="scale must be one of"):
+        plot_coef_heatmap(adata, scale="gene")
 
 
 def test_heatmap_errors(fits, data):
@@ -172,6 +218,39 @@ def test_gene_fit_panels_show_counts_and_stored_means(fits, tmp_path):
     assert len(ax_obs.figure.axes) == 3
     check_png(ax_obs.figure, tmp_path / "gene_fit.png")
     assert before == (set(adata.obs), set(adata.var), set(adata.uns), set(adata.layers))
+
+
+def test_gene_fit_one_row_per_group(fits, tmp_path):
+    """groupby: a row of (observed, fitted) per section, titled with its name, each showing
+    only its cells, all on one colour scale with one colorbar."""
+    adata = fits[0]
+    gene = "KRT15"
+    j = adata.var_names.get_loc(gene)
+    observed = adata.X[:, j].toarray().ravel()
+    sections = adata.obs["list_ID"].astype(str).to_numpy()
+    axes = plot_gene_fit(adata, gene, groupby="list_ID")
+    labels = list(pd.unique(adata.obs["list_ID"].astype("category").cat.categories))
+    assert axes.shape == (len(labels), 2)
+    norms = set()
+    for (ax_obs, ax_fit), label in zip(axes, labels, strict=True):
+        assert (ax_obs.get_title(), ax_fit.get_title()) == (
+            f"{label}: observed",
+            f"{label}: fitted",
+        )
+        cells = sections == label
+        np.testing.assert_array_equal(ax_obs.collections[0].get_array(), observed[cells])
+        np.testing.assert_array_equal(
+            ax_obs.collections[0].get_offsets(), adata.obsm["spatial"][cells]
+        )
+        norms |= {
+            (ax.collections[0].norm.vmin, ax.collections[0].norm.vmax) for ax in (ax_obs, ax_fit)
+        }
+    assert len(norms) == 1 and len(axes[0, 0].figure.axes) == 2 * len(labels) + 1
+    check_png(axes[0, 0].figure, tmp_path / "grouped.png")
+    with pytest.raises(ValueError, match="groupby 'slide' is not a column"):
+        plot_gene_fit(adata, gene, groupby="slide")
+    with pytest.raises(ValueError, match="axes must be 4 Axes"):
+        plot_gene_fit(adata, gene, groupby="list_ID", axes=plt.subplots(1, 2)[1])
 
 
 def test_gene_fit_recomputes_means_from_the_design(fits):
@@ -224,3 +303,20 @@ def test_unreliable_cv_genes_are_plotted_alone_but_not_ranked(fits):
     assert "CNN1" not in rows and "KRT15" in rows
     axes = plot_gene_fit(flagged, "CNN1", design=design)
     assert len(axes) == 2
+
+
+def test_gene_fit_leaves_out_cells_without_coordinates(fits):
+    """A NaN coordinate: that cell is not drawn (a warning says how many), the rest are."""
+    adata = fits[0].copy()
+    xy = np.asarray(adata.obsm["spatial"], dtype=float).copy()
+    xy[[3, 7], 0] = np.nan
+    adata.obsm["spatial"] = xy
+    with pytest.warns(UserWarning, match="2 cells without coordinates"):
+        ax_obs, _ = plot_gene_fit(adata, "KRT15")
+    assert len(ax_obs.collections[0].get_offsets()) == adata.n_obs - 2
+    with pytest.warns(UserWarning, match="2 cells without coordinates"):
+        axes = plot_gene_fit(adata, "KRT15", groupby="list_ID")
+    assert sum(len(ax.collections[0].get_offsets()) for ax in axes[:, 0]) == adata.n_obs - 2
+    adata.obsm["spatial"] = np.full_like(xy, np.nan)
+    with pytest.raises(ValueError, match="no cell with finite coordinates"):
+        plot_gene_fit(adata, "KRT15")

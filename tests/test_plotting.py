@@ -109,6 +109,29 @@ def test_coef_path_feature_names(data):
         plot_coef_path(model, feature_names=["a", "b"])
 
 
+def test_coef_path_names_the_largest_features_when_there_are_many(tmp_path):
+    """30 features: the legend (outside the axes) names the 10 largest at the chosen λ, the
+    rest are grey and unnamed; every line is still drawn."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 30))
+    coef = np.zeros(30)
+    coef[:12] = np.linspace(0.6, 0.05, 12)
+    y = rng.poisson(np.exp(0.3 + X @ coef)).astype(float)
+    model = GLMCV(distr="poisson", link="log", n_lambdas=8, cv=3, verbose=False).fit(X, y)
+    ax = plot_coef_path(model)
+    assert len(_by_gid(ax, "coef:")) == 30
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    chosen = np.abs(model.coef_path_[model.best_index_])
+    named = sorted(legend[:-1], key=lambda name: -chosen[int(name[1:])])
+    assert len(named) == 10 and legend[-1].startswith("chosen λ")
+    assert min(chosen[int(n[1:])] for n in named) >= np.sort(chosen)[-10]
+    assert "10 of 30 features named" in ax.get_title()
+    ax.figure.savefig(tmp_path / "path.png")  # the legend outside the axes fits the figure
+    assert ax.get_legend().get_window_extent().x0 > ax.get_window_extent().x1
+    with pytest.raises(ValueError, match="legend_max"):
+        plot_coef_path(model, legend_max=0)
+
+
 def test_coef_path_linear_lambda_axis(fitted):
     ax = plot_coef_path(fitted, log=False)
     (opt,) = _by_gid(ax, "lambda_opt")

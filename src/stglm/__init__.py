@@ -26,10 +26,11 @@ _LAZY_NAMES = {
     "kkt_residual": "._penalties",
     "log_likelihood": ".generalized_lm",
     "pseudo_r2": ".generalized_lm",
+    "read_dask": "._lazy_read",
     "test_genes": "._gene_tests",
 }
 #: Public submodules, also imported on first use.
-_SUBMODULES = ("datasets", "generalized_lm", "get", "plotting", "spatial")
+_SUBMODULES = ("datasets", "generalized_lm", "get", "plotting", "scoring", "spatial")
 
 __all__ = [
     "GLM",
@@ -48,18 +49,21 @@ __all__ = [
     "log_likelihood",
     "plotting",
     "pseudo_r2",
+    "read_dask",
+    "scoring",
     "spatial",
     "test_genes",
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports these
-    from . import datasets, get, plotting, spatial
+    from . import datasets, get, plotting, scoring, spatial
     from . import generalized_lm as generalized_lm  # public, though not in __all__
     from ._families import Family, get_family
     from ._fit_glm import fit_glm
     from ._gene_tests import test_genes
     from ._glm import GLM
     from ._glm_cv import GLMCV
+    from ._lazy_read import read_dask
     from ._penalties import ElasticNet, kkt_residual
     from ._transcriptome import fit_genes
     from .generalized_lm import batch_grad, deviance, log_likelihood, pseudo_r2

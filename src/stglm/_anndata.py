@@ -4,10 +4,15 @@ Every module that takes an AnnData reads it through these functions, so which ma
 ``layer=None`` or ``layer="counts"`` means, how genes and obs columns are looked up and
 what the messages say when something is missing are decided here, once. Nothing here
 writes into ``adata``.
+
+A matrix may be held lazily, as a dask array (:func:`is_lazy`; for example from
+:func:`stglm.read_dask`): :func:`dense_columns` and :func:`row_sums` then compute only the
+columns asked for, or the row totals chunk by chunk, never the whole matrix in memory.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,19 +23,28 @@ from anndata import AnnData
 from ._errors import InputError, InputTypeError
 from ._validation import check_X
 
+#: Fewest cells/spots a fit accepts.
+MIN_OBS = 2
+
 __all__ = [
     "X_LAYER",
     "check_adata",
     "dense_columns",
+    "check_response_values",
     "design_frame",
+    "dense_block",
     "gene_positions",
     "get_coords",
     "get_matrix",
     "get_obs_column",
+    "get_section_labels",
     "group_indices",
+    "is_lazy",
     "layer_label",
     "layer_matrix",
     "layer_of_record",
+    "row_sums",
+    "row_sums_and_minima",
 ]
 
 #: A dense or scipy sparse matrix (or sparse array), as AnnData stores them.
@@ -79,17 +93,30 @@ def layer_matrix(adata: AnnData, layer: str | None) -> Any:
     return adata.layers[layer]
 
 
-def get_matrix(adata: AnnData, layer: str | None) -> Matrix:
+def is_lazy(matrix: Any) -> bool:
+    """Whether ``matrix`` is a dask array (known without importing Dask)."""
+    return hasattr(matrix, "__dask_graph__") and type(matrix).__module__.startswith("dask.")
+
+
+def get_matrix(adata: AnnData, layer: str | None, lazy: bool = False) -> Any:
     """The matrix of ``layer`` (see :func:`layer_matrix`), checked to be present and numeric.
 
     Dense input becomes an ndarray; sparse input stays sparse, as CSR or CSC (other formats
-    become CSR: they cannot be sliced by column).
+    become CSR: they cannot be sliced by column). A dask array stays lazy with
+    ``lazy=True`` (the caller reads it with :func:`dense_columns` and :func:`row_sums`);
+    otherwise it is computed, for callers that need the whole matrix.
     """
     X, name = layer_matrix(adata, layer), layer_label(layer)
     if X is None:
         raise InputError(f"{name} is empty (None).")
+    if is_lazy(X):
+        if X.ndim != 2 or X.dtype.kind not in "biuf":
+            raise InputTypeError(f"{name} must be a numeric 2-D dask array; got {X!r}.")
+        if lazy:
+            return X
+        X = X.compute()
     if not sp.issparse(X):
-        X = np.asarray(X)
+        X = dense_block(X) if _is_pydata_sparse(X) else np.asarray(X)
     elif X.format not in ("csr", "csc"):
         X = X.tocsr()
     if X.dtype.kind not in "biuf":
@@ -97,14 +124,87 @@ def get_matrix(adata: AnnData, layer: str | None) -> Matrix:
     return X
 
 
-def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
-    """Dense float64 block ``matrix[:, columns]`` of a dense or sparse matrix.
+def _is_pydata_sparse(values: Any) -> bool:
+    """A pydata ``sparse`` array (COO, GCXS), as Dask chunks may hold."""
+    return type(values).__module__.startswith("sparse.")
 
-    Only the selected columns are densified.
+
+def dense_block(values: Any) -> np.ndarray:
+    """Dense float64 ndarray of a block held dense, scipy-sparse or as a pydata sparse array.
+
+    Always column-major (one gene's values contiguous), whatever the block's source: the
+    same numbers in the same layout give the same sums to the last bit, so a block read
+    from a dask array is fitted exactly as the same block read from memory.
+    """
+    if sp.issparse(values):
+        values = values.toarray()
+    elif _is_pydata_sparse(values):
+        values = values.todense()
+    return np.asfortranarray(values, dtype=np.float64)
+
+
+def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
+    """Dense float64 block ``matrix[:, columns]`` of a dense, sparse or dask matrix.
+
+    Only the selected columns are densified (and, of a dask array, computed).
     """
     block = matrix[:, columns]
-    block = block.toarray() if sp.issparse(block) else np.asarray(block)
-    return np.asarray(block, dtype=np.float64)
+    if is_lazy(block):
+        block = block.compute()
+    return dense_block(block)
+
+
+def _chunk_row_stats(chunk: Any) -> np.ndarray:
+    """Each row's total and smallest value in one chunk (dense or sparse): (n_rows, 2)."""
+    sums = dense_block(chunk.sum(axis=1)).reshape(-1)
+    if chunk.shape[1] == 0:
+        return np.column_stack([sums, np.full(sums.shape, np.inf)])
+    return np.column_stack([sums, dense_block(chunk.min(axis=1)).reshape(-1)])
+
+
+def row_sums_and_minima(matrix: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's total and smallest value, both (n_rows,) float64, in one pass.
+
+    Of a dask array chunk by chunk (the chunks may be sparse, whose ``sum`` has no
+    ``keepdims``: Dask's own reductions cannot run on them), then across each row's chunks;
+    Dask is imported only then.
+    """
+    if not is_lazy(matrix):
+        stats = _chunk_row_stats(matrix)
+        return stats[:, 0], stats[:, 1]
+    import dask
+
+    n_col_chunks = len(matrix.chunks[1])
+    stats = matrix.map_blocks(
+        _chunk_row_stats,
+        dtype=np.float64,
+        chunks=(matrix.chunks[0], (2,) * n_col_chunks),
+        meta=np.empty((0, 0)),
+    )
+    sums, mins = dask.compute(stats[:, 0::2].sum(axis=1), stats[:, 1::2].min(axis=1))
+    return np.asarray(sums, dtype=np.float64), np.asarray(mins, dtype=np.float64)
+
+
+def _chunk_row_sums(chunk: Any) -> np.ndarray:
+    """Each row's total in one chunk (dense or sparse): (n_rows, 1)."""
+    return dense_block(chunk.sum(axis=1)).reshape(-1, 1)
+
+
+def row_sums(matrix: Any) -> np.ndarray:
+    """Each row's total, (n_rows,) float64, of a dense, sparse or dask matrix.
+
+    Of a dask array chunk by chunk, then across each row's chunks (see
+    :func:`row_sums_and_minima`).
+    """
+    if is_lazy(matrix):
+        sums = matrix.map_blocks(
+            _chunk_row_sums,
+            dtype=np.float64,
+            chunks=(matrix.chunks[0], (1,) * len(matrix.chunks[1])),
+            meta=np.empty((0, 0)),
+        )
+        return np.asarray(sums.sum(axis=1).compute(), dtype=np.float64).reshape(-1)
+    return np.asarray(matrix.sum(axis=1), dtype=np.float64).reshape(-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +222,29 @@ def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
     n_missing = int(col.isna().sum())
     if n_missing:
         raise InputError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")
+    return col
+
+
+def get_section_labels(adata: AnnData, key: Any, name: str) -> pd.Series:
+    """``adata.obs[key]`` as section labels: refused when it looks like a measurement.
+
+    A column of non-whole numbers, or with so many distinct values that sections would
+    average fewer than two cells, is almost surely a continuous column given by mistake (as
+    sections it would add a dummy predictor per cell).
+    """
+    col = get_obs_column(adata, key, name)
+    values = col.to_numpy()
+    if pd.api.types.is_float_dtype(col) and not np.array_equal(values, np.round(values)):
+        raise InputError(
+            f"{name}={key!r} holds non-integer numbers (a measurement?); give a column of "
+            "section labels."
+        )
+    n_labels = col.nunique()
+    if n_labels > max(1, len(col) // 2):
+        raise InputError(
+            f"{name}={key!r} has {n_labels} distinct values for {len(col)} cells: as sections "
+            "each would hold fewer than 2 cells; give a column of section labels."
+        )
     return col
 
 
@@ -194,6 +317,42 @@ def group_indices(labels: Any) -> list[np.ndarray]:
     return [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
 
 
+def check_response_values(matrix: Any, columns: np.ndarray, family: Any, layer: str | None):
+    """Check the responses of the requested genes before any work.
+
+    NaN or infinite values and values outside the family's range are errors; values that are
+    not whole numbers under a count family (Poisson, negative binomial) get a warning naming
+    the matrix: they are usually normalised or log-transformed data, not counts. Sparse
+    matrices are checked through their stored values (and one zero, if any is implicit); a
+    dask array is checked block by block as it is read.
+    """
+    if not isinstance(matrix, Matrix):
+        return
+    if sp.issparse(matrix):
+        whole = len(columns) == matrix.shape[1] and np.array_equal(columns, np.arange(len(columns)))
+        sub = matrix if whole else matrix[:, columns]
+        values = sub.data
+        if sub.nnz < sub.shape[0] * sub.shape[1]:
+            values = np.append(values, 0.0)  # the implicit zeros, for the range check
+    else:
+        values = np.asarray(matrix[:, columns])
+    label = layer_label(layer)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{label} contains NaN or infinite values.")
+    try:
+        family.check_y(values)
+    except ValueError as err:  # the family's range check: bad input, not a bug
+        raise InputError(f"{label}: {err}") from None
+    if family.is_count and not np.array_equal(values, np.round(values)):
+        warnings.warn(
+            f"{label} holds values that are not whole numbers, but distr={family.name!r} "
+            "models counts: fit the raw counts (layer='counts' or whichever layer holds "
+            "them), or choose a family for continuous data.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # designs
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +362,10 @@ def design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
     A DataFrame's index must be ``adata.obs_names`` (any order) or a RangeIndex of length
     ``n_obs``; an array's columns are named ``x0, x1, ...``.
     """
+    if adata.n_obs < MIN_OBS:
+        raise InputError(
+            f"adata has {adata.n_obs} cells/spots (n_obs); a fit needs at least {MIN_OBS}."
+        )
     if isinstance(design, pd.DataFrame):
         if design.index.equals(adata.obs_names):
             frame = design
@@ -224,6 +387,27 @@ def design_frame(design: Any, adata: AnnData) -> pd.DataFrame:
         frame = pd.DataFrame(
             values, index=adata.obs_names, columns=[f"x{j}" for j in range(values.shape[1])]
         )
-    frame.columns = frame.columns.astype(str)
+    frame = _numeric_columns(frame.set_axis(frame.columns.astype(str), axis=1))  # a new frame
     check_X(frame, name="design")
     return frame
+
+
+def _numeric_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The design's columns as float; categorical and text columns refused with the fix.
+
+    pandas' nullable ``Int64`` / ``Float64`` / ``boolean`` columns become float (a missing
+    value becomes NaN, which the design check then reports).
+    """
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            kind = "categorical"
+        elif pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            kind = "text"
+        else:
+            continue
+        raise InputTypeError(
+            f"design column {name!r} is {kind}; encode it as 0/1 columns first, e.g. "
+            "pd.get_dummies(design, columns=[...], drop_first=True, dtype=float), or use "
+            "stglm.spatial.build_design's section dummies."
+        )
+    return frame.astype(float)

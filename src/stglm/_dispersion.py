@@ -17,9 +17,12 @@ genes never do), with a bracket on the score's sign and bisection as the fall-ba
 How the sums are kept cheap and exact:
 
 - The digamma, trigamma and log-gamma sums only depend on the counts, so they are taken
-  over each gene's table of distinct non-zero counts (value, summed weight), built once
-  per call by a row-wise sort; zeros contribute nothing to them. The μ-dependent terms are
-  one O(n) pass per iteration.
+  over each gene's table of distinct non-zero counts (value, summed weight), built by a
+  row-wise sort once per call — or once per β/θ alternation (:func:`count_tables`); zeros
+  contribute nothing to them. The μ-dependent terms are one O(n) pass per iteration.
+- The Cox–Reid term's null space (that of X̃ᵀW(θ)X̃ is the same at every θ) is decided
+  once per call; each evaluation then takes one Gram product for X̃ᵀWX̃ and its two
+  θ-derivatives and one batched Cholesky factorisation and solve over the genes.
 - ℓ'(θ) is written as Σ w·[ψ̃(θ+y) − ψ̃(θ)] + Σ m·[log1p(d) − d], with ψ̃(x) = ψ(x) − log x
   and d = (y−μ)/(θ+μ). Every term is O(1/θ²) for large θ, like the score itself, so there
   is no cancellation between O(1/θ) pieces. (Summed naively, as MASS and glmGamPoi do, the
@@ -47,11 +50,14 @@ __all__ = [
     "STATUSES",
     "THETA_MAX",
     "THETA_MIN",
+    "CountTables",
     "ThetaResult",
+    "count_tables",
     "estimate_theta",
     "moment_theta",
     "profile_loglik",
     "profile_score",
+    "theta_newton_step",
 ]
 
 #: Smallest and largest θ returned (see the module docstring).
@@ -77,9 +83,10 @@ _ASYMPTOTIC_FROM = 10.0
 _SCORE_ROUNDING = 64 * np.finfo(float).eps
 #: Largest step in log θ of the fall-back when neither Newton model is concave.
 _MAX_STEP = 3.0
-#: Eigenvalues of the (Jacobi-scaled) Cox–Reid Gram below this fraction of the largest
-#: count as zero: a rank-deficient design (a section without samples in a CV fold) then
-#: gets the pseudo-determinant on its constant range.
+#: Eigenvalues of the (Jacobi-scaled) Cox–Reid Gram at θ = ∞ below this fraction of the
+#: largest count as zero: a rank-deficient design (a section without samples in a CV fold,
+#: the separated samples of a gene removed) then gets the pseudo-determinant on its range,
+#: which is the same at every θ.
 _RANK_RTOL = 1e-12
 
 # Bernoulli-number coefficients: ψ̃(x) ≈ −1/(2x) − Σ_k B2k/(2k)·x^(−2k),
@@ -87,6 +94,11 @@ _RANK_RTOL = 1e-12
 # B2k/(2k(2k−1))·x^(1−2k).
 _B2K = np.array([1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6])
 _K = np.arange(1, _B2K.size + 1)
+# The series' powers and coefficients, per function (built once, not per evaluation).
+_PSI_POWERS, _PSI_COEF = 2.0 * _K, (_B2K / (2.0 * _K))[:, None]
+_TRI_POWERS, _TRI_COEF = np.r_[2.0, 2.0 * _K + 1.0], np.r_[0.5, _B2K][:, None]
+_LG_POWERS = 2.0 * _K - 1.0
+_LG_COEF = (_B2K / (2.0 * _K * _LG_POWERS))[:, None]
 
 
 @dataclass
@@ -107,15 +119,16 @@ class ThetaResult:
         Newton/bisection steps taken (0 when the start was already stationary).
     converged : ndarray of shape (G,), bool
         False only for "not converged".
-    loglik : ndarray of shape (G,)
-        ℓ(θ̂) or ℓ_CR(θ̂) (:func:`profile_loglik`). It is −inf where μ = 0 for a y > 0.
+    loglik : ndarray of shape (G,) or None
+        ℓ(θ̂) or ℓ_CR(θ̂) (:func:`profile_loglik`). It is −inf where μ = 0 for a y > 0;
+        None when not asked for (``with_loglik=False``).
     """
 
     theta: np.ndarray
     status: np.ndarray
     n_iter: np.ndarray
     converged: np.ndarray
-    loglik: np.ndarray
+    loglik: np.ndarray | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +149,8 @@ def _dpsi_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty_like(theta)
     big = _asymptotic_mask(theta)
     th, yy = theta[big], y[big]
-    one_minus = _series_differences(th, yy, 2.0 * _K)
-    coef = (_B2K / (2.0 * _K))[:, None] * th ** (-2.0 * _K[:, None])
+    one_minus = _series_differences(th, yy, _PSI_POWERS)
+    coef = _PSI_COEF * th ** -_PSI_POWERS[:, None]
     out[big] = yy / (2.0 * th * (th + yy)) + (coef * one_minus).sum(axis=0)
     th, yy = theta[~big], y[~big]
     out[~big] = digamma(th + yy) - digamma(th) - np.log1p(yy / th)
@@ -149,8 +162,8 @@ def _dtrigamma_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty_like(theta)
     big = _asymptotic_mask(theta)
     th, yy = theta[big], y[big]
-    one_minus = _series_differences(th, yy, np.r_[2.0, 2.0 * _K + 1.0])
-    coef = np.r_[0.5, _B2K][:, None] * th ** -np.r_[2.0, 2.0 * _K + 1.0][:, None]
+    one_minus = _series_differences(th, yy, _TRI_POWERS)
+    coef = _TRI_COEF * th ** -_TRI_POWERS[:, None]
     out[big] = -(coef * one_minus).sum(axis=0)
     th, yy = theta[~big], y[~big]
     out[~big] = zeta(2.0, th + yy) - zeta(2.0, th) + yy / (th * (th + yy))
@@ -162,10 +175,9 @@ def _dlgamma(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty_like(theta)
     big = _asymptotic_mask(theta)
     th, yy = theta[big], y[big]
-    powers = 2.0 * _K - 1.0
     # (r^(2k−1) − 1) = −(1 − r^(2k−1)), r = θ/(θ+y)
-    one_minus = _series_differences(th, yy, powers)
-    coef = (_B2K / (2.0 * _K * powers))[:, None] * th ** -powers[:, None]
+    one_minus = _series_differences(th, yy, _LG_POWERS)
+    coef = _LG_COEF * th ** -_LG_POWERS[:, None]
     out[big] = (th + yy - 0.5) * np.log1p(yy / th) - yy - (coef * one_minus).sum(axis=0)
     th, yy = theta[~big], y[~big]
     out[~big] = gammaln(th + yy) - gammaln(th) - yy * np.log(th)
@@ -300,60 +312,51 @@ def _pair_gram(design: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return gram
 
 
-class _Problem:
-    """The arrays of one call, the distinct-count tables and ℓ with its derivatives in t."""
+class CountTables:
+    """Each gene's distinct non-zero counts with their summed weights, and θ-free sums.
 
-    def __init__(self, Y, Mu, method, sample_weight, mean_deriv, gram, design):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self.Y = _as_genes(Y, "Y")
-        self.Mu = _as_genes(Mu, "Mu")
-        G, n = self.Y.shape
-        if self.Mu.shape != (G, n):
-            raise ValueError(f"Mu has shape {self.Mu.shape}, Y has {(G, n)}")
-        if np.any(self.Y < 0) or np.any(self.Mu < 0):
-            raise ValueError("Y and Mu must be non-negative")
-        self.M = None
-        if sample_weight is not None:
-            M = np.asarray(sample_weight, dtype=np.float64)
-            if M.shape not in ((n,), (G, n)):
-                raise ValueError(f"sample_weight must have shape (n,) or (G, n), got {M.shape}")
-            if not np.all(np.isfinite(M)) or np.any(M < 0):
-                raise ValueError("sample_weight must be finite and non-negative")
-            # (1, n) when shared by all genes: broadcast, never copied G times.
-            self.M = np.ascontiguousarray(M.reshape(-1, n))
-        self.cox_reid = method == "cox-reid"
-        self.G, self.n = G, n
-        self._tables()
-        # θ-free part of ℓ: Σ m [y log μ − lnΓ(y+1)], both over non-zero counts only
-        # (−inf where μ = 0 < y: that is the model).
-        self.const = np.empty(G)
-        _observation_constant(*self._kernel_args(), self.const)
-        self.const -= np.bincount(self.tab_gene, self.tab_weight * gammaln(self.tab_value + 1), G)
-        self.total_count = np.bincount(self.tab_gene, self.tab_weight * self.tab_value, G)
-        self.n_positive = np.bincount(self.tab_gene, self.tab_weight, G)  # Σ_{y>0} m
-        self.y_max = np.zeros(G)
-        np.maximum.at(self.y_max, self.tab_gene, self.tab_value)
-        self.total_weight = (
-            np.full(G, float(n)) if self.M is None else np.broadcast_to(self.M.sum(axis=1), (G,))
-        )
-        weighted_mu = self.Mu.sum(axis=1) if self.M is None else (self.M * self.Mu).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self.mu_mean = np.where(self.total_weight > 0, weighted_mu / self.total_weight, 0.0)
-        if self.cox_reid:
-            self._setup_cox_reid(mean_deriv, gram, design)
+    The digamma, trigamma and log-gamma sums of ℓ depend on the counts alone, so a β/θ
+    alternation — whose means change every round, its counts never — builds these once
+    (:func:`count_tables`) and hands each :func:`estimate_theta` call the rows of the
+    genes still iterating (:meth:`take`).
 
-    # -- helpers --------------------------------------------------------------------------
-    def _tables(self) -> None:
-        """Each gene's distinct non-zero counts with their summed weights (flat arrays)."""
-        G, n = self.Y.shape
-        if self.M is None:
-            S = np.sort(self.Y, axis=1)
+    Attributes
+    ----------
+    ptr : ndarray of shape (G + 1,)
+        Gene g's entries are ``value[ptr[g]:ptr[g + 1]]`` (increasing) and ``weight[...]``.
+    value, weight : ndarray
+        The distinct non-zero counts and their summed sample weights (entries of weight 0
+        are left out).
+    lgamma, total_count, n_positive, y_max, total_weight : ndarray of shape (G,)
+        Σ w·lnΓ(y+1), Σ w·y, Σ_{y>0} w, the largest count and Σ_i m_i (all samples).
+    """
+
+    def __init__(self, ptr, value, weight, total_weight, per_gene=None):
+        self.ptr, self.value, self.weight = ptr, value, weight
+        self.G = ptr.size - 1
+        self.gene = np.repeat(np.arange(self.G), np.diff(ptr))
+        self.total_weight = total_weight
+        if per_gene is None:
+            G, nonempty = self.G, ptr[1:] > ptr[:-1]
+            per_gene = (
+                np.bincount(self.gene, weight * gammaln(value + 1), G),
+                np.bincount(self.gene, weight * value, G),
+                np.bincount(self.gene, weight, G),
+                np.where(nonempty, value[np.maximum(ptr[1:] - 1, 0)] if value.size else 0, 0.0),
+            )
+        self.lgamma, self.total_count, self.n_positive, self.y_max = per_gene
+
+    @classmethod
+    def build(cls, Y: np.ndarray, M: np.ndarray | None) -> CountTables:
+        """From validated counts Y (G, n) and weights M (None, (1, n) or (G, n))."""
+        G, n = Y.shape
+        if M is None:
+            S = np.sort(Y, axis=1)
             Ws = None
         else:
-            order = np.argsort(self.Y, axis=1, kind="stable")
-            S = np.take_along_axis(self.Y, order, axis=1)
-            Ws = np.take_along_axis(np.broadcast_to(self.M, (G, n)), order, axis=1)
+            order = np.argsort(Y, axis=1, kind="stable")
+            S = np.take_along_axis(Y, order, axis=1)
+            Ws = np.take_along_axis(np.broadcast_to(M, (G, n)), order, axis=1)
         start = np.ones((G, n), dtype=bool)
         start[:, 1:] = S[:, 1:] != S[:, :-1]
         first = np.flatnonzero(start.ravel())  # runs never cross rows: each row starts one
@@ -363,20 +366,108 @@ class _Problem:
         else:
             weights = np.add.reduceat(Ws.ravel(), first)
         keep = (values > 0) & (weights > 0)
-        self.tab_gene = first[keep] // n
-        self.tab_value = values[keep]
-        self.tab_weight = weights[keep]
+        ptr = np.searchsorted(first[keep] // n, np.arange(G + 1))
+        total = np.full(G, float(n)) if M is None else np.broadcast_to(M.sum(axis=1), (G,))
+        return cls(ptr, values[keep], weights[keep], np.ascontiguousarray(total))
 
-    def _table_rows(self, rows: np.ndarray):
-        """Table entries of the genes in ``rows``, with each entry's position in ``rows``."""
+    def entries(self, rows: np.ndarray) -> tuple[np.ndarray | slice, np.ndarray]:
+        """Entries of the genes ``rows`` and each entry's position in ``rows``."""
         if rows.size == self.G:  # all genes, in order
-            return slice(None), self.tab_gene
-        pos = np.full(self.G, -1)
-        pos[rows] = np.arange(rows.size)
-        local = pos[self.tab_gene]
-        sel = local >= 0
-        return sel, local[sel]
+            return slice(None), self.gene
+        lens = self.ptr[rows + 1] - self.ptr[rows]
+        ends = np.cumsum(lens)
+        shift = np.repeat(self.ptr[rows] - ends + lens, lens)  # table start − output start
+        return np.arange(ends[-1] if ends.size else 0) + shift, np.repeat(
+            np.arange(rows.size), lens
+        )
 
+    def take(self, rows: np.ndarray) -> CountTables:
+        """The tables of the genes ``rows`` (in that order)."""
+        idx, _ = self.entries(rows)
+        lens = self.ptr[rows + 1] - self.ptr[rows]
+        sums = (self.lgamma, self.total_count, self.n_positive, self.y_max)
+        per_gene = tuple(a[rows] for a in sums)
+        return CountTables(
+            np.r_[0, np.cumsum(lens)], self.value[idx], self.weight[idx], self.total_weight[rows],
+            per_gene,
+        )  # fmt: skip
+
+
+def _weights(sample_weight, G: int, n: int) -> np.ndarray | None:
+    """Validated sample weights as (1, n) (shared: never copied G times) or (G, n)."""
+    if sample_weight is None:
+        return None
+    M = np.asarray(sample_weight, dtype=np.float64)
+    if M.shape not in ((n,), (G, n)):
+        raise ValueError(f"sample_weight must have shape (n,) or (G, n), got {M.shape}")
+    if not np.all(np.isfinite(M)) or np.any(M < 0):
+        raise ValueError("sample_weight must be finite and non-negative")
+    return np.ascontiguousarray(M.reshape(-1, n))
+
+
+def _counts(Y) -> np.ndarray:
+    Y = _as_genes(Y, "Y")
+    if np.any(Y < 0):
+        raise ValueError("Y and Mu must be non-negative")
+    return Y
+
+
+def count_tables(Y, sample_weight=None) -> CountTables:
+    """The distinct-count tables of :func:`estimate_theta` for counts Y, to reuse.
+
+    Parameters
+    ----------
+    Y : array-like of shape (G, n)
+        Counts, gene-major.
+    sample_weight : array-like of shape (n,) or (G, n), optional
+        The weights the estimates will use.
+
+    Returns
+    -------
+    CountTables
+    """
+    Y = _counts(Y)
+    return CountTables.build(Y, _weights(sample_weight, *Y.shape))
+
+
+class _Problem:
+    """The arrays of one call, the distinct-count tables and ℓ with its derivatives in t."""
+
+    def __init__(
+        self, Y, Mu, method, sample_weight, mean_deriv, gram, design, tables=None, check=True
+    ):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.check = check
+        if check:
+            self.Y = _counts(Y)
+            self.Mu = _as_genes(Mu, "Mu")
+            if self.Mu.shape != self.Y.shape:
+                raise ValueError(f"Mu has shape {self.Mu.shape}, Y has {self.Y.shape}")
+            if np.any(self.Mu < 0):
+                raise ValueError("Y and Mu must be non-negative")
+            self.M = _weights(sample_weight, *self.Y.shape)
+        else:  # a caller's own arrays (gene-major, float, checked before): no passes over them
+            self.Y, self.Mu = np.ascontiguousarray(Y), np.ascontiguousarray(Mu)
+            M = sample_weight
+            self.M = None if M is None else np.ascontiguousarray(M).reshape(-1, self.Y.shape[1])
+        G, n = self.Y.shape
+        self.cox_reid = method == "cox-reid"
+        self.G, self.n = G, n
+        if tables is None:
+            tables = CountTables.build(self.Y, self.M)
+        elif tables.G != G:
+            raise ValueError(f"tables hold {tables.G} genes, Y has {G}")
+        self.tables = tables
+        self.total_count, self.n_positive = tables.total_count, tables.n_positive
+        self.y_max, self.total_weight = tables.y_max, tables.total_weight
+        weighted_mu = self.Mu.sum(axis=1) if self.M is None else (self.M * self.Mu).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.mu_mean = np.where(self.total_weight > 0, weighted_mu / self.total_weight, 0.0)
+        if self.cox_reid:
+            self._setup_cox_reid(mean_deriv, gram, design)
+
+    # -- helpers --------------------------------------------------------------------------
     def _setup_cox_reid(self, mean_deriv, gram, design) -> None:
         if (gram is None) == (design is None):
             raise ValueError("method='cox-reid' needs exactly one of `design` or `gram`")
@@ -388,7 +479,7 @@ class _Problem:
         if mean_deriv is None:
             Q = self.Mu  # log link: μ'²/μ = μ
         else:
-            D = _as_genes(mean_deriv, "mean_deriv")
+            D = _as_genes(mean_deriv, "mean_deriv") if self.check else mean_deriv
             if D.shape != self.Mu.shape:
                 raise ValueError(f"mean_deriv has shape {D.shape}, Mu has {self.Mu.shape}")
             # μ = 0 carries no information (glmGamPoi moves such μ to 1e-6): weight 0.
@@ -396,14 +487,21 @@ class _Problem:
                 Q = np.where(self.Mu > 0, D * D / self.Mu, 0.0)
         if self.M is not None:
             Q = Q * self.M
-        self.Q = Q  # W(θ) = Q·θ/(θ+μ)
-        A0 = self._gram(Q)
+        self.Q = np.ascontiguousarray(Q)  # W(θ) = Q·θ/(θ+μ)
+        A0 = self._gram(self.Q)
         d0 = np.diagonal(A0, axis1=1, axis2=2).copy()
-        # A fixed Jacobi scaling (W ≤ Q for all θ) keeps the eigenvalue cut-off meaningful
-        # whatever the units of the design; its log-determinant is a θ-free constant.
+        # A fixed Jacobi scaling (W ≤ Q for all θ) keeps the rank cut-off meaningful whatever
+        # the units of the design; its log-determinant is a θ-free constant.
         self.log_d0 = np.where(d0 > 0, np.log(np.where(d0 > 0, d0, 1.0)), 0.0).sum(axis=1)
-        self.inv_sqrt_d0 = np.where(d0 > 0, 1.0 / np.sqrt(np.where(d0 > 0, d0, 1.0)), 0.0)
-        self.n_coef = d0.shape[1]
+        s = np.where(d0 > 0, 1.0 / np.sqrt(np.where(d0 > 0, d0, 1.0)), 0.0)
+        # W(θ) > 0 exactly where Q > 0, so X̃ᵀW(θ)X̃ has A0's null space at every θ: it is
+        # decided once, here. S' = PᵀSP + diag(null), P = diag(s)·V on A0's range and 0 on
+        # its null space, is then positive definite with det S' = pdet(diag(s)·S·diag(s)).
+        lam, V = np.linalg.eigh(A0 * s[:, :, None] * s[:, None, :])
+        keep = lam > _RANK_RTOL * np.maximum(lam[:, -1:], 0.0)
+        self.P = s[:, :, None] * V * keep[:, None, :]
+        self.null_diag = np.where(keep, 0.0, 1.0)
+        self.rank = keep.sum(axis=1)
 
     def _gram(self, W: np.ndarray) -> np.ndarray:
         A = np.asarray(self.gram(np.ascontiguousarray(W)), dtype=np.float64)
@@ -413,10 +511,6 @@ class _Problem:
             )
         return A
 
-    def _scaled_gram(self, W: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        s = self.inv_sqrt_d0[rows]
-        return self._gram(W) * s[:, :, None] * s[:, None, :]
-
     # -- the pieces of ℓ and its derivatives ----------------------------------------------
     def _kernel_args(self):
         M = self.M if self.M is not None else np.ones((1, 1))
@@ -424,34 +518,50 @@ class _Problem:
 
     def _cox_reid(self, theta: np.ndarray, rows: np.ndarray, derivatives: bool):
         """C = −½ log pdet(X̃ᵀWX̃) and, if asked, c_t, c_tt and the scale |c_t|."""
-        k = rows.size
-        W = np.empty((k, self.n))
-        Wt, Wtt = (np.empty((k, self.n)), np.empty((k, self.n))) if derivatives else (W, W)
-        _cox_reid_weights(self.Mu, self.Q, rows, theta, W, Wt, Wtt, derivatives)
-        lam, V = np.linalg.eigh(self._scaled_gram(W, rows))
-        keep = lam > _RANK_RTOL * np.maximum(lam[:, -1:], 0.0)
-        log_pdet = np.where(keep, np.log(np.where(keep, lam, 1.0)), 0.0).sum(axis=1)
-        c = -0.5 * (log_pdet + self.log_d0[rows])
+        k, n = rows.size, self.n
+        W = np.empty((3 if derivatives else 1, k, n))
+        Wt, Wtt = (W[1], W[2]) if derivatives else (W[0], W[0])
+        _cox_reid_weights(self.Mu, self.Q, rows, theta, W[0], Wt, Wtt, derivatives)
+        # One Gram product for S, Sₜ and Sₜₜ, mapped onto the fixed range (see the set-up).
+        m = self.P.shape[1]
+        P = self.P[rows]
+        S = np.swapaxes(P, 1, 2) @ self._gram(W.reshape(-1, n)).reshape(-1, k, m, m) @ P
+        A = S[0] + self.null_diag[rows][:, :, None] * np.eye(m)
+        try:
+            log_det = 2.0 * np.log(np.diagonal(np.linalg.cholesky(A), axis1=1, axis2=2)).sum(axis=1)
+        except np.linalg.LinAlgError:  # rounding on a near-null direction: clip it
+            lam = np.linalg.eigvalsh(A)
+            log_det = np.log(np.maximum(lam, _RANK_RTOL * lam[:, -1:])).sum(axis=1)
+        c = -0.5 * (log_det + self.log_d0[rows])
         if not derivatives:
             return c
-        inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
-        # In the eigenbasis of S = X̃ᵀWX̃ (scaled): tr(S⁺Sₜ), tr(S⁺Sₜₜ), tr(S⁺SₜS⁺Sₜ).
-        Vt = np.swapaxes(V, 1, 2)
-        Mt = Vt @ self._scaled_gram(Wt, rows) @ V
-        Mtt = Vt @ self._scaled_gram(Wtt, rows) @ V
-        tr_t = np.einsum("gi,gii->g", inv, Mt)
-        tr_tt = np.einsum("gi,gii->g", inv, Mtt)
-        tr_tt2 = np.einsum("gi,gij,gj->g", inv, Mt * Mt, inv)
+        # tr(S⁻¹Sₜ), tr(S⁻¹Sₜₜ) and tr(S⁻¹SₜS⁻¹Sₜ) from one solve with both right-hand sides.
+        X = np.linalg.solve(A, np.concatenate([S[1], S[2]], axis=2))
+        Xt, Xtt = X[:, :, :m], X[:, :, m:]
+        tr_t = np.trace(Xt, axis1=1, axis2=2)
+        tr_tt = np.trace(Xtt, axis1=1, axis2=2)
+        tr_tt2 = np.einsum("gij,gji->g", Xt, Xt)
         return c, -0.5 * tr_t, -0.5 * (tr_tt - tr_tt2), 0.5 * np.abs(tr_t)
 
-    def loglik(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """ℓ (or ℓ_CR) per gene at θ (one value per gene of ``rows``, default all)."""
+    def loglik(self, theta: np.ndarray, rows=None, constant: bool = True) -> np.ndarray:
+        """ℓ (or ℓ_CR) per gene at θ (one value per gene of ``rows``, default all).
+
+        ``constant=False`` leaves out the θ-free part Σ m [y log μ − lnΓ(y+1)] (for
+        comparisons of one gene's ℓ at two θ).
+        """
         rows = np.arange(self.G) if rows is None else rows
-        sel, local = self._table_rows(rows)
-        tab = _dlgamma(theta[local], self.tab_value[sel]) * self.tab_weight[sel]
+        tb = self.tables
+        sel, local = tb.entries(rows)
+        tab = _dlgamma(theta[local], tb.value[sel]) * tb.weight[sel]
         obs = np.empty(rows.size)
         _observation_loglik(*self._kernel_args(), rows, theta, obs)
-        ll = np.bincount(local, tab, rows.size) + obs + self.const[rows]
+        ll = np.bincount(local, tab, rows.size) + obs
+        if constant:
+            # θ-free part: Σ m [y log μ − lnΓ(y+1)] over the non-zero counts (−inf where
+            # μ = 0 < y: that is the model).
+            const = np.empty(self.G)
+            _observation_constant(*self._kernel_args(), const)
+            ll += const[rows] - tb.lgamma[rows]
         if self.cox_reid:
             ll = ll + self._cox_reid(theta, rows, derivatives=False)
         return ll
@@ -460,8 +570,9 @@ class _Problem:
         """Score s = dℓ/dt, its derivative h = d²ℓ/dt² and the score's scale Σ|terms|."""
         rows = np.arange(self.G) if rows is None else rows
         k = rows.size
-        sel, local = self._table_rows(rows)
-        th_e, y_e, w_e = theta[local], self.tab_value[sel], self.tab_weight[sel]
+        tb = self.tables
+        sel, local = tb.entries(rows)
+        th_e, y_e, w_e = theta[local], tb.value[sel], tb.weight[sel]
         dpsi = _dpsi_tilde(th_e, y_e) * w_e
         dtri = _dtrigamma_tilde(th_e, y_e) * w_e
         obs = np.empty((k, 2))
@@ -551,6 +662,41 @@ def profile_score(
     return prob.derivatives(_theta_vector(theta, prob.G))[0]
 
 
+def theta_newton_step(
+    Y,
+    Mu,
+    theta,
+    *,
+    method: str = "ml",
+    sample_weight=None,
+    mean_deriv=None,
+    gram: Callable[[np.ndarray], np.ndarray] | None = None,
+    design=None,
+    tables: CountTables | None = None,
+    check_input: bool = True,
+) -> np.ndarray:
+    """One Newton step in log θ of each gene's profile likelihood at fixed means, from θ.
+
+    Parameters
+    ----------
+    Y, Mu, method, sample_weight, mean_deriv, gram, design, tables, check_input
+        As in :func:`estimate_theta`.
+    theta : float or array-like of shape (G,)
+        Where the step starts, > 0.
+
+    Returns
+    -------
+    ndarray of shape (G,)
+        −s/h (s, h the first two derivatives in t = log θ; 0 where the score is at the
+        rounding level of its terms), NaN where the profile is not concave in t there.
+    """
+    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design, tables, check_input)
+    s, h, scale = prob.derivatives(_theta_vector(theta, prob.G))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(h < 0, -s / h, np.nan)
+    return np.where(np.abs(s) <= _SCORE_ROUNDING * scale, 0.0, step)
+
+
 def moment_theta(Y, Mu, sample_weight=None) -> np.ndarray:
     """θ₀ = Σm·μ² / Σm·((y−μ)² − μ) per gene, THETA_MAX where the data look Poisson.
 
@@ -587,6 +733,9 @@ def estimate_theta(
     theta_start=None,
     tol: float = 1e-10,
     max_iter: int = 100,
+    tables: CountTables | None = None,
+    with_loglik: bool = True,
+    check_input: bool = True,
 ) -> ThetaResult:
     """Maximise each gene's NB profile likelihood in θ for fixed means, all genes at once.
 
@@ -608,10 +757,10 @@ def estimate_theta(
         μ' = dμ/dη for the Cox–Reid weights; None means the log link (μ' = μ). Unused by
         "ml". Samples with μ = 0 get Cox–Reid weight 0.
     gram : callable, optional
-        ``gram(W)`` with W of shape (k, n), k ≤ G the rows of the genes still iterating
-        (in increasing gene order), returns the (k, m, m) matrices X̃ᵀdiag(w)X̃. The
-        design must be the same for all genes. It may be the Gram of a reparametrised
-        design X̃T (T invertible): θ is unchanged, the reported loglik shifts by a constant.
+        ``gram(W)`` with W of any shape (k, n) returns the (k, m, m) matrices
+        X̃ᵀdiag(w)X̃, one per row of W. The design must be the same for all genes. It may
+        be the Gram of a reparametrised design X̃T (T invertible): θ is unchanged, the
+        reported loglik shifts by a constant.
     design : array-like of shape (n, m), optional
         X̃ including the intercept column, when no ``gram`` is given ("cox-reid" needs
         exactly one of the two).
@@ -624,6 +773,15 @@ def estimate_theta(
         at the rounding level of its terms.
     max_iter : int, default=100
         Iterations per gene before "not converged".
+    tables : CountTables, optional
+        :func:`count_tables` of (Y, sample_weight), when the caller keeps them: the counts'
+        tables are then not rebuilt (a β/θ alternation calls this with the same counts and
+        new means every round).
+    with_loglik : bool, default=True
+        Whether to evaluate the maximised loglik (``ThetaResult.loglik`` is None if not).
+    check_input : bool, default=True
+        Whether to check Y, Mu, sample_weight and mean_deriv (shapes, finite, ≥ 0). A
+        caller that passes its own float64 (G, n) arrays, already checked, may skip it.
 
     Returns
     -------
@@ -641,13 +799,13 @@ def estimate_theta(
     THETA_MIN. Every proposal is safeguarded by a bracket of score signs: a step outside
     it, or too slow (rtsafe's rule), bisects it, or first evaluates the bound when that
     end has not been tried. A gene stops at a bound when the score there still points
-    outwards. For sparse Cox–Reid genes (Σ_{y>0} m ≤ m/2 + 1 for m design columns, where
-    ℓ_CR can grow without bound as θ → 0) an interior maximum is compared with THETA_MIN
+    outwards. For sparse Cox–Reid genes (Σ_{y>0} m ≤ r/2 + 1 for a weighted design of rank
+    r, where ℓ_CR can grow without bound as θ → 0) an interior maximum is compared with THETA_MIN
     and the higher is returned. Otherwise a local maximum is returned: the profile
     likelihood is unimodal in practice but not provably so. On the 1,255 Visium genes
     (ML) the iterations take 3.1 steps on average, at most 10.
     """
-    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
+    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design, tables, check_input)
     G = prob.G
     if tol <= 0 or max_iter < 0:
         raise ValueError("tol must be > 0 and max_iter ≥ 0")
@@ -714,7 +872,7 @@ def estimate_theta(
     theta[np.isin(status, (AT_UPPER, ALL_ZEROS, NO_SAMPLES))] = THETA_MAX
     theta[status == AT_LOWER] = THETA_MIN
     converged = status != NOT_CONVERGED
-    loglik = prob.loglik(theta)
+    loglik = prob.loglik(theta) if with_loglik else None
     return ThetaResult(
         theta=theta, status=status, n_iter=n_iter, converged=converged, loglik=loglik
     )
@@ -728,13 +886,14 @@ def _prefer_lower_bound(prob: _Problem, t: np.ndarray, status: np.ndarray) -> No
     an interior local maximum found from the moment start can then be below ℓ_CR(THETA_MIN).
     Only those sparse genes are checked (two evaluations each).
     """
-    sparse = prob.n_positive <= prob.n_coef / 2 + 1
+    sparse = prob.n_positive <= prob.rank / 2 + 1
     rows = np.flatnonzero(sparse & (status == CONVERGED))
     if rows.size == 0:
         return
     bound = np.full(rows.size, THETA_MIN)
     score = prob.derivatives(bound, rows)[0]
-    better = (score <= 0) & (prob.loglik(bound, rows) > prob.loglik(np.exp(t[rows]), rows))
+    at_bound = prob.loglik(bound, rows, constant=False)
+    better = (score <= 0) & (at_bound > prob.loglik(np.exp(t[rows]), rows, constant=False))
     status[rows[better]] = AT_LOWER
     t[rows[better]] = _T_LO
 

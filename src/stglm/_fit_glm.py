@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
+from . import scoring
 from ._anndata import check_adata, dense_columns, get_matrix
 from ._errors import InputError, InputTypeError
 from ._families import get_family
@@ -150,15 +151,8 @@ def fit_glm(
     y = _response(adata, y_feat, layer, calc_first_moment, log_transform, graph)
 
     if grid:
-        higher_is_better = model.score_metric == "pseudo_r2"
-        search = GridSearchCV(
-            model,
-            grid,
-            cv=n_gs_cv or 5,
-            scoring=(lambda est, Xs, ys: est.score(Xs, ys))
-            if higher_is_better
-            else (lambda est, Xs, ys: -est.score(Xs, ys)),
-        )
+        scorer = scoring.pseudo_r2 if model.score_metric == "pseudo_r2" else scoring.neg_deviance
+        search = GridSearchCV(model, grid, cv=n_gs_cv or 5, scoring=scorer)
         model = search.fit(X, y).best_estimator_
     else:
         model.fit(X, y)

@@ -200,6 +200,11 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     def score(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> float:
         """Deviance (lower is better) or pseudo-R² (higher is better), by ``score_metric``.
 
+        The seed's convention, kept for spateo compatibility. scikit-learn's model selection
+        (``GridSearchCV``, ``cross_val_score``) maximises its score, and would pick the worst
+        model by deviance: pass ``scoring=stglm.scoring.neg_deviance`` (or
+        ``stglm.scoring.pseudo_r2``) there.
+
         Parameters
         ----------
         X : array-like or sparse matrix of shape (n_samples, n_features)
@@ -214,13 +219,17 @@ class _GLMBase(RegressorMixin, BaseEstimator):
         -------
         float
         """
+        return self._score_as(self.score_metric, X, y, sample_weight, offset)
+
+    def _score_as(self, metric: str, X: Any, y: Any, sample_weight: Any, offset: Any) -> float:
+        """``score`` by the given metric ("deviance" or "pseudo_r2")."""
         X = self._check_predict_X(X)
         family = self._family()
         y = check_problem_data(X, y, family)[1]
         weights, offset = check_sample_data(sample_weight, offset, X.shape[0])
         z = linear_predictor(self.beta0_, self.beta_, X, self.fit_intercept, offset)
         y_hat = family.mean(z)
-        if self.score_metric == "deviance":
+        if metric == "deviance":
             return deviance(family, y, y_hat, weights)
         y_null = self.ynull_
         if offset is not None:
@@ -359,14 +368,14 @@ class GLM(_GLMBase):
     tol : float > 0, default=1e-6
         Stopping tolerance. "irls-cd" stops when the KKT residual of J is below ``tol``
         times the size of the gradient's terms at the null model,
-        max_j (1/n)·Σ_i |x̃_ij|·|r_i| (so ``tol`` is relative, whatever the units of X and
+        max_j (1/n)·Σ_i abs(x̃_ij·r_i) (so ``tol`` is relative, whatever the units of X and
         y); "batch-gradient" stops when the relative change of the coefficients is below
         ``tol`` (spateo's rule).
     eta : float, default=2.0
         Poisson only: the mean is e^z up to ``eta`` and continues linearly above it;
         ``np.inf`` gives the canonical log-linear Poisson model.
     clip_coeffs : float >= 0, default=0.01
-        After fitting, coefficients with |β_j| below this are set to 0 (spateo's
+        After fitting, coefficients with abs(β_j) below this are set to 0 (spateo's
         behaviour); use 0 to keep the exact optimum.
     score_metric : {"deviance", "pseudo_r2"}, default="deviance"
         What :meth:`score` returns.
@@ -394,7 +403,7 @@ class GLM(_GLMBase):
         R's ``glm``, MASS and glmGamPoi.
     penalty_factor : array-like of shape (n_features,), default=None
         Non-negative factor f_j on each coefficient's penalty (glmnet's
-        ``penalty.factor``, not rescaled): λ·Σ_j f_j[½(1−α)β_j² + α|β_j|]. 0 leaves a
+        ``penalty.factor``, not rescaled): λ·Σ_j f_j[½(1−α)β_j² + α·abs(β_j)]. 0 leaves a
         predictor unpenalised (a section or batch covariate).
 
     Attributes
@@ -534,7 +543,7 @@ class GLM(_GLMBase):
         Returns
         -------
         ndarray
-            sign(β)·max(|β| − thresh, 0).
+            sign(β)·max(abs(β) − thresh, 0).
         """
         return soft_threshold(np.asarray(beta, dtype=float), thresh)
 

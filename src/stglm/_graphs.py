@@ -19,7 +19,15 @@ from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from ._anndata import check_adata, get_coords, get_matrix, get_obs_column, group_indices
+from ._anndata import (
+    check_adata,
+    get_coords,
+    get_matrix,
+    get_section_labels,
+    group_indices,
+    is_lazy,
+    row_sums_and_minima,
+)
 from ._errors import InputError, InputTypeError
 from ._validation import Boolean, Integer, Options, Real, validate_params
 
@@ -45,13 +53,23 @@ _EXPRESSION_CONSTRAINTS = {
 # shared checks and transforms (also used by stglm.spatial)
 # ---------------------------------------------------------------------------------------------
 def size_factors(X: np.ndarray | sp.spmatrix | sp.sparray, name: str = "counts") -> np.ndarray:
-    """Per-cell scale ``TARGET_SUM / total`` (0 for a cell with no counts), after checking X."""
-    values = X.data if sp.issparse(X) else X
-    if not np.all(np.isfinite(values)):
+    """Per-cell scale ``TARGET_SUM / total`` (0 for a cell with no counts), after checking X.
+
+    A dask array is read once, chunk by chunk: a NaN or infinite value makes its row's
+    total NaN or infinite, so the totals tell.
+    """
+    if is_lazy(X):
+        totals, minima = row_sums_and_minima(X)
+        finite, smallest = np.all(np.isfinite(totals)), minima.min(initial=0.0)
+    else:
+        values = X.data if sp.issparse(X) else X
+        finite = np.all(np.isfinite(values))
+        smallest = values.min() if finite and values.size else 0.0
+        totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    if not finite:
         raise InputError(f"{name} contains NaN or infinite values.")
-    if values.size and values.min() < 0:
+    if smallest < 0:
         raise InputError(f"{name} has negative values; normalising to {TARGET_SUM:g} needs counts.")
-    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
     # a cell with no counts stays all-zero rather than becoming NaN
     return np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
 
@@ -129,7 +147,7 @@ def _batch_indices(adata_or_coords: Any, batch_key: Any, n_obs: int) -> list[np.
                 "batch_key names an adata.obs column, which needs an AnnData; with a coordinate "
                 "array pass the section labels themselves (one per cell)."
             )
-        labels = get_obs_column(adata_or_coords, batch_key, "batch_key").to_numpy()
+        labels = get_section_labels(adata_or_coords, batch_key, "batch_key").to_numpy()
     else:
         labels = np.asarray(batch_key)
         if labels.shape != (n_obs,):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._anndata import is_lazy, row_sums
 from ._errors import InputError, InputTypeError
 from ._validation import check_vector
 
@@ -24,7 +25,7 @@ SIZE_FACTOR_METHODS = ("total", "poscounts")
 
 
 def _log_totals(matrix) -> np.ndarray:
-    totals = np.asarray(matrix.sum(axis=1), dtype=float).reshape(-1)
+    totals = row_sums(matrix)
     if np.any(totals <= 0):
         raise InputError(
             f"size_factors='total' needs every observation to have counts; "
@@ -40,6 +41,13 @@ def _poscounts(matrix) -> np.ndarray:
     lgm_g = Σ_{y>0} log y / n; per cell the median over its positive genes of
     log y_gi − lgm_g; then centred so that the size factors' geometric mean is 1.
     """
+    if is_lazy(matrix):
+        # Each cell's median runs over all its genes: the whole matrix, row by row.
+        raise InputError(
+            "size_factors='poscounts' needs the count matrix in memory; with counts in a "
+            "dask array use 'total', or compute the size factors once and pass them as an "
+            "array or obs column."
+        )
     X = sp.csr_matrix(matrix, dtype=float)
     X.eliminate_zeros()
     if np.any(X.data < 0):

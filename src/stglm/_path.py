@@ -22,7 +22,6 @@ __all__ = [
     "RIDGE_ALPHA_FOR_PATH",
     "PathResult",
     "batched_path",
-    "choose_lambda",
     "clip",
     "fit_path",
     "lambda_path",
@@ -314,13 +313,25 @@ def score_path(
     or (n, G), enters every linear predictor; ``theta`` (K, G) are the negative-binomial
     sizes at each λ when they were estimated along the path.
     """
-    out = np.empty((Y.shape[1], intercepts.shape[0]))
+    n_lambdas = intercepts.shape[0]
+    if Y.shape[1] == 1 and n_lambdas > 1:
+        # One response: its λ's play the role of responses, so one matrix product scores
+        # the whole path (and the family carries each λ's θ).
+        fam = family if theta is None else family.with_theta(theta[:, 0])
+        y_null = np.asarray(y_null, dtype=float)
+        null = y_null if y_null.ndim == 2 else np.full(n_lambdas, float(y_null.reshape(-1)[0]))
+        return score_path(
+            fam, X, np.repeat(Y, n_lambdas, axis=1), intercepts.T, coefs.transpose(1, 0, 2),
+            fit_intercept=fit_intercept, metric=metric, y_null=null,
+            sample_weight=sample_weight, offset=offset,
+        ).T  # fmt: skip
+    out = np.empty((Y.shape[1], n_lambdas))
     M = None if sample_weight is None else np.asarray(sample_weight, dtype=float).reshape(-1, 1)
     if offset is not None:
         offset = np.asarray(offset, dtype=float)
         offset = offset[:, None] if offset.ndim == 1 else offset
     fam = family
-    for k in range(intercepts.shape[0]):
+    for k in range(n_lambdas):
         if k == 0 or theta is not None:  # the saturated term depends on θ alone
             if theta is not None:
                 fam = family.with_theta(theta[k])
@@ -336,18 +347,3 @@ def score_path(
         dev = column_deviance(fam, Y, fam.mean(Z), saturated, M)
         out[:, k] = dev if metric == "deviance" else r2_from_deviances(dev, null_dev)
     return out
-
-
-def choose_lambda(scores: np.ndarray, se: np.ndarray, metric: str, select: str) -> np.ndarray:
-    """Index of the chosen λ for each row of mean CV ``scores`` (G, K), paths decreasing.
-
-    "best": the lowest mean deviance or highest mean pseudo-R²; "one_se": the largest λ
-    whose mean score is within one standard error ``se`` of the best.
-    """
-    loss = scores if metric == "deviance" else -scores
-    best = np.argmin(loss, axis=1)
-    if select == "best":
-        return best
-    rows = np.arange(loss.shape[0])
-    within = loss <= (loss[rows, best] + se[rows, best])[:, None]
-    return np.argmax(within, axis=1)  # the first True: the largest λ

@@ -14,15 +14,15 @@ __all__ = ["ElasticNet", "kkt_residual", "soft_threshold"]
 
 
 def soft_threshold(x: np.ndarray, thresh: float | np.ndarray) -> np.ndarray:
-    """Proximal operator of ``thresh·‖·‖₁``: sign(x)·max(|x| − thresh, 0)."""
+    """Proximal operator of ``thresh·‖·‖₁``: sign(x)·max(abs(x) − thresh, 0)."""
     return np.sign(x) * np.maximum(np.abs(x) - thresh, 0.0)
 
 
 class ElasticNet:
-    """Elastic-net penalty λ·Σ_j f_j·[½(1−α)(Γβ)_j-terms + α|β_j|] with penalty factors f.
+    """Elastic-net penalty λ·Σ_j f_j·[½(1−α)(Γβ)_j-terms + α·abs(β_j)] with factors f.
 
     Without factors, P(β) = λ[½(1−α)‖Γβ‖² + α‖β‖₁]. With ``penalty_factor`` f (glmnet's
-    ``penalty.factor``, not rescaled), the L1 term is λα·Σ f_j|β_j| and the ridge term
+    ``penalty.factor``, not rescaled), the L1 term is λα·Σ f_j·abs(β_j) and the ridge term
     ½λ(1−α)·‖ΓF^½β‖² (for Γ = I: ½λ(1−α)·Σ f_jβ_j²); f_j = 0 leaves β_j unpenalised.
 
     Parameters
@@ -66,7 +66,7 @@ class ElasticNet:
 
     @property
     def l1_weights(self) -> float | np.ndarray:
-        """Per-coordinate weights of |β_j|, λα·f_j (the scalar λα without factors)."""
+        """Per-coordinate weights of abs(β_j), λα·f_j (the scalar λα without factors)."""
         return self.l1 if self.penalty_factor is None else self.l1 * self.penalty_factor
 
     @property
@@ -132,15 +132,15 @@ def kkt_residual(
     beta : ndarray of shape (p,)
         Current coefficients.
     l1 : float or ndarray of shape (p,)
-        Weight of each |β_j|, λα (times the penalty factors).
+        Weight of each abs(β_j), λα (times the penalty factors).
     grad_intercept : float or None
         Gradient of J with respect to the intercept, if there is one.
 
     Returns
     -------
     float
-        max over coordinates of |g_j + λα·sign(β_j)| for β_j ≠ 0,
-        max(|g_j| − λα, 0) for β_j = 0, and |g_0| for the intercept. It is zero
+        max over coordinates of abs(g_j + λα·sign(β_j)) for β_j ≠ 0,
+        max(abs(g_j) − λα, 0) for β_j = 0, and abs(g_0) for the intercept. It is zero
         exactly at the stationary points of J, which are its minimisers wherever J is
         convex (always for gaussian, poisson and softplus).
     """

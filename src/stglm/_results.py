@@ -36,8 +36,10 @@ __all__ = [
     "NOT_REQUESTED",
     "OK",
     "RANKED_STATUSES",
+    "SEPARATED",
     "VAR_FIELDS",
     "check_gene",
+    "check_key",
     "coef_frame",
     "coef_key",
     "design_key",
@@ -57,8 +59,13 @@ __all__ = [
 #: Gene statuses (``var[var_key(key, "status")]``; see :func:`stglm.fit_genes`).
 OK, NOT_CONVERGED, ALL_ZEROS = "ok", "not converged", "all zeros"
 FOLD_WITHOUT_COUNTS, NOT_REQUESTED = "fold without counts", "not requested"
+#: A count gene whose maximum-likelihood estimate does not exist: its zeros on a set of
+#: samples (e.g. a whole tissue section) are fitted ever better along a direction of the
+#: unpenalised coefficients (:mod:`stglm._separation`); the coefficients along it are where
+#: the tolerance stopped, the rest (and θ) those of the model without those samples.
+SEPARATED = "separated"
 #: Statuses of genes that have coefficients.
-FITTED_STATUSES = (OK, NOT_CONVERGED, FOLD_WITHOUT_COUNTS)
+FITTED_STATUSES = (OK, NOT_CONVERGED, FOLD_WITHOUT_COUNTS, SEPARATED)
 #: Those whose coefficients rank among other genes' (a degenerate CV can pick a tiny λ).
 RANKED_STATUSES = (OK, NOT_CONVERGED)
 #: Per-gene columns of ``adata.var``, in the order they are written.
@@ -82,6 +89,21 @@ _FILL = {
 }
 #: Fields stored as categories.
 _CATEGORICAL = ("status", "theta_status")
+
+
+def check_key(key: Any, name: str = "key_added") -> None:
+    """A results prefix that every key built from it can be written to h5ad and zarr and read back.
+
+    HDF5 and zarr read "/" as a group separator: anndata writes ``uns["a/b"]`` but cannot read
+    the file back.
+    """
+    if not isinstance(key, str) or not key.strip():
+        raise InputError(f"{name} must be a non-empty string; got {key!r}.")
+    if "/" in key:
+        raise InputError(
+            f"{name} must not contain '/' (h5ad and zarr read it as a group separator, so the "
+            f"results could not be read back); got {key!r}."
+        )
 
 
 def coef_key(key: str) -> str:
@@ -262,7 +284,8 @@ def coef_frame(adata: AnnData, key: str) -> pd.DataFrame:
     """Coefficients of the genes to compare (rows, in ``uns[key]['genes']`` order) × predictors.
 
     Genes with an unreliable cross-validation ("fold without counts") are left out: their
-    λ, and so the size of their coefficients, does not compare with the others'.
+    λ, and so the size of their coefficients, does not compare with the others'; so are
+    "separated" genes, whose diverging coefficients are wherever the tolerance stopped.
     """
     info = results_info(adata, key)
     predictors = [str(p) for p in info["predictors"]]

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
-from ._anndata import check_adata, dense_columns, design_frame, gene_positions, layer_matrix
+from ._anndata import (
+    check_adata,
+    check_response_values,
+    dense_block,
+    dense_columns,
+    design_frame,
+    gene_positions,
+    is_lazy,
+    layer_matrix,
+)
+from ._cv import (
+    Scoring,
+    as_column,
+    cross_validate,
+    default_chunk_size,
+    empty_training_folds,
+    gene_fold_paths,
+    lambda_grid,
+    make_folds,
+    warn_choice,
+)
+from ._distributed import run_lazy_blocks
 from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
@@ -26,46 +48,28 @@ from ._inference import (
     wald_table,
 )
 from ._offsets import resolve_offset, resolve_weights
-from ._path import (
-    LAMBDA_MIN_RATIO,
-    batched_path,
-    choose_lambda,
-    clip,
-    geometric_path,
-    lambda_max_from_gradient,
-    score_path,
-)
+from ._path import LAMBDA_MIN_RATIO, clip, lambda_max_from_gradient
 from ._results import (
     ALL_ZEROS,
     FITTED_STATUSES,
     FOLD_WITHOUT_COUNTS,
     NOT_CONVERGED,
     OK,
+    RANKED_STATUSES,
+    SEPARATED,
+    check_key,
     store_results,
     var_key,
 )
-from ._solvers._null_model import (
-    intercept_is_exact,
-    null_gradients,
-    null_intercepts,
-)
+from ._separation import separated_genes
+from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
 from ._theta import batched_theta
-from ._validation import check_tau, check_vector
+from ._validation import JobCount, check_tau, check_vector
 
-__all__ = ["fit_genes"]
-
-#: Working arrays per gene of a chunk, in n-vectors of float64 (the solver's gene-major
-#: workspace and returned Newton terms, the responses and their training-fold copies).
-CHUNK_ARRAYS = 13
-#: Most genes per chunk: enough for each Hessian product to run at the BLAS rate, few
-#: enough that small designs' working arrays stay near the caches (Visium CV: 64–128
-#: genes 6.5–7.3 s, all 1,255 at once 7.5 s; before the gene-major layout 9.6 s vs 21 s).
-CHUNK_MAX_GENES = 128
-#: Memory for a chunk's working arrays: 4× the expression matrix, within these bounds.
-CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 128 * 2**20, 512 * 2**20
+__all__ = ["default_chunk_size", "fit_genes"]
 
 
 def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
@@ -80,16 +84,6 @@ def _nbytes(matrix) -> int:
     if sp.issparse(matrix):
         return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
     return int(getattr(matrix, "nbytes", 0) or 8 * matrix.shape[0] * matrix.shape[1])
-
-
-def default_chunk_size(n_obs: int, input_bytes: int) -> int:
-    """Genes per chunk for ``n_obs`` samples and an expression matrix of ``input_bytes``.
-
-    At most ``CHUNK_MAX_GENES``, with working arrays (``CHUNK_ARRAYS`` n-vectors per gene)
-    within 4× the input's bytes, clipped to 128–512 MiB.
-    """
-    budget = int(np.clip(4 * input_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX))
-    return int(np.clip(budget // (8 * CHUNK_ARRAYS * n_obs), 1, CHUNK_MAX_GENES))
 
 
 class _GeneFitter:
@@ -122,6 +116,9 @@ class _GeneFitter:
         # and reused by every chunk.
         self.fold_designs = [self.design.subset(train) for train, _ in folds] if folds else []
         self.test_X = [X[test] for _, test in folds] if folds else []
+        self.scoring = Scoring(
+            family, estimator.score_metric, estimator.clip_coeffs, estimator.fit_intercept
+        )
 
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
         e = self.est
@@ -133,49 +130,23 @@ class _GeneFitter:
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
         return clip(coefs, self.est.clip_coeffs)
 
-    def _scores(self, X, Y, icpt, coefs, y_null, rows, offset, theta):
-        """Score of every gene at every λ on (X, Y), the samples ``rows``: shape (G, K)."""
-        e = self.est
-        return score_path(
-            self.family,
-            X,
-            Y,
-            icpt,
-            self._clip(coefs),
-            fit_intercept=e.fit_intercept,
-            metric=e.score_metric,
-            y_null=y_null,
-            sample_weight=_take(self.weights, rows),
-            offset=_take(offset, rows),
-            theta=theta,
-        )
+    def _solve(self, solver, Y, lam, start, offset, theta_start=None):
+        """(result, θ, θ's status) at λ ``lam`` (G,) on all samples, from ``start`` (None: null).
 
-    def _null_means(self, Y, rows, test, offset):
-        """The null model fitted on the samples ``rows`` (Y holds theirs), for pseudo-R².
-
-        Its means on ``test``: (G,), or (n_test, G) with an offset; None: all samples.
+        θ and its status are None without θ to estimate. Nothing is kept on ``self``: one
+        fitter serves blocks in several threads at once (n_jobs, Dask's threads).
         """
-        w = _column(_take(self.weights, rows))
-        if offset is None:
-            return Y.mean(axis=0) if w is None else (w * Y).sum(axis=0) / w.sum()
-        icpt = null_intercepts(self.family, Y, self.est.fit_intercept, w, _take(offset, rows))
-        o_test = _take(offset, test)
-        return self.family.mean(icpt[None, :] + (o_test[:, None] if o_test.ndim == 1 else o_test))
-
-    def _solve(self, solver, Y, lam, start, rows, offset, theta_start=None):
-        """(result, θ or None) at λ ``lam`` (G,), on the samples ``rows`` (None: all)."""
-        w = _column(_take(self.weights, rows))
-        o = _take(offset, rows)
+        w = as_column(self.weights)
         if self.theta_method is None:
-            return solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=o), None
+            res = solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=offset)
+            return res, None, None
         fit = batched_theta(
-            solver, Y, lam, self.theta_method, start=start, weights=w, offset=o,
+            solver, Y, lam, self.theta_method, start=start, weights=w, offset=offset,
             theta_start=theta_start,
         )  # fmt: skip
         # The θ step's status, where the alternation itself did not settle.
         fit.status[~fit.converged] = "not converged"
-        self.theta_status = fit.status
-        return fit.result, fit.theta
+        return fit.result, fit.theta, fit.status
 
     def fit(self, Y: np.ndarray, offset: np.ndarray | None = None, theta=None) -> dict:
         """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns).
@@ -189,13 +160,13 @@ class _GeneFitter:
             return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
         if theta is None:
-            res, theta = self._solve(self._solver(d), Y, lam, None, None, offset)
+            res, theta, theta_status = self._solve(self._solver(d), Y, lam, None, offset)
         else:
-            w = _column(self.weights)
+            w = as_column(self.weights)
             res = self._solver(d).solve(
                 Y, lam, None, None, w, keep_terms=self.inference, offset=offset, theta=theta
             )
-            self.theta_status = np.full(n_genes, "fixed", dtype=object)
+            theta_status = np.full(n_genes, "fixed", dtype=object)
         coefs = self._clip(res.coefs)
         icpt = res.intercepts[None, :]
         th = None if theta is None else theta[None, :]
@@ -203,8 +174,9 @@ class _GeneFitter:
         if self.with_score:  # the in-sample score (test_genes has no use for it)
             y_null = 0.0
             if e.score_metric != "deviance":
-                y_null = self._null_means(Y, None, None, offset)
-            score = self._scores(d.X, Y, icpt, coefs[None], y_null, None, offset, th)[:, 0]
+                y_null = self.scoring.null_means(Y, self.weights, offset, offset)
+            score = self.scoring.scores(d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th)
+            score = score[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,
@@ -213,9 +185,17 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
-            **self._theta_out(theta, n_genes),
+            "separated": separated_genes(self.family, d, Y, lam, self.factor, self.weights),
+            **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
+
+    def fitted_means(self, result: dict, offset) -> np.ndarray:
+        """The fitted means (n, G) of a chunk's ``result`` (offset: (n, G), (n, 1) or 0)."""
+        Z = self.design.X @ result["coef"].T
+        if self.design.fit_intercept:
+            Z = Z + result["intercept"][None, :]
+        return self.family.mean(Z + offset)
 
     def _wald(self, res, Y: np.ndarray, theta) -> dict:
         """Standard errors and Wald p-values of the unpenalised coefficients (G, p).
@@ -240,7 +220,7 @@ class _GeneFitter:
         n_eff = d.n if self.weights is None else np.count_nonzero(self.weights)
         fam_cols = fam if theta is None else fam.with_theta(theta)
         phi, df = estimated_dispersion(
-            fam_cols, Y, fam.mean(Z).T, _column(self.weights), n_eff, free.size
+            fam_cols, Y, fam.mean(Z).T, as_column(self.weights), n_eff, free.size
         )
         if phi is not None:
             var *= phi[:, None]
@@ -273,7 +253,7 @@ class _GeneFitter:
         design = SharedDesign(d.X[:, free], d.fit_intercept)
         solver = BatchedNewtonCD(fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL)
         lam = np.zeros(Y.shape[1])
-        w = _column(self.weights)
+        w = as_column(self.weights)
         if self.theta_method is None:
             res = solver.solve(Y, lam, None, None, w, keep_terms=True, offset=offset)
             return res.terms.Z.T, None
@@ -283,97 +263,65 @@ class _GeneFitter:
         )  # fmt: skip
         return fit.result.terms.Z.T, fit.theta
 
-    def _theta_out(self, theta, n_genes: int) -> dict:
-        """The per-gene θ entries of a chunk's results."""
+    def _theta_out(self, theta, n_genes: int, theta_status=None) -> dict:
+        """The per-gene θ entries of a chunk's results (θ's status where θ is given)."""
         if theta is not None:
-            return {"theta": theta, "theta_status": self.theta_status}
+            return {"theta": theta, "theta_status": theta_status}
         fixed = self.family.name == "neg-binomial"
         return {
             "theta": np.full(n_genes, float(self.family.theta) if fixed else np.nan),
             "theta_status": np.full(n_genes, "fixed" if fixed else "", dtype=object),
         }
 
-    def _fit_cv(self, Y: np.ndarray, offset) -> dict:
-        e, fam, d = self.est, self.family, self.design
-        n_genes = Y.shape[1]
-        theta0 = None
-        if e.reg_lambda is None:
+    def _lambdas(self, Y: np.ndarray, offset) -> tuple[np.ndarray, np.ndarray | None]:
+        """(λ (G, K), θ0 (G,) or None): each gene's path, and its λ = ∞ model's θ."""
+        e, d = self.est, self.design
+        lmax, theta0 = None, None
+        if e.reg_lambda is None:  # each gene's λ_max, at its λ = ∞ model (and θ)
             Z0, theta0 = self._null_model(Y, offset)
-            fam0 = fam if theta0 is None else fam.with_theta(theta0)
-            w = _column(self.weights)
+            fam0 = self.family if theta0 is None else self.family.with_theta(theta0)
+            w = as_column(self.weights)
             grad = null_gradients(fam0, d.X, Y, d.fit_intercept, w, offset, Z0)
             lmax = lambda_max_from_gradient(grad, e.alpha, self.factor)
-            lams = geometric_path(lmax, e.n_lambdas, e.lambda_min_ratio)
-        else:
-            fixed = np.sort(np.atleast_1d(np.asarray(e.reg_lambda, dtype=float)))[::-1]
-            lams = np.tile(fixed, (n_genes, 1))
-        K = lams.shape[1]
-        cv_scores = []
-        # The folds' mean solution at each λ: the refit's start at the chosen one (no
-        # full-data path needed: from there Newton takes a few steps).
-        mean_icpt = np.zeros((K, n_genes))
-        mean_coefs = np.zeros((K, n_genes, d.X.shape[1]))
-        log_theta = np.zeros((K, n_genes))
-        n_iter = np.zeros(n_genes, dtype=int)
-        folds = zip(self.folds, self.fold_designs, self.test_X, strict=True)
-        for (train, test), train_design, test_X in folds:
-            Y_train = Y[train]
-            path = batched_path(
-                self._solver(train_design), Y_train, lams, _column(_take(self.weights, train)),
-                offset=_take(offset, train), theta=theta0, theta_method=self.theta_method,
-            )  # fmt: skip
-            y_null = 0.0
-            if e.score_metric != "deviance":
-                y_null = self._null_means(Y_train, train, test, offset)
-            cv_scores.append(
-                self._scores(
-                    test_X,
-                    Y[test],
-                    path.intercepts,
-                    path.coefs,
-                    y_null,
-                    test,
-                    offset,
-                    path.theta,
-                )  # fmt: skip
-            )
-            mean_icpt += path.intercepts / len(self.folds)
-            mean_coefs += path.coefs / len(self.folds)
-            if path.theta is not None:
-                log_theta += np.log(path.theta) / len(self.folds)
-            n_iter += path.n_iter.sum(axis=0)
-        scores = np.mean(cv_scores, axis=0)  # (G, K)
-        se = np.std(cv_scores, axis=0, ddof=1) / np.sqrt(len(self.folds))
-        best = choose_lambda(scores, se, e.score_metric, e.select)
-        rows = np.arange(n_genes)
-        start = mean_coefs[best, rows]
-        if d.fit_intercept:
-            start = np.column_stack([mean_icpt[best, rows], start])
-        theta_start = np.exp(log_theta[best, rows]) if self.theta_method else None
-        res, theta = self._solve(
-            self._solver(d), Y, lams[rows, best], start, None, offset, theta_start
+        lams = lambda_grid(e.reg_lambda, e.n_lambdas, e.lambda_min_ratio, lmax)
+        return np.broadcast_to(lams, (Y.shape[1], lams.shape[-1])), theta0
+
+    def _fit_cv(self, Y: np.ndarray, offset) -> dict:
+        """Cross-validate every gene's path, choose its λ and refit it on all samples.
+
+        The refit at each gene's chosen λ starts from the folds' mean solution there (no
+        full-data path needed: from there Newton takes a few steps).
+        """
+        e = self.est
+        lams, theta0 = self._lambdas(Y, offset)
+        solvers = (self._solver(design) for design in self.fold_designs)
+        paths = gene_fold_paths(
+            solvers, self.folds, Y, lams, self.weights, offset, theta0, self.theta_method
+        )
+        cv = cross_validate(
+            paths, self.folds, self.test_X, Y, self.weights, offset, self.scoring, e.select
+        )
+        start, theta_start = cv.refit_start(self.design.fit_intercept)
+        lam = cv.chosen(lams)
+        res, theta, theta_status = self._solve(
+            self._solver(self.design), Y, lam, start, offset, theta_start
         )
         return {
             "intercept": res.intercepts,
             "coef": self._clip(res.coefs),
-            "lambda": lams[rows, best],
-            "score": scores[rows, best],
+            "lambda": lam,
+            "score": cv.chosen(cv.scores),
             "converged": res.converged,
             "kkt": res.kkt,
-            "n_iter": n_iter + res.n_iter,
-            **self._theta_out(theta, n_genes),
+            "n_iter": cv.n_iter + res.n_iter,
+            "at_boundary": cv.at_boundary,
+            "nan_scores": cv.nan_scores,
+            "separated": separated_genes(
+                self.family, self.design, Y, lam, self.factor, self.weights
+            ),
+            **self._theta_out(theta, Y.shape[1], theta_status),
             **self._wald(res, Y, theta),
         }
-
-
-def _take(values: np.ndarray | None, rows) -> np.ndarray | None:
-    """The rows of a per-sample array (None stays None; rows None: all)."""
-    return values if values is None or rows is None else values[rows]
-
-
-def _column(values: np.ndarray | None) -> np.ndarray | None:
-    """A per-sample (n,) array as an (n, 1) column that broadcasts over genes."""
-    return None if values is None or values.ndim == 2 else values[:, None]
 
 
 def fit_genes(
@@ -421,11 +369,15 @@ def fit_genes(
     matrix product. With cross-validation, the refit at each gene's chosen λ starts
     from the folds' mean solution there (GLMCV's full-data path is not needed).
     Counts are read chunk by chunk of genes; sparse matrices are never densified whole.
+    Counts held in a dask array (:func:`stglm.read_dask`) are fitted block by block as Dask
+    tasks, on the active ``dask.distributed`` client or Dask's default scheduler, with the
+    same results (``docs/dask.md``).
 
     Parameters
     ----------
     adata : AnnData
-        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``.
+        Counts (or other responses) in ``adata.X`` or ``adata.layers[layer]``: dense,
+        scipy-sparse, or a dask array (of dense, scipy-sparse or pydata-sparse chunks).
     genes : str or list of str, optional
         Genes to fit (default: all of ``adata.var_names``).
     design : DataFrame or array of shape (n_obs, n_predictors)
@@ -468,10 +420,13 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     chunk_size : int, optional
         Genes solved together (default: :func:`default_chunk_size` — at most 128, and
         fewer when their working arrays would exceed about 4× the expression matrix's
-        bytes, within 128–512 MiB).
+        bytes, within 128–512 MiB). With a dask array, the genes of one Dask task: a
+        worker's memory is about 13 × 8 bytes × n_obs per gene of each block it runs or
+        holds (two per thread), plus the design it shares across blocks.
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks), with
-        joblib's meaning: -1 is every core, -2 all but one.
+        joblib's meaning: -1 is every core, -2 all but one. Unused with a dask array: the
+        Dask scheduler's workers run the blocks.
     progress : bool, default=True
         Show a tqdm progress bar over genes.
     copy : bool, default=False
@@ -497,7 +452,12 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           fitted —; "fold without counts" for a count gene whose counts all fall in one
           held-out fold — some training fold has none, its fit has no finite optimum (the
           intercept runs to −∞), so the gene's CV scores and chosen λ are unreliable,
-          though the refit at that λ is exact —; or "not requested");
+          though the refit at that λ is exact —; "separated" for a count gene whose
+          maximum-likelihood estimate does not exist — its zeros on some samples (e.g.
+          every spot of one tissue section) fit ever better along a direction of the
+          unpenalised coefficients (:mod:`stglm._separation`): the coefficients along
+          it are where the tolerance stopped, the others and θ those of the model
+          without those samples —; or "not requested");
         - with ``inference=True``, ``adata.varm[f"{key_added}_se"]``,
           ``[f"{key_added}_pvalue"]`` and ``[f"{key_added}_qvalue"]`` — DataFrames like
           the coefficients (NaN for penalised predictors and genes not fitted);
@@ -507,6 +467,16 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
           "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
           fitted, including the scale of the coefficients;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
+
+    Warns
+    -----
+    BoundaryWarning
+        With cross-validation, once per call, counting (and naming a few of) the genes
+        whose chosen λ is the smallest of their path: their held-out score may still
+        improve beyond it (lower ``lambda_min_ratio``, or give smaller ``reg_lambda``).
+    UserWarning
+        Once per kind: genes that did not converge, genes with a fold without counts, and
+        genes whose mean CV score is NaN at some λ (such a λ is never chosen).
     """
     check_adata(adata)
     params = dict(
@@ -531,34 +501,22 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     )
     est = gene_estimator(params)
     check_run_options(chunk_size, n_jobs, key_added)
-    if not isinstance(inference, bool):
-        raise InputTypeError(f"inference must be True or False; got {inference!r}.")
-    if (
-        inference
-        and not (isinstance(est, GLM) and reg_lambda == 0)
-        and (penalty_factor is None or not np.any(np.asarray(penalty_factor) == 0))
-    ):
-        raise InputError(
-            "inference=True needs unpenalised coefficients: reg_lambda=0, or penalty_factor "
-            "0 for the predictors to test. Penalised (lasso, elastic-net, ridge) estimates "
-            "have no valid Wald p-values; to test a penalised selection, select on one half "
-            "of the observations and test on the other, or use stglm.test_genes."
-        )
+    check_inference(inference, est, penalty_factor)
     frame = design_frame(design, adata)
     X = frame.to_numpy(dtype=np.float64)
     Tau = check_tau(Tau, X.shape[1])
     factor = check_vector(
         penalty_factor, X.shape[1], "penalty_factor", nonnegative=True, what="n_predictors"
     )
-    folds = None
-    if isinstance(est, GLMCV):
-        if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
-            raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
-        if cv < 2 or cv > adata.n_obs:
-            raise InputError(f"cv must be between 2 and n_obs={adata.n_obs}; got {cv}.")
-        folds = list(KFold(int(cv), shuffle=True, random_state=random_seed).split(X))
+    folds = gene_folds(est, X)
     family = est._family(1.0 if est._estimates_theta() else None)
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
+    if store_fitted and data.lazy:
+        raise InputError(
+            "store_fitted=True stores a dense n_obs × n_genes layer of fitted means; with "
+            "counts in a dask array, recompute the means of the genes you need with "
+            "stglm.get.fitted_mean instead."
+        )
 
     if copy:
         adata = adata.copy()
@@ -574,10 +532,17 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         for key, values in result.items():
             out[key][idx] = values
         if fitted_mu is not None:
-            Z = X @ result["coef"].T + (result["intercept"][None, :] if fit_intercept else 0)
-            fitted_mu[:, idx] = family.mean(Z + data.offset_columns(idx))
+            fitted_mu[:, idx] = fitter.fitted_means(result, data.offset_columns(idx))
+    status[(status == OK) & out["separated"]] = SEPARATED
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
     warn_statuses(status, key_added, max_iter)
+    if folds is not None:  # genes with a fold without counts are flagged already
+        ranked = np.isin(status, RANKED_STATUSES)
+        warn_choice(
+            out["at_boundary"] & ranked, out["nan_scores"] & ranked,
+            given_lambdas=reg_lambda is not None, lambda_min_ratio=lambda_min_ratio,
+            names=data.names,
+        )  # fmt: skip
     if inference:
         testable = np.isin(status, FITTED_STATUSES)[:, None]
         out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
@@ -586,6 +551,31 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         data.model(theta), data.offset,
     )  # fmt: skip
     return adata if copy else None
+
+
+def check_inference(inference: Any, est: GLM | GLMCV, penalty_factor: Any) -> None:
+    """``inference=True`` needs unpenalised coefficients: checked before any work."""
+    if not isinstance(inference, bool):
+        raise InputTypeError(f"inference must be True or False; got {inference!r}.")
+    unpenalised = isinstance(est, GLM) and est.reg_lambda == 0
+    some_free = penalty_factor is not None and np.any(np.asarray(penalty_factor) == 0)
+    if inference and not unpenalised and not some_free:
+        raise InputError(
+            "inference=True needs unpenalised coefficients: reg_lambda=0, or penalty_factor "
+            "0 for the predictors to test. Penalised (lasso, elastic-net, ridge) estimates "
+            "have no valid Wald p-values; to test a penalised selection, select on one half "
+            "of the observations and test on the other, or use stglm.test_genes."
+        )
+
+
+def gene_folds(est: GLM | GLMCV, X: np.ndarray) -> list | None:
+    """fit_genes' folds, the same for every gene (None for one λ): ``cv`` shuffled folds."""
+    if not isinstance(est, GLMCV):
+        return None
+    cv = est.cv
+    if isinstance(cv, bool) or not isinstance(cv, int | np.integer):
+        raise InputTypeError(f"cv must be an integer number of folds in fit_genes; got {cv!r}.")
+    return make_folds(int(cv), X.shape[0], est.random_seed, X)
 
 
 def gene_estimator(params: dict) -> GLM | GLMCV:
@@ -607,24 +597,23 @@ def check_run_options(chunk_size, n_jobs, key_added) -> None:
 
     if chunk_size is not None and not (integer(chunk_size) and chunk_size >= 1):
         raise InputError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
-    if n_jobs is not None and not (integer(n_jobs) and n_jobs != 0):
-        raise InputError(
-            f"n_jobs must be a non-zero integer (joblib's: -1 is every core) or None; "
-            f"got {n_jobs!r}."
-        )
-    if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string; got {key_added!r}.")
+    JobCount().check("n_jobs", n_jobs)
+    check_key(key_added)
 
 
 class GeneResponses:
     """The requested genes' responses and what goes with them, read block by block.
 
     Resolves the genes, the matrix (X or a layer), the offset (with size factors) and the
-    sample weights once; :meth:`block` reads and checks one block of genes.
+    sample weights once; :meth:`block` reads and checks one block of genes. A matrix held
+    in a dask array (``lazy``) is read block by block by Dask tasks
+    (:mod:`stglm._distributed`); such a GeneResponses is pickled without it, so that what
+    is sent to the workers never carries the matrix's graph.
     """
 
     def __init__(self, adata, genes, layer, family, offset, size_factors, sample_weight, folds):
         self.names, self.columns, self.matrix = _response_matrix(adata, genes, layer)
+        self.lazy = is_lazy(self.matrix)
         self.offset, self.offset_kind = resolve_offset(
             adata, self.matrix, self.names, offset, size_factors
         )
@@ -636,6 +625,13 @@ class GeneResponses:
             # chunk a cheap column slice; the dense block of a chunk is all ever densified.
             self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
             self.columns = np.arange(len(self.columns))
+        check_response_values(self.matrix, self.columns, family, layer)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.lazy:
+            state["matrix"] = None  # the tasks receive their blocks' columns instead
+        return state
 
     def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
         """Positions (in ``names``) of each block of genes."""
@@ -650,13 +646,18 @@ class GeneResponses:
             return 0.0
         return self.offset[:, idx] if self.offset.ndim == 2 else self.offset[:, None]
 
-    def block(self, chunk: np.ndarray):
+    def block(self, chunk: np.ndarray, values=None):
         """(Y, usable, empty_fold, offset) of a block of genes; Y holds the usable ones.
 
-        A count gene without (weighted) counts is not usable; ``empty_fold`` marks genes
-        whose counts all fall in one held-out fold.
+        ``values`` are the block's columns when already read (a Dask task's input; dense
+        or sparse), else they are read from the matrix. A count gene without (weighted)
+        counts is not usable; ``empty_fold`` marks genes whose counts all fall in one
+        held-out fold.
         """
-        Y = dense_columns(self.matrix, self.columns[chunk])
+        if values is None:
+            Y = dense_columns(self.matrix, self.columns[chunk])
+        else:
+            Y = dense_block(values)
         if not np.all(np.isfinite(Y)):
             raise InputError("the expression matrix contains NaN or infinite values.")
         try:
@@ -669,9 +670,8 @@ class GeneResponses:
             counted = Y if self.weights is None else Y * self.weights[:, None]
             totals = counted.sum(axis=0)
             usable = totals > 0
-            for _, test in self.folds or ():
-                # All counts held out: the training fold has none.
-                empty_fold |= usable & (counted[test].sum(axis=0) == totals)
+            if self.folds:  # all counts held out in one fold: its training fold has none
+                empty_fold = usable & empty_training_folds(counted, self.folds).any(axis=0)
         offset = self.offset
         if offset is not None and offset.ndim == 2:
             offset = offset[:, chunk[usable]]
@@ -689,28 +689,42 @@ class GeneResponses:
         }
 
 
+def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
+    """(chunk, usable, empty_fold, results or None) of one block of genes (BLAS on one thread).
+
+    ``values``: the block's columns when already read (see :meth:`GeneResponses.block`).
+    """
+    with single_blas_thread():
+        Y, usable, empty_fold, offset = data.block(chunk, values)
+        idx = chunk[usable]
+        return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
+
+
 def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
     """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
-    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar; the
-    statuses of genes without counts or with a fold without counts are set in ``status``.
+    Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar, or as
+    Dask tasks when the matrix is a dask array (:func:`stglm._distributed.run_lazy_blocks`;
+    ``n_jobs`` unused: the scheduler's workers run them), in any order; the statuses of
+    genes without counts or with a fold without counts are set in ``status``.
     """
     chunks = data.chunks(chunk_size)
-
-    def run(chunk: np.ndarray):
-        with single_blas_thread():
-            Y, usable, empty_fold, offset = data.block(chunk)
-            idx = chunk[usable]
-            return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
-
     n_genes = len(data.names)
     bar = tqdm(
         total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
     )
-    # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
-    n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
-    with Parallel(n_jobs=n_workers, prefer="threads", return_as="generator") as parallel:
-        for chunk, usable, empty_fold, result in parallel(delayed(run)(c) for c in chunks):
+    with ExitStack() as stack:
+        if data.lazy:
+            task = partial(run_block, data, fit_block)
+            blocks = run_lazy_blocks(task, data.matrix, chunks, data.columns, data.names)
+        else:
+            # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
+            n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
+            parallel = stack.enter_context(
+                Parallel(n_jobs=n_workers, prefer="threads", return_as="generator")
+            )
+            blocks = parallel(delayed(run_block)(data, fit_block, c) for c in chunks)
+        for chunk, usable, empty_fold, result in blocks:
             status[chunk[~usable]] = ALL_ZEROS
             status[chunk[empty_fold]] = FOLD_WITHOUT_COUNTS
             if result is not None:
@@ -731,6 +745,10 @@ def new_results(n_genes: int, p: int, inference: bool) -> dict[str, np.ndarray]:
         "n_iter": np.zeros(n_genes, dtype=int),
         "theta": np.full(n_genes, np.nan),
         "theta_status": np.full(n_genes, "", dtype=object),
+        # Not stored: the warnings of a cross-validated choice (see warn_choice).
+        "at_boundary": np.zeros(n_genes, dtype=bool),
+        "nan_scores": np.zeros(n_genes, dtype=bool),
+        "separated": np.zeros(n_genes, dtype=bool),
     }
     if inference:
         out["se"] = np.full((n_genes, p), np.nan)

@@ -117,6 +117,24 @@ class Integer(Real):
     kind_name = "an integer"
 
 
+class JobCount(Constraint):
+    """joblib's ``n_jobs``: None, or a non-zero integer (-1 is every core, -2 all but one)."""
+
+    def check(self, name, value):
+        if value is None:
+            return
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+            raise InputTypeError(
+                f"{name} must be a non-zero integer (joblib's: -1 is every core) or None; "
+                f"got {value!r}."
+            )
+        if value == 0:
+            raise InputError(
+                f"{name} must be a non-zero integer (joblib's: -1 is every core) or None; "
+                f"got {value!r}."
+            )
+
+
 class AnyOf(Constraint):
     """Satisfies at least one of several constraints (e.g. a number or a method name)."""
 

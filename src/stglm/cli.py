@@ -13,6 +13,12 @@ from the total counts, θ per gene by Cox–Reid for the negative binomial, no c
 small coefficients); ``--link seed`` gives the seed's (spateo's) model and defaults. They
 are resolved in one place, :class:`Model`.
 
+Both commands read .h5ad files or .zarr directories. With ``--workers N`` (a local Dask
+cluster of N processes) or ``--scheduler ADDRESS`` (a running one) the counts stay on disk,
+read lazily (:func:`stglm.read_dask`), and the genes are fitted block by block as Dask tasks
+(:mod:`stglm._distributed`); ``--out`` then holds the annotations and results without the
+count matrices, which stay in the input.
+
 Bad input (missing or non-h5ad file, unknown gene or column, no predictors, anything the
 library rejects with its own input errors) ends with one line on stderr, ``Error: ...``, and
 exit status 2; any other exception is a bug and shows as one, with its traceback.
@@ -27,7 +33,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +54,8 @@ __all__ = ["main"]
 MAX_NICHE_CATEGORIES = 100
 #: Genes whose fits are drawn by default with --figures.
 N_GENE_FIT_FIGURES = 3
+#: Gene-fit figures draw a row per section (--section-key) up to this many sections.
+MAX_FIGURE_SECTIONS = 8
 
 
 class BadInput(click.ClickException):
@@ -104,12 +113,20 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------
 # helpers: names, files, atomic writes
 # ---------------------------------------------------------------------------------------------
+#: A name in double quotes (which may hold commas, spaces and '#'), a comment to the end of
+#: the line, or a run of other characters.
+_TOKEN = re.compile(r'"([^"]*)"|(#.*)|([^,\s"#]+)')
+
+
 def _split_names(text: str) -> list[str]:
-    """Names separated by commas and/or whitespace; '#' starts a comment in a file."""
+    """Names separated by commas and/or whitespace; '#' starts a comment in a file.
+
+    A name in double quotes is taken whole, so gene names with commas or spaces can be given.
+    """
     names: list[str] = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0]
-        names.extend(n for n in re.split(r"[,\s]+", line) if n)
+    for quoted, comment, bare in _TOKEN.findall(text):
+        if not comment and (quoted or bare):
+            names.append(quoted or bare)
     return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
@@ -119,7 +136,8 @@ def _gene_list(value: str | None, option: str) -> list[str] | None:
         return None
     if os.path.isfile(value):
         try:
-            names = _split_names(Path(value).read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark (spreadsheet programs write one) is not a name
+            names = _split_names(Path(value).read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as err:
             raise BadInput(f"{option}: cannot read gene file {value!r}: {err}") from None
         where = f"gene file {value!r}"
@@ -149,15 +167,21 @@ def _check_obs_column(adata: Any, column: str, option: str, source: Path) -> Non
         )
 
 
-def _read_input(path: Path) -> Any:
-    """Read the AnnData in ``path``; raise an BadInput naming what is wrong with the file."""
+def _read_input(path: Path, lazy: bool = False, chunk_size: int | None = None) -> Any:
+    """Read the AnnData in ``path`` (.h5ad, or a .zarr directory).
+
+    ``lazy``: with the matrices as dask arrays (:func:`stglm.read_dask`). Raises a BadInput
+    naming what is wrong with the file.
+    """
     import anndata as ad
     import h5py
 
     if not path.exists():
         raise BadInput(f"input file '{path}' does not exist.")
-    if path.is_dir():
-        raise BadInput(f"input '{path}' is a directory, not an .h5ad file.")
+    if path.is_dir() and path.suffix != ".zarr":
+        raise BadInput(f"input '{path}' is a directory, not an .h5ad file or a .zarr store.")
+    if lazy or path.is_dir():
+        return _read_other(path, lazy, chunk_size)
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as err:
@@ -172,6 +196,37 @@ def _read_input(path: Path) -> Any:
         raise BadInput(
             f"cannot read '{path}' as AnnData (.h5ad): {type(err).__name__}: {err}"
         ) from None
+
+
+def _read_other(path: Path, lazy: bool, chunk_size: int | None) -> Any:
+    """A .zarr store, or any input read lazily."""
+    import anndata as ad
+
+    from ._lazy_read import read_dask
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_dask(path, chunk_size) if lazy else ad.read_zarr(path)
+    except StglmInputError as err:
+        raise BadInput(f"cannot read '{path}': {err}") from None
+    except Exception as err:  # noqa: BLE001 - any failure to parse is a bad input file
+        raise BadInput(f"cannot read '{path}' as AnnData: {type(err).__name__}: {err}") from None
+
+
+@contextmanager
+def _dask_cluster(options: dict[str, Any]) -> Iterator[Any]:
+    """The Dask client of --workers / --scheduler for the run (none without them)."""
+    from ._distributed import cluster_client
+
+    workers, scheduler = options["workers"], options["scheduler"]
+    stack = ExitStack()
+    try:
+        client = stack.enter_context(cluster_client(workers, scheduler))
+    except StglmInputError as err:
+        raise BadInput(f"{'--workers' if workers else '--scheduler'}: {err}") from None
+    with stack:
+        yield client
 
 
 def _check_writable(path: Path, option: str) -> None:
@@ -382,11 +437,15 @@ def _check_output(path: Path | None, option: str, suffix: str, source: Path, for
     if path.is_dir():
         raise BadInput(f"{option}: '{path}' is a directory; give a file name ending in {suffix}.")
     _check_writable(path, option)
+    if force:
+        return
     same = path.exists() and source.exists() and os.path.samefile(path, source)
-    if (same or path.resolve() == source.resolve()) and not force:
+    if same or path.resolve() == source.resolve():
         raise BadInput(
             f"{option}: '{path}' is the input file; give another name, or --force to replace it."
         )
+    if path.exists():
+        raise BadInput(f"{option}: '{path}' exists; give another name, or --force to replace it.")
 
 
 def _check_options(
@@ -411,8 +470,12 @@ def _check_options(
             "no predictors requested: give at least one of --niche, --lag, "
             "--coords or --section-key."
         )
-    if not key_added.strip():
-        raise BadInput("--key-added must not be empty.")
+    from ._results import check_key
+
+    try:
+        check_key(key_added, "--key-added")
+    except StglmInputError as err:
+        raise BadInput(str(err)) from None
     fit_genes_list = _gene_list(genes, "--genes")
     plot_gene_list = _gene_list(plot_genes, "--plot-genes")
     if figures is not None:
@@ -439,6 +502,14 @@ def _check_input(
     for option, column in columns.items():
         if column is not None:
             _check_obs_column(adata, column, option, source)
+    section = columns.get("--section-key")
+    if section is not None:
+        from ._anndata import get_section_labels
+
+        try:
+            get_section_labels(adata, section, "--section-key")
+        except StglmInputError as err:
+            raise BadInput(f"{err} ({source.name})") from None
     niche = columns.get("--niche")
     if niche is not None and adata.obs[niche].nunique() > MAX_NICHE_CATEGORIES:
         raise BadInput(
@@ -491,13 +562,13 @@ def _check_model_input(
     import numpy as np
     import scipy.sparse as sp
 
-    from ._anndata import layer_label, layer_matrix
+    from ._anndata import is_lazy, layer_label, layer_matrix
 
     _check_numeric_column(adata, offset, "--offset", source)
     _check_numeric_column(adata, sample_weight, "--sample-weight", source, weights=True)
-    if model.size_factors is None:
-        return
     matrix = layer_matrix(adata, layer)
+    if model.size_factors is None or is_lazy(matrix):
+        return  # lazy counts: each block checks its own, the size factors the totals
     where = f"cannot fit {source.name} ({layer_label(layer)})"
     what = f"size factors (--size-factors {model.size_factors})"
     smallest = float(matrix.min()) if matrix.size else 0.0
@@ -660,6 +731,7 @@ def _write_figures(
     top: int,
     genes: list[str],
     quiet: bool = False,
+    section_key: str | None = None,
 ) -> list[Path]:
     import numpy as np
     from matplotlib.figure import Figure
@@ -686,7 +758,12 @@ def _write_figures(
     written.append(
         atomic_write(folder / "coef_heatmap.png", lambda p: fig.savefig(p, dpi=120, format="png"))
     )
-    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float))
+    # a row of panels per section, unless there are so many that each would be a thumbnail
+    groupby = section_key
+    if groupby is not None and adata.obs[groupby].nunique() > MAX_FIGURE_SECTIONS:
+        groupby = None
+    groups = None if groupby is None else adata.obs[groupby].to_numpy()
+    shape, figsize = gene_fit_layout(np.asarray(adata.obsm["spatial"], dtype=float), groups=groups)
     for gene in genes:
         if status[gene] not in FITTED_STATUSES:
             if not quiet:
@@ -694,7 +771,7 @@ def _write_figures(
             continue
         fig = Figure(figsize=figsize, layout="constrained")
         axes = fig.subplots(*shape)
-        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design)
+        plot_gene_fit(adata, gene, key_added=key, axes=axes, design=design, groupby=groupby)
         fig.suptitle(
             f"{gene}: observed counts and fitted means ({adata.uns[key]['params']['distr']})"
         )
@@ -731,7 +808,7 @@ def _out_option(what: str, required: bool) -> Callable[[Any], Any]:
         type=click.Path(path_type=Path),
         help=f"Results file (.h5ad): the input AnnData plus {what}. Written atomically "
         "(temporary file, then renamed), so a failed run leaves no partial file. Refused "
-        "when it names the input file, unless --force.",
+        "when the file exists (the input file included), unless --force.",
     )
 
 
@@ -739,7 +816,8 @@ _FORCE = click.option(
     "--force",
     is_flag=True,
     default=False,
-    help="Allow --out to replace the input file (the input is read completely first).",
+    help="Allow --out to replace an existing file, the input file included (the input is "
+    "read completely first).",
 )
 
 _DESIGN_OPTIONS = _apply(
@@ -748,7 +826,8 @@ _DESIGN_OPTIONS = _apply(
         metavar="GENES|FILE",
         default=None,
         help="Genes to model: comma-separated names, or a file with one name per line "
-        "(commas/whitespace also separate; '#' starts a comment). Default: all genes.",
+        "(commas/whitespace also separate; '#' starts a comment; a name in double quotes "
+        "may hold commas or spaces, e.g. '\"HLA-A,B\",KRT15'). Default: all genes.",
     ),
     click.option(
         "--niche",
@@ -855,6 +934,33 @@ def _model_options(default_distr: str) -> Callable[[Any], Any]:
     )
 
 
+_DASK_OPTIONS = _apply(
+    click.option(
+        "--workers",
+        metavar="N",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Fit the genes as Dask tasks on a local cluster of N worker processes, reading "
+        "the counts lazily (needs stglm[dask]); --out then holds annotations and results "
+        "without the count matrices.",
+    ),
+    click.option(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="As --workers, on the running Dask cluster whose scheduler is at ADDRESS (e.g. "
+        "tcp://scheduler-host:8786); its workers must be able to read INPUT at the same path.",
+    ),
+    click.option(
+        "--chunk-size",
+        metavar="GENES",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Genes per block (one Dask task): a worker's memory grows with it, about "
+        "13 × 8 bytes × cells per gene. Default: at most 128, fewer for many cells.",
+    ),
+)
+
 _QUIET = click.option(
     "-q",
     "--quiet",
@@ -869,7 +975,8 @@ def _read_checked(
 ) -> Any:
     """Read INPUT and check it against the design, model and gene options."""
     source = options["input_path"]
-    adata = _read_input(source)
+    lazy = options["workers"] is not None or options["scheduler"] is not None
+    adata = _read_input(source, lazy, options["chunk_size"])
     _check_input(
         adata,
         source,
@@ -912,6 +1019,16 @@ def _cli_record(options: dict[str, Any], lag_genes: list[str], model: Model) -> 
 
 
 def _write_h5ad(adata: Any, out: Path) -> None:
+    """Write ``adata``; counts read lazily stay in the input: annotations and results only."""
+    import anndata as ad
+
+    from ._anndata import is_lazy
+
+    if is_lazy(adata.X) or any(is_lazy(layer) for layer in adata.layers.values()):
+        adata = ad.AnnData(
+            obs=adata.obs, var=adata.var, obsm=adata.obsm, varm=adata.varm, obsp=adata.obsp,
+            uns=adata.uns,
+        )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         atomic_write(out, adata.write_h5ad)
@@ -984,6 +1101,14 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     help="Values on each gene's λ path (without --lambda).",
 )
 @click.option(
+    "--lambda-min-ratio",
+    metavar="R",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda; "
+    "default 1e-3). Lower it when genes are reported choosing the path's end.",
+)
+@click.option(
     "--seed",
     metavar="INT",
     type=click.IntRange(0, 2**32 - 1),
@@ -1036,6 +1161,7 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     show_default=True,
     help="Genes listed per predictor in the summary.",
 )
+@_DASK_OPTIONS
 @_FORCE
 @_QUIET
 def fit(**options: Any) -> None:
@@ -1070,6 +1196,28 @@ def fit(**options: Any) -> None:
         key_added=o["key_added"], plot_genes=o["plot_genes"], figures=o["figures"],
     )  # fmt: skip
     genes = {"--genes": fit_genes_list, "--lag": lag_genes, "--plot-genes": plot_gene_list}
+    _check_dask_options(o)
+    with _dask_cluster(o):
+        _fit_command(o, model, unpenalized, genes, started)
+
+
+def _check_dask_options(o: dict[str, Any]) -> None:
+    """--workers, --scheduler and what they exclude."""
+    if o["workers"] is not None and o["scheduler"] is not None:
+        raise BadInput("give --workers N (a local cluster) or --scheduler ADDRESS, not both.")
+    lazy = o["workers"] is not None or o["scheduler"] is not None
+    for option in ("figures", "store_fitted"):
+        if lazy and o.get(option):
+            raise BadInput(
+                f"--{option.replace('_', '-')} stores the fitted means of every gene (a dense "
+                "cells × genes matrix): not with --workers or --scheduler."
+            )
+
+
+def _fit_command(o, model, unpenalized, genes, started) -> None:
+    """`stglm fit` after the options' checks (inside the Dask cluster, if any)."""
+    lag_genes, fit_genes_list = genes["--lag"], genes["--genes"]
+    plot_gene_list = genes["--plot-genes"]
     adata = _read_checked(o, model, genes, o["figures"] is not None)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
@@ -1078,12 +1226,15 @@ def fit(**options: Any) -> None:
         if unpenalized:
             free = _design_columns(unpenalized, design, "--unpenalized")
             factor = [0.0 if str(c) in free else 1.0 for c in design.columns]
+        ratio = o["lambda_min_ratio"]
+        path_end = {} if ratio is None else {"lambda_min_ratio": ratio}
         fit_seconds = _fit(
             adata, o["input_path"], fit_genes_list, design=design, alpha=o["alpha"],
             reg_lambda=o["reg_lambda"], n_lambdas=o["n_lambdas"], cv=o["cv"],
+            **path_end,
             random_seed=o["seed"], layer=o["layer"], key_added=o["key_added"],
             store_fitted=o["store_fitted"] or o["figures"] is not None,
-            progress=not o["quiet"],
+            progress=not o["quiet"], chunk_size=o["chunk_size"],
             clip_coeffs=model.clip_coeffs, offset=o["offset"],
             sample_weight=o["sample_weight"], penalty_factor=factor,
             inference=o["inference"], **model.library_options(),
@@ -1118,8 +1269,9 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             written = _write_figures(
-                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"]
-            )
+                adata, key, design, o["figures"], o["top_genes"], plot_genes, o["quiet"],
+                o["section_key"],
+            )  # fmt: skip
         if mu is not None:
             del adata.layers[mu_layer(key)]
     if o["quiet"]:
@@ -1195,6 +1347,7 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
     show_default=True,
     help="Genes listed in the summary, smallest q-value first.",
 )
+@_DASK_OPTIONS
 @_FORCE
 @_QUIET
 def test(**options: Any) -> None:
@@ -1222,10 +1375,17 @@ def test(**options: Any) -> None:
         niche=o["niche"], lag=o["lag"], coords=o["coords"], section_key=o["section_key"],
         key_added=o["key_added"],
     )  # fmt: skip
-    adata = _read_checked(o, model, {"--genes": genes, "--lag": lag_genes}, False)
+    _check_dask_options(o)
+    with _dask_cluster(o):
+        _test_command(o, model, genes, lag_genes, started)
+
+
+def _test_command(o, model, genes, lag_genes, started) -> None:
+    """`stglm test` after the options' checks (inside the Dask cluster, if any)."""
     from ._anndata import layer_label
     from ._gene_tests import test_genes
 
+    adata = _read_checked(o, model, {"--genes": genes, "--lag": lag_genes}, False)
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         design = _build_design(adata, o, lag_genes)
@@ -1235,7 +1395,7 @@ def test(**options: Any) -> None:
             f"cannot test {o['input_path'].name} ({layer_label(o['layer'])})",
             adata, genes, design=design, reduced=reduced, test=o["test_name"],
             offset=o["offset"], sample_weight=o["sample_weight"], layer=o["layer"],
-            key_added=o["key_added"], progress=not o["quiet"],
+            key_added=o["key_added"], progress=not o["quiet"], chunk_size=o["chunk_size"],
             **{**model.library_options(), "theta": model.theta},
         )  # fmt: skip
         caught = [str(r.message) for r in records]

@@ -114,6 +114,7 @@ def demo(out: Path) -> int:
         ["fit", *_design_args(data_path, marker_names)]
         + ["--distr", "poisson", "--link", "log", "--size-factors", "total", "--alpha", "0.5"]
         + ["--lambda", str(REG_LAMBDA), "--out", str(out / "visium_prostate_stglm.h5ad")]
+        + ["--force"]  # the demo's own folder: a second run replaces the first's results
         + ["--figures", str(out / "figures"), "--top-genes", "40"]
         + ["--plot-genes", ",".join(plot_genes)]
     )
@@ -140,7 +141,7 @@ def _inference(adata: Any, data_path: Path, out: Path, markers: list[str]) -> in
     status = _run_cli(
         ["test", *_design_args(data_path, markers), "--genes", str(gene_file)]
         + ["--reduced", "list_ID,x,y", *COUNT_MODEL]
-        + ["--out", str(tests_path), "--table", str(out / "spatial_lag_tests.csv")]
+        + ["--out", str(tests_path), "--table", str(out / "spatial_lag_tests.csv"), "--force"]
         + ["--top-genes", str(TOP_TESTED)]
     )
     if status != 0:

@@ -56,7 +56,7 @@ def _get_ax(ax: Axes | None) -> Axes:
         return ax
     import matplotlib.pyplot as plt  # only here: creating a figure is pyplot's job
 
-    _, ax = plt.subplots()
+    _, ax = plt.subplots(layout="constrained")  # room for a legend outside the axes
     return ax
 
 
@@ -94,12 +94,15 @@ def plot_coef_path(
     *,
     feature_names: Sequence[str] | None = None,
     log: bool = True,
+    legend_max: int = 10,
 ) -> Axes:
     """Plot the coefficient path of a fitted GLMCV against log λ.
 
     One line per feature shows ``coef_path_[:, j]`` (the full-data fit at each λ of
     ``reg_lambda_path_``, after ``clip_coeffs``); a dashed vertical line marks the
-    chosen λ, ``reg_lambda_opt_``. The intercept is not drawn.
+    chosen λ, ``reg_lambda_opt_``. The intercept is not drawn. With many features only the
+    ``legend_max`` largest at the chosen λ are coloured and named in the legend (outside the
+    plot, on the right); the others are thin grey lines.
 
     Parameters
     ----------
@@ -112,11 +115,14 @@ def plot_coef_path(
         the model was fitted on a DataFrame, else ``x0, x1, ...``.
     log : bool, default=True
         Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
+    legend_max : int, default=10
+        At most this many features are named: those with the largest abs(coefficient) at the
+        chosen λ (then those that enter the path first).
 
     Returns
     -------
     matplotlib.axes.Axes
-        The Axes drawn on.
+        The Axes drawn on; each feature's line has the gid ``"coef:<name>"``.
 
     Raises
     ------
@@ -125,15 +131,27 @@ def plot_coef_path(
     sklearn.exceptions.NotFittedError
         If ``model`` has not been fitted.
     ValueError
-        If ``feature_names`` has the wrong length, or ``log`` is True and the path
-        contains λ = 0.
+        If ``feature_names`` has the wrong length, ``legend_max`` is not a positive integer,
+        or ``log`` is True and the path contains λ = 0.
     """
     _check_model(model, "plot_coef_path")
     names = _feature_names(model, feature_names)
+    if isinstance(legend_max, bool) or not isinstance(legend_max, int | np.integer):
+        raise InputTypeError(f"legend_max must be a positive integer; got {legend_max!r}.")
+    if legend_max < 1:
+        raise InputError(f"legend_max must be a positive integer; got {legend_max!r}.")
     ax = _get_ax(ax)
     x = _lambda_axis(model.reg_lambda_path_, log)
+    named = _named_features(model, legend_max)
+    colours = _named_colours()
     for j, name in enumerate(names):
-        ax.plot(x, model.coef_path_[:, j], label=name, gid=f"coef:{name}")
+        if j in named:
+            style = {"label": name, "color": colours[sorted(named).index(j) % len(colours)]}
+        else:
+            style = {"color": "0.75", "linewidth": 0.6}
+        ax.plot(
+            x, model.coef_path_[:, j], gid=f"coef:{name}", zorder=2 if j in named else 1, **style
+        )
     x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
     ax.axvline(
         x_opt,
@@ -146,9 +164,35 @@ def plot_coef_path(
     ax.axhline(0.0, color="grey", linewidth=0.5, zorder=0)
     ax.set_xlabel(_lambda_label(log))
     ax.set_ylabel("coefficient")
-    ax.set_title(f"Coefficient path ({model.distr}, α = {model.alpha:g})")
-    ax.legend(fontsize="small")
+    title = f"Coefficient path ({model.distr}, α = {model.alpha:g})"
+    if len(named) < len(names):
+        title += f"\n{len(named)} of {len(names)} features named (largest at the chosen λ)"
+    ax.set_title(title)
+    if len(named) > 6:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    else:
+        ax.legend(fontsize="small")
     return ax
+
+
+def _named_colours() -> list:
+    """tab20's dark then light colours without its greys (grey is for unnamed features)."""
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    return [c for i, c in enumerate(tab20) if i % 2 == 0 and i != 14] + [
+        c for i, c in enumerate(tab20) if i % 2 == 1 and i != 15
+    ]
+
+
+def _named_features(model: GLMCV, legend_max: int) -> set[int]:
+    """The features the legend names: largest |coef| at the chosen λ, then earliest to enter."""
+    path = np.abs(np.asarray(model.coef_path_))
+    chosen = path[int(model.best_index_)]
+    nonzero = path > 0
+    entry = np.where(nonzero.any(axis=0), np.argmax(nonzero, axis=0), path.shape[0])
+    order = np.lexsort((entry, -chosen))
+    return {int(j) for j in order[:legend_max]}
 
 
 def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> Axes:
@@ -167,11 +211,14 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
         Axes to draw on; by default a new figure with one Axes is created.
     log : bool, default=True
         Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
+    legend_max : int, default=10
+        At most this many features are named: those with the largest abs(coefficient) at the
+        chosen λ (then those that enter the path first).
 
     Returns
     -------
     matplotlib.axes.Axes
-        The Axes drawn on.
+        The Axes drawn on; each feature's line has the gid ``"coef:<name>"``.
 
     Raises
     ------

@@ -30,6 +30,7 @@ from ._anndata import (
     get_coords,
     get_matrix,
     get_obs_column,
+    get_section_labels,
     group_indices,
 )
 from ._errors import InputError, InputTypeError
@@ -46,6 +47,9 @@ __all__ = [
     "spatial_lag",
     "spatial_neighbors",
 ]
+
+#: niche_composition warns about categories with fewer cells than this.
+RARE_CATEGORY_CELLS = 30
 
 
 def _check_W(W: Any, normalize_W: bool) -> Matrix:
@@ -190,10 +194,14 @@ def niche_composition(
         Indexed by ``obs_names``; columns ``niche_<category>`` in the column's category order
         (sorted values for a non-categorical column; unused categories give a zero column).
         Rows sum to 1; a cell without neighbours gets a row of zeros, with a ``UserWarning``.
+        Categories of fewer than ``RARE_CATEGORY_CELLS`` cells get a ``UserWarning`` too: their
+        niche coefficients rest on a handful of neighbourhoods and are the first to be
+        large by chance (merge them, or leave their columns out).
     """
     check_adata(adata)
     labels = get_obs_column(adata, obs_key, "obs_key")
     categorical = pd.Categorical(labels)
+    _warn_rare_categories(categorical, obs_key)
     W = _resolve_graph(adata, graph, graph_kwargs)
     n_obs, n_cat = adata.n_obs, len(categorical.categories)
     onehot = sp.csr_matrix(
@@ -202,6 +210,21 @@ def niche_composition(
     shares, _ = calc_1nd_moment(onehot, W)
     columns = [f"niche_{c}" for c in categorical.categories]
     return pd.DataFrame(shares.toarray(), index=adata.obs_names.copy(), columns=columns)
+
+
+def _warn_rare_categories(categorical: pd.Categorical, obs_key: str) -> None:
+    counts = pd.Series(categorical).value_counts()
+    rare = counts[(counts > 0) & (counts < RARE_CATEGORY_CELLS)].sort_values()
+    if len(rare):
+        listed = ", ".join(f"{c} ({n})" for c, n in rare.items())
+        warnings.warn(
+            f"{obs_key}: {len(rare)} categor{'y has' if len(rare) == 1 else 'ies have'} fewer "
+            f"than {RARE_CATEGORY_CELLS} cells: {listed}. Their niche_<category> coefficients "
+            "rest on a few neighbourhoods and can be large by chance; merge rare categories "
+            "or leave their columns out of the design.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def spatial_lag(
@@ -247,7 +270,7 @@ def spatial_lag(
             f"genes must be a gene name or a non-empty list of names; got {genes!r}."
         )
     _, cols = gene_positions(adata, genes)
-    X = get_matrix(adata, layer)
+    X = get_matrix(adata, layer, lazy=True)  # a dask array: totals and these columns only
     scale = size_factors(X) if normalize else None  # checks X before the graph is built
     W = _resolve_graph(adata, graph, graph_kwargs)
 
@@ -299,7 +322,7 @@ def _standardize(coords: np.ndarray) -> np.ndarray:
 
 def _section_dummies(adata: AnnData, section_key: str) -> pd.DataFrame:
     """0/1 columns ``<key>_<section>`` for every section but the first (the reference)."""
-    labels = pd.Categorical(get_obs_column(adata, section_key, "section_key"))
+    labels = pd.Categorical(get_section_labels(adata, section_key, "section_key"))
     dummies = pd.get_dummies(labels, prefix=section_key, drop_first=True, dtype=float)
     return dummies.set_axis(adata.obs_names.copy(), axis=0)
 
@@ -308,7 +331,7 @@ def _section_coordinates(adata: AnnData, section_key: str) -> pd.DataFrame:
     """Coordinates standardised within each section (sections lie apart on one slide)."""
     frame = coordinates(adata, standardize=False)
     values = frame.to_numpy(copy=True)
-    for members in group_indices(get_obs_column(adata, section_key, "section_key")):
+    for members in group_indices(get_section_labels(adata, section_key, "section_key")):
         values[members] = _standardize(values[members])
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)
 
@@ -372,9 +395,10 @@ def build_design(
     validate_params({"coords": coords}, {"coords": Boolean()})
     lag = [lag] if isinstance(lag, str) else list(lag or [])
     # The cheap checks first: a misspelt column or gene fails before the graph is built.
-    for name, key in (("section_key", section_key), ("niche", niche)):
-        if key is not None:
-            get_obs_column(adata, key, name)
+    if section_key is not None:
+        get_section_labels(adata, section_key, "section_key")
+    if niche is not None:
+        get_obs_column(adata, niche, "niche")
     if lag:
         gene_positions(adata, lag)
     if graph is None or (isinstance(graph, str) and graph == "spatial"):

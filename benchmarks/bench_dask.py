@@ -1,0 +1,408 @@
+"""fit_genes on Dask: gene blocks as tasks on a LocalCluster of 1 and 2 workers vs in memory.
+
+Synthetic Poisson counts (n cells × G genes, p = 10 standard-normal predictors, means
+exp(b0_g + x·β_g) with b0_g = log U(0.02, 0.5) and β ~ N(0, 0.1²)) are written once to a
+gene-major (CSC) .zarr store. Each configuration runs in its own process, interleaved with
+the others, ``--repeats`` times:
+
+- ``memory``: anndata reads the store into memory, fit_genes in that process (one thread);
+- ``workers=1`` and ``workers=2``: :func:`stglm.read_dask` leaves the counts on disk and
+  fit_genes runs the blocks on a LocalCluster of that many one-thread worker processes
+  (started and warmed up — stglm imported on every worker — before the clock starts).
+
+Reported: wall time of the fit (medians), speed-up and scaling efficiency T₁/(N·T_N), peak
+RSS of the client (with the scheduler, which a LocalCluster runs in it) and of each worker
+(``getrusage``), each block's compute time from Dask's task stream and its distance to the
+Hessian-product floor (``bench_genes.floor``: Newton iterations × the pair products at the
+rate measured here for the block's shape, plus the exponentials), and the extrapolation
+to 10⁷ cells × 18,000 genes on N workers from the measured cost per cell·gene. Every
+configuration's coefficients are checked bit for bit against the in-memory fit's.
+
+Run (about 8 min at the default size on 2 cores):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_dask.py
+
+Writes benchmarks/results/dask.json and dask.md and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_genes as BG  # noqa: E402
+import common as C  # noqa: E402
+
+P = 10
+#: The fit: Poisson (log link) at one λ, log size factors from the totals.
+FIT = {"reg_lambda": 0.01, "size_factors": "total", "progress": False}
+CONFIGS = ("memory", "workers=1", "workers=2")
+#: The extrapolation's target.
+TARGET_CELLS, TARGET_GENES = 10_000_000, 18_000
+TARGET_WORKERS = (8, 32, 128, 512)
+
+
+# -------------------------------------------------------------------------------------------
+# data
+# -------------------------------------------------------------------------------------------
+def make_data(folder: Path, n: int, G: int, seed: int = 0) -> dict:
+    """The counts (CSC, float32) to ``folder/counts.zarr``, the design to ``design.npy``."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, P))
+    b0 = np.log(rng.uniform(0.02, 0.5, G))
+    B = rng.normal(0.0, 0.1, (P, G))
+    cols = []
+    for start in range(0, G, 50):  # 50 genes at a time: n × 50 dense at most
+        stop = min(start + 50, G)
+        cols.append(sp.csc_matrix(rng.poisson(np.exp(b0[start:stop] + X @ B[:, start:stop]))))
+    counts = sp.hstack(cols, format="csc").astype(np.float32)
+    adata = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(G)]),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.write_zarr(folder / "counts.zarr")
+    np.save(folder / "design.npy", X)
+    (folder / "shape.json").write_text(json.dumps([n, G]))
+    return {
+        "n": n,
+        "genes": G,
+        "p": P,
+        "nnz": int(counts.nnz),
+        "density": counts.nnz / (n * G),
+        "stored_bytes": int(counts.data.nbytes + counts.indices.nbytes + counts.indptr.nbytes),
+    }
+
+
+# -------------------------------------------------------------------------------------------
+# one configuration, in its own process
+# -------------------------------------------------------------------------------------------
+def _maxrss() -> int:
+    """Peak resident memory of this process, bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _warm() -> int:
+    """Import stglm and load its compiled kernels (a tiny fit), as a long run has done."""
+    import anndata as ad
+    import pandas as pd
+
+    import stglm
+
+    rng = np.random.default_rng(0)
+    small = ad.AnnData(X=rng.poisson(1.0, (200, 2)).astype(np.float32) + 1)
+    design = pd.DataFrame(rng.standard_normal((200, P)), index=small.obs_names)
+    stglm.fit_genes(small, design=design, **FIT)
+    return _maxrss()
+
+
+def job(config: str, folder: Path) -> dict:
+    """Fit every gene of ``folder/counts.zarr``; times, memory and the task stream."""
+    import anndata as ad
+    import pandas as pd
+
+    import stglm
+
+    X = np.load(folder / "design.npy")
+    block = chunk_genes(*json.loads((folder / "shape.json").read_text()))  # the same for all
+    out: dict = {"config": config}
+    started = time.perf_counter()
+    if config == "memory":
+        _warm()
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            adata = ad.read_zarr(folder / "counts.zarr")
+        out["read_seconds"] = time.perf_counter() - started
+        design = pd.DataFrame(X, index=adata.obs_names)
+        t0, c0 = time.perf_counter(), _cpu()
+        stglm.fit_genes(adata, design=design, chunk_size=block, **FIT)
+        out["fit_seconds"] = time.perf_counter() - t0
+        out["client_cpu_seconds"], out["worker_cpu_seconds"] = _cpu() - c0, []
+    else:
+        from distributed import Client, LocalCluster, get_task_stream
+
+        n_workers = int(config.split("=")[1])
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+        client = Client(cluster)
+        client.run(_warm)
+        out["cluster_start_seconds"] = time.perf_counter() - started
+        adata = stglm.read_dask(folder / "counts.zarr", chunk_size=block)
+        out["chunks"] = [list(c) for c in adata.X.chunks]
+        design = pd.DataFrame(X, index=adata.obs_names)
+        w0 = client.run(_cpu)
+        t0, c0 = time.perf_counter(), _cpu()
+        with get_task_stream(client) as stream:
+            stglm.fit_genes(adata, design=design, chunk_size=block, **FIT)
+        out["fit_seconds"] = time.perf_counter() - t0
+        out["client_cpu_seconds"] = _cpu() - c0  # the scheduler runs here too
+        out["worker_cpu_seconds"] = [v - w0[k] for k, v in client.run(_cpu).items()]
+        out["worker_maxrss"] = sorted(client.run(_maxrss).values())
+        out["tasks"] = _task_times(stream.data)
+        client.close()
+        cluster.close()
+    out["client_maxrss"] = _maxrss()
+    out["n_iter"] = adata.var["stglm_n_iter"].to_numpy().tolist()
+    np.save(folder / f"coef-{config}.npy", adata.varm["stglm_coef"].to_numpy())
+    return out
+
+
+def _task_times(records: list[dict]) -> dict:
+    """Compute seconds of the block tasks (one per block, in block order) and of the reads."""
+    blocks, reads = {}, 0.0
+    for record in records:
+        key = str(record["key"])
+        seconds = sum(
+            s["stop"] - s["start"] for s in record["startstops"] if s["action"] == "compute"
+        )
+        if key.startswith("stglm-block-"):
+            blocks[int(key.rsplit("-", 1)[1])] = blocks.get(int(key.rsplit("-", 1)[1]), 0) + seconds
+        else:
+            reads += seconds
+    return {"block_seconds": [blocks[k] for k in sorted(blocks)], "other_seconds": reads}
+
+
+def run_job(config: str, folder: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--job", config, "--data", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{config} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------------------
+# the whole benchmark
+# -------------------------------------------------------------------------------------------
+def chunk_genes(n: int, G: int) -> int:
+    from stglm._transcriptome import default_chunk_size
+
+    return default_chunk_size(n, n * G * 4)
+
+
+def summarise(data: dict, runs: dict[str, list[dict]], rates: dict) -> dict:
+    n, G = data["n"], data["genes"]
+    med = {c: float(np.median([r["fit_seconds"] for r in runs[c]])) for c in CONFIGS}
+    cpu = {
+        c: float(
+            np.median([r["client_cpu_seconds"] + sum(r["worker_cpu_seconds"]) for r in runs[c]])
+        )
+        for c in CONFIGS
+    }
+    t_mem, t1, t2 = med["memory"], med["workers=1"], med["workers=2"]
+    block = chunk_genes(n, G)
+    one = runs["workers=1"][-1]
+    n_iter = np.asarray(one["n_iter"])
+    block_seconds = np.asarray(one["tasks"]["block_seconds"])
+    # The Hessian-product floor of every block, at the rate measured for its shape.
+    floors = []
+    for k, seconds in enumerate(block_seconds):
+        genes = n_iter[k * block : (k + 1) * block]
+        floors.append(BG.floor(n, P, genes, float(seconds), rates["gemm"]["block"], rates))
+    total_block = float(block_seconds.sum())
+    per_cell_gene = total_block / (n * G)
+    efficiency = t1 / (2 * t2)
+    target_seconds = per_cell_gene * TARGET_CELLS * TARGET_GENES
+    return {
+        "median_fit_seconds": med,
+        "median_cpu_seconds": cpu,
+        "speedup_2_over_1": t1 / t2,
+        "speedup_2_over_memory": t_mem / t2,
+        "dask_1_over_memory": t1 / t_mem,
+        "efficiency_2": efficiency,
+        "block_genes": block,
+        "n_blocks": len(block_seconds),
+        "block_seconds_median": float(np.median(block_seconds)),
+        "block_floor_median": float(np.median([f["floor"] for f in floors])),
+        "block_ratio_median": float(np.median([f["ratio"] for f in floors])),
+        "read_and_other_seconds": one["tasks"]["other_seconds"],
+        "seconds_per_cell_gene": per_cell_gene,
+        "floors": floors,
+        "target": {
+            "cells": TARGET_CELLS,
+            "genes": TARGET_GENES,
+            "cpu_seconds": target_seconds,
+            "hours_on": {
+                str(w): target_seconds / (w * min(1.0, efficiency)) / 3600 for w in TARGET_WORKERS
+            },
+            "block_genes": chunk_genes(TARGET_CELLS, TARGET_GENES),
+            "worker_gib": worker_memory_model(TARGET_CELLS, chunk_genes(TARGET_CELLS, TARGET_GENES))
+            / 2**30,
+        },
+        "model_worker_gib_here": worker_memory_model(n, block) / 2**30,
+    }
+
+
+def worker_memory_model(n: int, block: int, threads: int = 1) -> float:
+    """Bytes a worker needs: the shared design once, and per thread a running block and one
+    read ahead (see docs/dask.md): 4 copies of the n × p design (X, X̃ᵀ, its scaled copy, |X|),
+    its pair products (at most 256 MiB, streamed beyond), the working arrays of a block
+    (13 n-vectors per gene) and its dense responses, plus ~300 MiB of imported libraries."""
+    m = P + 1
+    shared = 4 * 8 * n * m + min(8 * n * m * (m + 1) // 2, 256 * 2**20)
+    per_block = 8 * 13 * n * block + 8 * n * block
+    return 300 * 2**20 + shared + threads * (per_block + 8 * n * block)
+
+
+def tables(res: dict) -> str:
+    s, d, runs = res["summary"], res["data"], res["runs"]
+    rows = []
+    for c in CONFIGS:
+        fits = [r["fit_seconds"] for r in runs[c]]
+        workers = [max(r.get("worker_maxrss", [0])) for r in runs[c]]
+        cpus = [r["client_cpu_seconds"] + sum(r["worker_cpu_seconds"]) for r in runs[c]]
+        rows.append(
+            [
+                c,
+                " / ".join(C.fmt_time(t) for t in fits),
+                " / ".join(C.fmt_time(t) for t in cpus),
+                C.fmt_time(s["median_fit_seconds"][c]),
+                f"{s['median_fit_seconds']['memory'] / s['median_fit_seconds'][c]:.2f}×",
+                C.fmt_mem(float(np.median([r["client_maxrss"] for r in runs[c]]))),
+                "-" if c == "memory" else C.fmt_mem(float(np.median(workers))),
+            ]
+        )
+    main = C.markdown_table(
+        [
+            "configuration",
+            "fit wall (each run)",
+            "CPU, all processes (each run)",
+            "median wall",
+            "speed-up vs memory",
+            "client peak RSS",
+            "worker peak RSS (max)",
+        ],
+        rows,
+    )
+    t = s["target"]
+    measured_worker = float(np.median([max(r["worker_maxrss"]) for r in runs["workers=1"]]))
+    extra = C.markdown_table(
+        ["quantity", "value"],
+        [
+            [
+                "data",
+                f"{d['n']:,} cells × {d['genes']:,} genes, p = {d['p']}, {d['density']:.1%} "
+                f"non-zero, CSC zarr {C.fmt_mem(d['stored_bytes'])}",
+            ],
+            ["blocks", f"{s['n_blocks']} of {s['block_genes']} genes (fit_genes' default)"],
+            [
+                "scaling 1 → 2 workers",
+                f"{s['speedup_2_over_1']:.2f}× (efficiency {s['efficiency_2']:.0%})",
+            ],
+            ["Dask 1 worker / in memory", f"{s['dask_1_over_memory']:.2f}×"],
+            ["block compute, median", C.fmt_time(s["block_seconds_median"])],
+            [
+                "its Hessian-product floor, median",
+                f"{C.fmt_time(s['block_floor_median'])} → {s['block_ratio_median']:.1f}× the floor",
+            ],
+            ["reads and other tasks (1 worker, total)", C.fmt_time(s["read_and_other_seconds"])],
+            ["cost per cell·gene", f"{s['seconds_per_cell_gene'] * 1e9:.2f} ns"],
+            [
+                "10⁷ cells × 18,000 genes",
+                f"{t['cpu_seconds'] / 3600:.0f} CPU-hours; "
+                + ", ".join(f"{h:.1f} h on {w}" for w, h in t["hours_on"].items())
+                + " workers",
+            ],
+            [
+                "worker memory at 10⁷ cells (model)",
+                f"{t['worker_gib']:.1f} GiB per one-thread worker, blocks of "
+                f"{t['block_genes']} gene(s)",
+            ],
+            [
+                "worker memory here (model / measured)",
+                f"{s['model_worker_gib_here'] * 1024:.0f} MiB / {C.fmt_mem(measured_worker)}",
+            ],
+        ],
+    )
+    return f"{main}\n\n{extra}\n"
+
+
+def run(n: int, G: int, repeats: int) -> dict:
+    machine = C.machine_info()
+    loads = [C.loadavg()]
+    folder = Path(tempfile.mkdtemp(prefix="stglm-dask-"))
+    try:
+        t0 = time.perf_counter()
+        data = make_data(folder, n, G)
+        data["write_seconds"] = time.perf_counter() - t0
+        runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+        for _ in range(repeats):
+            for config in CONFIGS:
+                runs[config].append(run_job(config, folder))
+                loads.append(C.loadavg())
+                print(f"  {config}: {runs[config][-1]['fit_seconds']:.1f} s", file=sys.stderr)
+        reference = np.load(folder / "coef-memory.npy")
+        identical = {
+            c: bool(np.array_equal(np.load(folder / f"coef-{c}.npy"), reference)) for c in CONFIGS
+        }
+        block = chunk_genes(n, G)
+        m = P + 1
+        rates = BG.machine_rates({"block": (n, m * (m + 1) // 2, block)})
+        summary = summarise(data, runs, rates)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    res = {
+        "machine": machine,
+        "loadavg": loads,
+        "data": data,
+        "runs": runs,
+        "identical_to_memory": identical,
+        "rates": rates,
+        "summary": summary,
+        "git": C.git_src_state(),
+    }
+    res["table"] = tables(res)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", type=int, default=200_000)
+    ap.add_argument("--genes", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--job", choices=CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "dask.json")
+    args = ap.parse_args(argv)
+    if args.job:
+        print(json.dumps(job(args.job, args.data), default=C.jsonable))
+        return 0
+    res = run(args.cells, args.genes, args.repeats)
+    args.json.write_text(json.dumps(res, indent=1, default=C.jsonable))
+    args.json.with_suffix(".md").write_text(res["table"])
+    print(res["table"])
+    print("identical to the in-memory fit:", res["identical_to_memory"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
