@@ -225,3 +225,21 @@ def test_glmcv_n_jobs_follows_joblib(n_jobs, error):
     X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20.0)
     with pytest.raises(error, match="n_jobs must be a non-zero integer"):
         stglm.GLMCV(distr="gaussian", n_jobs=n_jobs).fit(X, y)
+
+
+def test_dense_counts_are_checked_a_block_at_a_time(base, monkeypatch):
+    """Dense counts are checked in column blocks (never copied whole): a NaN in the last block
+    is still found before any work, and non-whole values in one block give one warning."""
+    import stglm._anndata
+
+    monkeypatch.setattr(stglm._anndata, "CHECK_BLOCK_VALUES", base.n_obs)  # one gene a block
+    X = base.X.toarray()
+    X[5, 4] = np.nan
+    with pytest.raises(ValueError, match="adata.X contains NaN"):
+        stglm.fit_genes(with_X(base, X), design=design_of(base), copy=True, **QUIET)
+    X = base.X.toarray()
+    X[:, 2] += 0.5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stglm.fit_genes(with_X(base, X), design=design_of(base), copy=True, **QUIET)
+    assert sum("not whole numbers" in str(w.message) for w in caught) == 1

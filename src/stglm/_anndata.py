@@ -25,6 +25,8 @@ from ._validation import check_X
 
 #: Fewest cells/spots a fit accepts.
 MIN_OBS = 2
+#: Values per block when dense responses are checked (64 MiB of float64).
+CHECK_BLOCK_VALUES = 8 * 2**20
 
 __all__ = [
     "X_LAYER",
@@ -323,27 +325,25 @@ def check_response_values(matrix: Any, columns: np.ndarray, family: Any, layer: 
     NaN or infinite values and values outside the family's range are errors; values that are
     not whole numbers under a count family (Poisson, negative binomial) get a warning naming
     the matrix: they are usually normalised or log-transformed data, not counts. Sparse
-    matrices are checked through their stored values (and one zero, if any is implicit); a
-    dask array is checked block by block as it is read.
+    matrices are checked through their stored values (and one zero, if any is implicit),
+    dense ones a block of columns at a time (never copied whole); a dask array is checked
+    block by block as it is read.
     """
     if not isinstance(matrix, Matrix):
         return
+    label = layer_label(layer)
     if sp.issparse(matrix):
         whole = len(columns) == matrix.shape[1] and np.array_equal(columns, np.arange(len(columns)))
         sub = matrix if whole else matrix[:, columns]
         values = sub.data
         if sub.nnz < sub.shape[0] * sub.shape[1]:
             values = np.append(values, 0.0)  # the implicit zeros, for the range check
+        integral = _check_values(values, family, label)
     else:
-        values = np.asarray(matrix[:, columns])
-    label = layer_label(layer)
-    if not np.all(np.isfinite(values)):
-        raise InputError(f"{label} contains NaN or infinite values.")
-    try:
-        family.check_y(values)
-    except ValueError as err:  # the family's range check: bad input, not a bug
-        raise InputError(f"{label}: {err}") from None
-    if family.is_count and not np.array_equal(values, np.round(values)):
+        step = max(1, CHECK_BLOCK_VALUES // max(1, matrix.shape[0]))
+        blocks = (columns[s : s + step] for s in range(0, len(columns), step))
+        integral = all([_check_values(np.asarray(matrix[:, b]), family, label) for b in blocks])
+    if family.is_count and not integral:
         warnings.warn(
             f"{label} holds values that are not whole numbers, but distr={family.name!r} "
             "models counts: fit the raw counts (layer='counts' or whichever layer holds "
@@ -351,6 +351,17 @@ def check_response_values(matrix: Any, columns: np.ndarray, family: Any, layer: 
             UserWarning,
             stacklevel=4,
         )
+
+
+def _check_values(values: np.ndarray, family: Any, label: str) -> bool:
+    """Raise on non-finite or out-of-range values; whether all are whole numbers."""
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{label} contains NaN or infinite values.")
+    try:
+        family.check_y(values)
+    except ValueError as err:  # the family's range check: bad input, not a bug
+        raise InputError(f"{label}: {err}") from None
+    return bool(np.array_equal(values, np.round(values)))
 
 
 # ---------------------------------------------------------------------------------------------
