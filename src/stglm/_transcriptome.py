@@ -108,7 +108,8 @@ class _GeneFitter:
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
         self.with_score = True
-        self.design = SharedDesign(X, estimator.fit_intercept)
+        self.options = estimator._newton_options  # the estimator's routes and budgets
+        self.design = SharedDesign(X, estimator.fit_intercept, self.options)
         self.folds = folds
         self.weights, self.factor = weights, factor
         self.theta_method = estimator.theta if estimator._estimates_theta() else None
@@ -124,7 +125,7 @@ class _GeneFitter:
         e = self.est
         return BatchedNewtonCD(
             self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol,
-            penalty_factor=self.factor,
+            penalty_factor=self.factor, options=self.options,
         )  # fmt: skip
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
@@ -250,8 +251,10 @@ class _GeneFitter:
         exact = intercept_is_exact(fam, offset) or not d.fit_intercept
         if free.size == 0 and self.theta_method is None and exact:
             return None, None
-        design = SharedDesign(d.X[:, free], d.fit_intercept)
-        solver = BatchedNewtonCD(fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL)
+        design = SharedDesign(d.X[:, free], d.fit_intercept, self.options)
+        solver = BatchedNewtonCD(
+            fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL, options=self.options
+        )
         lam = np.zeros(Y.shape[1])
         w = as_column(self.weights)
         if self.theta_method is None:
