@@ -116,6 +116,16 @@ class _GLMBase(RegressorMixin, BaseEstimator):
     def _estimates_theta(self) -> bool:
         return isinstance(self.theta, str)
 
+    def _solver_options(self) -> dict:
+        """The solver's options (``solve``'s ``options``), for GLM and GLMCV alike."""
+        return {
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "random_seed": self.random_seed,
+            "newton": self._newton_options,
+        }
+
     def _family(self, theta: float | None = None) -> Family:
         """The family; an estimated θ starts at (or is) ``theta``, else ``theta_`` or 1."""
         if theta is None:
@@ -546,15 +556,6 @@ class GLM(_GLMBase):
             sign(β)·max(abs(β) − thresh, 0).
         """
         return soft_threshold(np.asarray(beta, dtype=float), thresh)
-
-    def _solver_options(self) -> dict:
-        return {
-            "learning_rate": self.learning_rate,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "random_seed": self.random_seed,
-            "newton": self._newton_options,
-        }
 
     def _store(self, result: SolverResult, y: np.ndarray, problem: Problem) -> None:
         """Set the fitted attributes from a solver result, applying ``clip_coeffs``."""

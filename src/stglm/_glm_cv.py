@@ -179,15 +179,6 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         self.penalty_factor = penalty_factor
 
     # -- helpers -----------------------------------------------------------------------------
-    def _options(self) -> dict:
-        return {
-            "learning_rate": self.learning_rate,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "random_seed": self.random_seed,
-            "newton": self._newton_options,
-        }
-
     def _theta_method(self) -> str | None:
         return self.theta if self._estimates_theta() else None
 
@@ -218,7 +209,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
                 theta_method=self._theta_method(), options=self._newton_options,
             )  # fmt: skip
         return separate_fold_paths(
-            problem, lams, folds, self.solver, self._options(), screening=self.screening,
+            problem, lams, folds, self.solver, self._solver_options(), screening=self.screening,
             theta_method=self._theta_method(), n_jobs=self.n_jobs,
         )  # fmt: skip
 
@@ -227,7 +218,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         lmax = None
         if self.reg_lambda is None:
             if self._estimates_theta():
-                theta0 = null_theta(problem, self.theta, self.solver, self._options())
+                theta0 = null_theta(problem, self.theta, self.solver, self._solver_options())
                 problem = replace(problem, family=problem.family.with_theta(theta0))
             lmax = lambda_max(problem)
         return lambda_grid(self.reg_lambda, self.n_lambdas, self.lambda_min_ratio, lmax)
