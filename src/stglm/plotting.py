@@ -152,15 +152,7 @@ def plot_coef_path(
         ax.plot(
             x, model.coef_path_[:, j], gid=f"coef:{name}", zorder=2 if j in named else 1, **style
         )
-    x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
-    ax.axvline(
-        x_opt,
-        color="black",
-        linestyle="--",
-        linewidth=1.0,
-        label=f"chosen λ = {model.reg_lambda_opt_:.3g}",
-        gid="lambda_opt",
-    )
+    _mark_chosen_lambda(ax, model, log, f"chosen λ = {model.reg_lambda_opt_:.3g}")
     ax.axhline(0.0, color="grey", linewidth=0.5, zorder=0)
     ax.set_xlabel(_lambda_label(log))
     ax.set_ylabel("coefficient")
@@ -173,6 +165,12 @@ def plot_coef_path(
     else:
         ax.legend(fontsize="small")
     return ax
+
+
+def _mark_chosen_lambda(ax: Axes, model: GLMCV, log: bool, label: str) -> None:
+    """The dashed vertical line at the chosen λ (gid ``"lambda_opt"``)."""
+    x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
+    ax.axvline(x_opt, color="black", linestyle="--", linewidth=1.0, label=label, gid="lambda_opt")
 
 
 def _named_colours() -> list:
@@ -211,14 +209,13 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
         Axes to draw on; by default a new figure with one Axes is created.
     log : bool, default=True
         Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
-    legend_max : int, default=10
-        At most this many features are named: those with the largest abs(coefficient) at the
-        chosen λ (then those that enter the path first).
 
     Returns
     -------
     matplotlib.axes.Axes
-        The Axes drawn on; each feature's line has the gid ``"coef:<name>"``.
+        The Axes drawn on; the mean line has the gid ``"cv_mean"``, the band ``"cv_se"``, the
+        chosen λ ``"lambda_opt"`` and the best-score λ (``select="one_se"`` only)
+        ``"lambda_best"``.
 
     Raises
     ------
@@ -245,18 +242,10 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
         label="± 1 standard error",
         gid="cv_se",
     )
-
-    x_opt = _lambda_axis([model.reg_lambda_opt_], log)[0]
-    ax.axvline(
-        x_opt,
-        color="black",
-        linestyle="--",
-        linewidth=1.0,
-        label=f"chosen λ = {model.reg_lambda_opt_:.3g} ({model.select})",
-        gid="lambda_opt",
-    )
-    # The best mean score; ties go to the largest λ, the first in the decreasing path.
-    best = int(np.argmin(mean) if model.score_metric == "deviance" else np.argmax(mean))
+    _mark_chosen_lambda(ax, model, log, f"chosen λ = {model.reg_lambda_opt_:.3g} ({model.select})")
+    # The best mean score (a NaN score is never best, as in the CV driver); ties go to the
+    # largest λ, the first in the decreasing path.
+    best = int(np.nanargmin(mean) if model.score_metric == "deviance" else np.nanargmax(mean))
     if model.select == "one_se" and best != model.best_index_:
         lam_best = float(model.reg_lambda_path_[best])
         ax.axvline(
