@@ -32,6 +32,7 @@ from ._solvers import SOLVERS, NewtonOptions, Problem, SolverResult, solve
 from ._solvers.newton_cd import null_fit
 from ._theta import fit_theta
 from ._validation import (
+    ETA,
     AnyOf,
     ArrayOrNone,
     Boolean,
@@ -75,7 +76,7 @@ COMMON_CONSTRAINTS = {
     "learning_rate": Real(0.0, None, closed="neither"),
     "max_iter": Integer(1, None, closed="left"),
     "tol": Real(0.0, None, closed="neither"),
-    "eta": Real(None, None, allow_inf=True),
+    "eta": ETA,
     "clip_coeffs": Real(0.0, None, closed="left"),
     "score_metric": Options(("deviance", "pseudo_r2")),
     "fit_intercept": Boolean(),
