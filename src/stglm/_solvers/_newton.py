@@ -169,7 +169,11 @@ class ProximalNewton:
             active.kkt, active.tol, active.at_minimum, active.stuck, active.n_iter,
             self.max_iter, done, leave, inner_tol,
         ):  # fmt: skip
-            if not active.retire(leave, converged=done):
+            # A row at its model's minimum (a zero or unresolvable step) stops, but it has
+            # converged only if it passes the KKT test too (a zero step from an overflowed
+            # model is no optimum).
+            converged = done & (active.kkt <= active.tol)
+            if not active.retire(leave, converged=converged):
                 return None
             inner_tol = inner_tolerance(active.kkt, active.tol)
         return inner_tol
