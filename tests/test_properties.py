@@ -189,7 +189,8 @@ class Case:
             return y_bar
         y_bar = max(y_bar, 1e-10)
         softplus = self.link is None and self.distr in ("softplus", "neg-binomial", "gamma")
-        return float(np.log(np.expm1(y_bar)) if softplus else np.log(y_bar))
+        # the inverse softplus log(e^ȳ − 1), written without overflow
+        return float(y_bar + np.log(-np.expm1(-y_bar)) if softplus else np.log(y_bar))
 
     def _terms(self, X, beta0, beta):
         m = self.weights()

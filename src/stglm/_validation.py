@@ -227,6 +227,7 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
     accept_sparse : bool
         Whether scipy sparse input is allowed (kept sparse, as CSR or CSC).
     """
+    labels = None
     if sp.issparse(X):
         if not accept_sparse:
             raise InputTypeError(
@@ -238,6 +239,7 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
         values = X.data
     else:
         if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame: numeric columns only
+            labels = list(X.columns)
             non_numeric = [c for c, t in X.dtypes.items() if not np.issubdtype(t, np.number)]
             if non_numeric:
                 raise InputTypeError(f"{name} must be numeric; columns {non_numeric} are not.")
@@ -267,16 +269,17 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
         )
     if not np.all(np.isfinite(values)):
         raise InputError(f"{name} contains NaN or infinite values.")
-    _check_column_magnitudes(X, name)
+    _check_column_magnitudes(X, name, labels)
     return X
 
 
-def _columns_listed(columns: np.ndarray) -> str:
-    shown = ", ".join(map(str, columns[:5]))
+def _columns_listed(columns: np.ndarray, labels: list | None) -> str:
+    named = columns if labels is None else [repr(labels[j]) for j in columns]
+    shown = ", ".join(map(str, named[:5]))
     return shown + (f" and {columns.size - 5} more" if columns.size > 5 else "")
 
 
-def _check_column_magnitudes(X, name: str) -> None:
+def _check_column_magnitudes(X, name: str, labels: list | None = None) -> None:
     """Refuse columns whose squares overflow or underflow (see :data:`MAX_MAGNITUDE`).
 
     Such a design is finite, but the solvers' scaling and Hessians would hold inf or 0 and
@@ -290,7 +293,7 @@ def _check_column_magnitudes(X, name: str) -> None:
     huge = np.flatnonzero(peak > MAX_MAGNITUDE)
     if huge.size:
         raise InputError(
-            f"{name} has values too large to fit: column(s) {_columns_listed(huge)} reach "
+            f"{name} has values too large to fit: column(s) {_columns_listed(huge, labels)} reach "
             f"{peak[huge].max():.3g} in magnitude (at most {MAX_MAGNITUDE:g} is accepted; "
             "squares of such values overflow). Rescale those columns, e.g. divide by their "
             "standard deviation."
@@ -299,7 +302,7 @@ def _check_column_magnitudes(X, name: str) -> None:
     if tiny.size:
         raise InputError(
             f"{name} has values too small to fit: every value of column(s) "
-            f"{_columns_listed(tiny)} is below {1 / MAX_MAGNITUDE:g} in magnitude (squares of "
+            f"{_columns_listed(tiny, labels)} is below {1 / MAX_MAGNITUDE:g} in magnitude (squares of "
             "such values underflow to 0). Rescale those columns, e.g. divide by their "
             "standard deviation."
         )
