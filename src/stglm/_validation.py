@@ -302,9 +302,9 @@ def _check_column_magnitudes(X, name: str, labels: list | None = None) -> None:
     if tiny.size:
         raise InputError(
             f"{name} has values too small to fit: every value of column(s) "
-            f"{_columns_listed(tiny, labels)} is below {1 / MAX_MAGNITUDE:g} in magnitude (squares of "
-            "such values underflow to 0). Rescale those columns, e.g. divide by their "
-            "standard deviation."
+            f"{_columns_listed(tiny, labels)} is below {1 / MAX_MAGNITUDE:g} in magnitude "
+            "(squares of such values underflow to 0). Rescale those columns, e.g. divide by "
+            "their standard deviation."
         )
 
 
