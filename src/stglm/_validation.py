@@ -267,10 +267,25 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
             f"{name} is empty: found array with 0 feature(s) (shape={X.shape}) while a minimum "
             "of 1 is required."
         )
-    if not np.all(np.isfinite(values)):
+    # max and min see NaN (it propagates) and inf in two contiguous passes, no temporary
+    high, low = (values.max(), values.min()) if values.size else (0.0, 0.0)
+    if not (np.isfinite(high) and np.isfinite(low)):
         raise InputError(f"{name} contains NaN or infinite values.")
-    _check_column_magnitudes(X, name, labels)
+    if max(high, -low) > MAX_MAGNITUDE or _may_have_tiny_columns(X, values):
+        _check_column_magnitudes(X, name, labels)
     return X
+
+
+def _may_have_tiny_columns(X, values: np.ndarray) -> bool:
+    """Whether a column could have all its values below 1/:data:`MAX_MAGNITUDE` (cheap).
+
+    Sparse: some stored value is that small. Dense: some column's sum of squares is below
+    n/MAX_MAGNITUDE² (all-zero columns too, which the exact check then lets pass).
+    """
+    if sp.issparse(X):
+        return bool(values.size) and np.abs(values).min() < 1 / MAX_MAGNITUDE
+    squares = np.einsum("ij,ij->j", X, X)  # one pass, no n × p temporary
+    return bool(np.any(squares < X.shape[0] / MAX_MAGNITUDE**2))
 
 
 def _columns_listed(columns: np.ndarray, labels: list | None) -> str:
@@ -288,7 +303,7 @@ def _check_column_magnitudes(X, name: str, labels: list | None = None) -> None:
     if sp.issparse(X):
         # The largest |value| of each column: the columns' maxima of X.data's magnitudes.
         peak = np.asarray(abs(X).max(axis=0).todense()).ravel()
-    else:  # two passes without an n × p temporary
+    else:
         peak = np.maximum(np.abs(X.max(axis=0)), np.abs(X.min(axis=0)))
     huge = np.flatnonzero(peak > MAX_MAGNITUDE)
     if huge.size:

@@ -47,8 +47,8 @@ class DesignScaling:
         # value (not its mean, which rounds) it is exactly 0 in the model, which then never
         # moves its coefficient; an inexact centre leaves a 1e-17 column whose Newton steps
         # (H_jj ≈ 1e-34) run off along the singular direction.
-        constant = self._constant_columns(X)
-        self.constant = constant if fit_intercept else np.zeros(X.shape[1], dtype=bool)
+        candidates = (var <= 1e-8 * sq) & fit_intercept  # no spread, to rounding
+        self.constant = self._constant_columns(X, candidates)
         if self.constant.any():
             self.center = self.center.copy()
             self.center[self.constant] = self._first_values(X, self.constant)
@@ -67,12 +67,17 @@ class DesignScaling:
             self.center, self.scale = np.zeros_like(self.center), np.ones_like(self.scale)
 
     @staticmethod
-    def _constant_columns(X) -> np.ndarray:
-        """Which columns hold one value in every row (two passes, no n × p temporary)."""
-        high, low = X.max(axis=0), X.min(axis=0)
-        if sp.issparse(X):
-            high, low = high.toarray().ravel(), low.toarray().ravel()
-        return np.asarray(high == low)
+    def _constant_columns(X, candidates: np.ndarray) -> np.ndarray:
+        """Which of the ``candidates`` (columns of no spread to rounding) hold one value."""
+        constant = np.zeros(X.shape[1], dtype=bool)
+        at = np.flatnonzero(candidates)
+        if at.size:
+            cols = X[:, at]
+            high, low = cols.max(axis=0), cols.min(axis=0)
+            if sp.issparse(X):
+                high, low = high.toarray().ravel(), low.toarray().ravel()
+            constant[at] = np.asarray(high == low).ravel()
+        return constant
 
     @staticmethod
     def _first_values(X, columns: np.ndarray) -> np.ndarray:
