@@ -105,6 +105,34 @@ def case_section_per_cell(adata):
     return spatial.build_design, (labelled,), {"section_key": "spot_id"}
 
 
+def case_lag_duplicated_genes(adata):
+    dup = adata.copy()
+    dup.var_names = ["g0", "g0", "g2", "g3", "g4"]
+    return spatial.spatial_lag, (dup, "g2"), {}
+
+
+def case_fit_glm_duplicated_genes(adata):
+    dup = adata.copy()
+    dup.var_names = ["g0", "g0", "g2", "g3", "g4"]
+    return stglm.fit_glm, (design_of(adata), dup, "g0"), {}
+
+
+def case_huge_design(adata):
+    return stglm.fit_genes, (adata,), {"design": design_of(adata, big=1e160)}
+
+
+def case_eta_minus_inf(adata):
+    return stglm.fit_genes, (adata,), {"eta": -np.inf}
+
+
+def case_nan_offset(adata):
+    return stglm.fit_genes, (adata,), {"offset": np.r_[np.nan, np.zeros(adata.n_obs - 1)]}
+
+
+def case_negative_weights(adata):
+    return stglm.fit_genes, (adata,), {"sample_weight": -np.ones(adata.n_obs)}
+
+
 #: case -> (builder, exception type, phrases the message must contain)
 CASES = {
     "categorical design column": (case_categorical, TypeError, ["'ct'", "categorical"]),
@@ -118,6 +146,13 @@ CASES = {
     "test_genes categorical design": (case_test_genes_categorical, TypeError, ["'ct'"]),
     "continuous section_key": (case_section_continuous, ValueError, ["section_key='area'"]),
     "a section per cell": (case_section_per_cell, ValueError, ["40 distinct values"]),
+    # found by property-based fuzzing (tests/test_properties.py has the estimator's table)
+    "spatial_lag duplicated var_names": (case_lag_duplicated_genes, ValueError, ["'g0'"]),
+    "fit_glm duplicated var_names": (case_fit_glm_duplicated_genes, ValueError, ["'g0'"]),
+    "finite but huge design": (case_huge_design, ValueError, ["design", "'big'", "too large"]),
+    "eta=-inf": (case_eta_minus_inf, ValueError, ["eta must be in (-inf, inf]"]),
+    "NaN offset": (case_nan_offset, ValueError, ["offset", "NaN"]),
+    "negative sample_weight": (case_negative_weights, ValueError, ["sample_weight"]),
 }
 
 
@@ -141,13 +176,14 @@ def test_bad_input_is_refused_before_any_work(base, case, monkeypatch):
     monkeypatch.setattr(stglm._transcriptome, "_GeneFitter", no_work)
     monkeypatch.setattr(stglm._transcriptome, "run_blocks", no_work)
     monkeypatch.setattr(stglm._gene_tests, "run_blocks", no_work)
-    before = snapshot(args[0])
+    adata = next(a for a in args if isinstance(a, ad.AnnData))
+    before = snapshot(adata)
     with pytest.raises(error) as info:
         function(*args, **kwargs)
     for phrase in phrases:
         assert phrase in str(info.value), (phrase, str(info.value))
     assert type(info.value).__module__ == "stglm._errors"
-    after = snapshot(args[0])
+    after = snapshot(adata)
     assert before[0] == after[0] and before[2:] == after[2:]
     pd.testing.assert_frame_equal(before[1], after[1])
 

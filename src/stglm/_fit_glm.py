@@ -12,7 +12,7 @@ from anndata import AnnData
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 
 from . import scoring
-from ._anndata import check_adata, dense_columns, get_matrix
+from ._anndata import check_adata, dense_columns, gene_positions, get_matrix
 from ._errors import InputError, InputTypeError
 from ._families import get_family
 from ._glm_cv import GLMCV
@@ -114,6 +114,7 @@ def fit_glm(
     adata = check_adata(adata)
     if not isinstance(y_feat, str) or y_feat not in adata.var_names:
         raise InputError(f"y_feat={y_feat!r} is not a gene of adata.var_names.")
+    gene_positions(adata, y_feat)  # refuses duplicated var_names, naming them
     X_values = check_X(X)
     if X_values.shape[0] != adata.n_obs:
         raise InputError(

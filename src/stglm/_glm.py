@@ -32,6 +32,7 @@ from ._solvers import SOLVERS, NewtonOptions, Problem, SolverResult, solve
 from ._solvers.newton_cd import null_fit
 from ._theta import fit_theta
 from ._validation import (
+    ETA,
     AnyOf,
     ArrayOrNone,
     Boolean,
@@ -75,7 +76,7 @@ COMMON_CONSTRAINTS = {
     "learning_rate": Real(0.0, None, closed="neither"),
     "max_iter": Integer(1, None, closed="left"),
     "tol": Real(0.0, None, closed="neither"),
-    "eta": Real(None, None, allow_inf=True),
+    "eta": ETA,
     "clip_coeffs": Real(0.0, None, closed="left"),
     "score_metric": Options(("deviance", "pseudo_r2")),
     "fit_intercept": Boolean(),
@@ -560,10 +561,19 @@ class GLM(_GLMBase):
     def _store(self, result: SolverResult, y: np.ndarray, problem: Problem) -> None:
         """Set the fitted attributes from a solver result, applying ``clip_coeffs``."""
         if not result.converged:
+            if result.n_iter < self.max_iter:  # stopped where no step improved J
+                why = (
+                    f"stopped after {result.n_iter} iterations at a point it could not "
+                    f"improve; KKT residual {result.kkt:.3g} (tol={self.tol:g}). A tol "
+                    "below what rounding resolves, or a badly scaled problem"
+                )
+            else:
+                why = (
+                    f"did not converge in max_iter={self.max_iter} iterations; KKT residual "
+                    f"{result.kkt:.3g} (tol={self.tol:g}). Increase max_iter"
+                )
             warnings.warn(
-                f"{type(self).__name__} (solver={self.solver!r}) did not converge in "
-                f"max_iter={self.max_iter} iterations; KKT residual {result.kkt:.3g} "
-                f"(tol={self.tol:g}). Increase max_iter.",
+                f"{type(self).__name__} (solver={self.solver!r}) {why}.",
                 ConvergenceWarning,
                 stacklevel=4,  # the caller of GLM.fit
             )

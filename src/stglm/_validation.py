@@ -16,9 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._errors import InputError, InputTypeError
-from ._families import Family
+from ._families import Family, get_family
 
 __all__ = [
+    "ETA",
+    "MAX_MAGNITUDE",
     "AnyOf",
     "ArrayOrNone",
     "Boolean",
@@ -26,6 +28,9 @@ __all__ = [
     "Integer",
     "Options",
     "Real",
+    "check_coefficients",
+    "check_means",
+    "check_seed_problem",
     "check_tau",
     "check_X",
     "check_sample_data",
@@ -33,6 +38,11 @@ __all__ = [
     "validate_data",
     "validate_params",
 ]
+
+#: Largest magnitude accepted in X, y, offsets and weights (and the smallest for a design
+#: column's largest entry): the solvers form squares and sums of squares of them, which
+#: overflow (or underflow to 0) near 1e154 (1e-154); 1e100 leaves room for n and the weights.
+MAX_MAGNITUDE = 1e100
 
 
 class Constraint:
@@ -117,6 +127,11 @@ class Integer(Real):
     kind_name = "an integer"
 
 
+#: The seed's Poisson threshold: a real number, or +inf (μ = e^z, the log link); −inf would
+#: make the mean e^−inf·(z + …) = 0 everywhere.
+ETA = Real(-np.inf, None, closed="right", allow_inf=True)
+
+
 class JobCount(Constraint):
     """joblib's ``n_jobs``: None, or a non-zero integer (-1 is every core, -2 all but one)."""
 
@@ -148,7 +163,7 @@ class AnyOf(Constraint):
                 return
             except (TypeError, ValueError):
                 continue
-        raise ValueError(f"{name} must be {self.description}; got {value!r}.")
+        raise InputError(f"{name} must be {self.description}; got {value!r}.")
 
 
 class ArrayOrNone(Constraint):
@@ -158,7 +173,7 @@ class ArrayOrNone(Constraint):
         if value is None:
             return
         if isinstance(value, str | bytes | numbers.Number):
-            raise TypeError(f"{name} must be None or an array of numbers; got {value!r}.")
+            raise InputTypeError(f"{name} must be None or an array of numbers; got {value!r}.")
 
 
 class RealSequence(Constraint):
@@ -212,6 +227,7 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
     accept_sparse : bool
         Whether scipy sparse input is allowed (kept sparse, as CSR or CSC).
     """
+    labels = None
     if sp.issparse(X):
         if not accept_sparse:
             raise InputTypeError(
@@ -223,6 +239,7 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
         values = X.data
     else:
         if hasattr(X, "dtypes") and hasattr(X, "columns"):  # DataFrame: numeric columns only
+            labels = list(X.columns)
             non_numeric = [c for c, t in X.dtypes.items() if not np.issubdtype(t, np.number)]
             if non_numeric:
                 raise InputTypeError(f"{name} must be numeric; columns {non_numeric} are not.")
@@ -250,9 +267,70 @@ def check_X(X: Any, *, name: str = "X", accept_sparse: bool = True) -> np.ndarra
             f"{name} is empty: found array with 0 feature(s) (shape={X.shape}) while a minimum "
             "of 1 is required."
         )
-    if not np.all(np.isfinite(values)):
+    # max and min see NaN (it propagates) and inf in two contiguous passes, no temporary
+    high, low = (values.max(), values.min()) if values.size else (0.0, 0.0)
+    if not (np.isfinite(high) and np.isfinite(low)):
         raise InputError(f"{name} contains NaN or infinite values.")
+    if max(high, -low) > MAX_MAGNITUDE or _may_have_tiny_columns(X, values):
+        _check_column_magnitudes(X, name, labels)
     return X
+
+
+def _may_have_tiny_columns(X, values: np.ndarray) -> bool:
+    """Whether a column could have all its values below 1/:data:`MAX_MAGNITUDE` (cheap).
+
+    Sparse: some stored value is that small. Dense: some column's sum of squares is below
+    n/MAX_MAGNITUDE² (all-zero columns too, which the exact check then lets pass).
+    """
+    if sp.issparse(X):
+        return bool(values.size) and np.abs(values).min() < 1 / MAX_MAGNITUDE
+    squares = np.einsum("ij,ij->j", X, X)  # one pass, no n × p temporary
+    return bool(np.any(squares < X.shape[0] / MAX_MAGNITUDE**2))
+
+
+def _columns_listed(columns: np.ndarray, labels: list | None) -> str:
+    named = columns if labels is None else [repr(labels[j]) for j in columns]
+    shown = ", ".join(map(str, named[:5]))
+    return shown + (f" and {columns.size - 5} more" if columns.size > 5 else "")
+
+
+def _check_column_magnitudes(X, name: str, labels: list | None = None) -> None:
+    """Refuse columns whose squares overflow or underflow (see :data:`MAX_MAGNITUDE`).
+
+    Such a design is finite, but the solvers' scaling and Hessians would hold inf or 0 and
+    no step could be trusted; the cure (rescaling the column) is the user's to choose.
+    """
+    if sp.issparse(X):
+        # The largest |value| of each column: the columns' maxima of X.data's magnitudes.
+        peak = np.asarray(abs(X).max(axis=0).todense()).ravel()
+    else:
+        peak = np.maximum(np.abs(X.max(axis=0)), np.abs(X.min(axis=0)))
+    huge = np.flatnonzero(peak > MAX_MAGNITUDE)
+    if huge.size:
+        raise InputError(
+            f"{name} has values too large to fit: column(s) {_columns_listed(huge, labels)} reach "
+            f"{peak[huge].max():.3g} in magnitude (at most {MAX_MAGNITUDE:g} is accepted; "
+            "squares of such values overflow). Rescale those columns, e.g. divide by their "
+            "standard deviation."
+        )
+    tiny = np.flatnonzero((peak > 0) & (peak < 1 / MAX_MAGNITUDE))
+    if tiny.size:
+        raise InputError(
+            f"{name} has values too small to fit: every value of column(s) "
+            f"{_columns_listed(tiny, labels)} is below {1 / MAX_MAGNITUDE:g} in magnitude "
+            "(squares of such values underflow to 0). Rescale those columns, e.g. divide by "
+            "their standard deviation."
+        )
+
+
+def _check_magnitude(values: np.ndarray, name: str) -> None:
+    """Refuse values beyond :data:`MAX_MAGNITUDE` (finite, but their squares overflow)."""
+    if values.size and np.abs(values).max() > MAX_MAGNITUDE:
+        raise InputError(
+            f"{name} has values too large to fit: up to {np.abs(values).max():.3g} in "
+            f"magnitude (at most {MAX_MAGNITUDE:g} is accepted; squares of such values "
+            "overflow). Rescale it."
+        )
 
 
 def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
@@ -276,6 +354,7 @@ def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
         )
     if not np.all(np.isfinite(y)):
         raise InputError("y contains NaN or infinite values.")
+    _check_magnitude(y, "y")
     if family is not None:
         family.check_y(y)
     return y
@@ -323,17 +402,19 @@ def check_vector(
     try:
         values = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a numeric array; got {type(values).__name__}.") from None
+        kind = type(values).__name__
+        raise InputTypeError(f"{name} must be a numeric array; got {kind}.") from None
     if values.ndim == 2 and 1 in values.shape:
         values = values.reshape(-1)
     if values.shape != (length,):
-        raise ValueError(f"{name} must have shape ({what},) = ({length},); got {values.shape}.")
+        raise InputError(f"{name} must have shape ({what},) = ({length},); got {values.shape}.")
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
+        raise InputError(f"{name} contains NaN or infinite values.")
+    _check_magnitude(values, name)
     if nonnegative and np.any(values < 0):
-        raise ValueError(f"{name} must be non-negative; got a minimum of {values.min():g}.")
+        raise InputError(f"{name} must be non-negative; got a minimum of {values.min():g}.")
     if positive_sum and not values.sum() > 0:
-        raise ValueError(f"{name} must have a positive sum; every weight is zero.")
+        raise InputError(f"{name} must have a positive sum; every weight is zero.")
     return values
 
 
@@ -351,3 +432,66 @@ def validate_data(X: Any, y: Any, family: Family, Tau: Any = None, *, accept_spa
     y = check_y(y, X.shape[0], family)
     Tau = check_tau(Tau, X.shape[1])
     return X, y, Tau
+
+
+# ---------------------------------------------------------------------------------------------
+# the seed's module functions (stglm.generalized_lm)
+# ---------------------------------------------------------------------------------------------
+#: The parameters of the seed's functions (batch_grad, _loss, ...), checked as GLM checks them.
+SEED_FUNCTION_CONSTRAINTS = {
+    "alpha": Real(0.0, 1.0, closed="both"),
+    "reg_lambda": Real(0.0, None, closed="left"),
+    "eta": ETA,
+    "theta": Real(0.0, None, closed="neither"),
+    "fit_intercept": Boolean(),
+    "beta0": Real(),
+}
+
+
+def check_coefficients(beta: Any, n_features: int, fit_intercept: bool) -> np.ndarray:
+    """The seed's packed coefficients: [β0, β] (n_features + 1) with intercept, else β."""
+    if fit_intercept:
+        return check_vector(beta, n_features + 1, "beta", what="n_features + 1")
+    return check_vector(beta, n_features, "beta", what="n_features")
+
+
+def check_means(values: Any, n_samples: int, family: Family, name: str) -> np.ndarray:
+    """Predicted means (a scalar or (n_samples,)), finite and in the family's range."""
+    _reject_complex(values, name)
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputTypeError(f"{name} must be a number or a numeric array.") from None
+    if values.ndim:
+        values = check_vector(values, n_samples, name)
+    elif not np.isfinite(values):
+        raise InputError(f"{name} contains NaN or infinite values.")
+    if family.name == "gamma" and np.any(values <= 0):
+        raise InputError(f"{name} must be strictly positive for distr='gamma' (means).")
+    if family.name != "gaussian" and np.any(values < 0):
+        raise InputError(f"{name} must be non-negative for distr={family.name!r} (means).")
+    return values
+
+
+def check_seed_problem(
+    distr: Any,
+    X: Any,
+    y: Any,
+    beta: Any,
+    *,
+    alpha: Any,
+    reg_lambda: Any,
+    Tau: Any,
+    eta: Any,
+    theta: Any,
+    fit_intercept: Any,
+):
+    """Check the arguments of the seed's ``batch_grad`` and ``_loss`` before any work.
+
+    Returns ``(family, X, y, beta, Tau)``, converted.
+    """
+    params = {"alpha": alpha, "reg_lambda": reg_lambda, "eta": eta, "theta": theta}
+    validate_params({**params, "fit_intercept": fit_intercept}, SEED_FUNCTION_CONSTRAINTS)
+    family = get_family(distr, eta=eta, theta=theta)
+    X, y, Tau = validate_data(X, y, family, Tau)
+    return family, X, y, check_coefficients(beta, X.shape[1], fit_intercept), Tau

@@ -14,12 +14,22 @@ from typing import Literal
 import numpy as np
 
 from . import _metrics
+from ._errors import InputError
 from ._families import get_family
 from ._fit_glm import fit_glm
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._objective import gradient, linear_predictor, objective
 from ._penalties import ElasticNet
+from ._validation import (
+    SEED_FUNCTION_CONSTRAINTS,
+    check_coefficients,
+    check_means,
+    check_seed_problem,
+    check_X,
+    check_y,
+    validate_params,
+)
 from .spatial import calc_1nd_moment
 
 __all__ = [
@@ -58,7 +68,22 @@ def _z(beta0: float, beta: np.ndarray, X: np.ndarray, fit_intercept: bool) -> np
     -------
     z : ndarray of shape (n_samples,)
     """
-    return linear_predictor(beta0, np.asarray(beta, dtype=float), X, fit_intercept)
+    validate_params({"beta0": beta0, "fit_intercept": fit_intercept}, SEED_FUNCTION_CONSTRAINTS)
+    X = check_X(X)
+    beta = check_coefficients(beta, X.shape[1], fit_intercept=False)
+    return linear_predictor(beta0, beta, X, fit_intercept)
+
+
+def _family(distr: Distr, eta: float = 2.0, theta: float = 1.0):
+    """The family of the seed's arguments, ``eta`` and ``theta`` checked first."""
+    validate_params({"eta": eta, "theta": theta}, SEED_FUNCTION_CONSTRAINTS)
+    return get_family(distr, eta=eta, theta=theta)
+
+
+def _response(y, family) -> np.ndarray:
+    """The response as a checked (n,) array in the family's support."""
+    shape = getattr(y, "shape", None) or np.shape(y)
+    return check_y(y, shape[0] if shape else 0, family)
 
 
 def _nl(distr: Distr, z: np.ndarray, eta: float, fit_intercept: bool) -> np.ndarray:
@@ -80,7 +105,7 @@ def _nl(distr: Distr, z: np.ndarray, eta: float, fit_intercept: bool) -> np.ndar
     -------
     nl : ndarray, same shape as z
     """
-    return get_family(distr, eta=eta).mean(np.asarray(z, dtype=float))
+    return _family(distr, eta).mean(_finite(z))
 
 
 def _grad_nl(distr: Distr, z: np.ndarray, eta: float) -> np.ndarray:
@@ -90,7 +115,15 @@ def _grad_nl(distr: Distr, z: np.ndarray, eta: float) -> np.ndarray:
     -------
     grad_nl : ndarray, same shape as z
     """
-    return get_family(distr, eta=eta).mean_deriv(np.asarray(z, dtype=float))
+    return _family(distr, eta).mean_deriv(_finite(z))
+
+
+def _finite(z) -> np.ndarray:
+    """The linear predictor as a float array, refusing NaN (±inf are limits of the mean)."""
+    z = np.asarray(z, dtype=float)
+    if np.isnan(z).any():
+        raise InputError("z contains NaN values.")
+    return z
 
 
 def _split(beta: np.ndarray, fit_intercept: bool) -> tuple[float, np.ndarray]:
@@ -141,17 +174,12 @@ def batch_grad(
     g : ndarray, same shape as ``beta``
         (1/n)·Σr for β0 first (with intercept), then (1/n)·Xᵀr + λ(1−α)ΓᵀΓβ.
     """
-    family = get_family(distr, eta=eta, theta=theta)
+    family, X, y, beta, Tau = check_seed_problem(
+        distr, X, y, beta, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, eta=eta, theta=theta,
+        fit_intercept=fit_intercept,
+    )  # fmt: skip
     beta0, b = _split(beta, fit_intercept)
-    g0, g = gradient(
-        family,
-        ElasticNet(reg_lambda, alpha, Tau),
-        X,
-        np.asarray(y, dtype=float).reshape(-1),
-        beta0,
-        b,
-        fit_intercept,
-    )
+    g0, g = gradient(family, ElasticNet(reg_lambda, alpha, Tau), X, y, beta0, b, fit_intercept)
     return np.concatenate([[g0], g]) if fit_intercept else g
 
 
@@ -168,7 +196,9 @@ def log_likelihood(
     -------
     logL : float
     """
-    return _metrics.log_likelihood(get_family(distr, theta=theta), y, y_hat)
+    family = _family(distr, theta=theta)
+    y = _response(y, family)
+    return _metrics.log_likelihood(family, y, check_means(y_hat, y.shape[0], family, "y_hat"))
 
 
 def _loss(
@@ -191,17 +221,12 @@ def _loss(
     -------
     loss : float
     """
-    family = get_family(distr, eta=eta, theta=theta)
+    family, X, y, beta, Tau = check_seed_problem(
+        distr, X, y, beta, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, eta=eta, theta=theta,
+        fit_intercept=fit_intercept,
+    )  # fmt: skip
     beta0, b = _split(beta, fit_intercept)
-    return objective(
-        family,
-        ElasticNet(reg_lambda, alpha, Tau),
-        X,
-        np.asarray(y, dtype=float).reshape(-1),
-        beta0,
-        b,
-        fit_intercept,
-    )
+    return objective(family, ElasticNet(reg_lambda, alpha, Tau), X, y, beta0, b, fit_intercept)
 
 
 def pseudo_r2(y: np.ndarray, yhat: np.ndarray, ynull_: float, distr: Distr, theta: float) -> float:
@@ -212,7 +237,10 @@ def pseudo_r2(y: np.ndarray, yhat: np.ndarray, ynull_: float, distr: Distr, thet
     float
         1 for a perfect fit; may be negative on held-out data.
     """
-    return _metrics.pseudo_r2(get_family(distr, theta=theta), y, yhat, ynull_)
+    family = _family(distr, theta=theta)
+    y = _response(y, family)
+    yhat = check_means(yhat, y.shape[0], family, "yhat")
+    return _metrics.pseudo_r2(family, y, yhat, check_means(ynull_, y.shape[0], family, "ynull_"))
 
 
 def deviance(y: np.ndarray, yhat: np.ndarray, distr: Distr, theta: float) -> float:
@@ -222,4 +250,6 @@ def deviance(y: np.ndarray, yhat: np.ndarray, distr: Distr, theta: float) -> flo
     -------
     score : float
     """
-    return _metrics.deviance(get_family(distr, theta=theta), y, yhat)
+    family = _family(distr, theta=theta)
+    y = _response(y, family)
+    return _metrics.deviance(family, y, check_means(yhat, y.shape[0], family, "yhat"))

@@ -15,7 +15,9 @@ n-vector of working residuals (large p: each update costs O(nnz of the column)).
 All kernels use an active set: sweeps over the non-zero coordinates until they
 settle, then one full sweep to confirm. They stop when the model's own KKT residual is
 at most ``tol``; that is checked whenever no coordinate's update moved its partial
-derivative by more than a working threshold, which shrinks if the check fails.
+derivative by more than a working threshold, which shrinks if the check fails. A full
+sweep that moved no coordinate also stops them: it is a fixed point (a tolerance below
+rounding), and every further sweep would repeat it up to the cap.
 """
 
 from __future__ import annotations
@@ -171,8 +173,8 @@ def _cd_gram(H, g, b, l1w, tol, max_sweeps):
                 model_kkt = 0.0
                 for j in range(m):
                     model_kkt = max(model_kkt, _violation(q[j], x[j], l1w[j]))
-                if model_kkt <= tol:
-                    break
+                if model_kkt <= tol or max_change == 0.0:
+                    break  # optimal, or a fixed point: a sweep that moved nothing repeats
                 change_tol *= 0.1  # small steps, yet not optimal: look closer
             full = False
         elif max_change < change_tol:
@@ -275,8 +277,8 @@ def _cd_csc_residual(
                         grad += data[k] * s[indices[k]]
                     grad = grad * inv_n + l2 * gx[j]
                     model_kkt = max(model_kkt, _violation(grad, x[j], l1w[j]))
-                if model_kkt <= tol:
-                    break
+                if model_kkt <= tol or max_change == 0.0:
+                    break  # optimal, or a fixed point (rounding): more sweeps repeat it
                 change_tol *= 0.1
             full = False
         elif max_change < change_tol:

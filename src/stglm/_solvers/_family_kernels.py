@@ -21,8 +21,12 @@ from .._families import MEAN_EXP, MEAN_SOFTPLUS
 
 EPS = np.finfo(float).eps
 
+# The kernels use numpy's error model: where a mean underflows to 0 (softplus of z ≪ 0),
+# y/μ is inf or NaN — a J that the line search refuses, or a KKT residual that is never
+# converged — instead of the ZeroDivisionError of Python's model.
 
-@njit(cache=True, nogil=True, inline="always")
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _xlogy(x, y):
     return 0.0 if x == 0.0 else x * math.log(y)
 
@@ -40,7 +44,7 @@ def _exponentials(mean_code, eta, Z, out):
         np.exp(np.negative(np.abs(Z, out=out), out=out), out=out)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mean_terms(mean_code, eta, z, e):
     """(μ, μ', μ'') at z, given e = exp(min(z, η)) (exp mean) or exp(−|z|) (softplus)."""
     if mean_code == 0:
@@ -54,7 +58,7 @@ def _mean_terms(mean_code, eta, z, e):
     return mu, s, s * (1.0 - s)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _nll(lik, theta, y, mu):
     """−ℓ(y, μ) up to terms in y alone."""
     if lik == 0:
@@ -69,7 +73,7 @@ def _nll(lik, theta, y, mu):
     return y / mu + math.log(mu)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _newton_pair(lik, mean_code, eta, theta, y, z, e):
     """(r, w): ∂(−ℓ)/∂z and the curvature weight (true Hessian if > 0, else Fisher)."""
     mu, d1, d2 = _mean_terms(mean_code, eta, z, e)
@@ -146,7 +150,7 @@ def _numpy_terms(family, Y, Z, R, W, M, total):
     return nll.sum(axis=1) / total
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _element(lik, mean_code, eta, theta, y, z, e):
     """(−ℓ, r, w) at one sample, given its exponential e."""
     if lik == 1 and mean_code == 1 and z <= eta:
@@ -158,7 +162,7 @@ def _element(lik, mean_code, eta, theta, y, z, e):
     return _nll(lik, theta, y, mu), r, (w if w > 0.0 else 0.0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _nll_and_terms(lik, mean_code, eta, theta, Y, Z, R, W, M, total):
     """:func:`nll_and_terms` once W holds the exponentials (each read before it is written).
 

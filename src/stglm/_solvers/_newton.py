@@ -8,7 +8,9 @@ iteration, for every row (response) still active:
 1. **gradient and convergence** — the KKT residual of J at the point
    (:func:`stglm._penalties.kkt_residual`); rows leave when it is at most their tolerance,
    when the model's minimiser is the point itself, when no step decreased J, or when
-   ``max_iter`` is reached (:meth:`ProximalNewton.check_convergence`);
+   ``max_iter`` is reached (:meth:`ProximalNewton.check_convergence`); a row that stops
+   at its model's minimum has converged only if its KKT residual is within
+   ``ZERO_STEP_SLACK`` of its tolerance;
 2. **inner solve** — the minimiser of the penalised quadratic model at the point, to an
    inner tolerance that tightens with the KKT residual (:func:`inner_tolerance`), by the
    model's inner solver (:mod:`stglm._solvers._inner`);
@@ -50,6 +52,7 @@ __all__ = [
     "MAX_SWEEPS",
     "ROUNDING",
     "ROUNDING_ULPS",
+    "ZERO_STEP_SLACK",
     "NewtonStatus",
     "ProximalNewton",
     "inner_tolerance",
@@ -65,6 +68,11 @@ EPS = np.finfo(float).eps
 ROUNDING = ROUNDING_ULPS * EPS
 #: Coordinate sweeps allowed for one quadratic model.
 MAX_SWEEPS = 100_000
+#: A row whose Newton step is zero (no representable step improves its model) has converged
+#: if its KKT residual is within this factor of its tolerance: a tolerance set just below
+#: what rounding resolves is no failure; a model that cannot move at all (KKT residual of
+#: the order of the gradient itself) is.
+ZERO_STEP_SLACK = 100.0
 
 
 def inner_tolerance(kkt: np.ndarray, tol: np.ndarray) -> np.ndarray:
@@ -169,7 +177,12 @@ class ProximalNewton:
             active.kkt, active.tol, active.at_minimum, active.stuck, active.n_iter,
             self.max_iter, done, leave, inner_tol,
         ):  # fmt: skip
-            if not active.retire(leave, converged=done):
+            # A row at its model's minimum (a zero or unresolvable step) stops, but it has
+            # converged only if it passes the KKT test too, within ZERO_STEP_SLACK (a zero
+            # step from a model that cannot move is no optimum).
+            converged = done & (active.kkt <= ZERO_STEP_SLACK * active.tol)
+            converged &= active.at_minimum | (active.kkt <= active.tol)
+            if not active.retire(leave, converged=converged):
                 return None
             inner_tol = inner_tolerance(active.kkt, active.tol)
         return inner_tol

@@ -20,6 +20,11 @@ from .._families import LIK_GAMMA, LIK_POISSON, Family
 
 #: The mean assumed for a count response without counts: μ → 0 from above.
 EMPTY_COUNT_MEAN = 1e-10
+#: The tolerance scale's floor, relative to the size of the residuals' terms (see
+#: :func:`tolerance_scales`): a null model that already fits to this precision is not asked
+#: to be improved upon by a further factor ``tol`` (below rounding: every iteration would
+#: run the coordinate-descent cap and never converge).
+RESIDUAL_FLOOR = 1e-6
 
 
 def _mean(A: np.ndarray, M: np.ndarray | None) -> np.ndarray:
@@ -128,18 +133,32 @@ def tolerance_scales(
 
     ``tol`` is relative to this, so the KKT stopping rule means the same whatever the units
     of X and y — for Poisson means of 1e-6 as for 1e6. x̃ includes the intercept's column of
-    ones. It is 0 only when the null model fits exactly (then so is the KKT residual).
-    ``X_abs`` is |X| when the caller keeps it (a design shared by many calls).
+    ones. ``X_abs`` is |X| when the caller keeps it (a design shared by many calls).
+
+    Every family's residual is affine in y, r_i = a(z_i) + b(z_i)·y_i; where the null model
+    already fits (y ≡ 1e-3 for Poisson: r_i is rounding), the scale is at least
+    :data:`RESIDUAL_FLOOR` times the same sum over the terms' sizes abs(a) + abs(b·y), so
+    that ``tol`` stays above what rounding can resolve. It is 0 only when those are 0 too
+    (gaussian y ≡ 0; then so is the KKT residual).
     """
     if Z0 is None:
         Z0 = null_predictors(
             family, Y, null_intercepts(family, Y, fit_intercept, M, offset), offset
         )
-    R = np.abs(_null_residuals(family, Y, Z0, M))
+    R = _null_residuals(family, Y, Z0, M)
+    with np.errstate(invalid="ignore", over="ignore"):
+        R_free = _null_residuals(family, np.zeros_like(Y), Z0, M)  # a(z): the part without y
+        size = np.abs(R_free) + np.abs(R - R_free)
+    R = np.abs(R)
+    G = R.shape[1]
     total = Y.shape[0] if M is None else M.sum(axis=0)
     X_abs = abs(X) if X_abs is None else X_abs
-    terms = np.asarray(X_abs.T @ R, dtype=float) / total  # (p, G)
-    scale = terms.max(axis=0, initial=0.0)
+    per_column = np.tile(np.broadcast_to(total, (G,)), 2)  # one product for both sums
+    terms = np.asarray(X_abs.T @ np.hstack([R, size]), dtype=float) / per_column  # (p, 2G)
+    scale = terms[:, :G].max(axis=0, initial=0.0)
+    floor = terms[:, G:].max(axis=0, initial=0.0)
     if fit_intercept:
         scale = np.maximum(scale, R.sum(axis=0) / total)
-    return scale
+        floor = np.maximum(floor, size.sum(axis=0) / total)
+    # NaN sizes (a family whose a(z) is undefined) leave the scale as it was.
+    return np.fmax(scale, RESIDUAL_FLOOR * floor)

@@ -43,6 +43,16 @@ class DesignScaling:
             if cancels.any():
                 cols = X[:, cancels] - self.center[cancels]
                 var[cancels] = np.einsum("ij,ij->j", cols, cols) / n
+        # A constant column beside the intercept is the intercept again: centred by its own
+        # value (not its mean, which rounds) it is exactly 0 in the model, which then never
+        # moves its coefficient; an inexact centre leaves a 1e-17 column whose Newton steps
+        # (H_jj ≈ 1e-34) run off along the singular direction.
+        candidates = (var <= 1e-8 * sq) & fit_intercept  # no spread, to rounding
+        self.constant = self._constant_columns(X, candidates)
+        if self.constant.any():
+            self.center = self.center.copy()
+            self.center[self.constant] = self._first_values(X, self.constant)
+            var[self.constant] = 0.0
         spread = np.sqrt(var)
         self.scale = np.where(spread > 0, spread, 1.0)  # a constant column is left as is
         self._standard = (self.center, self.scale)
@@ -56,6 +66,25 @@ class DesignScaling:
         if self.identity:
             self.center, self.scale = np.zeros_like(self.center), np.ones_like(self.scale)
 
+    @staticmethod
+    def _constant_columns(X, candidates: np.ndarray) -> np.ndarray:
+        """Which of the ``candidates`` (columns of no spread to rounding) hold one value."""
+        constant = np.zeros(X.shape[1], dtype=bool)
+        at = np.flatnonzero(candidates)
+        if at.size:
+            cols = X[:, at]
+            high, low = cols.max(axis=0), cols.min(axis=0)
+            if sp.issparse(X):
+                high, low = high.toarray().ravel(), low.toarray().ravel()
+            constant[at] = np.asarray(high == low).ravel()
+        return constant
+
+    @staticmethod
+    def _first_values(X, columns: np.ndarray) -> np.ndarray:
+        """Row 0 of the given columns (their value, for constant columns)."""
+        row = X[[0]][:, np.flatnonzero(columns)]
+        return np.asarray(row.toarray() if sp.issparse(row) else row, dtype=float).ravel()
+
     def standardising(self) -> DesignScaling:
         """The transform to centred, unit-spread columns, even where this one is the identity.
 
@@ -63,7 +92,7 @@ class DesignScaling:
         method (the L-BFGS phase) does; it only ever transforms vectors, never X.
         """
         full = object.__new__(DesignScaling)
-        full.fit_intercept, full.identity = self.fit_intercept, False
+        full.fit_intercept, full.identity, full.constant = self.fit_intercept, False, self.constant
         full.center, full.scale = self._standard
         full._standard = self._standard
         return full
@@ -72,6 +101,7 @@ class DesignScaling:
         """The same transform for the columns ``keep`` of the design (a screened path)."""
         sub = object.__new__(DesignScaling)
         sub.fit_intercept, sub.identity = self.fit_intercept, self.identity
+        sub.constant = self.constant[keep]
         sub.center, sub.scale = self.center[keep], self.scale[keep]
         sub._standard = (self._standard[0][keep], self._standard[1][keep])
         return sub
@@ -119,7 +149,13 @@ class DesignScaling:
         T = np.diag(np.r_[1.0, 1.0 / self.scale]) if self.fit_intercept else np.diag(1 / self.scale)
         if self.fit_intercept:
             T[0, 1:] = -self.center / self.scale
-        return T.T @ H @ T
+        H = T.T @ H @ T
+        if not self.identity and self.constant.any():
+            # exactly 0 for a centred constant column (the transform leaves rounding there)
+            at = 1 + np.flatnonzero(self.constant)
+            H[:, at, :] = 0.0
+            H[:, :, at] = 0.0
+        return H
 
     def transform_matrix(self) -> np.ndarray:
         """T (m, m) with b = T·b' (intercept first when fitted)."""
