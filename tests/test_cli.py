@@ -304,7 +304,7 @@ def some_genes(small_h5ad, n=6):
 
 def test_link_seed_is_the_seeds_model(small_h5ad, tmp_path):
     """--link seed: spateo's mean function with the seed's defaults (θ 1, no size factors,
-    coefficients clipped at 0.01) — fit_genes' own defaults."""
+    coefficients clipped at 0.01) — fit_genes(link=None)'s."""
     out = tmp_path / "seed.h5ad"
     genes = some_genes(small_h5ad)
     args = ["fit", small_h5ad, "--genes", ",".join(genes), "--section-key", "list_ID"]
@@ -322,6 +322,7 @@ def test_link_seed_is_the_seeds_model(small_h5ad, tmp_path):
         genes,
         design=res.obsm["stglm_design"],
         distr="neg-binomial",
+        link=None,
         reg_lambda=0.02,
         progress=False,
     )

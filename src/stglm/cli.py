@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._defaults import SEED_CLIP
 from ._errors import StglmInputError
 
 if TYPE_CHECKING:
@@ -313,8 +314,6 @@ LINK_CHOICES = ("log", "seed")
 SIZE_FACTOR_CHOICES = ("total", "poscounts", "none")
 #: --theta's words (a positive number fixes θ).
 THETA_METHODS = ("ml", "cox-reid")
-#: The seed's clipping of small coefficients, kept with an explicit --link seed.
-SEED_CLIP = 0.01
 #: q-value threshold of the summaries.
 FDR = 0.05
 
@@ -345,9 +344,11 @@ class _Theta(click.ParamType):
 class Model:
     """The model a command fits, with the front end's defaults filled in.
 
-    ``link`` None is the family's seed mean function; ``theta`` None for families without
-    one, or (``theta_method`` None, for ``stglm test``) the library's choice for the test;
-    ``size_factors`` None for none.
+    The defaults are the library front ends' (:func:`stglm._defaults.front_end_model`, the
+    one place that decides them for ``fit_genes``, ``test_genes`` and both commands):
+    ``--link seed`` is ``link=None``. ``link`` None is the family's seed mean function;
+    ``theta`` None for families without one, or (``theta_method`` None, for ``stglm
+    test``) the library's choice for the test; ``size_factors`` None for none.
     """
 
     def __init__(
@@ -358,8 +359,10 @@ class Model:
         size_factors: str | None,
         clip_coeffs: float | None = None,
         theta_method: str | None = "cox-reid",
+        offset_given: bool = False,
     ) -> None:
-        from ._families import LINKS, get_family
+        from ._defaults import AUTO, front_end_model
+        from ._families import LINKS
 
         if link == "log" and "log" not in LINKS[distr]:
             raise BadInput(
@@ -367,22 +370,24 @@ class Model:
                 f"{'the identity' if distr == 'gaussian' else 'softplus'}); use --link seed, "
                 "or --distr poisson, neg-binomial or gamma."
             )
+        if distr != "neg-binomial" and theta is not None:
+            raise BadInput(f"--theta applies to --distr neg-binomial only (not {distr}).")
         #: What the user asked for ("log", "seed"), or None (the default).
         self.link_option = link
         self.distr = distr
-        self.link = "log" if link == "log" or (link is None and "log" in LINKS[distr]) else None
-        if distr != "neg-binomial" and theta is not None:
-            raise BadInput(f"--theta applies to --distr neg-binomial only (not {distr}).")
-        if distr == "neg-binomial" and theta is None:
-            theta = theta_method if self.link == "log" else 1.0
-        self.theta = theta
-        count = get_family(distr).is_count
-        if size_factors is None:
-            size_factors = "total" if count and self.link == "log" else "none"
-        self.size_factors = None if size_factors == "none" else size_factors
-        if clip_coeffs is None:
-            clip_coeffs = SEED_CLIP if link == "seed" else 0.0
-        self.clip_coeffs = clip_coeffs
+        resolved = front_end_model(
+            distr,
+            AUTO if link is None else (None if link == "seed" else link),
+            theta,
+            AUTO if size_factors is None else (None if size_factors == "none" else size_factors),
+            clip_coeffs,
+            offset_given=offset_given,
+            theta_method=theta_method,
+        )
+        self.link = resolved.link
+        self.theta = resolved.theta if distr == "neg-binomial" else None
+        self.size_factors = resolved.size_factors
+        self.clip_coeffs = resolved.clip_coeffs
 
     def library_options(self) -> dict[str, Any]:
         """The keywords of :func:`stglm.fit_genes` / :func:`stglm.test_genes` it sets."""
@@ -915,14 +920,16 @@ def _model_options(default_distr: str) -> Callable[[Any], Any]:
             help="Offset log(s) for sequencing depth: total (s = a spot's total counts over "
             "their geometric mean, as edgeR and scanpy), poscounts (DESeq2's estimator for "
             "zero-heavy data) or none. Default: total for poisson and neg-binomial with the "
-            "log link (without it coefficients mix depth with biology); none otherwise.",
+            "log link (without it coefficients mix depth with biology) unless --offset is "
+            "given (it is then the whole offset); none otherwise.",
         ),
         click.option(
             "--offset",
             metavar="OBS_COLUMN",
             default=None,
             help="A numeric adata.obs column added to every linear predictor (e.g. a log "
-            "exposure); added to the size factors' offset.",
+            "exposure). It is the whole offset unless --size-factors is given too (then "
+            "the two are added).",
         ),
         click.option(
             "--sample-weight",
@@ -1182,7 +1189,10 @@ def fit(**options: Any) -> None:
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
     o = options
-    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], o["clip_coeffs"])
+    model = Model(
+        o["distr"], o["link"], o["theta"], o["size_factors"], o["clip_coeffs"],
+        offset_given=o["offset"] is not None,
+    )  # fmt: skip
     unpenalized = _split_names(o["unpenalized"]) if o["unpenalized"] else []
     if o["inference"] and o["reg_lambda"] != 0 and not unpenalized:
         raise BadInput(
@@ -1368,7 +1378,10 @@ def test(**options: Any) -> None:
     o = options
     if o["out"] is None and o["table"] is None:
         raise BadInput("give --out FILE.h5ad, --table FILE.csv or both.")
-    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], theta_method=None)
+    model = Model(
+        o["distr"], o["link"], o["theta"], o["size_factors"], theta_method=None,
+        offset_given=o["offset"] is not None,
+    )  # fmt: skip
     _check_output(o["table"], "--table", ".csv", o["input_path"], o["force"])
     lag_genes, genes, _ = _check_options(
         input_path=o["input_path"], out=o["out"], force=o["force"], genes=o["genes"],
