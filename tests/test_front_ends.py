@@ -54,7 +54,8 @@ def test_fit_genes_defaults_are_the_count_model(data, distr):
     """Default fit_genes = per gene GLM(link="log", clip_coeffs=0) with the offset
     log(total / geometric mean) (θ by Cox–Reid for NB), not the seed's model."""
     adata, design, genes = data
-    out = fit_genes(adata, genes[:4], design=design, distr=distr, reg_lambda=LAM, copy=True, **QUIET)
+    kw = dict(design=design, distr=distr, reg_lambda=LAM, copy=True, **QUIET)
+    out = fit_genes(adata, genes[:4], **kw)
     model = out.uns["stglm"]["model"]
     assert model["link"] == "log" and model["offset"] == "log size factors (total)"
     assert model["theta"] == ("cox-reid" if distr == "neg-binomial" else "none")

@@ -267,20 +267,7 @@ def store_results(
     earlier = list(adata.uns[key]["genes"]) if merge else []
 
     def table(name: str, values: np.ndarray, fill: Any, dtype: Any = float) -> np.ndarray:
-        """A full (n_vars, …) array: the earlier results (merge) or ``fill``, then these."""
-        where = {"coef": (adata.varm, coef_key(key))}.get(name)
-        if where is None and name in INFERENCE_FIELDS:
-            where = (adata.varm, stat_key(key, name))
-        if where is None:
-            where = (adata.var, var_key(key, name))
-        store, field = where
-        shape = (adata.n_vars, *np.shape(values)[1:])
-        if merge and field in store:
-            full = np.asarray(store[field], dtype=dtype).reshape(shape).copy()
-        else:
-            full = np.full(shape, fill, dtype=dtype)
-        full[pos] = values
-        return full
+        return _full_table(adata, key, name, values, pos, fill, dtype, merge)
 
     def frame(values: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame(values, index=adata.var_names, columns=list(predictors))
@@ -320,15 +307,44 @@ def store_results(
         adata.uns[key]["model"] = dict(model)
     if record is not None:
         adata.uns[key][MODEL_RECORD] = dict(record)
-    if fitted_mu is not None:
-        if merge and mu_layer(key) in adata.layers:
-            mu = np.array(adata.layers[mu_layer(key)], dtype=np.float32)
-        else:
-            mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
-        mu[:, pos] = fitted_mu
-        adata.layers[mu_layer(key)] = mu
-    elif mu_layer(key) in adata.layers:  # an earlier fit's means: stale for these genes
-        del adata.layers[mu_layer(key)]
+    _store_means(adata, key, fitted_mu, pos, merge)
+
+
+def _full_table(adata, key, name, values, pos, fill, dtype, merge) -> np.ndarray:
+    """A results field for all of ``var_names``, with ``values`` at the rows ``pos``.
+
+    The other rows hold the earlier results (``merge``) or ``fill``.
+    """
+    if name == "coef":
+        store, field = adata.varm, coef_key(key)
+    elif name in INFERENCE_FIELDS:
+        store, field = adata.varm, stat_key(key, name)
+    else:
+        store, field = adata.var, var_key(key, name)
+    shape = (adata.n_vars, *np.shape(values)[1:])
+    if merge and field in store:
+        full = np.asarray(store[field], dtype=dtype).reshape(shape).copy()
+    else:
+        full = np.full(shape, fill, dtype=dtype)
+    full[pos] = values
+    return full
+
+
+def _store_means(adata, key, fitted_mu, pos, merge) -> None:
+    """The fitted-means layer: these genes' columns (into the earlier layer when merging).
+
+    Without means, an earlier fit's layer is removed: it would be stale for these genes.
+    """
+    if fitted_mu is None:
+        if mu_layer(key) in adata.layers:
+            del adata.layers[mu_layer(key)]
+        return
+    if merge and mu_layer(key) in adata.layers:
+        mu = np.array(adata.layers[mu_layer(key)], dtype=np.float32)
+    else:
+        mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
+    mu[:, pos] = fitted_mu
+    adata.layers[mu_layer(key)] = mu
 
 
 def test_key(key: str, column: str) -> str:

@@ -529,9 +529,8 @@ default="auto"
     model = front_end_model(
         distr, link, theta, size_factors, clip_coeffs, offset_given=offset is not None
     )
-    link, theta, size_factors, clip_coeffs = (
-        model.link, model.theta, model.size_factors, model.clip_coeffs
-    )
+    link, theta = model.link, model.theta
+    size_factors, clip_coeffs = model.size_factors, model.clip_coeffs
     params = dict(
         distr=distr,
         alpha=alpha,
