@@ -51,6 +51,7 @@ __all__ = [
     "cross_validate",
     "default_chunk_size",
     "empty_training_folds",
+    "extended_grid",
     "gene_fold_paths",
     "lambda_grid",
     "make_folds",
@@ -157,6 +158,28 @@ AUTO_MIN_RATIO_LONG, AUTO_MIN_RATIO_WIDE = 1e-4, 1e-2
 #: λ = 0 the held-out deviance is about linear in λ, so all that remains is about twice the
 #: last step's change).
 SATURATION = 1e-5
+
+
+#: A data-driven path of ``lambda_min_ratio="auto"`` whose chosen λ is its end, with the
+#: held-out score still improving there (:attr:`CVResult.at_boundary`), is extended once by
+#: this many decades at the same spacing (to 1e-6·λ_max when n ≥ p), and cross-validated
+#: again: on large tissues (n ≫ p) the optimum often lies just below 1e-4·λ_max.
+EXTENSION_DECADES = 2.0
+
+
+def extended_grid(lams: np.ndarray) -> np.ndarray:
+    """A decreasing geometric grid (…, K) continued ``EXTENSION_DECADES`` further down.
+
+    The spacing is the grid's own (its last step); every row gets the same number of
+    values, so that rows that share a spacing stay one array.
+    """
+    lams = np.asarray(lams, dtype=float)
+    if lams.shape[-1] < 2:
+        return lams
+    step = lams[..., -2:-1] / lams[..., -1:]  # > 1
+    n_more = int(np.ceil(EXTENSION_DECADES / np.log10(np.max(step))))
+    more = lams[..., -1:] / step ** np.arange(1, n_more + 1)
+    return np.concatenate([lams, more], axis=-1)
 
 
 def path_min_ratio(min_ratio: float | str, n_samples: int, n_features: int) -> float:

@@ -25,11 +25,13 @@ from ._anndata import (
     layer_of_record,
 )
 from ._cv import (
+    EXTENSION_DECADES,
     Scoring,
     as_column,
     cross_validate,
     default_chunk_size,
     empty_training_folds,
+    extended_grid,
     gene_fold_paths,
     lambda_grid,
     make_folds,
@@ -299,10 +301,51 @@ class _GeneFitter:
         """Cross-validate every gene's path, choose its λ and refit it on all samples.
 
         The refit at each gene's chosen λ starts from the folds' mean solution there (no
-        full-data path needed: from there Newton takes a few steps).
+        full-data path needed: from there Newton takes a few steps). With the "auto"
+        path, the genes whose choice is their path's end, still improving, are
+        cross-validated again along their path extended (:func:`stglm._cv.extended_grid`).
         """
-        e = self.est
         lams, theta0 = self._lambdas(Y, offset)
+        choice = self._choose(Y, lams, offset, theta0)
+        more = choice["at_boundary"] & self._extends()
+        if more.any():
+            cols = np.flatnonzero(more)
+            again = self._choose(
+                Y[:, cols], extended_grid(lams[cols]), _columns(offset, cols),
+                None if theta0 is None else theta0[cols],
+            )  # fmt: skip
+            for key, values in again.items():
+                if values is not None:  # θ's start: None without θ to estimate
+                    choice[key][cols] = values
+        res, theta, theta_status = self._solve(
+            self._solver(self.design), Y, choice["lambda"], choice["start"], offset,
+            choice["theta_start"],
+        )  # fmt: skip
+        return {
+            "intercept": res.intercepts,
+            "coef": self._clip(res.coefs),
+            "lambda": choice["lambda"],
+            "score": choice["score"],
+            "converged": res.converged,
+            "kkt": res.kkt,
+            "n_iter": choice["n_iter"] + res.n_iter,
+            "at_boundary": choice["at_boundary"],
+            "nan_scores": choice["nan_scores"],
+            "separated": separated_genes(
+                self.family, self.design, Y, choice["lambda"], self.factor, self.weights
+            ),
+            **self._theta_out(theta, Y.shape[1], theta_status),
+            **self._wald(res, Y, theta),
+        }
+
+    def _extends(self) -> bool:
+        """Whether paths still improving at their end are extended (the "auto" path only)."""
+        e = self.est
+        return e.reg_lambda is None and isinstance(e.lambda_min_ratio, str)
+
+    def _choose(self, Y: np.ndarray, lams: np.ndarray, offset, theta0) -> dict:
+        """Each gene's CV choice along ``lams`` (G, K): λ, score, refit start, flags."""
+        e = self.est
         solvers = (self._solver(design) for design in self.fold_designs)
         paths = gene_fold_paths(
             solvers, self.folds, Y, lams, self.weights, offset, theta0, self.theta_method
@@ -311,26 +354,20 @@ class _GeneFitter:
             paths, self.folds, self.test_X, Y, self.weights, offset, self.scoring, e.select
         )
         start, theta_start = cv.refit_start(self.design.fit_intercept)
-        lam = cv.chosen(lams)
-        res, theta, theta_status = self._solve(
-            self._solver(self.design), Y, lam, start, offset, theta_start
-        )
         return {
-            "intercept": res.intercepts,
-            "coef": self._clip(res.coefs),
-            "lambda": lam,
+            "lambda": cv.chosen(lams),
             "score": cv.chosen(cv.scores),
-            "converged": res.converged,
-            "kkt": res.kkt,
-            "n_iter": cv.n_iter + res.n_iter,
+            "start": start,
+            "theta_start": theta_start,
+            "n_iter": cv.n_iter,
             "at_boundary": cv.at_boundary,
             "nan_scores": cv.nan_scores,
-            "separated": separated_genes(
-                self.family, self.design, Y, lam, self.factor, self.weights
-            ),
-            **self._theta_out(theta, Y.shape[1], theta_status),
-            **self._wald(res, Y, theta),
         }
+
+
+def _columns(offset, cols: np.ndarray):
+    """The offset of the genes ``cols`` of a block: a per-gene (n, G) offset's columns."""
+    return offset[:, cols] if offset is not None and np.ndim(offset) == 2 else offset
 
 
 def fit_genes(
@@ -561,8 +598,11 @@ default="auto"
         penalty_factor, X.shape[1], "penalty_factor", nonnegative=True, what="n_predictors"
     )
     folds = gene_folds(est, X)
-    if folds is not None:  # "auto" resolved: what the path ends at, stored and warned about
-        params["lambda_min_ratio"] = lambda_min_ratio = path_min_ratio(lambda_min_ratio, *X.shape)
+    path_end = lambda_min_ratio
+    if folds is not None:  # the path's end ("auto" resolved) and the extension's, warned about
+        path_end = path_min_ratio(lambda_min_ratio, *X.shape)
+        if isinstance(lambda_min_ratio, str):
+            path_end *= 10.0**-EXTENSION_DECADES
     family = est._family(1.0 if est._estimates_theta() else None)
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
     if store_fitted and data.lazy:
@@ -598,7 +638,7 @@ default="auto"
         ranked = np.isin(status, RANKED_STATUSES)
         warn_choice(
             out["at_boundary"] & ranked, out["nan_scores"] & ranked,
-            given_lambdas=reg_lambda is not None, lambda_min_ratio=lambda_min_ratio,
+            given_lambdas=reg_lambda is not None, lambda_min_ratio=path_end,
             names=data.names,
         )  # fmt: skip
     if inference:
