@@ -71,6 +71,26 @@ class BadInput(click.ClickException):
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always a single line
 
+    def show(self, file: Any = None) -> None:
+        """Print ``Error: ...`` on a line of its own, after any progress bar's."""
+        _end_progress_bars()
+        super().show(file)
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars still drawn (an error stopped them): each ends its line.
+
+    tqdm draws a bar with carriage returns and no newline until it is closed; a bar left
+    open by an exception would otherwise have the error message written onto its line.
+    """
+    import sys
+
+    std = sys.modules.get("tqdm.std")  # only where a bar can have been drawn
+    if std is None:
+        return
+    for bar in list(getattr(std.tqdm, "_instances", ())):
+        bar.close()
+
 
 class _LazyChoice(click.Choice):
     """A :class:`click.Choice` whose values are loaded when first needed.
@@ -246,7 +266,11 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
     The rename (:func:`os.replace`) is atomic on one file system, so ``path`` is either left
     as it was or holds the complete new file; on any error or interrupt the temporary file is
-    removed and the exception re-raised.
+    removed and the exception re-raised. SIGINT and SIGTERM during the write end the program
+    with status 128 + the signal's number and no new file, even when the exception their
+    handler raises is swallowed (a finaliser that runs while h5py writes ignores it, and the
+    write would go on to the end): the signals are remembered, and checked — with them
+    blocked — just before the rename.
 
     Parameters
     ----------
@@ -265,34 +289,93 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
-    previous = _exit_on_sigterm()
+    received: list[int] = []
+    previous = _exit_on_signals(received)
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         write(tmp)
-        os.replace(tmp, path)
+        with _signals_blocked(previous):
+            if received:  # an interrupt whose exception was swallowed during the write
+                raise SystemExit(128 + received[0])
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return path
 
 
-def _raise_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+#: The signals that interrupt a write (Ctrl-C, and what `kill` and job schedulers send).
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _exit_on_sigterm() -> Any:
-    """Make SIGTERM raise SystemExit (so clean-up runs); return the handler to restore.
+def _exit_on_signals(received: list[int]) -> dict[int, Any]:
+    """Make SIGINT and SIGTERM record themselves in ``received`` and raise SystemExit.
 
-    Only in the main thread (where Python delivers signals); None elsewhere.
+    Returns the handlers to restore. Only in the main thread (where Python delivers
+    signals); nothing is changed elsewhere.
     """
     if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_exit)
+        return {}
+
+    def interrupted(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise SystemExit(128 + signum)
+
+    return {signum: signal.signal(signum, interrupted) for signum in _INTERRUPTS}
+
+
+@contextmanager
+def _signals_blocked(handlers: dict[int, Any]) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (where they are caught) while the block runs."""
+    if not handlers or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+
+
+#: Kernels that every fit runs: without a usable on-disk cache of them, numba compiles the
+#: solvers' kernels for about 20 s before the first gene is fitted.
+_SENTINEL_KERNELS = (
+    ("._solvers._batched_kernels", "pair_products"),
+    ("._solvers._batched_kernels", "newton_directions"),
+    ("._solvers._family_kernels", "_nll_and_terms"),
+    ("._solvers._cd_kernels", "_cd_gram"),
+)
+
+
+def kernels_cold() -> bool:
+    """Whether numba has no usable on-disk cache of the solvers' kernels.
+
+    True on the first run after an install or upgrade (or with an empty ``NUMBA_CACHE_DIR``):
+    numba's index of each sentinel kernel is missing or was written for another version of
+    its source. Reads a few small index files; False when it cannot tell (numba's cache
+    internals are not public API: a change there silences the message, nothing else).
+    """
+    import importlib
+
+    try:
+        for module, name in _SENTINEL_KERNELS:
+            kernel = getattr(importlib.import_module(module, __package__), name)
+            if not kernel._cache._cache_file._load_index():  # {} when absent or stale
+                return True
+    except Exception:  # noqa: BLE001 - numba's private cache API may change: say nothing then
+        return False
+    return False
+
+
+def _say_if_compiling(quiet: bool) -> None:
+    """Say why the first run waits at 0 % (numba compiling), when it will."""
+    if not quiet and kernels_cold():
+        click.echo("stglm: compiling kernels (first run only; about 20 s)…", err=True)
 
 
 def _warn(message: str) -> None:
@@ -633,7 +716,12 @@ def _fit(adata: Any, source: Path, genes: list[str] | None, **options: Any) -> f
     from ._transcriptome import fit_genes
 
     where = f"cannot fit {source.name} ({layer_label(options.get('layer'))})"
-    return _run(fit_genes, where, adata, genes, **options)[1]
+    try:
+        return _run(fit_genes, where, adata, genes, **options)[1]
+    except BadInput as err:  # the library's names of the options, as the command's
+        message = err.message.replace("Pass overwrite=True", "Give --overwrite")
+        message = message.replace("another key_added", "another --key-added")
+        raise BadInput(message.replace("key_added=", "--key-added ")) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1112,8 +1200,19 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     metavar="R",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
     default=None,
-    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda; "
-    "default 1e-3). Lower it when genes are reported choosing the path's end.",
+    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda). "
+    "Default: glmnet's, 1e-4 (1e-2 with fewer cells than predictors), and a gene whose "
+    "CV choice is its path's end while its held-out score still improves there is "
+    "cross-validated again on its path extended by two decades. A number is used as "
+    "given; lower it when genes are reported choosing the path's end.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace results that INPUT already holds under --key-added from another model. "
+    "Without it, a fit of the same model (design, options) adds its genes to them and "
+    "another model's are refused.",
 )
 @click.option(
     "--seed",
@@ -1232,6 +1331,7 @@ def _fit_command(o, model, unpenalized, genes, started) -> None:
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         design = _build_design(adata, o, lag_genes)
+        _say_if_compiling(o["quiet"])
         factor = None
         if unpenalized:
             free = _design_columns(unpenalized, design, "--unpenalized")
@@ -1247,7 +1347,7 @@ def _fit_command(o, model, unpenalized, genes, started) -> None:
             progress=not o["quiet"], chunk_size=o["chunk_size"],
             clip_coeffs=model.clip_coeffs, offset=o["offset"],
             sample_weight=o["sample_weight"], penalty_factor=factor,
-            inference=o["inference"], **model.library_options(),
+            inference=o["inference"], overwrite=o["overwrite"], **model.library_options(),
         )  # fmt: skip
         caught = [str(r.message) for r in records]
     _finish_fit(adata, o, model, design, lag_genes, plot_gene_list, fit_seconds, caught, started)
@@ -1402,6 +1502,7 @@ def _test_command(o, model, genes, lag_genes, started) -> None:
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         design = _build_design(adata, o, lag_genes)
+        _say_if_compiling(o["quiet"])
         reduced = _design_columns(_split_names(o["reduced"]), design, "--reduced")
         table, seconds = _run(
             test_genes,
