@@ -96,7 +96,12 @@ def test_fit_genes_never_chooses_a_lambda_whose_cv_score_is_nan():
     design = pd.DataFrame(X, index=adata.obs_names, columns=["a", "b"])
     _, records = recorded(
         lambda: fit_genes(
-            adata, design=design, distr="gamma", link=None, cv=3, reg_lambda=None,
+            adata,
+            design=design,
+            distr="gamma",
+            link=None,
+            cv=3,
+            reg_lambda=None,
             progress=False,
         )  # fmt: skip
     )

@@ -112,8 +112,7 @@ def make_folds(cv: Any, n_samples: int, random_seed: int, X=None, y=None) -> lis
     if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
         if cv < 2 or cv > n_samples:
             raise InputError(
-                f"cv must be between 2 and the number of samples (n_samples={n_samples}); "
-                f"got {cv}."
+                f"cv must be between 2 and the number of samples (n_samples={n_samples}); got {cv}."
             )
         cv = KFold(int(cv), shuffle=True, random_state=random_seed)
     elif isinstance(cv, bool | float | str):

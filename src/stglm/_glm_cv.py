@@ -289,15 +289,16 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         scoring = Scoring(family, self.score_metric, self.clip_coeffs, self.fit_intercept)
         lams = self._lambdas(problem)
         full, cv = self._cross_validate(problem, lams, folds, scoring)
-        min_ratio = self._min_ratio(X)
+        min_ratio, n_iter = self._min_ratio(X), 0
         if self._extends() and cv.at_boundary[0]:  # "auto": extend a path still improving
+            n_iter = int(cv.n_iter.sum()) + int(full.n_iter.sum())  # the first pass's work
             lams, min_ratio = extended_grid(lams), min_ratio * 10.0**-EXTENSION_DECADES
             full, cv = self._cross_validate(problem, lams, folds, scoring)
         warn_choice(
             cv.at_boundary, cv.nan_scores, given_lambdas=self.reg_lambda is not None,
             lambda_min_ratio=min_ratio,
         )  # fmt: skip
-        self.n_iter_ = int(cv.n_iter.sum()) + int(full.n_iter.sum())
+        self.n_iter_ = n_iter + int(cv.n_iter.sum()) + int(full.n_iter.sum())
         self.cv_scores_ = cv.cv_scores[:, 0, :]
         self.scores_, self.scores_se_ = cv.scores[0], cv.se[0]
         self.reg_lambda_path_ = lams

@@ -314,6 +314,7 @@ class _GeneFitter:
                 Y[:, cols], extended_grid(lams[cols]), _columns(offset, cols),
                 None if theta0 is None else theta0[cols],
             )  # fmt: skip
+            again["n_iter"] = again["n_iter"] + choice["n_iter"][cols]  # both passes' work
             for key, values in again.items():
                 if values is not None:  # θ's start: None without θ to estimate
                     choice[key][cols] = values
