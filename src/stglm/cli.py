@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -83,8 +84,6 @@ def _end_progress_bars() -> None:
     tqdm draws a bar with carriage returns and no newline until it is closed; a bar left
     open by an exception would otherwise have the error message written onto its line.
     """
-    import sys
-
     std = sys.modules.get("tqdm.std")  # only where a bar can have been drawn
     if std is None:
         return
@@ -266,11 +265,10 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
     The rename (:func:`os.replace`) is atomic on one file system, so ``path`` is either left
     as it was or holds the complete new file; on any error or interrupt the temporary file is
-    removed and the exception re-raised. SIGINT and SIGTERM during the write end the program
-    with status 128 + the signal's number and no new file, even when the exception their
-    handler raises is swallowed (a finaliser that runs while h5py writes ignores it, and the
-    write would go on to the end): the signals are remembered, and checked — with them
-    blocked — just before the rename.
+    removed and the exception re-raised. SIGINT and SIGTERM before the rename end the program
+    with status 128 + the signal's number and no new file (:class:`_Interrupts`), even when
+    the exception their handler raises is swallowed (a finaliser that runs while h5py writes
+    ignores it, and the write would go on to the end).
 
     Parameters
     ----------
@@ -286,60 +284,88 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    received: list[int] = []
-    previous = _exit_on_signals(received)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        write(tmp)
-        with _signals_blocked(previous):
-            if received:  # an interrupt whose exception was swallowed during the write
-                raise SystemExit(128 + received[0])
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    tmp: Path | None = None
+    with _Interrupts() as interrupts:
+        try:
+            with interrupts.deferred():  # the file exists only once ``tmp`` names it
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                os.close(fd)
+                tmp = Path(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+            write(tmp)
+            interrupts.check()  # one whose exception was swallowed during the write
+            with interrupts.deferred(then_raise=False):
+                os.replace(tmp, path)
+                tmp = None  # renamed: the new file is complete
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            if interrupts.received:
+                signame = signal.Signals(interrupts.received[0]).name
+                click.echo(f"stglm: interrupted ({signame}): '{path}' was not written.", err=True)
+            raise
+    interrupts.check()  # a signal during the rename: the file is complete, the run stops
     return path
 
 
-#: The signals that interrupt a write (Ctrl-C, and what `kill` and job schedulers send).
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+class _Interrupts:
+    """SIGINT and SIGTERM, while a file is written: remembered, and raised as SystemExit.
 
-
-def _exit_on_signals(received: list[int]) -> dict[int, Any]:
-    """Make SIGINT and SIGTERM record themselves in ``received`` and raise SystemExit.
-
-    Returns the handlers to restore. Only in the main thread (where Python delivers
-    signals); nothing is changed elsewhere.
+    Inside :meth:`deferred` a signal is only remembered, and raised when the block ends (a
+    Python signal handler runs in the main thread between two bytecodes, whichever thread
+    the operating system gave the signal to, so masking the signal would not hold it back).
+    Exceptions that the handler raises inside a finaliser are ignored by Python; they are
+    dropped from the "Exception ignored" report (the interrupt is handled here) and
+    :meth:`check` raises them again. Outside the main thread (where Python delivers no
+    signals) nothing is installed.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return {}
 
-    def interrupted(signum: int, frame: Any) -> None:
-        received.append(signum)
-        raise SystemExit(128 + signum)
+    #: The signals that interrupt a write (Ctrl-C, and what `kill` and job schedulers send).
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    return {signum: signal.signal(signum, interrupted) for signum in _INTERRUPTS}
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._defer = False
+        self._previous: dict[int, Any] = {}
+        self._unraisable = sys.unraisablehook
 
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            sys.unraisablehook = self._quiet
+        return self
 
-@contextmanager
-def _signals_blocked(handlers: dict[int, Any]) -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back (where they are caught) while the block runs."""
-    if not handlers or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = self._unraisable
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        if not self._defer:
+            raise SystemExit(128 + signum)
+
+    def _quiet(self, unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            self._unraisable(unraisable)
+
+    def check(self) -> None:
+        """Raise the SystemExit of a signal received so far."""
+        if self.received:
+            raise SystemExit(128 + self.received[0])
+
+    @contextmanager
+    def deferred(self, then_raise: bool = True) -> Iterator[None]:
+        """Run a block that a signal must not cut in two; raise its signal afterwards."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if then_raise:
+            self.check()
 
 
 #: Kernels that every fit runs: without a usable on-disk cache of them, numba compiles the
