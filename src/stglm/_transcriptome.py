@@ -666,8 +666,10 @@ def model_record(
     for name, value in params.items():
         if value is None or isinstance(value, str | bool | int | float | np.number):
             record[name] = repr(value.item() if isinstance(value, np.generic) else value)
-        else:
+        elif isinstance(value, np.ndarray | list | tuple):
             record[name] = digest(np.asarray(value, dtype=float))
+        else:  # a Family instance as distr
+            record[name] = repr(value)
     offset = data.offset
     record.update(
         predictors=repr([str(c) for c in frame.columns]),
