@@ -114,6 +114,7 @@ def test_cold_kernels_are_announced(small_h5ad, tmp_path, monkeypatch):
     assert quiet.exit_code == 0 and "compiling" not in quiet.stderr
 
 
+@pytest.mark.slow  # two fresh interpreters importing numba: ~10 s
 def test_kernels_cold_reads_numbas_cache(tmp_path):
     """An empty NUMBA_CACHE_DIR is cold; this suite's cache (it has run fits) is warm."""
     code = "from stglm.cli import kernels_cold; print(kernels_cold())"

@@ -33,7 +33,6 @@ ESTIMATORS = [
     GLM(distr="gaussian", solver="batch-gradient", learning_rate=1e-4, max_iter=300, verbose=False),
     # λ by CV (a short path keeps the checks quick); check_fit2d_1sample's wording included.
     GLMCV(n_lambdas=4, cv=3, verbose=False),
-    GLMCV(distr="gaussian", n_lambdas=4, cv=3, verbose=False),
 ]
 
 
