@@ -276,8 +276,9 @@ def fit_genes_row(X, Y, genes, lams_of: dict) -> dict:
 
     def fit():
         out["a"] = fit_genes(
-            adata, design=X, reg_lambda=None, eta=np.inf, clip_coeffs=0, progress=False, copy=True
-        )
+            adata, design=X, reg_lambda=None, eta=np.inf, clip_coeffs=0, size_factors=None,
+            lambda_min_ratio=1e-3, progress=False, copy=True,
+        )  # fmt: skip
 
     r = timed(_quiet(fit))
     a = out["a"]

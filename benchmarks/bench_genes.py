@@ -144,6 +144,7 @@ def stglm_fit(adata, design, *, tol: float, reg_lambda):
             random_seed=CV_SEED,
             lambda_min_ratio=MIN_RATIO,
             clip_coeffs=0.0,
+            size_factors=None,  # the peers' objective has no offset
             tol=tol,
             progress=False,
             copy=True,

@@ -185,7 +185,9 @@ def glmcv_problems() -> dict[str, Callable[[], dict]]:
     """GLMCV on its two routes: all folds in one batched solve, and each fold's path alone."""
     from stglm import GLMCV
 
-    fixed = {"verbose": False, "n_lambdas": 12, "cv": 4}
+    # lambda_min_ratio pinned at its value before "auto" (the problems must be the same in
+    # every checkout compared).
+    fixed = {"verbose": False, "n_lambdas": 12, "cv": 4, "lambda_min_ratio": 1e-3}
     fit = _synthetic(GLMCV, _glmcv_out, fixed, n=600, p=10, seed=1, scale=0.25)
 
     return {
@@ -288,7 +290,8 @@ def visium_problems() -> dict[str, Callable[[], dict]]:
                 fitted = ad.read_h5ad(out)
         return _gene_results(fitted, "stglm", list(fitted.var_names))
 
-    common = dict(link="log", size_factors="total")
+    # fit_genes' defaults before issue 16 pinned, so that every checkout fits the same problems.
+    common = dict(link="log", size_factors="total", clip_coeffs=0.01, lambda_min_ratio=1e-3)
     return {
         "fit_genes/poisson-fixed-lambda": fit("fixed", reg_lambda=0.01, **common),
         "fit_genes/poisson-cv": fit("cv", reg_lambda=None, n_lambdas=15, cv=3, **common),

@@ -209,6 +209,7 @@ def main(argv=None) -> int:
             n_lambdas=args.n_lambdas,
             cv=args.cv,
             clip_coeffs=0.0,
+            size_factors=None,  # the peers' objective has no offset
             tol=args.tol,
             chunk_size=args.chunk_size,
             progress=False,

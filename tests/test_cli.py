@@ -304,7 +304,7 @@ def some_genes(small_h5ad, n=6):
 
 def test_link_seed_is_the_seeds_model(small_h5ad, tmp_path):
     """--link seed: spateo's mean function with the seed's defaults (θ 1, no size factors,
-    coefficients clipped at 0.01) — fit_genes' own defaults."""
+    coefficients clipped at 0.01) — fit_genes(link=None)'s."""
     out = tmp_path / "seed.h5ad"
     genes = some_genes(small_h5ad)
     args = ["fit", small_h5ad, "--genes", ",".join(genes), "--section-key", "list_ID"]
@@ -322,6 +322,7 @@ def test_link_seed_is_the_seeds_model(small_h5ad, tmp_path):
         genes,
         design=res.obsm["stglm_design"],
         distr="neg-binomial",
+        link=None,
         reg_lambda=0.02,
         progress=False,
     )
@@ -901,8 +902,8 @@ def test_failed_fit_keeps_previous_output(small_h5ad, tmp_path):
 
 def test_lambda_min_ratio_reaches_fit_genes(small_h5ad, tmp_path):
     """--lambda-min-ratio sets each gene's path end, as fit_genes(lambda_min_ratio=) does; the
-    help's stated default is the library's."""
-    from stglm._path import LAMBDA_MIN_RATIO
+    help's stated default is the library's ("auto", glmnet's 1e-4)."""
+    from stglm._cv import AUTO_MIN_RATIO_LONG
 
     out = tmp_path / "ratio.h5ad"
     args = ["fit", small_h5ad, "--genes", "KRT15,CNN1", "--coords", "--cv", "3"]
@@ -918,6 +919,6 @@ def test_lambda_min_ratio_reaches_fit_genes(small_h5ad, tmp_path):
     )  # fmt: skip
     np.testing.assert_array_equal(res.var["stglm_lambda"], direct.var["stglm_lambda"])
     help_text = invoke("fit", "--help").stdout
-    assert "default 1e-3)" in " ".join(help_text.split()) and LAMBDA_MIN_RATIO == 1e-3
+    assert "Default: glmnet's, 1e-4" in " ".join(help_text.split()) and AUTO_MIN_RATIO_LONG == 1e-4
     bad = invoke("fit", small_h5ad, "--coords", "--lambda-min-ratio", "2", "--out", out)
     assert bad.exit_code == 2 and "--lambda-min-ratio" in bad.stderr

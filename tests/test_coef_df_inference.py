@@ -137,5 +137,7 @@ def test_a_refit_without_inference_drops_the_earlier_p_values():
     kw = dict(design=design, link="log", reg_lambda=0.0, progress=False)
     stglm.fit_genes(adata, genes, inference=True, **kw)
     assert "stglm_pvalue" in adata.varm
-    stglm.fit_genes(adata, genes, **kw)
+    with pytest.raises(ValueError, match="inference"):  # another model: refused ...
+        stglm.fit_genes(adata, genes, **kw)
+    stglm.fit_genes(adata, genes, overwrite=True, **kw)  # ... or replaced, as asked
     assert not {"stglm_se", "stglm_pvalue", "stglm_qvalue"} & set(adata.varm.keys())

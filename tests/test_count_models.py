@@ -413,7 +413,7 @@ def test_fit_genes_lambda_max_equals_glmcv(visium, design, genes, name):
     weight = visium.obs["w"].to_numpy() if data == "w" else None
     kw = dict(reg_lambda=None, n_lambdas=1, tol=TOL, clip_coeffs=0, **params)
     sample_weight = None if weight is None else "w"
-    out = fit_genes(visium, names, design=design, cv=3, offset=offset,
+    out = fit_genes(visium, names, design=design, cv=3, offset=offset, size_factors=None,
                     sample_weight=sample_weight, copy=True, **kw, **QUIET)  # fmt: skip
     X = design.to_numpy()
     for gene in names:
@@ -717,7 +717,7 @@ def test_tweedie_family_through_fit_genes(visium, design, genes):
     assert out.var.loc[names, "stglm_theta"].isna().all()
     # CV without offset (with one, fit_genes' λ_max differs: test_fit_genes_lambda_max_*)
     cv = fit_genes(visium, names[:3], design=design, reg_lambda=None, n_lambdas=5, cv=3,
-                   copy=True, **kw, **QUIET)  # fmt: skip
+                   size_factors=None, copy=True, **kw, **QUIET)  # fmt: skip
     for gene in names[:3]:
         ref = GLMCV(n_lambdas=5, cv=KFold(3, shuffle=True, random_state=888), verbose=False, **kw)
         ref.fit(X, gene_column(visium, gene))
@@ -791,7 +791,7 @@ def test_fit_genes_theta_edge_cases(method, reg_lambda):
         out = fit_genes(
             adata, design=design, distr="neg-binomial", link="log", theta=method,
             reg_lambda=reg_lambda, n_lambdas=5, cv=3, tol=TOL, clip_coeffs=0, copy=True,
-            **QUIET,
+            size_factors=None, **QUIET,
         )  # fmt: skip
     # (a CV choice at the path's end warns too: not a θ edge case, so not counted here)
     messages = [str(w.message) for w in caught if not issubclass(w.category, BoundaryWarning)]
@@ -862,7 +862,8 @@ def test_separated_gene_gets_its_status_and_the_limit_models_theta(distr, method
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = fit_genes(adata, design=design, distr=distr, link="log", theta=theta,
-                        reg_lambda=0.0, tol=TOL, clip_coeffs=0, copy=True, **QUIET)  # fmt: skip
+                        reg_lambda=0.0, tol=TOL, clip_coeffs=0, size_factors=None, copy=True,
+                        **QUIET)  # fmt: skip
     var = out.var
     assert var.loc["onesection", "stglm_status"] == "separated"
     assert var.loc["both", "stglm_status"] == "ok"
@@ -1166,6 +1167,7 @@ def test_fit_genes_rejects_bad_arguments_before_any_work(tiny, monkeypatch, kw, 
     before = adata.copy()
     kw = {k: bad_value(v, adata.n_obs, adata.n_vars) for k, v in kw.items()}
     kw.setdefault("link", "log")
+    kw.setdefault("size_factors", None)  # tiny has observations without counts
 
     def no_work(*args, **kwargs):
         raise AssertionError("fit_genes started fitting before validating its arguments")
@@ -1219,14 +1221,24 @@ MODEL_CASES = [
             offset="log size factors (poscounts)",
         ),
     ),
-    (
+    (  # fit_genes' default link is the log link; a given offset is the whole offset
         dict(distr="neg-binomial", theta=2.0, offset="array", sample_weight="w"),
+        dict(
+            family="neg-binomial",
+            link="log",
+            theta="fixed",
+            sample_weight="obs['w']",
+            offset="array",
+        ),
+    ),
+    (  # the seed's mean, with the seed's defaults
+        dict(distr="neg-binomial", link=None, theta=2.0, sample_weight="w"),
         dict(
             family="neg-binomial",
             link="softplus",
             theta="fixed",
             sample_weight="obs['w']",
-            offset="array",
+            offset="none",
         ),
     ),
     (
@@ -1239,8 +1251,18 @@ MODEL_CASES = [
             offset="log size factors (obs['sf'])",
         ),
     ),
-    (
+    (  # fit_genes' defaults: the log link and total size factors
         dict(distr="poisson"),
+        dict(
+            family="poisson",
+            link="log",
+            theta="none",
+            sample_weight="none",
+            offset="log size factors (total)",
+        ),
+    ),
+    (
+        dict(distr="poisson", link=None),
         dict(
             family="poisson",
             link="log-linear(eta=2)",

@@ -23,6 +23,7 @@ from stglm import GLMCV, fit_genes
 from stglm._cv import (
     CHUNK_BYTES_MAX,
     CHUNK_MAX_GENES,
+    CVResult,
     batch_bytes,
     choose_lambda,
     default_chunk_size,
@@ -95,8 +96,14 @@ def test_fit_genes_never_chooses_a_lambda_whose_cv_score_is_nan():
     design = pd.DataFrame(X, index=adata.obs_names, columns=["a", "b"])
     _, records = recorded(
         lambda: fit_genes(
-            adata, design=design, distr="gamma", cv=3, reg_lambda=None, progress=False
-        )
+            adata,
+            design=design,
+            distr="gamma",
+            link=None,
+            cv=3,
+            reg_lambda=None,
+            progress=False,
+        )  # fmt: skip
     )
     ref = GLMCV(distr="gamma", cv=KFold(3, shuffle=True, random_state=888), **QUIET).fit(X, y)
     var = adata.var.loc["overflow"]
@@ -133,8 +140,9 @@ def strong_signal(n=150, seed=0):
 
 def test_glmcv_warns_when_it_chooses_the_smallest_lambda():
     X, y = strong_signal()
-    model, records = recorded(lambda: GLMCV(distr="gaussian", n_lambdas=8, **QUIET).fit(X, y))
-    assert model.best_index_ == len(model.reg_lambda_path_) - 1
+    fit = GLMCV(distr="gaussian", n_lambdas=8, lambda_min_ratio=1e-3, **QUIET)
+    model, records = recorded(lambda: fit.fit(X, y))
+    assert model.best_index_ == len(model.reg_lambda_path_) - 1 == 7  # a number: not extended
     (message,) = of_kind(records, BoundaryWarning)
     assert "lambda_min_ratio=0.001" in message and "lower lambda_min_ratio" in message
     # Given λ's: the warning names them instead.
@@ -155,6 +163,68 @@ def test_glmcv_is_silent_when_the_choice_is_interior_or_there_is_no_choice():
     X, y = strong_signal()
     _, records = recorded(lambda: GLMCV(distr="gaussian", reg_lambda=[0.01], **QUIET).fit(X, y))
     assert not of_kind(records, BoundaryWarning)  # one λ: nothing was chosen
+
+
+def cv_result(scores):
+    """A CVResult of one response with these mean scores (the rest is not read)."""
+    scores = np.asarray(scores, dtype=float)[None, :]
+    best = choose_lambda(scores, np.zeros_like(scores), "deviance", "best")
+    empty = np.zeros((scores.shape[1], 1))
+    return CVResult(scores[None], scores, 0 * scores, best, np.zeros(1), empty, empty[..., None],
+                    None)  # fmt: skip
+
+
+def test_a_flat_end_is_not_a_boundary_choice():
+    """Chosen at the end, the curve still falling: at the boundary; falling by less than
+    1e-5 of what the path gained (glmnet's fdev): saturated, not at the boundary."""
+    falling = cv_result([10.0, 6.0, 5.0, 4.9])
+    assert falling.at_smallest[0] and falling.at_boundary[0] and not falling.saturated[0]
+    flat = cv_result([10.0, 6.0, 5.0, 5.0 - 4e-5])  # 4e-5 < 1e-5 · 5
+    assert flat.at_smallest[0] and flat.saturated[0] and not flat.at_boundary[0]
+    interior = cv_result([10.0, 6.0, 5.0, 5.5])
+    assert not interior.at_boundary[0] and not interior.at_smallest[0]
+
+
+def strong_poisson(n=4000, p=20, seed=4):
+    """Poisson, many real effects, n ≫ p: the CV optimum lies below 1e-4·λ_max."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) * rng.uniform(0.2, 3, p)
+    beta = rng.normal(0, 1.0, p) / X.std(axis=0)
+    return X, rng.poisson(np.exp(X @ beta)).astype(float)
+
+
+def test_the_auto_path_is_extended_when_the_choice_is_its_end():
+    """ "auto" (1e-4 for n ≥ p) chose the end while still improving: the path is continued
+    two decades at its spacing — the same as asking for 37 λ down to 1e-6·λ_max."""
+    X, y = strong_poisson()
+    kw = dict(distr="poisson", link="log", clip_coeffs=0, **QUIET)
+    auto = GLMCV(**kw).fit(X, y)
+    assert len(auto.reg_lambda_path_) == 25 + 12
+    given = GLMCV(lambda_min_ratio=1e-6, n_lambdas=37, **kw).fit(X, y)
+    np.testing.assert_allclose(auto.reg_lambda_path_, given.reg_lambda_path_, rtol=1e-12)
+    assert auto.best_index_ == given.best_index_ > 24  # beyond the unextended path
+    np.testing.assert_allclose(auto.scores_, given.scores_, rtol=1e-8)
+    np.testing.assert_allclose(auto.beta_, given.beta_, rtol=0, atol=1e-7)
+    short = GLMCV(lambda_min_ratio=1e-4, **kw).fit(X[:, :3], y)  # a number: never extended
+    assert len(short.reg_lambda_path_) == 25
+
+
+def test_fit_genes_extends_the_genes_whose_choice_is_their_paths_end():
+    """Per gene, fit_genes' "auto" path = GLMCV's: extended for the gene that needs it only."""
+    X, y = strong_poisson(seed=4)
+    rng = np.random.default_rng(5)
+    noise = rng.poisson(2.0, (X.shape[0], 2)).astype(float)
+    adata = ad.AnnData(np.column_stack([y, noise]))
+    adata.var_names = ["strong", "noise0", "noise1"]
+    design = pd.DataFrame(X, index=adata.obs_names)
+    out = fit_genes(adata, design=design, reg_lambda=None, size_factors=None, progress=False,
+                    copy=True)  # fmt: skip
+    for j, gene in enumerate(adata.var_names):
+        ref = GLMCV(distr="poisson", link="log", clip_coeffs=0, **QUIET)
+        ref.fit(X, adata.X[:, j])
+        assert len(ref.reg_lambda_path_) == (37 if gene == "strong" else 25)
+        np.testing.assert_allclose(out.var.loc[gene, "stglm_lambda"], ref.reg_lambda_opt_,
+                                   rtol=1e-10, err_msg=gene)  # fmt: skip
 
 
 @pytest.mark.parametrize("chunk_size", [None, 2])

@@ -34,7 +34,10 @@ TOL = 1e-12
 RESULT_COLUMNS = (
     "intercept", "lambda", "score", "converged", "kkt", "n_iter", "theta", "theta_status", "status",
 )  # fmt: skip
-QUIET = {"progress": False}
+#: fit_genes' arguments of the comparisons with GLM and GLMCV, whose defaults are the seed's:
+#: the seed's mean (link=None brings the seed's θ, size factors and clipping with it; fit_genes'
+#: own defaults are the log-link count model, tested in test_front_end_defaults), no progress.
+AS_GLM = {"progress": False, "link": None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +65,7 @@ def path_kw(design, reg_lambda, **extra):
         "n_lambdas": 6,
         "cv": 3,
         "copy": True,
-        **QUIET,
+        **AS_GLM,
         **extra,
     }
 
@@ -150,7 +153,7 @@ def test_fixed_lambda_matches_single_gene_glm(visium, design, genes, params, lay
         layer=layer,
         copy=True,
         **params,
-        **QUIET,
+        **AS_GLM,
     )
     icpt, coef = results(out, genes)
     matrix = visium.X if layer is None else visium.layers[layer]
@@ -187,7 +190,7 @@ def test_gaussian_ridge_matches_closed_form(visium, design, genes):
         tol=1e-10,
         clip_coeffs=0,
         copy=True,
-        **QUIET,
+        **AS_GLM,
     )
     X = design.to_numpy()
     n = X.shape[0]
@@ -214,7 +217,7 @@ def test_unpenalised_poisson_matches_statsmodels(visium, design, genes):
         tol=1e-10,
         clip_coeffs=0,
         copy=True,
-        **QUIET,
+        **AS_GLM,
     )
     icpt, coef = results(out, fittable)
     X = sm.add_constant(design.to_numpy())
@@ -238,7 +241,7 @@ def test_poisson_elastic_net_kkt_by_hand(visium, design, genes):
         tol=1e-10,
         clip_coeffs=0,
         copy=True,
-        **QUIET,
+        **AS_GLM,
     )
     icpt, coef = results(out, genes)
     X = design.to_numpy()
@@ -293,7 +296,7 @@ def test_glmcv_mode_matches_single_gene_glmcv(small, params, layer):
         layer=layer,
         copy=True,
         **params,
-        **QUIET,
+        **AS_GLM,
     )
     icpt, coef = results(out, names)
     matrix = adata.X if layer is None else adata.layers[layer]
@@ -362,13 +365,13 @@ def test_layer_is_read_instead_of_X(small):
     adata, design, names = small
     moved = with_X(adata, sp.csr_matrix(adata.X.shape, dtype=np.float64))  # X all zeros now
     moved.layers["counts"] = adata.X.copy()
-    ref = fit_genes(adata, names, design=design, copy=True, **QUIET)
-    got = fit_genes(moved, names, design=design, layer="counts", copy=True, **QUIET)
+    ref = fit_genes(adata, names, design=design, copy=True, **AS_GLM)
+    got = fit_genes(moved, names, design=design, layer="counts", copy=True, **AS_GLM)
     pd.testing.assert_frame_equal(got.varm["stglm_coef"], ref.varm["stglm_coef"])
     pd.testing.assert_frame_equal(got.var, ref.var)
     assert got.uns["stglm"]["params"]["layer"] == "counts"
     # and without the layer, the all-zero X is what is read
-    zeros = fit_genes(moved, names, design=design, copy=True, **QUIET)
+    zeros = fit_genes(moved, names, design=design, copy=True, **AS_GLM)
     assert (zeros.var.loc[names, "stglm_status"] == "all zeros").all()
 
 
@@ -391,11 +394,11 @@ def test_chunking_and_threads_do_not_change_results(small, chunk_size, n_jobs):
 
 def test_design_as_array_and_shuffled_frame(small):
     adata, design, names = small
-    ref = fit_genes(adata, names, design=design, copy=True, **QUIET)
+    ref = fit_genes(adata, names, design=design, copy=True, **AS_GLM)
     shuffled = design.sample(frac=1.0, random_state=0)  # same labels, other order
-    got = fit_genes(adata, names, design=shuffled, copy=True, **QUIET)
+    got = fit_genes(adata, names, design=shuffled, copy=True, **AS_GLM)
     pd.testing.assert_frame_equal(got.varm["stglm_coef"], ref.varm["stglm_coef"])
-    arr = fit_genes(adata, names, design=design.to_numpy(), copy=True, **QUIET)
+    arr = fit_genes(adata, names, design=design.to_numpy(), copy=True, **AS_GLM)
     np.testing.assert_array_equal(
         arr.varm["stglm_coef"].to_numpy(), ref.varm["stglm_coef"].to_numpy()
     )
@@ -422,7 +425,7 @@ def test_copy_true_leaves_adata_untouched(small, sparse):
     adata, design, names = small
     adata = decorated(adata if sparse else with_X(adata, adata.X.toarray()))
     before = adata.copy()
-    out = fit_genes(adata, names, design=design, copy=True, store_fitted=True, **QUIET)
+    out = fit_genes(adata, names, design=design, copy=True, store_fitted=True, **AS_GLM)
     assert isinstance(out, ad.AnnData) and out is not adata
     assert_adata_equal(adata, before)
     assert "stglm_coef" in out.varm and "stglm_mu" in out.layers
@@ -434,7 +437,7 @@ def test_copy_of_a_view_leaves_view_and_parent_untouched(small):
     parent_before = parent.copy()
     view = parent[:400]
     view_before = view.copy()
-    out = fit_genes(view, names, design=design.iloc[:400], copy=True, **QUIET)
+    out = fit_genes(view, names, design=design.iloc[:400], copy=True, **AS_GLM)
     assert view.is_view
     assert_adata_equal(view, view_before)
     assert_adata_equal(parent, parent_before)
@@ -448,7 +451,7 @@ def test_copy_false_adds_only_documented_keys(small, key_added, store_fitted):
     adata = decorated(adata)
     before = adata.copy()
     returned = fit_genes(
-        adata, names, design=design, key_added=key_added, store_fitted=store_fitted, **QUIET
+        adata, names, design=design, key_added=key_added, store_fitted=store_fitted, **AS_GLM
     )
     assert returned is None
 
@@ -475,15 +478,15 @@ def test_copy_false_adds_only_documented_keys(small, key_added, store_fitted):
 
 def test_results_equal_with_and_without_copy(small):
     adata, design, names = small
-    copied = fit_genes(adata, names, design=design, copy=True, **QUIET)
+    copied = fit_genes(adata, names, design=design, copy=True, **AS_GLM)
     inplace = adata.copy()
-    fit_genes(inplace, names, design=design, **QUIET)
+    fit_genes(inplace, names, design=design, **AS_GLM)
     assert_adata_equal(inplace, copied)
 
 
 def test_store_fitted_is_the_model_mean(small):
     adata, design, names = small
-    out = fit_genes(adata, names, design=design, store_fitted=True, copy=True, **QUIET)
+    out = fit_genes(adata, names, design=design, store_fitted=True, copy=True, **AS_GLM)
     mu = out.layers["stglm_mu"]
     assert mu.dtype == np.float32 and mu.shape == adata.shape and not sp.issparse(mu)
     icpt, coef = results(out, names)
@@ -504,7 +507,7 @@ def test_results_survive_h5ad_round_trip(small, tmp_path):
         cv=3,
         Tau=np.eye(design.shape[1]),
         copy=True,
-        **QUIET,
+        **AS_GLM,
     )
     out.write_h5ad(tmp_path / "fit.h5ad")
     back = ad.read_h5ad(tmp_path / "fit.h5ad")
@@ -550,7 +553,7 @@ def test_all_zero_gene_is_fitted_by_gaussian(small):
     adata, design, names = small
     zero = [g for g in adata.var_names if g not in names][:1]
     out = fit_genes(
-        with_zero_genes(adata, zero), zero, design=design, distr="gaussian", copy=True, **QUIET
+        with_zero_genes(adata, zero), zero, design=design, distr="gaussian", copy=True, **AS_GLM
     )
     assert out.var.loc[zero[0], "stglm_status"] == "ok"
     np.testing.assert_allclose(out.varm["stglm_coef"].loc[zero[0]], 0.0, atol=1e-12)
@@ -576,7 +579,7 @@ def test_gene_with_all_counts_in_one_held_out_fold_is_flagged(small):
             n_lambdas=5,
             cv=3,
             copy=True,
-            **QUIET,
+            **AS_GLM,
         )
     status = out.var["stglm_status"]
     assert status[sparse_gene] == "fold without counts"
@@ -590,14 +593,14 @@ def test_gene_with_all_counts_in_one_held_out_fold_is_flagged(small):
     assert kkt <= 1e-6, kkt
     # With a fixed λ there are no folds and nothing to flag.
     fixed = fit_genes(
-        with_X(adata, sp.csr_matrix(dense)), [sparse_gene], design=design, copy=True, **QUIET
+        with_X(adata, sp.csr_matrix(dense)), [sparse_gene], design=design, copy=True, **AS_GLM
     )
     assert fixed.var.loc[sparse_gene, "stglm_status"] == "ok"
 
 
 def test_genes_not_requested(small):
     adata, design, names = small
-    out = fit_genes(adata, names[:3], design=design, copy=True, **QUIET)
+    out = fit_genes(adata, names[:3], design=design, copy=True, **AS_GLM)
     others = adata.var_names.difference(names[:3])
     assert (out.var.loc[others, "stglm_status"] == "not requested").all()
     assert out.varm["stglm_coef"].loc[others].isna().all().all()
@@ -606,14 +609,14 @@ def test_genes_not_requested(small):
     assert not out.var.loc[others, "stglm_converged"].any()
     assert out.varm["stglm_coef"].loc[names[:3]].notna().all().all()
     # a single gene name works too
-    single = fit_genes(adata, names[0], design=design, copy=True, **QUIET)
+    single = fit_genes(adata, names[0], design=design, copy=True, **AS_GLM)
     assert (single.var["stglm_status"] == "ok").sum() == 1
 
 
 def test_not_converged_is_reported(small):
     adata, design, names = small
     with pytest.warns(UserWarning, match="did not converge"):
-        out = fit_genes(adata, names, design=design, max_iter=1, tol=1e-12, copy=True, **QUIET)
+        out = fit_genes(adata, names, design=design, max_iter=1, tol=1e-12, copy=True, **AS_GLM)
     status = out.var.loc[names, "stglm_status"]
     converged = out.var.loc[names, "stglm_converged"]
     assert (status == "not converged").sum() >= 1
@@ -629,7 +632,7 @@ def test_coef_df_is_tidy_and_consistent(small, include_intercept):
     zero = [g for g in adata.var_names if g not in names][:1]
     requested = [names[2], zero[0], names[0], names[1]]  # not alphabetical on purpose
     out = fit_genes(
-        with_zero_genes(adata, zero), requested, design=design, key_added="m", copy=True, **QUIET
+        with_zero_genes(adata, zero), requested, design=design, key_added="m", copy=True, **AS_GLM
     )
     df = coef_df(out, key_added="m", include_intercept=include_intercept)
 
@@ -657,7 +660,7 @@ def test_coef_df_errors(small):
     adata, design, names = small
     with pytest.raises(ValueError, match="key_added"):
         coef_df(adata)
-    out = fit_genes(adata, names[:2], design=design, copy=True, **QUIET)
+    out = fit_genes(adata, names[:2], design=design, copy=True, **AS_GLM)
     with pytest.raises(ValueError, match="other"):
         coef_df(out, key_added="other")
     with pytest.raises(TypeError, match="AnnData"):
@@ -669,8 +672,8 @@ def test_coef_df_errors(small):
 # ---------------------------------------------------------------------------------------------
 def test_fitted_mean_reads_the_layer_or_recomputes_from_the_design(small):
     adata, design, names = small
-    stored = fit_genes(adata, names, design=design, store_fitted=True, copy=True, **QUIET)
-    bare = fit_genes(adata, names, design=design, copy=True, **QUIET)
+    stored = fit_genes(adata, names, design=design, store_fitted=True, copy=True, **AS_GLM)
+    bare = fit_genes(adata, names, design=design, copy=True, **AS_GLM)
     gene = names[3]
     j = adata.var_names.get_loc(gene)
     np.testing.assert_array_equal(
@@ -691,7 +694,7 @@ def test_fitted_mean_reads_the_layer_or_recomputes_from_the_design(small):
 
 def test_top_effects_ranks_nonzero_coefficients_of_ranked_genes(small):
     adata, design, names = small
-    out = fit_genes(adata, names, design=design, reg_lambda=0.05, copy=True, **QUIET)
+    out = fit_genes(adata, names, design=design, reg_lambda=0.05, copy=True, **AS_GLM)
     status = out.var["stglm_status"].astype(str)
     status[names[0]] = "fold without counts"  # fitted, but never ranked
     out.var["stglm_status"] = pd.Categorical(status)
@@ -777,7 +780,7 @@ def test_duplicated_var_names_are_rejected_by_name(small):
     dup = adata[:, names].copy()
     dup.var_names = [names[0]] * 2 + names[2:]
     with pytest.raises(ValueError, match=f"var_names has duplicates .*{names[0]}"):
-        fit_genes(dup, design=design, **QUIET)
+        fit_genes(dup, design=design, **AS_GLM)
     with pytest.raises(ValueError, match="var_names has duplicates"):
         S.spatial_lag(dup, names[2], batch_key="list_ID")
 
@@ -786,7 +789,7 @@ def test_duplicated_var_names_are_rejected_by_name(small):
 def test_bad_inputs_raise_clear_errors(small, case):
     adata, design, names = small
     target, kwargs, error, match = bad_case(case, adata, design, names)
-    kwargs = {"genes": names, "design": design, **QUIET, **kwargs}
+    kwargs = {"genes": names, "design": design, **AS_GLM, **kwargs}
     genes = kwargs.pop("genes")
     snapshot = target.copy() if isinstance(target, ad.AnnData) else None
     with pytest.raises(error, match=match):
@@ -916,8 +919,8 @@ def test_adata_functions_follow_api_conventions(qualname):
 
 def test_n_jobs_takes_joblibs_meaning_and_rejects_zero(small):
     adata, design, names = small
-    one = fit_genes(adata, names, design=design, chunk_size=2, copy=True, **QUIET)
-    every = fit_genes(adata, names, design=design, chunk_size=2, n_jobs=-1, copy=True, **QUIET)
+    one = fit_genes(adata, names, design=design, chunk_size=2, copy=True, **AS_GLM)
+    every = fit_genes(adata, names, design=design, chunk_size=2, n_jobs=-1, copy=True, **AS_GLM)
     np.testing.assert_array_equal(one.varm["stglm_coef"], every.varm["stglm_coef"])
     with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
-        fit_genes(adata, names, design=design, n_jobs=0, **QUIET)
+        fit_genes(adata, names, design=design, n_jobs=0, **AS_GLM)

@@ -48,8 +48,9 @@ INFERENCE_MEANING = {
 UNS_FIT_MEANING = {
     "params": "the fit's parameters (None values left out, arrays as lists, `layer`)",
     "predictors": "the design's columns, in order",
-    "genes": "the fitted genes, in fitting order",
+    "genes": "the fitted genes, in fitting order (a later call of the same model adds its own)",
     "model": "family, link, offset, theta, sample_weight and what one unit of a coefficient means",
+    "model_record": "what a later call under the same key must match to add its genes (strings)",
     "cli": "the command line's options (written by `stglm fit` / `stglm test` only)",
 }
 TEST_MEANING = {

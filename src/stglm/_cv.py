@@ -51,9 +51,11 @@ __all__ = [
     "cross_validate",
     "default_chunk_size",
     "empty_training_folds",
+    "extended_grid",
     "gene_fold_paths",
     "lambda_grid",
     "make_folds",
+    "path_min_ratio",
     "separate_fold_paths",
     "take_rows",
     "warn_choice",
@@ -110,7 +112,7 @@ def make_folds(cv: Any, n_samples: int, random_seed: int, X=None, y=None) -> lis
     if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
         if cv < 2 or cv > n_samples:
             raise InputError(
-                f"cv must be between 2 and the number of samples ({n_samples}); got {cv}."
+                f"cv must be between 2 and the number of samples (n_samples={n_samples}); got {cv}."
             )
         cv = KFold(int(cv), shuffle=True, random_state=random_seed)
     elif isinstance(cv, bool | float | str):
@@ -145,12 +147,57 @@ def empty_training_folds(counted: np.ndarray, folds: Sequence) -> np.ndarray:
     return np.array([~np.any(counted[train] != 0, axis=0) for train, _ in folds])
 
 
+#: ``lambda_min_ratio="auto"``: glmnet's default end of the path, 1e-4·λ_max when there are
+#: at least as many samples as predictors (the path can approach the unpenalised fit), and
+#: 1e-2·λ_max when there are fewer (where the unpenalised fit interpolates the data).
+AUTO_MIN_RATIO_LONG, AUTO_MIN_RATIO_WIDE = 1e-4, 1e-2
+#: A choice of the path's smallest λ is not a boundary choice when the mean held-out score
+#: improved over the path's last step by less than this fraction of what the path improved
+#: it in all (glmnet's ``fdev``, the relative change of the deviance explained at which it
+#: ends its path): the curve has flattened, and smaller λ cannot change it materially (near
+#: λ = 0 the held-out deviance is about linear in λ, so all that remains is about twice the
+#: last step's change).
+SATURATION = 1e-5
+
+
+#: A data-driven path of ``lambda_min_ratio="auto"`` whose chosen λ is its end, with the
+#: held-out score still improving there (:attr:`CVResult.at_boundary`), is extended once by
+#: this many decades at the same spacing (to 1e-6·λ_max when n ≥ p), and cross-validated
+#: again: on large tissues (n ≫ p) the optimum often lies just below 1e-4·λ_max.
+EXTENSION_DECADES = 2.0
+
+
+def extended_grid(lams: np.ndarray) -> np.ndarray:
+    """A decreasing geometric grid (…, K) continued ``EXTENSION_DECADES`` further down.
+
+    The spacing is the grid's own (its last step); every row gets the same number of
+    values, so that rows that share a spacing stay one array.
+    """
+    lams = np.asarray(lams, dtype=float)
+    if lams.shape[-1] < 2:
+        return lams
+    step = lams[..., -2:-1] / lams[..., -1:]  # > 1
+    n_more = int(np.ceil(EXTENSION_DECADES / np.log10(np.max(step))))
+    more = lams[..., -1:] / step ** np.arange(1, n_more + 1)
+    return np.concatenate([lams, more], axis=-1)
+
+
+def path_min_ratio(min_ratio: float | str, n_samples: int, n_features: int) -> float:
+    """The end of a data-driven path as a fraction of λ_max: ``min_ratio``, or "auto"'s.
+
+    "auto" is glmnet's rule: 1e-4 when ``n_samples`` ≥ ``n_features``, 1e-2 otherwise.
+    """
+    if isinstance(min_ratio, str):
+        return AUTO_MIN_RATIO_WIDE if n_samples < n_features else AUTO_MIN_RATIO_LONG
+    return float(min_ratio)
+
+
 def lambda_grid(reg_lambda, n_lambdas: int, min_ratio: float, lmax=None) -> np.ndarray:
     """The λ values of a path, decreasing along the last axis.
 
     ``reg_lambda`` given (a list): those values, sorted decreasingly. None: ``n_lambdas``
     values log-spaced from ``lmax`` (a float, or one λ_max per response: then (G, K))
-    down to ``min_ratio``·``lmax``.
+    down to ``min_ratio``·``lmax`` (a number: see :func:`path_min_ratio` for "auto").
     """
     if reg_lambda is None:
         return geometric_path(lmax, n_lambdas, min_ratio)
@@ -363,11 +410,38 @@ class CVResult:
         """Each response's entry of ``values`` (G, K) at its chosen λ: (G,)."""
         return values[np.arange(len(self.best)), self.best]
 
+    #: "deviance" (lower is better) or "pseudo_r2"; see :attr:`saturated`.
+    metric: str = "deviance"
+
     @property
-    def at_boundary(self) -> np.ndarray:
+    def at_smallest(self) -> np.ndarray:
         """(G,) bool: the chosen λ is the smallest of a path of several."""
         n_lambdas = self.scores.shape[1]
         return (self.best == n_lambdas - 1) & (n_lambdas > 1)
+
+    @property
+    def saturated(self) -> np.ndarray:
+        """(G,) bool: the mean score's last step changed it by ≤ ``SATURATION`` of its range.
+
+        The range is what the path changed it by, from its first λ to its last (glmnet's
+        relative change of the deviance explained).
+        """
+        if self.scores.shape[1] < 2:
+            return np.zeros(self.scores.shape[0], dtype=bool)
+        sign = 1.0 if self.metric == "deviance" else -1.0
+        with np.errstate(invalid="ignore"):
+            last_step = sign * (self.scores[:, -2] - self.scores[:, -1])
+            explained = sign * (self.scores[:, 0] - self.scores[:, -1])
+            return np.isfinite(last_step) & (last_step <= SATURATION * np.abs(explained))
+
+    @property
+    def at_boundary(self) -> np.ndarray:
+        """(G,) bool: the choice is the smallest λ and the score was still improving there.
+
+        A choice of the smallest λ on a :attr:`saturated` curve is not one: the path
+        reached the flat end that glmnet's would stop at.
+        """
+        return self.at_smallest & ~self.saturated
 
     @property
     def nan_scores(self) -> np.ndarray:
@@ -433,7 +507,7 @@ def cross_validate(
     scores = cv_scores.mean(axis=0)
     se = cv_scores.std(axis=0, ddof=1) / np.sqrt(n_folds)
     best = choose_lambda(scores, se, scoring.metric, select)
-    return CVResult(cv_scores, scores, se, best, n_iter, *mean)
+    return CVResult(cv_scores, scores, se, best, n_iter, *mean, metric=scoring.metric)
 
 
 def warn_choice(
@@ -462,8 +536,9 @@ def warn_choice(
         subject = "cross-validation" if names is None else _count(at_boundary, names)
         path = "the path" if names is None else "their paths"
         warnings.warn(
-            f"{subject} chose the smallest λ of {path} ({where}): the held-out score may keep "
-            f"improving at smaller λ. To extend the path, {remedy}.",
+            f"{subject} chose the smallest λ of {path} ({where}) while the held-out score was "
+            f"still improving there: it may keep improving at smaller λ. To extend the path, "
+            f"{remedy}.",
             BoundaryWarning,
             stacklevel=stacklevel,
         )

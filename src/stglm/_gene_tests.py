@@ -30,6 +30,7 @@ from anndata import AnnData
 from scipy import stats
 
 from ._anndata import design_frame
+from ._defaults import AUTO, front_end_model
 from ._dispersion import THETA_MAX, THETA_MIN
 from ._errors import InputError, InputTypeError
 from ._inference import benjamini_hochberg, estimated_dispersion
@@ -61,10 +62,10 @@ def test_genes(
     design: Any,
     reduced: Any,
     distr: str = "neg-binomial",
-    link: str | None = "log",
+    link: str | None = AUTO,
     theta: float | str | None = None,
     offset: Any = None,
-    size_factors: Any = "auto",
+    size_factors: Any = AUTO,
     sample_weight: Any = None,
     test: str = "lrt",
     layer: str | None = None,
@@ -106,8 +107,9 @@ n_jobs, progress
         negative, reported as 0), "cox-reid" for the QL test (glmGamPoi's), unused for
         other families.
     size_factors : "auto", {"total", "poscounts"}, array, str or None, default="auto"
-        As in :func:`stglm.fit_genes`; "auto" is "total" for count families given no
-        ``offset``, None otherwise (a given offset is taken as the whole offset).
+        As in :func:`stglm.fit_genes`: "auto" is "total" for poisson and neg-binomial
+        with the log link given no ``offset``, None otherwise (a given offset is taken as
+        the whole offset).
     test : {"lrt", "wald", "ql"}, default="lrt"
         The likelihood-ratio test, the Wald test (one column left out), or glmGamPoi's
         quasi-likelihood F test (negative binomial).
@@ -128,6 +130,10 @@ n_jobs, progress
         same columns are written to ``adata.var[f"{key_added}_<column>"]`` and what was
         tested to ``adata.uns[key_added]``.
     """
+    model = front_end_model(
+        distr, link, theta, size_factors, offset_given=offset is not None, theta_method=None
+    )  # the front ends' defaults (as fit_genes' and the CLI's), θ left to the test
+    link, size_factors = model.link, model.size_factors
     theta = _check_test(test, distr, theta)
     params = dict(
         distr=distr, reg_lambda=0.0, theta=theta, clip_coeffs=0.0, fit_intercept=fit_intercept,
@@ -143,10 +149,6 @@ n_jobs, progress
             "Use test='lrt' for several."
         )
     family = est._family(1.0 if est._estimates_theta() else None)
-    if isinstance(size_factors, str) and size_factors == "auto":
-        # An offset given is the whole offset (glmGamPoi's offset with size_factors=FALSE):
-        # adding log size factors on top would count sequencing depth twice.
-        size_factors = "total" if family.is_count and offset is None else None
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, None)
     X_full = frame.to_numpy(dtype=np.float64)
     X_red = frame[kept].to_numpy(dtype=np.float64)

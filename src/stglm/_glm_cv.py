@@ -11,22 +11,25 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._cv import (
+    EXTENSION_DECADES,
     Scoring,
     batch_bytes,
     batched_fold_paths,
     cross_validate,
     empty_training_folds,
+    extended_grid,
     lambda_grid,
     make_folds,
+    path_min_ratio,
     separate_fold_paths,
     warn_choice,
 )
 from ._glm import COMMON_CONSTRAINTS, GLM, _GLMBase
-from ._path import LAMBDA_MIN_RATIO, PathResult, clip, lambda_max
+from ._path import PathResult, clip, lambda_max
 from ._penalties import ElasticNet
 from ._solvers import Problem
 from ._theta import null_theta
-from ._validation import Boolean, Integer, JobCount, Options, Real, RealSequence
+from ._validation import AnyOf, Boolean, Integer, JobCount, Options, Real, RealSequence
 
 logger = logging.getLogger("stglm")
 
@@ -70,10 +73,17 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         pseudo-R²); "one_se" the largest λ whose mean score is within one standard
         error (std over folds / √K) of the best. A λ whose mean score is NaN (a held-out
         mean outside the family's range, or an overflow) is never chosen, with a warning.
-    lambda_min_ratio : float, default=1e-3
-        End of the data-driven path as a fraction of λ_max. A choice of the path's
-        smallest λ warns (:class:`stglm._errors.BoundaryWarning`): the held-out score may
-        still improve beyond it, and a smaller ratio extends the path.
+    lambda_min_ratio : float in (0, 1) or "auto", default="auto"
+        End of the data-driven path as a fraction of λ_max. "auto" is glmnet's default:
+        1e-4 with at least as many samples as features, 1e-2 with fewer; and when the
+        chosen λ is the path's end while the mean held-out score was still improving
+        there — by more than 1e-5 of what the whole path improved it, over the last step
+        (glmnet's ``fdev``, at which glmnet ends its path; a flatter end has reached the
+        unpenalised fit's score) — the path is extended by two more decades at the same
+        spacing and cross-validated again (``reg_lambda_path_`` and the other path
+        attributes are then longer than ``n_lambdas``). A number is used as given. A
+        choice of the end of the final path, still improving, warns
+        (:class:`stglm._errors.BoundaryWarning`): a smaller ratio extends the path.
     screening : bool, default=True
         Use sequential strong rules (with a KKT check) along each fold's own path (not
         used by the batched solve, which forms every Hessian in one product anyway).
@@ -122,7 +132,9 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         "reg_lambda": RealSequence(Real(0.0, None, closed="left")),
         "n_lambdas": Integer(1, None, closed="left"),
         "select": Options(("best", "one_se")),
-        "lambda_min_ratio": Real(0.0, 1.0, closed="neither"),
+        "lambda_min_ratio": AnyOf(
+            Options(("auto",)), Real(0.0, 1.0, closed="neither"), description="'auto' or in (0, 1)"
+        ),
         "screening": Boolean(),
         "n_jobs": JobCount(),
     }
@@ -148,7 +160,7 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         *,
         solver: str = "irls-cd",
         select: str = "best",
-        lambda_min_ratio: float = LAMBDA_MIN_RATIO,
+        lambda_min_ratio: float | str = "auto",
         screening: bool = True,
         n_jobs: int | None = None,
         link: str | None = None,
@@ -221,7 +233,25 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
                 theta0 = null_theta(problem, self.theta, self.solver, self._solver_options())
                 problem = replace(problem, family=problem.family.with_theta(theta0))
             lmax = lambda_max(problem)
-        return lambda_grid(self.reg_lambda, self.n_lambdas, self.lambda_min_ratio, lmax)
+        return lambda_grid(self.reg_lambda, self.n_lambdas, self._min_ratio(problem.X), lmax)
+
+    def _cross_validate(self, problem: Problem, lams, folds, scoring: Scoring):
+        """(the full data's path, the CV result) along ``lams``."""
+        paths, full = self._paths(problem, lams, folds)
+        test_X = (problem.X[test] for _, test in folds)  # one fold's at a time
+        w = problem.sample_weight
+        cv = cross_validate(
+            paths, folds, test_X, problem.y[:, None], w, problem.offset, scoring, self.select
+        )
+        return full, cv
+
+    def _extends(self) -> bool:
+        """Whether a path still improving at its end is extended (the "auto" path only)."""
+        return self.reg_lambda is None and isinstance(self.lambda_min_ratio, str)
+
+    def _min_ratio(self, X) -> float:
+        """The path's end as a fraction of λ_max (``lambda_min_ratio``, "auto" resolved)."""
+        return path_min_ratio(self.lambda_min_ratio, *X.shape)
 
     # -- fit ---------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: Any = None, offset: Any = None) -> GLMCV:
@@ -256,18 +286,19 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
             _warn_empty_folds(y if w is None else y * w, folds)
         penalty = ElasticNet(0.0, self.alpha, Tau, data["penalty_factor"])
         problem = Problem(family, penalty, X, y, self.fit_intercept, w, data["offset"])
-        lams = self._lambdas(problem)
-        paths, full = self._paths(problem, lams, folds)
         scoring = Scoring(family, self.score_metric, self.clip_coeffs, self.fit_intercept)
-        test_X = (X[test] for _, test in folds)  # one fold's at a time
-        cv = cross_validate(
-            paths, folds, test_X, y[:, None], w, data["offset"], scoring, self.select
-        )
+        lams = self._lambdas(problem)
+        full, cv = self._cross_validate(problem, lams, folds, scoring)
+        min_ratio, n_iter = self._min_ratio(X), 0
+        if self._extends() and cv.at_boundary[0]:  # "auto": extend a path still improving
+            n_iter = int(cv.n_iter.sum()) + int(full.n_iter.sum())  # the first pass's work
+            lams, min_ratio = extended_grid(lams), min_ratio * 10.0**-EXTENSION_DECADES
+            full, cv = self._cross_validate(problem, lams, folds, scoring)
         warn_choice(
             cv.at_boundary, cv.nan_scores, given_lambdas=self.reg_lambda is not None,
-            lambda_min_ratio=self.lambda_min_ratio,
+            lambda_min_ratio=min_ratio,
         )  # fmt: skip
-        self.n_iter_ = int(cv.n_iter.sum()) + int(full.n_iter.sum())
+        self.n_iter_ = n_iter + int(cv.n_iter.sum()) + int(full.n_iter.sum())
         self.cv_scores_ = cv.cv_scores[:, 0, :]
         self.scores_, self.scores_se_ = cv.scores[0], cv.se[0]
         self.reg_lambda_path_ = lams

@@ -6,8 +6,10 @@ For a prefix ``key`` (fit_genes' ``key_added``):
 - ``adata.varm[stat_key(key, name)]`` for each name of ``INFERENCE_FIELDS`` (with
   ``inference=True``) — standard errors, Wald p-values and BH q-values like the coefficients;
 - ``adata.var[var_key(key, field)]`` for each field of ``VAR_FIELDS``;
-- ``adata.uns[key]`` — ``{"params": ..., "predictors": [...], "genes": [...], "model": {...}}``
-  (the CLI adds ``"cli"``);
+- ``adata.uns[key]`` — ``{"params": ..., "predictors": [...], "genes": [...], "model": {...},
+  "model_record": {...}}`` (the CLI adds ``"cli"``); ``"model_record"`` is what a later fit
+  under the same key must match to merge its genes into these results
+  (:func:`merge_into`);
 - ``adata.layers[mu_layer(key)]`` — fitted means, with ``store_fitted=True``;
 - ``adata.obs[offset_key(key)]`` — the offset (log size factors and/or a given offset) when
   one (n_obs,) offset was used, so the fitted means can be recomputed;
@@ -19,6 +21,8 @@ with these functions only, so the schema is spelled once.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -45,6 +49,9 @@ __all__ = [
     "design_key",
     "fitted_layer",
     "INFERENCE_FIELDS",
+    "MODEL_RECORD",
+    "digest",
+    "merge_into",
     "offset_key",
     "stat_key",
     "store_test_results",
@@ -89,6 +96,8 @@ _FILL = {
 }
 #: Fields stored as categories.
 _CATEGORICAL = ("status", "theta_status")
+#: ``uns[key]``'s entry of what a fit modelled (str → str), compared by :func:`merge_into`.
+MODEL_RECORD = "model_record"
 
 
 def check_key(key: Any, name: str = "key_added") -> None:
@@ -141,6 +150,66 @@ def design_key(key: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# a second fit under the same key: merge, or refuse
+# ---------------------------------------------------------------------------------------------
+def digest(values: Any) -> str:
+    """A short fingerprint of an array's shape, dtype and values ("none" for None)."""
+    if values is None:
+        return "none"
+    array = np.ascontiguousarray(np.asarray(values))
+    if array.dtype == object:
+        array = np.ascontiguousarray(array.astype(str))
+    h = hashlib.sha256(f"{array.shape}{array.dtype.str}".encode())
+    h.update(array.tobytes())
+    return h.hexdigest()[:16]
+
+
+def merge_into(adata: AnnData, key: str, record: Mapping[str, str], overwrite: bool) -> bool:
+    """Whether a fit described by ``record`` merges into the results already under ``key``.
+
+    No results under ``key`` (or ``overwrite=True``): False, the fit replaces them. Results
+    of the same model — every entry of ``record`` equal to the one stored with them: the
+    design, family, link, θ, λ rule, offset, weights, layer… — : True, the fit's genes are
+    written into them and the earlier genes' results are kept. Otherwise an InputError
+    naming ``overwrite``, raised before any work: a second fit never silently discards the
+    first.
+    """
+    if not isinstance(overwrite, bool):
+        raise InputTypeError(f"overwrite must be True or False; got {overwrite!r}.")
+    present = coef_key(key) in adata.varm or key in adata.uns
+    if overwrite or not present:
+        return False
+    info = adata.uns.get(key)
+    earlier = info.get(MODEL_RECORD) if isinstance(info, Mapping) else None
+    complete = coef_key(key) in adata.varm and all(
+        var_key(key, field) in adata.var for field in VAR_FIELDS
+    )
+    remedy = (
+        "Pass overwrite=True to replace them (the earlier genes' results are dropped), or "
+        "another key_added."
+    )
+    if not isinstance(earlier, Mapping) or not complete:
+        raise InputError(
+            f"key_added={key!r} already holds results in adata (uns/varm) without the record "
+            f"of their model that a fit needs to add genes to them. {remedy}"
+        )
+    differ = [
+        k if max(len(str(earlier.get(k, ""))), len(str(record[k]))) > 40
+        else f"{k}: {earlier.get(k, '—')} before, {record[k]} now"
+        for k in record
+        if str(earlier.get(k, "")) != str(record[k])
+    ]  # fmt: skip
+    differ += [k for k in earlier if k not in record]
+    if differ:
+        raise InputError(
+            f"key_added={key!r} holds results of another model (it differs in "
+            f"{'; '.join(differ)}): a fit adds its genes to earlier results only when it fits "
+            f"the same model on the same design. {remedy}"
+        )
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
 def store_results(
@@ -155,6 +224,9 @@ def store_results(
     layer: str | None,
     model: dict[str, str] | None = None,
     offset: np.ndarray | None = None,
+    *,
+    record: Mapping[str, str] | None = None,
+    merge: bool = False,
 ) -> None:
     """Write the documented result keys (only these) into ``adata``.
 
@@ -183,30 +255,45 @@ def store_results(
         What was fitted (family, link, offset, θ, weights, the coefficients' scale).
     offset : ndarray of shape (n_obs,), optional
         The offset every gene shared (stored in ``obs``; a per-gene offset is not stored).
+    record : dict of str, optional
+        The fit's model record (:func:`merge_into`), stored in ``uns[key]``.
+    merge : bool, default=False
+        Keep the results of the genes already under ``key`` (:func:`merge_into` said the
+        model is the same) and write these genes' over theirs; the q-values of
+        ``inference`` are recomputed over all fitted genes. Otherwise every other gene is
+        "not requested".
     """
     pos = adata.var_names.get_indexer(names)
-    coef = np.full((adata.n_vars, len(predictors)), np.nan)
-    coef[pos] = out["coef"]
-    adata.varm[coef_key(key)] = pd.DataFrame(coef, index=adata.var_names, columns=list(predictors))
+    earlier = list(adata.uns[key]["genes"]) if merge else []
+
+    def table(name: str, values: np.ndarray, fill: Any, dtype: Any = float) -> np.ndarray:
+        return _full_table(adata, key, name, values, pos, fill, dtype, merge)
+
+    def frame(values: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(values, index=adata.var_names, columns=list(predictors))
+
+    adata.varm[coef_key(key)] = frame(table("coef", out["coef"], np.nan))
+    values = {**out, "status": status}
+    tables = {name: table(name, values[name], np.nan) for name in INFERENCE_FIELDS if name in out}
+    if "pvalue" in out and merge:  # BH over every fitted gene, the earlier ones included
+        from ._inference import benjamini_hochberg
+
+        full_status = table("status", status, NOT_REQUESTED, object).astype(str)
+        testable = np.isin(full_status, FITTED_STATUSES)[:, None]
+        tables["qvalue"] = benjamini_hochberg(np.where(testable, tables["pvalue"], np.nan), axis=0)
     for name in INFERENCE_FIELDS:
-        if name in out:
-            table = np.full((adata.n_vars, len(predictors)), np.nan)
-            table[pos] = out[name]
-            adata.varm[stat_key(key, name)] = pd.DataFrame(
-                table, index=adata.var_names, columns=list(predictors)
-            )
+        if name in tables:
+            adata.varm[stat_key(key, name)] = frame(tables[name])
         elif stat_key(key, name) in adata.varm:  # an earlier fit's: it would be stale
             del adata.varm[stat_key(key, name)]
     if offset is not None and np.ndim(offset) == 1:
         adata.obs[offset_key(key)] = np.asarray(offset, dtype=float)
     elif offset_key(key) in adata.obs:
         del adata.obs[offset_key(key)]
-    values = {**out, "status": status}
     for field in VAR_FIELDS:
         given = values[field]
         dtype = object if field in _CATEGORICAL else np.asarray(given).dtype
-        full = np.full(adata.n_vars, _FILL[field], dtype=dtype)
-        full[pos] = given
+        full = table(field, given, _FILL[field], dtype)
         adata.var[var_key(key, field)] = pd.Categorical(full) if field in _CATEGORICAL else full
     stored = {
         k: (v.tolist() if isinstance(v, np.ndarray) else v)
@@ -214,13 +301,50 @@ def store_results(
         if v is not None
     }
     stored["layer"] = layer_of_record(layer)
-    adata.uns[key] = {"params": stored, "predictors": list(predictors), "genes": list(names)}
+    genes = list(dict.fromkeys([*earlier, *map(str, names)]))
+    adata.uns[key] = {"params": stored, "predictors": list(predictors), "genes": genes}
     if model is not None:
         adata.uns[key]["model"] = dict(model)
-    if fitted_mu is not None:
+    if record is not None:
+        adata.uns[key][MODEL_RECORD] = dict(record)
+    _store_means(adata, key, fitted_mu, pos, merge)
+
+
+def _full_table(adata, key, name, values, pos, fill, dtype, merge) -> np.ndarray:
+    """A results field for all of ``var_names``, with ``values`` at the rows ``pos``.
+
+    The other rows hold the earlier results (``merge``) or ``fill``.
+    """
+    if name == "coef":
+        store, field = adata.varm, coef_key(key)
+    elif name in INFERENCE_FIELDS:
+        store, field = adata.varm, stat_key(key, name)
+    else:
+        store, field = adata.var, var_key(key, name)
+    shape = (adata.n_vars, *np.shape(values)[1:])
+    if merge and field in store:
+        full = np.asarray(store[field], dtype=dtype).reshape(shape).copy()
+    else:
+        full = np.full(shape, fill, dtype=dtype)
+    full[pos] = values
+    return full
+
+
+def _store_means(adata, key, fitted_mu, pos, merge) -> None:
+    """The fitted-means layer: these genes' columns (into the earlier layer when merging).
+
+    Without means, an earlier fit's layer is removed: it would be stale for these genes.
+    """
+    if fitted_mu is None:
+        if mu_layer(key) in adata.layers:
+            del adata.layers[mu_layer(key)]
+        return
+    if merge and mu_layer(key) in adata.layers:
+        mu = np.array(adata.layers[mu_layer(key)], dtype=np.float32)
+    else:
         mu = np.zeros((adata.n_obs, adata.n_vars), dtype=np.float32)
-        mu[:, pos] = fitted_mu
-        adata.layers[mu_layer(key)] = mu
+    mu[:, pos] = fitted_mu
+    adata.layers[mu_layer(key)] = mu
 
 
 def test_key(key: str, column: str) -> str:

@@ -22,18 +22,23 @@ from ._anndata import (
     gene_positions,
     is_lazy,
     layer_matrix,
+    layer_of_record,
 )
 from ._cv import (
+    EXTENSION_DECADES,
     Scoring,
     as_column,
     cross_validate,
     default_chunk_size,
     empty_training_folds,
+    extended_grid,
     gene_fold_paths,
     lambda_grid,
     make_folds,
+    path_min_ratio,
     warn_choice,
 )
+from ._defaults import AUTO, front_end_model
 from ._distributed import run_lazy_blocks
 from ._errors import InputError, InputTypeError
 from ._families import Family
@@ -48,7 +53,7 @@ from ._inference import (
     wald_table,
 )
 from ._offsets import resolve_offset, resolve_weights
-from ._path import LAMBDA_MIN_RATIO, clip, lambda_max_from_gradient
+from ._path import clip, lambda_max_from_gradient
 from ._results import (
     ALL_ZEROS,
     FITTED_STATUSES,
@@ -58,6 +63,9 @@ from ._results import (
     RANKED_STATUSES,
     SEPARATED,
     check_key,
+    digest,
+    merge_into,
+    mu_layer,
     store_results,
     var_key,
 )
@@ -286,17 +294,59 @@ class _GeneFitter:
             w = as_column(self.weights)
             grad = null_gradients(fam0, d.X, Y, d.fit_intercept, w, offset, Z0)
             lmax = lambda_max_from_gradient(grad, e.alpha, self.factor)
-        lams = lambda_grid(e.reg_lambda, e.n_lambdas, e.lambda_min_ratio, lmax)
+        lams = lambda_grid(e.reg_lambda, e.n_lambdas, e._min_ratio(d.X), lmax)
         return np.broadcast_to(lams, (Y.shape[1], lams.shape[-1])), theta0
 
     def _fit_cv(self, Y: np.ndarray, offset) -> dict:
         """Cross-validate every gene's path, choose its λ and refit it on all samples.
 
         The refit at each gene's chosen λ starts from the folds' mean solution there (no
-        full-data path needed: from there Newton takes a few steps).
+        full-data path needed: from there Newton takes a few steps). With the "auto"
+        path, the genes whose choice is their path's end, still improving, are
+        cross-validated again along their path extended (:func:`stglm._cv.extended_grid`).
         """
-        e = self.est
         lams, theta0 = self._lambdas(Y, offset)
+        choice = self._choose(Y, lams, offset, theta0)
+        more = choice["at_boundary"] & self._extends()
+        if more.any():
+            cols = np.flatnonzero(more)
+            again = self._choose(
+                Y[:, cols], extended_grid(lams[cols]), _columns(offset, cols),
+                None if theta0 is None else theta0[cols],
+            )  # fmt: skip
+            again["n_iter"] = again["n_iter"] + choice["n_iter"][cols]  # both passes' work
+            for key, values in again.items():
+                if values is not None:  # θ's start: None without θ to estimate
+                    choice[key][cols] = values
+        res, theta, theta_status = self._solve(
+            self._solver(self.design), Y, choice["lambda"], choice["start"], offset,
+            choice["theta_start"],
+        )  # fmt: skip
+        return {
+            "intercept": res.intercepts,
+            "coef": self._clip(res.coefs),
+            "lambda": choice["lambda"],
+            "score": choice["score"],
+            "converged": res.converged,
+            "kkt": res.kkt,
+            "n_iter": choice["n_iter"] + res.n_iter,
+            "at_boundary": choice["at_boundary"],
+            "nan_scores": choice["nan_scores"],
+            "separated": separated_genes(
+                self.family, self.design, Y, choice["lambda"], self.factor, self.weights
+            ),
+            **self._theta_out(theta, Y.shape[1], theta_status),
+            **self._wald(res, Y, theta),
+        }
+
+    def _extends(self) -> bool:
+        """Whether paths still improving at their end are extended (the "auto" path only)."""
+        e = self.est
+        return e.reg_lambda is None and isinstance(e.lambda_min_ratio, str)
+
+    def _choose(self, Y: np.ndarray, lams: np.ndarray, offset, theta0) -> dict:
+        """Each gene's CV choice along ``lams`` (G, K): λ, score, refit start, flags."""
+        e = self.est
         solvers = (self._solver(design) for design in self.fold_designs)
         paths = gene_fold_paths(
             solvers, self.folds, Y, lams, self.weights, offset, theta0, self.theta_method
@@ -305,26 +355,20 @@ class _GeneFitter:
             paths, self.folds, self.test_X, Y, self.weights, offset, self.scoring, e.select
         )
         start, theta_start = cv.refit_start(self.design.fit_intercept)
-        lam = cv.chosen(lams)
-        res, theta, theta_status = self._solve(
-            self._solver(self.design), Y, lam, start, offset, theta_start
-        )
         return {
-            "intercept": res.intercepts,
-            "coef": self._clip(res.coefs),
-            "lambda": lam,
+            "lambda": cv.chosen(lams),
             "score": cv.chosen(cv.scores),
-            "converged": res.converged,
-            "kkt": res.kkt,
-            "n_iter": cv.n_iter + res.n_iter,
+            "start": start,
+            "theta_start": theta_start,
+            "n_iter": cv.n_iter,
             "at_boundary": cv.at_boundary,
             "nan_scores": cv.nan_scores,
-            "separated": separated_genes(
-                self.family, self.design, Y, lam, self.factor, self.weights
-            ),
-            **self._theta_out(theta, Y.shape[1], theta_status),
-            **self._wald(res, Y, theta),
         }
+
+
+def _columns(offset, cols: np.ndarray):
+    """The offset of the genes ``cols`` of a block: a per-gene (n, G) offset's columns."""
+    return offset[:, cols] if offset is not None and np.ndim(offset) == 2 else offset
 
 
 def fit_genes(
@@ -339,15 +383,15 @@ def fit_genes(
     n_lambdas: int = 25,
     cv: int = 5,
     eta: float = 2.0,
-    theta: float | str = 1.0,
-    clip_coeffs: float = 0.01,
+    theta: float | str | None = None,
+    clip_coeffs: float | None = None,
     score_metric: str = "deviance",
     fit_intercept: bool = True,
     random_seed: int = 888,
     max_iter: int = 1000,
     tol: float = 1e-6,
     select: str = "best",
-    lambda_min_ratio: float = LAMBDA_MIN_RATIO,
+    lambda_min_ratio: float | str = AUTO,
     layer: str | None = None,
     key_added: str = "stglm",
     store_fitted: bool = False,
@@ -355,14 +399,21 @@ def fit_genes(
     n_jobs: int | None = None,
     progress: bool = True,
     copy: bool = False,
-    link: str | None = None,
+    link: str | None = AUTO,
     offset: Any = None,
-    size_factors: Any = None,
+    size_factors: Any = AUTO,
     sample_weight: Any = None,
     penalty_factor: Any = None,
     inference: bool = False,
+    overwrite: bool = False,
 ) -> AnnData | None:
     """Fit a penalised GLM of every requested gene on one design of predictors.
+
+    By default the model is the one count analysts fit (as ``stglm fit`` does, decided in
+    one place, :mod:`stglm._defaults`): a log link for poisson, neg-binomial and gamma,
+    size factors from the total counts as the offset, θ per gene by Cox–Reid for the
+    negative binomial, and no clipping of small coefficients. ``link=None`` gives the
+    seed's (spateo's) model with its defaults, as ``GLM`` fits it.
 
     Every gene is modelled as ``GLM`` (one ``reg_lambda``) or ``GLMCV`` (a list of λ,
     or None for each gene's data-driven path) would model it on its own — with the
@@ -387,24 +438,44 @@ def fit_genes(
         Predictors, for example from :func:`stglm.spatial.niche_composition` or
         :func:`stglm.spatial.spatial_lag`. A DataFrame's index must be
         ``adata.obs_names`` (any order) or a RangeIndex; its columns name the predictors.
-    distr, alpha, reg_lambda, Tau, n_lambdas, cv, eta, clip_coeffs, score_metric, \
-fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penalty_factor
+    distr, alpha, reg_lambda, Tau, n_lambdas, cv, eta, score_metric, fit_intercept, \
+random_seed, max_iter, tol, select, penalty_factor
         As in :class:`stglm.GLM` and :class:`stglm.GLMCV` (``cv`` must be an integer
         here: the folds are shuffled from ``random_seed``, identical for every gene).
-        With ``link="log"`` the coefficients are log fold changes of the gene's mean per
-        unit of each predictor (given the offset).
-    theta : float > 0 or {"ml", "cox-reid"}, default=1.0
+        ``eta`` matters only with ``link=None`` (the seed's Poisson mean).
+    link : "auto", str or None, default="auto"
+        The mean function, as in :class:`stglm.GLM`. "auto": "log" for poisson,
+        neg-binomial and gamma — the coefficients are then natural-log fold changes of
+        the gene's mean per unit of each predictor (given the offset) —, the family's
+        own mean for gaussian and softplus. None: the seed's mean functions (Poisson
+        linear above ``eta``, softplus for neg-binomial and gamma), with the seed's
+        defaults of ``theta``, ``size_factors`` and ``clip_coeffs``.
+    theta : float > 0, {"ml", "cox-reid"} or None, default=None
         Negative-binomial size: fixed for all genes, or estimated per gene with its β
         (maximum likelihood as ``MASS::glm.nb``, or the Cox–Reid adjusted profile
-        likelihood as glmGamPoi), at every λ of the CV paths; in ``var[f"{key_added}_theta"]``.
+        likelihood as glmGamPoi), at every λ of the CV paths; in
+        ``var[f"{key_added}_theta"]``. None: "cox-reid" with the log link, 1 (the
+        seed's) with ``link=None``.
+    clip_coeffs : float >= 0 or None, default=None
+        Coefficients with a smaller absolute value are set to 0 (the seed's
+        ``clip_coeffs``). None: 0, or the seed's 0.01 with ``link=None``.
+    lambda_min_ratio : float in (0, 1) or "auto", default="auto"
+        End of each gene's data-driven path as a fraction of its λ_max; "auto" is
+        glmnet's default, 1e-4 with at least as many observations as predictors, 1e-2
+        with fewer (as in :class:`stglm.GLMCV`, which also says when a choice of the
+        path's end warns).
     offset : array of shape (n_obs,) or (n_obs, n_genes), or str, optional
         Known term of every linear predictor (an obs column by name), e.g. log exposure.
-    size_factors : {"total", "poscounts"}, array of shape (n_obs,) or str, optional
+    size_factors : "auto", {"total", "poscounts"}, array of shape (n_obs,), str or None, \
+default="auto"
         Adds the offset log s_i: "total" — s_i = total counts of observation i over all
         genes of the matrix / their geometric mean; "poscounts" — DESeq2's estimator for
-        zero-heavy data; or given (an array or obs column). None: no size factors. For
-        count data with ``link="log"`` use "total" (or "poscounts"): without it the
-        coefficients mix sequencing depth with biology.
+        zero-heavy data; or given (an array or obs column). None: no size factors.
+        "auto": "total" for poisson and neg-binomial with the log link when no
+        ``offset`` is given, None otherwise (a given ``offset`` is the whole offset, as
+        glmGamPoi's: a log(total) of one's own is not counted twice). With a log link
+        and no offset, counts need size factors: without them the coefficients mix
+        sequencing depth with biology.
     sample_weight : array of shape (n_obs,) or str, optional
         Non-negative weights of the observations (an obs column by name), as in
         :meth:`stglm.GLM.fit`; CV folds split them.
@@ -434,6 +505,15 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         Show a tqdm progress bar over genes.
     copy : bool, default=False
         Work on a copy of ``adata`` and return it, leaving ``adata`` untouched.
+    overwrite : bool, default=False
+        What happens to results already under ``key_added`` (an earlier call's). A fit
+        of the same model — the same design (columns and values), parameters, layer,
+        offset, sample weights and ``inference`` — adds its genes to them: the earlier
+        genes keep their results, genes fitted again get the new ones, ``uns[key_added]
+        ["genes"]`` lists both, q-values are recomputed over all of them. A fit of
+        another model raises an error naming what differs, before any work, unless
+        ``overwrite=True``: then its results replace the earlier ones, and genes it does
+        not fit are "not requested".
 
     Returns
     -------
@@ -467,21 +547,28 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         - ``adata.obs[f"{key_added}_offset"]`` — the offset, when one per observation was
           used (``offset`` and/or ``size_factors``);
         - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...],
-          "model": {family, link, offset, theta, sample_weight, coefficients}}`` — what was
-          fitted, including the scale of the coefficients;
+          "model": {family, link, offset, theta, sample_weight, coefficients},
+          "model_record": {...}}`` — what was fitted, including the scale of the
+          coefficients, and the record a later fit must match to add its genes;
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
 
     Warns
     -----
     BoundaryWarning
         With cross-validation, once per call, counting (and naming a few of) the genes
-        whose chosen λ is the smallest of their path: their held-out score may still
-        improve beyond it (lower ``lambda_min_ratio``, or give smaller ``reg_lambda``).
+        whose chosen λ is the smallest of their path while their held-out score was still
+        improving there (see :class:`stglm.GLMCV`'s ``lambda_min_ratio``): it may improve
+        beyond it (lower ``lambda_min_ratio``, or give smaller ``reg_lambda``).
     UserWarning
         Once per kind: genes that did not converge, genes with a fold without counts, and
         genes whose mean CV score is NaN at some λ (such a λ is never chosen).
     """
     check_adata(adata)
+    model = front_end_model(
+        distr, link, theta, size_factors, clip_coeffs, offset_given=offset is not None
+    )
+    link, theta = model.link, model.theta
+    size_factors, clip_coeffs = model.size_factors, model.clip_coeffs
     params = dict(
         distr=distr,
         alpha=alpha,
@@ -512,6 +599,11 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         penalty_factor, X.shape[1], "penalty_factor", nonnegative=True, what="n_predictors"
     )
     folds = gene_folds(est, X)
+    path_end = lambda_min_ratio
+    if folds is not None:  # the path's end ("auto" resolved) and the extension's, warned about
+        path_end = path_min_ratio(lambda_min_ratio, *X.shape)
+        if isinstance(lambda_min_ratio, str):
+            path_end *= 10.0**-EXTENSION_DECADES
     family = est._family(1.0 if est._estimates_theta() else None)
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, folds)
     if store_fitted and data.lazy:
@@ -520,6 +612,10 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
             "counts in a dask array, recompute the means of the genes you need with "
             "stglm.get.fitted_mean instead."
         )
+    record = model_record(params, layer, frame, X, data, inference)
+    merge = merge_into(adata, key_added, record, overwrite)
+    # Merged into results with fitted means, this fit's genes get theirs too (not stale ones).
+    store_fitted = store_fitted or (merge and mu_layer(key_added) in adata.layers and not data.lazy)
 
     if copy:
         adata = adata.copy()
@@ -543,7 +639,7 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         ranked = np.isin(status, RANKED_STATUSES)
         warn_choice(
             out["at_boundary"] & ranked, out["nan_scores"] & ranked,
-            given_lambdas=reg_lambda is not None, lambda_min_ratio=lambda_min_ratio,
+            given_lambdas=reg_lambda is not None, lambda_min_ratio=path_end,
             names=data.names,
         )  # fmt: skip
     if inference:
@@ -551,9 +647,40 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
     store_results(
         adata, key_added, data.names, frame.columns, out, status, fitted_mu, params, layer,
-        data.model(theta), data.offset,
+        data.model(theta), data.offset, record=record, merge=merge,
     )  # fmt: skip
     return adata if copy else None
+
+
+def model_record(
+    params: dict, layer: str | None, frame, X: np.ndarray, data: GeneResponses, inference: bool
+) -> dict[str, str]:
+    """What a fit modelled, as strings (arrays by :func:`~stglm._results.digest`).
+
+    A later fit under the same ``key_added`` adds its genes to these results only when its
+    record is the same (:func:`~stglm._results.merge_into`): the parameters, the design's
+    columns and values, the layer, the offset (a per-gene offset is each gene's own: only
+    its kind is compared), the sample weights and ``inference``.
+    """
+    record = {}
+    for name, value in params.items():
+        if value is None or isinstance(value, str | bool | int | float | np.number):
+            record[name] = repr(value.item() if isinstance(value, np.generic) else value)
+        elif isinstance(value, np.ndarray | list | tuple):
+            record[name] = digest(np.asarray(value, dtype=float))
+        else:  # a Family instance as distr
+            record[name] = repr(value)
+    offset = data.offset
+    record.update(
+        predictors=repr([str(c) for c in frame.columns]),
+        design=digest(X),
+        layer=str(layer_of_record(layer)),
+        offset=f"{data.offset_kind}: "
+        + ("per gene" if offset is not None and offset.ndim == 2 else digest(offset)),
+        sample_weight=f"{data.weight_kind}: {digest(data.weights)}",
+        inference=repr(bool(inference)),
+    )
+    return record
 
 
 def check_inference(inference: Any, est: GLM | GLMCV, penalty_factor: Any) -> None:

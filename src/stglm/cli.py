@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._defaults import SEED_CLIP
 from ._errors import StglmInputError
 
 if TYPE_CHECKING:
@@ -69,6 +71,24 @@ class BadInput(click.ClickException):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always a single line
+
+    def show(self, file: Any = None) -> None:
+        """Print ``Error: ...`` on a line of its own, after any progress bar's."""
+        _end_progress_bars()
+        super().show(file)
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars still drawn (an error stopped them): each ends its line.
+
+    tqdm draws a bar with carriage returns and no newline until it is closed; a bar left
+    open by an exception would otherwise have the error message written onto its line.
+    """
+    std = sys.modules.get("tqdm.std")  # only where a bar can have been drawn
+    if std is None:
+        return
+    for bar in list(getattr(std.tqdm, "_instances", ())):
+        bar.close()
 
 
 class _LazyChoice(click.Choice):
@@ -245,7 +265,10 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
     The rename (:func:`os.replace`) is atomic on one file system, so ``path`` is either left
     as it was or holds the complete new file; on any error or interrupt the temporary file is
-    removed and the exception re-raised.
+    removed and the exception re-raised. SIGINT and SIGTERM before the rename end the program
+    with status 128 + the signal's number and no new file (:class:`_Interrupts`), even when
+    the exception their handler raises is swallowed (a finaliser that runs while h5py writes
+    ignores it, and the write would go on to the end).
 
     Parameters
     ----------
@@ -261,37 +284,124 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    previous = _exit_on_sigterm()
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    tmp: Path | None = None
+    with _Interrupts() as interrupts:
+        try:
+            with interrupts.deferred():  # the file exists only once ``tmp`` names it
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                os.close(fd)
+                tmp = Path(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+            write(tmp)
+            interrupts.check()  # one whose exception was swallowed during the write
+            with interrupts.deferred(then_raise=False):
+                os.replace(tmp, path)
+                tmp = None  # renamed: the new file is complete
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            if interrupts.received:
+                signame = signal.Signals(interrupts.received[0]).name
+                click.echo(f"stglm: interrupted ({signame}): '{path}' was not written.", err=True)
+            raise
+    interrupts.check()  # a signal during the rename: the file is complete, the run stops
     return path
 
 
-def _raise_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+class _Interrupts:
+    """SIGINT and SIGTERM, while a file is written: remembered, and raised as SystemExit.
 
-
-def _exit_on_sigterm() -> Any:
-    """Make SIGTERM raise SystemExit (so clean-up runs); return the handler to restore.
-
-    Only in the main thread (where Python delivers signals); None elsewhere.
+    Inside :meth:`deferred` a signal is only remembered, and raised when the block ends (a
+    Python signal handler runs in the main thread between two bytecodes, whichever thread
+    the operating system gave the signal to, so masking the signal would not hold it back).
+    Exceptions that the handler raises inside a finaliser are ignored by Python; they are
+    dropped from the "Exception ignored" report (the interrupt is handled here) and
+    :meth:`check` raises them again. Outside the main thread (where Python delivers no
+    signals) nothing is installed.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_exit)
+
+    #: The signals that interrupt a write (Ctrl-C, and what `kill` and job schedulers send).
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._defer = False
+        self._previous: dict[int, Any] = {}
+        self._unraisable = sys.unraisablehook
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            sys.unraisablehook = self._quiet
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        sys.unraisablehook = self._unraisable
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        if not self._defer:
+            raise SystemExit(128 + signum)
+
+    def _quiet(self, unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            self._unraisable(unraisable)
+
+    def check(self) -> None:
+        """Raise the SystemExit of a signal received so far."""
+        if self.received:
+            raise SystemExit(128 + self.received[0])
+
+    @contextmanager
+    def deferred(self, then_raise: bool = True) -> Iterator[None]:
+        """Run a block that a signal must not cut in two; raise its signal afterwards."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if then_raise:
+            self.check()
+
+
+#: Kernels that every fit runs: without a usable on-disk cache of them, numba compiles the
+#: solvers' kernels for about 20 s before the first gene is fitted.
+_SENTINEL_KERNELS = (
+    ("._solvers._batched_kernels", "pair_products"),
+    ("._solvers._batched_kernels", "newton_directions"),
+    ("._solvers._family_kernels", "_nll_and_terms"),
+    ("._solvers._cd_kernels", "_cd_gram"),
+)
+
+
+def kernels_cold() -> bool:
+    """Whether numba has no usable on-disk cache of the solvers' kernels.
+
+    True on the first run after an install or upgrade (or with an empty ``NUMBA_CACHE_DIR``):
+    numba's index of each sentinel kernel is missing or was written for another version of
+    its source. Reads a few small index files; False when it cannot tell (numba's cache
+    internals are not public API: a change there silences the message, nothing else).
+    """
+    import importlib
+
+    try:
+        for module, name in _SENTINEL_KERNELS:
+            kernel = getattr(importlib.import_module(module, __package__), name)
+            if not kernel._cache._cache_file._load_index():  # {} when absent or stale
+                return True
+    except Exception:  # noqa: BLE001 - numba's private cache API may change: say nothing then
+        return False
+    return False
+
+
+def _say_if_compiling(quiet: bool) -> None:
+    """Say why the first run waits at 0 % (numba compiling), when it will."""
+    if not quiet and kernels_cold():
+        click.echo("stglm: compiling kernels (first run only; about 20 s)…", err=True)
 
 
 def _warn(message: str) -> None:
@@ -313,8 +423,6 @@ LINK_CHOICES = ("log", "seed")
 SIZE_FACTOR_CHOICES = ("total", "poscounts", "none")
 #: --theta's words (a positive number fixes θ).
 THETA_METHODS = ("ml", "cox-reid")
-#: The seed's clipping of small coefficients, kept with an explicit --link seed.
-SEED_CLIP = 0.01
 #: q-value threshold of the summaries.
 FDR = 0.05
 
@@ -345,9 +453,11 @@ class _Theta(click.ParamType):
 class Model:
     """The model a command fits, with the front end's defaults filled in.
 
-    ``link`` None is the family's seed mean function; ``theta`` None for families without
-    one, or (``theta_method`` None, for ``stglm test``) the library's choice for the test;
-    ``size_factors`` None for none.
+    The defaults are the library front ends' (:func:`stglm._defaults.front_end_model`, the
+    one place that decides them for ``fit_genes``, ``test_genes`` and both commands):
+    ``--link seed`` is ``link=None``. ``link`` None is the family's seed mean function;
+    ``theta`` None for families without one, or (``theta_method`` None, for ``stglm
+    test``) the library's choice for the test; ``size_factors`` None for none.
     """
 
     def __init__(
@@ -358,8 +468,10 @@ class Model:
         size_factors: str | None,
         clip_coeffs: float | None = None,
         theta_method: str | None = "cox-reid",
+        offset_given: bool = False,
     ) -> None:
-        from ._families import LINKS, get_family
+        from ._defaults import AUTO, front_end_model
+        from ._families import LINKS
 
         if link == "log" and "log" not in LINKS[distr]:
             raise BadInput(
@@ -367,22 +479,24 @@ class Model:
                 f"{'the identity' if distr == 'gaussian' else 'softplus'}); use --link seed, "
                 "or --distr poisson, neg-binomial or gamma."
             )
+        if distr != "neg-binomial" and theta is not None:
+            raise BadInput(f"--theta applies to --distr neg-binomial only (not {distr}).")
         #: What the user asked for ("log", "seed"), or None (the default).
         self.link_option = link
         self.distr = distr
-        self.link = "log" if link == "log" or (link is None and "log" in LINKS[distr]) else None
-        if distr != "neg-binomial" and theta is not None:
-            raise BadInput(f"--theta applies to --distr neg-binomial only (not {distr}).")
-        if distr == "neg-binomial" and theta is None:
-            theta = theta_method if self.link == "log" else 1.0
-        self.theta = theta
-        count = get_family(distr).is_count
-        if size_factors is None:
-            size_factors = "total" if count and self.link == "log" else "none"
-        self.size_factors = None if size_factors == "none" else size_factors
-        if clip_coeffs is None:
-            clip_coeffs = SEED_CLIP if link == "seed" else 0.0
-        self.clip_coeffs = clip_coeffs
+        resolved = front_end_model(
+            distr,
+            AUTO if link is None else (None if link == "seed" else link),
+            theta,
+            AUTO if size_factors is None else (None if size_factors == "none" else size_factors),
+            clip_coeffs,
+            offset_given=offset_given,
+            theta_method=theta_method,
+        )
+        self.link = resolved.link
+        self.theta = resolved.theta if distr == "neg-binomial" else None
+        self.size_factors = resolved.size_factors
+        self.clip_coeffs = resolved.clip_coeffs
 
     def library_options(self) -> dict[str, Any]:
         """The keywords of :func:`stglm.fit_genes` / :func:`stglm.test_genes` it sets."""
@@ -628,7 +742,12 @@ def _fit(adata: Any, source: Path, genes: list[str] | None, **options: Any) -> f
     from ._transcriptome import fit_genes
 
     where = f"cannot fit {source.name} ({layer_label(options.get('layer'))})"
-    return _run(fit_genes, where, adata, genes, **options)[1]
+    try:
+        return _run(fit_genes, where, adata, genes, **options)[1]
+    except BadInput as err:  # the library's names of the options, as the command's
+        message = err.message.replace("Pass overwrite=True", "Give --overwrite")
+        message = message.replace("another key_added", "another --key-added")
+        raise BadInput(message.replace("key_added=", "--key-added ")) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -915,14 +1034,16 @@ def _model_options(default_distr: str) -> Callable[[Any], Any]:
             help="Offset log(s) for sequencing depth: total (s = a spot's total counts over "
             "their geometric mean, as edgeR and scanpy), poscounts (DESeq2's estimator for "
             "zero-heavy data) or none. Default: total for poisson and neg-binomial with the "
-            "log link (without it coefficients mix depth with biology); none otherwise.",
+            "log link (without it coefficients mix depth with biology) unless --offset is "
+            "given (it is then the whole offset); none otherwise.",
         ),
         click.option(
             "--offset",
             metavar="OBS_COLUMN",
             default=None,
             help="A numeric adata.obs column added to every linear predictor (e.g. a log "
-            "exposure); added to the size factors' offset.",
+            "exposure). It is the whole offset unless --size-factors is given too (then "
+            "the two are added).",
         ),
         click.option(
             "--sample-weight",
@@ -1105,8 +1226,19 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     metavar="R",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
     default=None,
-    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda; "
-    "default 1e-3). Lower it when genes are reported choosing the path's end.",
+    help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda). "
+    "Default: glmnet's, 1e-4 (1e-2 with fewer cells than predictors), and a gene whose "
+    "CV choice is its path's end while its held-out score still improves there is "
+    "cross-validated again on its path extended by two decades. A number is used as "
+    "given; lower it when genes are reported choosing the path's end.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace results that INPUT already holds under --key-added from another model. "
+    "Without it, a fit of the same model (design, options) adds its genes to them and "
+    "another model's are refused.",
 )
 @click.option(
     "--seed",
@@ -1182,7 +1314,10 @@ def fit(**options: Any) -> None:
     """  # noqa: D301 - click's \b (no rewrapping) must stay a real backspace
     started = time.perf_counter()
     o = options
-    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], o["clip_coeffs"])
+    model = Model(
+        o["distr"], o["link"], o["theta"], o["size_factors"], o["clip_coeffs"],
+        offset_given=o["offset"] is not None,
+    )  # fmt: skip
     unpenalized = _split_names(o["unpenalized"]) if o["unpenalized"] else []
     if o["inference"] and o["reg_lambda"] != 0 and not unpenalized:
         raise BadInput(
@@ -1222,6 +1357,7 @@ def _fit_command(o, model, unpenalized, genes, started) -> None:
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         design = _build_design(adata, o, lag_genes)
+        _say_if_compiling(o["quiet"])
         factor = None
         if unpenalized:
             free = _design_columns(unpenalized, design, "--unpenalized")
@@ -1237,7 +1373,7 @@ def _fit_command(o, model, unpenalized, genes, started) -> None:
             progress=not o["quiet"], chunk_size=o["chunk_size"],
             clip_coeffs=model.clip_coeffs, offset=o["offset"],
             sample_weight=o["sample_weight"], penalty_factor=factor,
-            inference=o["inference"], **model.library_options(),
+            inference=o["inference"], overwrite=o["overwrite"], **model.library_options(),
         )  # fmt: skip
         caught = [str(r.message) for r in records]
     _finish_fit(adata, o, model, design, lag_genes, plot_gene_list, fit_seconds, caught, started)
@@ -1368,7 +1504,10 @@ def test(**options: Any) -> None:
     o = options
     if o["out"] is None and o["table"] is None:
         raise BadInput("give --out FILE.h5ad, --table FILE.csv or both.")
-    model = Model(o["distr"], o["link"], o["theta"], o["size_factors"], theta_method=None)
+    model = Model(
+        o["distr"], o["link"], o["theta"], o["size_factors"], theta_method=None,
+        offset_given=o["offset"] is not None,
+    )  # fmt: skip
     _check_output(o["table"], "--table", ".csv", o["input_path"], o["force"])
     lag_genes, genes, _ = _check_options(
         input_path=o["input_path"], out=o["out"], force=o["force"], genes=o["genes"],
@@ -1389,6 +1528,7 @@ def _test_command(o, model, genes, lag_genes, started) -> None:
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         design = _build_design(adata, o, lag_genes)
+        _say_if_compiling(o["quiet"])
         reduced = _design_columns(_split_names(o["reduced"]), design, "--reduced")
         table, seconds = _run(
             test_genes,
