@@ -21,8 +21,8 @@ from sklearn.model_selection import KFold
 
 from stglm import GLMCV, fit_genes
 from stglm._cv import (
-    CHUNK_BYTES_MAX,
     CHUNK_MAX_GENES,
+    FIXED_COLUMN_ARRAYS,
     batch_bytes,
     choose_lambda,
     default_chunk_size,
@@ -262,10 +262,17 @@ def test_glmcv_batching_and_fit_genes_chunks_follow_one_memory_plan():
     n = 100_000
     per_column = batch_bytes(n, 1)
     # columns (folds + the full data) in the budget
-    most = NewtonOptions().pair_bytes_budget // per_column
+    most = NewtonOptions().batch_bytes_budget // per_column
     X = np.zeros((n, 3))
     model = GLMCV(**QUIET)
     assert model._batchable(X, most - 1) and not model._batchable(X, most)
-    big_input = CHUNK_BYTES_MAX  # 4× this is above the chunk budget's upper bound
-    assert default_chunk_size(n, big_input) == min(CHUNK_MAX_GENES, CHUNK_BYTES_MAX // per_column)
-    assert default_chunk_size(10**8, big_input) == 1  # never less than one gene
+    budget = 40 * per_column
+    assert default_chunk_size(n, budget) == 40
+    # the pair products' bytes come off the budget; n_jobs chunks share the rest
+    assert default_chunk_size(n, budget, reserved=10 * per_column) == 30
+    assert default_chunk_size(n, budget, reserved=10 * per_column, n_jobs=2) == 15
+    fixed = batch_bytes(n, 1, FIXED_COLUMN_ARRAYS)
+    assert default_chunk_size(n, 40 * fixed, n_arrays=FIXED_COLUMN_ARRAYS) == 40
+    assert default_chunk_size(n, 10**12) == CHUNK_MAX_GENES  # never more than the BLAS needs
+    assert default_chunk_size(10**8, budget) == 1  # never less than one gene
+    assert default_chunk_size(n, budget, reserved=2 * budget) == 1

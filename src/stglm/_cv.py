@@ -35,6 +35,7 @@ from ._families import Family
 from ._path import PathResult, batched_path, clip, fit_path, geometric_path, score_path
 from ._solvers import NewtonOptions, Problem
 from ._solvers._null_model import null_intercepts
+from ._solvers._options import memory_budget
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import tolerance_scale
@@ -42,6 +43,7 @@ from ._solvers.newton_cd import tolerance_scale
 __all__ = [
     "BATCH_COLUMN_ARRAYS",
     "CHUNK_MAX_GENES",
+    "FIXED_COLUMN_ARRAYS",
     "CVResult",
     "Scoring",
     "as_column",
@@ -65,27 +67,40 @@ __all__ = [
 #: trial Z, r, w, the responses and their weights: 8), the Newton terms kept along a path
 #: (3), and the responses with their training-fold / column-major copy (2).
 BATCH_COLUMN_ARRAYS = 13
-#: Most genes per chunk: enough for each Hessian product to run at the BLAS rate, few
-#: enough that small designs' working arrays stay near the caches (Visium CV: 64–128
-#: genes 6.5–7.3 s, all 1,255 at once 7.5 s; before the gene-major layout 9.6 s vs 21 s).
+#: The same for a gene of a fixed-λ fit: the solver's workspace (8) and the chunk's dense
+#: responses (1); no path, no folds, and the score is computed a block of rows at a time.
+FIXED_COLUMN_ARRAYS = 9
+#: Most genes per chunk: enough for each Hessian product to run at the BLAS rate (Zᵀ·W at
+#: 10⁶ cells, 1 thread: 5 genes 14, 32 genes 40–52, 128 genes 44–72 GFLOP/s), few enough
+#: that small designs' working arrays stay near the caches (Visium CV: 64–128 genes
+#: 6.5–7.3 s, all 1,255 at once 7.5 s).
 CHUNK_MAX_GENES = 128
-#: Memory for a chunk's working arrays: 4× the expression matrix, within these bounds.
-CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 128 * 2**20, 512 * 2**20
 
 
-def batch_bytes(n_samples: int, n_columns: int) -> int:
+def batch_bytes(n_samples: int, n_columns: int, n_arrays: int = BATCH_COLUMN_ARRAYS) -> int:
     """Bytes of working arrays a batched solve of ``n_columns`` columns of ``n_samples`` holds."""
-    return 8 * BATCH_COLUMN_ARRAYS * n_samples * n_columns
+    return 8 * n_arrays * n_samples * n_columns
 
 
-def default_chunk_size(n_obs: int, input_bytes: int) -> int:
-    """Genes per chunk for ``n_obs`` samples and an expression matrix of ``input_bytes``.
+def default_chunk_size(
+    n_obs: int,
+    budget: int | None = None,
+    *,
+    reserved: int = 0,
+    n_jobs: int = 1,
+    n_arrays: int = BATCH_COLUMN_ARRAYS,
+) -> int:
+    """Genes per chunk for ``n_obs`` samples: as many as ``n_jobs`` chunks' arrays fit.
 
-    At most ``CHUNK_MAX_GENES``, with working arrays (:func:`batch_bytes`) within 4× the
-    input's bytes, clipped to 128–512 MiB.
+    ``budget`` is the working memory of the whole fit in bytes (None: the machine's,
+    :func:`stglm._solvers._options.memory_budget`); ``reserved`` of it is taken already
+    (the design's pair products); each of the ``n_jobs`` chunks solved at once holds
+    :func:`batch_bytes` (``n_arrays`` n-vectors per gene). Between 1 and
+    :data:`CHUNK_MAX_GENES`.
     """
-    budget = int(np.clip(4 * input_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX))
-    return int(np.clip(budget // batch_bytes(n_obs, 1), 1, CHUNK_MAX_GENES))
+    budget = memory_budget() if budget is None else budget
+    free = max(0, budget - reserved) // max(1, n_jobs)
+    return int(np.clip(free // batch_bytes(n_obs, 1, n_arrays), 1, CHUNK_MAX_GENES))
 
 
 # -- rows, folds and the λ grid ---------------------------------------------------------------

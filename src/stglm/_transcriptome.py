@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from contextlib import ExitStack
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -18,12 +20,15 @@ from ._anndata import (
     check_response_values,
     dense_block,
     dense_columns,
+    Matrix,
     design_frame,
     gene_positions,
     is_lazy,
     layer_matrix,
 )
 from ._cv import (
+    BATCH_COLUMN_ARRAYS,
+    FIXED_COLUMN_ARRAYS,
     Scoring,
     as_column,
     cross_validate,
@@ -64,7 +69,7 @@ from ._results import (
 from ._separation import separated_genes
 from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._threads import single_blas_thread
-from ._solvers.batched import BatchedNewtonCD, SharedDesign
+from ._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
 from ._theta import batched_theta
 from ._validation import JobCount, check_tau, check_vector
@@ -77,13 +82,6 @@ def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
     matrix = layer_matrix(adata, layer)
     names, columns = gene_positions(adata, genes)
     return names, columns, matrix
-
-
-def _nbytes(matrix) -> int:
-    """Bytes held by a dense or sparse matrix."""
-    if sp.issparse(matrix):
-        return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
-    return int(getattr(matrix, "nbytes", 0) or 8 * matrix.shape[0] * matrix.shape[1])
 
 
 class _GeneFitter:
@@ -108,7 +106,14 @@ class _GeneFitter:
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
         self.with_score = True
-        self.options = estimator._newton_options  # the estimator's routes and budgets
+        # The estimator's routes and budgets, with the machine's memory read once per call;
+        # the full design and each training fold's share the pair products' budget.
+        options = estimator._newton_options
+        budget = options.memory()
+        n_designs = 1 + (len(folds) if folds else 0)
+        self.options = replace(
+            options, memory_budget=budget, pair_bytes_budget=options.pair_budget() // n_designs
+        )
         self.design = SharedDesign(X, estimator.fit_intercept, self.options)
         self.folds = folds
         self.weights, self.factor = weights, factor
@@ -120,12 +125,42 @@ class _GeneFitter:
         self.scoring = Scoring(
             family, estimator.score_metric, estimator.clip_coeffs, estimator.fit_intercept
         )
+        # Each thread's workspace, shared by its solvers and kept across chunks: allocated
+        # once per call (grown if a later chunk is larger), not per chunk or per fold.
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_local"]  # a worker builds its own solvers
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def memory_plan(self) -> tuple[int, int]:
+        """(bytes of pair products kept, float64 n-vectors per gene of a chunk).
+
+        What :func:`run_blocks` sizes chunks from (:func:`stglm._cv.default_chunk_size`).
+        """
+        designs = [self.design, *self.fold_designs]
+        kept = sum(d.pair_bytes for d in designs if d.Z is not None)
+        fixed = isinstance(self.est, GLM) and not self.inference and self.theta_method is None
+        return kept, FIXED_COLUMN_ARRAYS if fixed else BATCH_COLUMN_ARRAYS
+
+    def _workspace(self) -> Workspace:
+        """This thread's workspace, shared by its solvers (they run one after another)."""
+        workspace = getattr(self._local, "workspace", None)
+        if workspace is None:
+            workspace = self._local.workspace = Workspace()
+        return workspace
 
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
+        """A solver on ``design`` with this thread's workspace."""
         e = self.est
         return BatchedNewtonCD(
             self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol,
-            penalty_factor=self.factor, options=self.options,
+            penalty_factor=self.factor, options=self.options, workspace=self._workspace(),
         )  # fmt: skip
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
@@ -253,8 +288,9 @@ class _GeneFitter:
             return None, None
         design = SharedDesign(d.X[:, free], d.fit_intercept, self.options)
         solver = BatchedNewtonCD(
-            fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL, options=self.options
-        )
+            fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL,
+            options=self.options, workspace=self._workspace(),
+        )  # fmt: skip
         lam = np.zeros(Y.shape[1])
         w = as_column(self.weights)
         if self.theta_method is None:
@@ -531,7 +567,10 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
     def fit_block(Y, offset_block, idx):
         return fitter.fit(Y, offset_block)
 
-    for idx, result in run_blocks(data, fit_block, status, chunk_size, n_jobs, progress, "fitting"):
+    blocks = run_blocks(
+        data, fit_block, status, chunk_size, n_jobs, progress, "fitting", fitter.memory_plan()
+    )
+    for idx, result in blocks:
         for key, values in result.items():
             out[key][idx] = values
         if fitted_mu is not None:
@@ -623,12 +662,13 @@ class GeneResponses:
         self.weights, self.weight_kind = resolve_weights(adata, sample_weight)
         self.family, self.folds = family, folds
         self.n_obs = adata.n_obs
-        if sp.issparse(self.matrix) and self.matrix.format != "csc":
-            # One CSC copy of the requested genes (the input's size at most) makes each
-            # chunk a cheap column slice; the dense block of a chunk is all ever densified.
-            self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
-            self.columns = np.arange(len(self.columns))
+        if sp.issparse(self.matrix) and self.matrix.format not in ("csc", "csr"):
+            self.matrix = sp.csr_matrix(self.matrix)  # COO, DIA, …: no column access
+        # CSR stays as it is (no copy of the counts): each chunk's columns are read into
+        # its dense block directly (:func:`stglm._anndata.dense_columns`).
         check_response_values(self.matrix, self.columns, family, layer)
+        # In-memory values are checked above, once; a dask array's as each block is read.
+        self._check_blocks = self.lazy or not isinstance(self.matrix, Matrix)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -636,10 +676,18 @@ class GeneResponses:
             state["matrix"] = None  # the tasks receive their blocks' columns instead
         return state
 
-    def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
-        """Positions (in ``names``) of each block of genes."""
+    def chunks(self, chunk_size: int | None, plan=(0, BATCH_COLUMN_ARRAYS), n_jobs=1):
+        """Positions (in ``names``) of each block of genes.
+
+        Without ``chunk_size``, as many genes as :func:`stglm._cv.default_chunk_size`
+        allows for ``n_jobs`` blocks at once, with ``plan`` = (bytes kept already, n-vectors
+        per gene).
+        """
         if chunk_size is None:
-            chunk_size = default_chunk_size(self.n_obs, _nbytes(self.matrix))
+            reserved, n_arrays = plan
+            chunk_size = default_chunk_size(
+                self.n_obs, reserved=reserved, n_jobs=n_jobs, n_arrays=n_arrays
+            )
         n = len(self.names)
         return [np.arange(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
@@ -661,12 +709,13 @@ class GeneResponses:
             Y = dense_columns(self.matrix, self.columns[chunk])
         else:
             Y = dense_block(values)
-        if not np.all(np.isfinite(Y)):
-            raise InputError("the expression matrix contains NaN or infinite values.")
-        try:
-            self.family.check_y(Y)
-        except ValueError as err:  # the family's range check: bad input, not a bug
-            raise InputError(str(err)) from None
+        if self._check_blocks or values is not None:
+            if not np.all(np.isfinite(Y)):
+                raise InputError("the expression matrix contains NaN or infinite values.")
+            try:
+                self.family.check_y(Y)
+            except ValueError as err:  # the family's range check: bad input, not a bug
+                raise InputError(str(err)) from None
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
         if self.family.is_count:
@@ -703,15 +752,22 @@ def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
         return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
 
 
-def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
+def run_blocks(
+    data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb,
+    plan=(0, BATCH_COLUMN_ARRAYS),
+):  # fmt: skip
     """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
     Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar, or as
     Dask tasks when the matrix is a dask array (:func:`stglm._distributed.run_lazy_blocks`;
     ``n_jobs`` unused: the scheduler's workers run them), in any order; the statuses of
-    genes without counts or with a fold without counts are set in ``status``.
+    genes without counts or with a fold without counts are set in ``status``. Without
+    ``chunk_size``, blocks are sized from the memory ``plan`` (see
+    :meth:`GeneResponses.chunks`; all threads' blocks share the budget).
     """
-    chunks = data.chunks(chunk_size)
+    n_workers = 1 if n_jobs is None or data.lazy else max(1, effective_n_jobs(n_jobs))
+    chunks = data.chunks(chunk_size, plan, n_workers)
+    n_workers = min(n_workers, len(chunks))
     n_genes = len(data.names)
     bar = tqdm(
         total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
@@ -722,7 +778,6 @@ def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progr
             blocks = run_lazy_blocks(task, data.matrix, chunks, data.columns, data.names)
         else:
             # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
-            n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
             parallel = stack.enter_context(
                 Parallel(n_jobs=n_workers, prefer="threads", return_as="generator")
             )

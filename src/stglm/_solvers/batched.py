@@ -39,6 +39,16 @@ from ._options import DEFAULT_OPTIONS, NewtonOptions
 from ._scaling import DesignScaling
 
 
+#: Bytes of one tile of the pair products when Z is not kept whole: a few hundred to a few
+#: thousand rows, small enough to stay in a core's cache while W's rows stream past.
+PAIR_TILE_BYTES = 2 * 2**20
+
+
+def tile_rows(n_pairs: int) -> int:
+    """Rows of Z per tile (:data:`PAIR_TILE_BYTES`), at least 64."""
+    return max(64, PAIR_TILE_BYTES // (8 * n_pairs))
+
+
 class SharedDesign:
     """A dense design X̃ = [1, X] (or X) with its column-pair products, built once.
 
@@ -53,7 +63,8 @@ class SharedDesign:
     fit_intercept : bool
         Whether a column of ones is prepended.
     options : NewtonOptions, optional
-        ``pair_bytes_budget``: the largest pair-product matrix kept (the defaults when None).
+        ``pair_budget()``: the largest pair-product matrix kept whole (the defaults when
+        None).
     """
 
     def __init__(self, X: np.ndarray, fit_intercept: bool, options: NewtonOptions | None = None):
@@ -74,11 +85,16 @@ class SharedDesign:
         )
         self.n, self.m = n, m = self.Xt.shape
         self.rows, self.cols = np.triu_indices(m)
-        pair_bytes = 8 * n * self.rows.size
-        budget = self.options.pair_bytes_budget
-        # Rows per block of Z: all of them when Z fits the budget.
-        self.block = n if pair_bytes <= budget else max(1, budget // (8 * self.rows.size))
+        budget = self.options.pair_budget()
+        # Z whole when it fits the budget; else tiles of it, each rebuilt into one buffer
+        # per Hessian product (a tile stays in cache while the weights stream past it).
+        self.block = n if self.pair_bytes <= budget else tile_rows(self.rows.size)
         self.Z = self._pairs(slice(None)) if self.block == n else None
+
+    @property
+    def pair_bytes(self) -> int:
+        """Bytes of the whole pair-product matrix Z (n × m(m+1)/2 float64)."""
+        return 8 * self.n * self.rows.size
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
         """[1, X]ᵀ (or Xᵀ) as an (m, n) C-contiguous array."""
@@ -117,12 +133,55 @@ class SharedDesign:
             few_genes = W.shape[0] <= self.rows.size
             packed = W @ self.Z if few_genes else (self.Z.T @ W.T).T
         else:
-            packed = np.zeros((W.shape[0], self.rows.size))
-            for start in range(0, self.n, self.block):
-                rows = slice(start, start + self.block)
-                packed += W[:, rows] @ self._pairs(rows)
+            packed = self._tiled_product(W)
         total = np.full(W.shape[0], float(self.n)) if total is None else total
         return unpack_hessians(packed, total, self.rows, self.cols, self.m)
+
+    def _tiled_product(self, W: np.ndarray) -> np.ndarray:
+        """W·Z (G, pairs) with Z built a tile of ``block`` rows at a time into one buffer.
+
+        Z is never held whole (above its budget): building a tile costs about a G-th of its
+        product, and the buffers (tile, partial product) are allocated once per call, so
+        that threads never share them.
+        """
+        n_pairs = self.rows.size
+        packed = np.zeros((W.shape[0], n_pairs))
+        part = np.empty_like(packed)
+        tile = np.empty((min(self.block, self.n), n_pairs))
+        for start in range(0, self.n, self.block):
+            stop = min(start + self.block, self.n)
+            Z = tile[: stop - start]
+            pair_products(self._XtT_scaled, start, stop, Z)
+            np.matmul(W[:, start:stop], Z, out=part)
+            packed += part
+        return packed
+
+
+class Workspace:
+    """Flat float64 buffers that solvers view as their (G, n) gene-major arrays.
+
+    Grown when a solve needs more, never shrunk: solvers that share one (solving one after
+    another, never at once) allocate their working memory once, whatever their G and n.
+    What a solve returns never points into it.
+    """
+
+    def __init__(self):
+        self._buffers: list[np.ndarray] = []
+
+    def arrays(self, n_arrays: int, n_genes: int, n: int) -> list[np.ndarray]:
+        """``n_arrays`` C-contiguous (n_genes, n) views, one per buffer."""
+        size = n_genes * n
+        for i in range(n_arrays):
+            if i == len(self._buffers):
+                self._buffers.append(np.empty(size))
+            elif self._buffers[i].size < size:
+                self._buffers[i] = np.empty(size)
+        return [buf[:size].reshape(n_genes, n) for buf in self._buffers[:n_arrays]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(buf.nbytes for buf in self._buffers)
 
 
 @dataclass
@@ -179,6 +238,10 @@ class BatchedNewtonCD:
     options : NewtonOptions, optional
         ``stale_first``: a path's first step at each λ with the previous λ's last Hessian
         (the defaults when None).
+    workspace : Workspace, optional
+        Where the gene-major buffers live: solvers that run one after another (a thread's
+        chunks, the folds of a cross-validation) may share one, so that its memory is
+        allocated once (None: the solver's own).
     """
 
     def __init__(
@@ -192,8 +255,10 @@ class BatchedNewtonCD:
         tol: float,
         penalty_factor: np.ndarray | None = None,
         options: NewtonOptions | None = None,
+        workspace: Workspace | None = None,
     ):
         self.family, self.design, self.alpha = family, design, float(alpha)
+        self.workspace = Workspace() if workspace is None else workspace
         p = design.X.shape[1]
         self.penalty = ElasticNet(0.0, alpha, Tau, penalty_factor)
         self.gram = self.penalty.tikhonov_gram(p)
@@ -228,12 +293,8 @@ class BatchedNewtonCD:
         return nll + self._penalty(B, lam), nll
 
     def _workspace(self, n_genes: int, n_arrays: int) -> list[np.ndarray]:
-        """``n_arrays`` (G, n) buffers, kept by the solver so that a path allocates once."""
-        ws = getattr(self, "_ws", None)
-        if ws is None or len(ws) < n_arrays or ws[0].shape[0] < n_genes:
-            ws = [np.empty((n_genes, self.design.n)) for _ in range(n_arrays)]
-            self._ws = ws
-        return ws
+        """``n_arrays`` (G, n) buffers from the solver's :class:`Workspace` (one per path)."""
+        return self.workspace.arrays(n_arrays, n_genes, self.design.n)
 
     @staticmethod
     def _sample(active: ActiveSet, rows: np.ndarray | None = None):
