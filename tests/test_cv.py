@@ -21,7 +21,9 @@ from sklearn.model_selection import KFold
 
 from stglm import GLMCV, fit_genes
 from stglm._cv import (
+    CHUNK_BLAS_GENES,
     CHUNK_MAX_GENES,
+    CHUNK_TARGET_BYTES,
     FIXED_COLUMN_ARRAYS,
     batch_bytes,
     choose_lambda,
@@ -266,13 +268,16 @@ def test_glmcv_batching_and_fit_genes_chunks_follow_one_memory_plan():
     X = np.zeros((n, 3))
     model = GLMCV(**QUIET)
     assert model._batchable(X, most - 1) and not model._batchable(X, most)
-    budget = 40 * per_column
-    assert default_chunk_size(n, budget) == 40
+    wanted = max(CHUNK_BLAS_GENES, CHUNK_TARGET_BYTES // per_column)
+    assert default_chunk_size(n, 10**15) == wanted
+    assert default_chunk_size(10**7, 10**15) == CHUNK_BLAS_GENES  # large n: the BLAS minimum
+    assert default_chunk_size(100, 10**15) == CHUNK_MAX_GENES  # small n: the most
+    budget = 20 * per_column  # the budget caps it
+    assert default_chunk_size(n, budget) == 20
     # the pair products' bytes come off the budget; n_jobs chunks share the rest
-    assert default_chunk_size(n, budget, reserved=10 * per_column) == 30
-    assert default_chunk_size(n, budget, reserved=10 * per_column, n_jobs=2) == 15
+    assert default_chunk_size(n, budget, reserved=10 * per_column) == 10
+    assert default_chunk_size(n, budget, reserved=10 * per_column, n_jobs=2) == 5
     fixed = batch_bytes(n, 1, FIXED_COLUMN_ARRAYS)
-    assert default_chunk_size(n, 40 * fixed, n_arrays=FIXED_COLUMN_ARRAYS) == 40
-    assert default_chunk_size(n, 10**12) == CHUNK_MAX_GENES  # never more than the BLAS needs
+    assert default_chunk_size(n, 20 * fixed, n_arrays=FIXED_COLUMN_ARRAYS) == 20
     assert default_chunk_size(10**8, budget) == 1  # never less than one gene
     assert default_chunk_size(n, budget, reserved=2 * budget) == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["csr_dense_columns"]
+__all__ = ["csr_dense_columns", "is_canonical"]
 
 
 @njit(cache=True, nogil=True)
@@ -33,17 +33,40 @@ def _fill(indptr, indices, data, lookup, lo, hi, out):
             k += 1
 
 
-def csr_dense_columns(matrix, columns: np.ndarray) -> np.ndarray:
+@njit(cache=True, nogil=True)
+def _rows_strictly_sorted(indptr, indices) -> bool:
+    """Whether every row's column indices increase strictly (sorted, no duplicates)."""
+    for i in range(indptr.size - 1):
+        for k in range(indptr[i] + 1, indptr[i + 1]):
+            if indices[k] <= indices[k - 1]:
+                return False
+    return True
+
+
+def is_canonical(matrix) -> bool:
+    """Whether a CSR matrix's rows hold sorted, distinct column indices.
+
+    Checked here in one pass: scipy's ``has_canonical_format`` first copies the indices
+    to the index pointers' type where the two differ (int32 indices, int64 pointers, as
+    large h5ad files store them), a copy the size of the counts' indices.
+    """
+    return bool(_rows_strictly_sorted(matrix.indptr, matrix.indices))
+
+
+def csr_dense_columns(matrix, columns: np.ndarray, canonical: bool | None = None) -> np.ndarray:
     """``matrix[:, columns]`` of a scipy CSR matrix as a dense column-major float64 array.
 
     Duplicate stored entries (a non-canonical CSR) are summed, as scipy's ``toarray`` does.
+    ``canonical``: :func:`is_canonical` of the matrix when the caller knows it (None:
+    checked here).
     """
     columns = np.asarray(columns, dtype=np.int64)
     n = matrix.shape[0]
     out = np.zeros((n, columns.size), order="F")
     if columns.size == 0 or matrix.nnz == 0:
         return out
-    if not matrix.has_canonical_format:  # unsorted or duplicates: scipy's way (rare)
+    canonical = is_canonical(matrix) if canonical is None else canonical
+    if not canonical:  # unsorted or duplicate indices: scipy's way (rare)
         return np.asfortranarray(matrix[:, columns].toarray(), dtype=np.float64)
     lo, hi = int(columns.min()), int(columns.max()) + 1
     lookup = np.full(hi - lo, -1, dtype=np.int64)

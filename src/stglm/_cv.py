@@ -70,11 +70,17 @@ BATCH_COLUMN_ARRAYS = 13
 #: The same for a gene of a fixed-λ fit: the solver's workspace (8) and the chunk's dense
 #: responses (1); no path, no folds, and the score is computed a block of rows at a time.
 FIXED_COLUMN_ARRAYS = 9
-#: Most genes per chunk: enough for each Hessian product to run at the BLAS rate (Zᵀ·W at
-#: 10⁶ cells, 1 thread: 5 genes 14, 32 genes 40–52, 128 genes 44–72 GFLOP/s), few enough
-#: that small designs' working arrays stay near the caches (Visium CV: 64–128 genes
-#: 6.5–7.3 s, all 1,255 at once 7.5 s).
+#: Most genes per chunk: few enough that small designs' working arrays stay near the caches
+#: (Visium CV: 64–128 genes 6.5–7.3 s, all 1,255 at once 7.5 s).
 CHUNK_MAX_GENES = 128
+#: Genes a chunk gets whenever the budget allows: enough for the Hessian products to run
+#: near the BLAS rate (Zᵀ·W, 1 thread, 200,000 rows × 66 pairs: 5 genes 14, 16 genes 31,
+#: 32 genes 40, 128 genes 44–50 GFLOP/s).
+CHUNK_BLAS_GENES = 32
+#: Beyond CHUNK_BLAS_GENES, genes are added while the chunk's arrays stay within this:
+#: more buys little speed, and fresh memory is slow to touch the first time (1 GB took
+#: 2.3 s of page faults on the benchmark VM, 100 MB 0.03 s).
+CHUNK_TARGET_BYTES = 256 * 2**20
 
 
 def batch_bytes(n_samples: int, n_columns: int, n_arrays: int = BATCH_COLUMN_ARRAYS) -> int:
@@ -90,17 +96,20 @@ def default_chunk_size(
     n_jobs: int = 1,
     n_arrays: int = BATCH_COLUMN_ARRAYS,
 ) -> int:
-    """Genes per chunk for ``n_obs`` samples: as many as ``n_jobs`` chunks' arrays fit.
+    """Genes per chunk for ``n_obs`` samples.
 
-    ``budget`` is the working memory of the whole fit in bytes (None: the machine's,
-    :func:`stglm._solvers._options.memory_budget`); ``reserved`` of it is taken already
-    (the design's pair products); each of the ``n_jobs`` chunks solved at once holds
-    :func:`batch_bytes` (``n_arrays`` n-vectors per gene). Between 1 and
-    :data:`CHUNK_MAX_GENES`.
+    :data:`CHUNK_BLAS_GENES`, or more while the chunk's arrays stay within
+    :data:`CHUNK_TARGET_BYTES` (at most :data:`CHUNK_MAX_GENES`) — but never more than the
+    ``n_jobs`` chunks solved at once fit in the memory budget: ``budget`` bytes (None: the
+    machine's, :func:`stglm._solvers._options.memory_budget`) less the ``reserved`` ones
+    (the designs' pair products). A chunk holds :func:`batch_bytes` (``n_arrays``
+    n-vectors per gene). At least 1.
     """
+    per_gene = batch_bytes(n_obs, 1, n_arrays)
+    wanted = min(CHUNK_MAX_GENES, max(CHUNK_BLAS_GENES, CHUNK_TARGET_BYTES // per_gene))
     budget = memory_budget() if budget is None else budget
-    free = max(0, budget - reserved) // max(1, n_jobs)
-    return int(np.clip(free // batch_bytes(n_obs, 1, n_arrays), 1, CHUNK_MAX_GENES))
+    fits = max(0, budget - reserved) // max(1, n_jobs) // per_gene
+    return int(max(1, min(wanted, fits)))
 
 
 # -- rows, folds and the λ grid ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from ._anndata import (
     is_lazy,
     layer_matrix,
 )
+from ._csr_columns import is_canonical
 from ._cv import (
     BATCH_COLUMN_ARRAYS,
     FIXED_COLUMN_ARRAYS,
@@ -68,6 +69,7 @@ from ._results import (
 )
 from ._separation import separated_genes
 from ._solvers._null_model import intercept_is_exact, null_gradients
+from ._solvers._family_kernels import saturated_nll
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
@@ -208,11 +210,14 @@ class _GeneFitter:
         th = None if theta is None else theta[None, :]
         score = np.full(n_genes, np.nan)
         if self.with_score:  # the in-sample score (test_genes has no use for it)
-            y_null = 0.0
-            if e.score_metric != "deviance":
-                y_null = self.scoring.null_means(Y, self.weights, offset, offset)
-            score = self.scoring.scores(d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th)
-            score = score[:, 0]
+            score = self._deviance_at_solution(Y, res, coefs, theta)
+            if score is None:
+                y_null = 0.0
+                if e.score_metric != "deviance":
+                    y_null = self.scoring.null_means(Y, self.weights, offset, offset)
+                score = self.scoring.scores(
+                    d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th
+                )[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,
@@ -225,6 +230,25 @@ class _GeneFitter:
             **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
+
+    def _deviance_at_solution(self, Y, res, coefs, theta) -> np.ndarray | None:
+        """Each gene's in-sample deviance from the −ℓ the solver ended with, or None.
+
+        2·(Σm·(−ℓ) at the solution − Σm·(−ℓ) at μ = y), the saturated term over the
+        non-zero counts: no pass over the fitted means. Only where that −ℓ is the score's:
+        the deviance metric, a compiled family at its own θ, and coefficients that the
+        clipping leaves as they are (else None: the caller scores the clipped fit).
+        """
+        if self.est.score_metric != "deviance" or theta is not None or res.nll is None:
+            return None
+        if not np.array_equal(coefs, res.coefs):
+            return None
+        M = as_column(self.weights)
+        saturated = saturated_nll(self.family, Y, M)
+        if saturated is None:
+            return None
+        total = float(Y.shape[0]) if M is None else float(M.sum())
+        return 2.0 * (total * res.nll - saturated)
 
     def fitted_means(self, result: dict, offset) -> np.ndarray:
         """The fitted means (n, G) of a chunk's ``result`` (offset: (n, G), (n, 1) or 0)."""
@@ -669,6 +693,9 @@ class GeneResponses:
         check_response_values(self.matrix, self.columns, family, layer)
         # In-memory values are checked above, once; a dask array's as each block is read.
         self._check_blocks = self.lazy or not isinstance(self.matrix, Matrix)
+        self._canonical = None  # of a CSR matrix: checked once, for every block
+        if sp.issparse(self.matrix) and self.matrix.format == "csr":
+            self._canonical = is_canonical(self.matrix)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -706,7 +733,7 @@ class GeneResponses:
         held-out fold.
         """
         if values is None:
-            Y = dense_columns(self.matrix, self.columns[chunk])
+            Y = dense_columns(self.matrix, self.columns[chunk], self._canonical)
         else:
             Y = dense_block(values)
         if self._check_blocks or values is not None:

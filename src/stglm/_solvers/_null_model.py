@@ -18,6 +18,9 @@ import numpy as np
 
 from .._families import LIK_GAMMA, LIK_POISSON, Family
 
+#: Values of a block of rows (2 Mi float64, 16 MiB), and its fewest rows, where the
+#: tolerance scales are computed a block at a time.
+BLOCK_VALUES, BLOCK_MIN_ROWS = 2 * 2**20, 1024
 #: The mean assumed for a count response without counts: μ → 0 from above.
 EMPTY_COUNT_MEAN = 1e-10
 
@@ -135,11 +138,20 @@ def tolerance_scales(
         Z0 = null_predictors(
             family, Y, null_intercepts(family, Y, fit_intercept, M, offset), offset
         )
-    R = np.abs(_null_residuals(family, Y, Z0, M))
     total = Y.shape[0] if M is None else M.sum(axis=0)
     X_abs = abs(X) if X_abs is None else X_abs
-    terms = np.asarray(X_abs.T @ R, dtype=float) / total  # (p, G)
-    scale = terms.max(axis=0, initial=0.0)
+    n, G = Y.shape
+    # A block of rows at a time: the residuals' temporaries stay small for any n.
+    step = max(BLOCK_MIN_ROWS, BLOCK_VALUES // max(1, G))
+    terms, r_sum = 0.0, 0.0
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        whole = start == 0 and step >= n  # one block: no copies
+        Mb = M if M is None or whole or M.shape[0] == 1 else M[rows]
+        R = np.abs(_null_residuals(family, *((Y, Z0) if whole else (Y[rows], Z0[rows])), Mb))
+        terms = terms + np.asarray((X_abs if whole else X_abs[rows]).T @ R, dtype=float)
+        r_sum = r_sum + R.sum(axis=0)
+    scale = (terms / total).max(axis=0, initial=0.0)  # (p, G) → (G,)
     if fit_intercept:
-        scale = np.maximum(scale, R.sum(axis=0) / total)
+        scale = np.maximum(scale, r_sum / total)
     return scale

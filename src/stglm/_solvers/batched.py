@@ -205,7 +205,8 @@ class NewtonTerms:
 class BatchResult:
     """Solutions for G genes: intercepts (G,), coefficients (G, p), and diagnostics (G,).
 
-    ``terms`` are the Newton terms at the solutions (see :class:`NewtonTerms`), if kept.
+    ``terms`` are the Newton terms at the solutions (see :class:`NewtonTerms`), if kept;
+    ``nll`` the mean −ℓ there (up to terms in y alone, as the solver evaluates it).
     """
 
     intercepts: np.ndarray
@@ -214,6 +215,7 @@ class BatchResult:
     converged: np.ndarray
     kkt: np.ndarray
     terms: NewtonTerms | None
+    nll: np.ndarray | None = None
 
 
 class BatchedNewtonCD:
@@ -389,6 +391,8 @@ class BatchedNewtonCD:
         active = self._rows(Y, lam, self._start(Y, B, weights, offset), weights, theta, terms)
         B_out = np.empty_like(active.B)
         active.output("B", B_out)
+        nll_out = np.full(n_genes, np.nan)
+        active.output("L", nll_out)
         final = self._final_terms(active, terms, keep_terms)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             F = self._first_evaluation(active, terms, offset)
@@ -400,7 +404,7 @@ class BatchedNewtonCD:
         intercepts = B_out[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(
             intercepts, B_out[:, m_beta].copy(), status.n_iter, status.converged, status.kkt,
-            final,
+            final, nll_out,
         )  # fmt: skip
 
     def _start(self, Y, B, weights, offset) -> np.ndarray:
