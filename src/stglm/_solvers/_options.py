@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .._errors import InputError
+
 __all__ = [
     "DEFAULT_OPTIONS",
     "MEMORY_BUDGET_ENV",
@@ -124,7 +126,7 @@ def _parse_bytes(text: str) -> int:
     except ValueError:
         out = 0
     if out <= 0:
-        raise ValueError(
+        raise InputError(
             f"{MEMORY_BUDGET_ENV} must be a positive number of bytes (e.g. 2000000000, 512M "
             f"or 4G); got {text!r}."
         )
