@@ -145,17 +145,20 @@ def dense_block(values: Any) -> np.ndarray:
     return np.asfortranarray(values, dtype=np.float64)
 
 
-def dense_columns(matrix: Any, columns: Any, canonical: bool | None = None) -> np.ndarray:
+def dense_columns(
+    matrix: Any, columns: Any, canonical: bool | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Dense float64 block ``matrix[:, columns]`` of a dense, sparse or dask matrix.
 
     Only the selected columns are densified (and, of a dask array, computed); of a CSR
     matrix they are read in place (:mod:`stglm._csr_columns`: no copy of the matrix;
-    ``canonical`` is whether its indices are sorted and distinct, when the caller knows).
+    ``canonical`` is whether its indices are sorted and distinct, when the caller knows,
+    and ``out`` a column-major float64 buffer of the block's shape to fill).
     """
     if sp.issparse(matrix) and matrix.format == "csr":
         from ._csr_columns import csr_dense_columns  # numba: imported when first needed
 
-        return csr_dense_columns(matrix, columns, canonical)
+        return csr_dense_columns(matrix, columns, canonical, out)
     block = matrix[:, columns]
     if is_lazy(block):
         block = block.compute()

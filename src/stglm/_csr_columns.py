@@ -53,21 +53,28 @@ def is_canonical(matrix) -> bool:
     return bool(_rows_strictly_sorted(matrix.indptr, matrix.indices))
 
 
-def csr_dense_columns(matrix, columns: np.ndarray, canonical: bool | None = None) -> np.ndarray:
+def csr_dense_columns(
+    matrix, columns: np.ndarray, canonical: bool | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """``matrix[:, columns]`` of a scipy CSR matrix as a dense column-major float64 array.
 
     Duplicate stored entries (a non-canonical CSR) are summed, as scipy's ``toarray`` does.
     ``canonical``: :func:`is_canonical` of the matrix when the caller knows it (None:
-    checked here).
+    checked here). ``out``: an (n, len(columns)) float64 column-major array to fill (a
+    buffer reused from block to block: fresh memory is slow to touch the first time).
     """
     columns = np.asarray(columns, dtype=np.int64)
     n = matrix.shape[0]
-    out = np.zeros((n, columns.size), order="F")
+    if out is None:
+        out = np.zeros((n, columns.size), order="F")
+    else:
+        out[...] = 0.0
     if columns.size == 0 or matrix.nnz == 0:
         return out
     canonical = is_canonical(matrix) if canonical is None else canonical
     if not canonical:  # unsorted or duplicate indices: scipy's way (rare)
-        return np.asfortranarray(matrix[:, columns].toarray(), dtype=np.float64)
+        out[...] = matrix[:, columns].toarray()
+        return out
     lo, hi = int(columns.min()), int(columns.max()) + 1
     lookup = np.full(hi - lo, -1, dtype=np.int64)
     lookup[columns - lo] = np.arange(columns.size)

@@ -696,12 +696,32 @@ class GeneResponses:
         self._canonical = None  # of a CSR matrix: checked once, for every block
         if sp.issparse(self.matrix) and self.matrix.format == "csr":
             self._canonical = is_canonical(self.matrix)
+        self._buffers = threading.local()  # each thread's block of CSR columns, reused
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         if self.lazy:
             state["matrix"] = None  # the tasks receive their blocks' columns instead
+        del state["_buffers"]
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._buffers = threading.local()
+
+    def _block_buffer(self, n_genes: int) -> np.ndarray | None:
+        """This thread's (n, n_genes) column-major buffer for CSR columns (None: not CSR).
+
+        Reused from block to block (blocks of one thread never overlap: a block's
+        responses are dropped before the thread reads the next).
+        """
+        if self._canonical is None:
+            return None
+        flat = getattr(self._buffers, "flat", None)
+        size = self.n_obs * n_genes
+        if flat is None or flat.size < size:
+            flat = self._buffers.flat = np.empty(size)
+        return flat[:size].reshape(n_genes, self.n_obs).T
 
     def chunks(self, chunk_size: int | None, plan=(0, BATCH_COLUMN_ARRAYS), n_jobs=1):
         """Positions (in ``names``) of each block of genes.
@@ -733,7 +753,9 @@ class GeneResponses:
         held-out fold.
         """
         if values is None:
-            Y = dense_columns(self.matrix, self.columns[chunk], self._canonical)
+            Y = dense_columns(
+                self.matrix, self.columns[chunk], self._canonical, self._block_buffer(len(chunk))
+            )
         else:
             Y = dense_block(values)
         if self._check_blocks or values is not None:
