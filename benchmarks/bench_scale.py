@@ -84,7 +84,8 @@ def summarise(after: dict) -> dict:
         if small and b is not None and key(n, G, p) not in after:
             out["extrapolated"][key(n, G, p)] = {
                 "fit_cpu": small["fit_cpu"] * (G / GENES[0]) ** b,
-                "how": f"{key(n, GENES[0], p)} × ({G}/{GENES[0]})^{b:.2f} (G exponent at n={CELLS[-2]})",
+                "how": f"{key(n, GENES[0], p)} × ({G}/{GENES[0]})^{b:.2f} "
+                f"(G exponent at n={CELLS[-2]})",
             }
     return out
 
@@ -167,8 +168,8 @@ def main(argv=None) -> int:
         )
     md = f"Run {started}, python {sys.version.split()[0]}, 2-core shared AMD EPYC VM.\n\n" + md
     args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(json.dumps(
-        {"after": after, "before": before, "extra": extra, "summary": summary}, indent=1))  # fmt: skip
+    results = {"after": after, "before": before, "extra": extra, "summary": summary}
+    args.out.write_text(json.dumps(results, indent=1))
     args.out.with_suffix(".md").write_text(md)
     print(md)
     return 0

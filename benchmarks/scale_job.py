@@ -7,7 +7,8 @@ x = 0; X standard normal), then runs ``fit_genes`` at one λ with BLAS on one th
 measures in the same process: CPU and wall time of the fit, the resident memory after the
 build and the peak (VmHWM) after the fit, and the floor — the time the Hessian products
 Zᵀ·W of all Newton iterations would take at the rate of one well-shaped product (64 genes)
-measured here, in float64. A small fit first loads numba's cached kernels (not timed). ``--profile FILE`` writes cProfile's statistics of the fit.
+measured here, in float64. A small fit first loads numba's cached kernels (not timed).
+``--profile FILE`` writes cProfile's statistics of the fit.
 """
 
 from __future__ import annotations

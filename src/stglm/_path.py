@@ -334,39 +334,48 @@ def score_path(
         offset = offset[:, None] if offset.ndim == 1 else offset
     families = [family if theta is None else family.with_theta(theta[k]) for k in range(n_lambdas)]
     # The saturated term depends on θ alone: once for a path of fixed θ.
-    saturated = [saturated_sums(families[0], Y, M)] if theta is None else None
-    if saturated is None:
-        saturated = [saturated_sums(fam, Y, M) for fam in families]
-    dev = np.zeros((n_lambdas, Y.shape[1]))
-    null_dev = np.zeros_like(dev) if metric != "deviance" else None
-    step = max(SCORE_MIN_ROWS, SCORE_BLOCK_VALUES // max(1, Y.shape[1]))
+    varying = theta is not None
+    saturated = [saturated_sums(fam, Y, M) for fam in (families if varying else families[:1])]
+    null_mu = None if metric == "deviance" else np.asarray(y_null, dtype=float)
+    ll, null_ll = _loglik_sums(
+        families, X, Y, intercepts, coefs, fit_intercept, M, offset, null_mu, varying
+    )
+    out = np.empty((Y.shape[1], n_lambdas))
+    for k in range(n_lambdas):
+        sat = saturated[k if varying else 0]
+        dev = 2.0 * (sat - ll[k])
+        if null_ll is None:
+            out[:, k] = dev
+        else:
+            out[:, k] = r2_from_deviances(dev, 2.0 * (sat - null_ll[k if varying else 0]))
+    return out
+
+
+def _loglik_sums(families, X, Y, intercepts, coefs, fit_intercept, M, offset, null_mu, varying):
+    """(Σm·ℓ at each λ's fit (K, G), Σm·ℓ at the null means (K or 1, G) or None).
+
+    A block of rows at a time, so that the (rows, G) temporaries stay small for any n;
+    ``null_mu`` (G,) or (n, G) are the null means (None: no null deviance), whose term
+    depends on each λ's family only where θ is ``varying``.
+    """
+    K, G = len(families), Y.shape[1]
+    ll = np.zeros((K, G))
+    null_ll = None if null_mu is None else np.zeros((K if varying else 1, G))
+    step = max(SCORE_MIN_ROWS, SCORE_BLOCK_VALUES // max(1, G))
     for start in range(0, Y.shape[0], step):
         rows = slice(start, start + step)
-        Yb, Mb = Y[rows], take(M, rows)
-        ob = take(offset, rows)
-        null_b = None
-        if null_dev is not None:
-            y_null = np.asarray(y_null, dtype=float)
-            null_b = np.broadcast_to(y_null[rows] if y_null.ndim == 2 else y_null, Yb.shape)
+        Yb, Mb, ob = Y[rows], take(M, rows), take(offset, rows)
         for k, fam in enumerate(families):
             Z = np.asarray(X[rows] @ coefs[k].T, dtype=float)
             if fit_intercept:
                 Z += intercepts[k][None, :]
             if ob is not None:
                 Z += ob
-            dev[k] -= weighted_column_sum(fam.loglik(Yb, fam.mean(Z)), Mb)
-            if null_b is not None and (k == 0 or theta is not None):
-                null_dev[k] -= weighted_column_sum(fam.loglik(Yb, null_b), Mb)
-    out = np.empty((Y.shape[1], n_lambdas))
-    for k in range(n_lambdas):
-        sat = saturated[min(k, len(saturated) - 1)]
-        d = 2.0 * (sat + dev[k])
-        if null_dev is None:
-            out[:, k] = d
-        else:
-            nd = 2.0 * (sat + null_dev[k if theta is not None else 0])
-            out[:, k] = r2_from_deviances(d, nd)
-    return out
+            ll[k] += weighted_column_sum(fam.loglik(Yb, fam.mean(Z)), Mb)
+            if null_ll is not None and (k == 0 or varying):
+                mu0 = np.broadcast_to(null_mu[rows] if null_mu.ndim == 2 else null_mu, Yb.shape)
+                null_ll[k] += weighted_column_sum(fam.loglik(Yb, mu0), Mb)
+    return ll, null_ll
 
 
 def take(values: np.ndarray | None, rows: slice) -> np.ndarray | None:

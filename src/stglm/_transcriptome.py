@@ -16,11 +16,11 @@ from joblib import Parallel, delayed, effective_n_jobs
 from tqdm.auto import tqdm
 
 from ._anndata import (
+    Matrix,
     check_adata,
     check_response_values,
     dense_block,
     dense_columns,
-    Matrix,
     design_frame,
     gene_positions,
     is_lazy,
@@ -68,8 +68,8 @@ from ._results import (
     var_key,
 )
 from ._separation import separated_genes
-from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._family_kernels import saturated_nll
+from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
@@ -151,7 +151,7 @@ class _GeneFitter:
         return kept, FIXED_COLUMN_ARRAYS if fixed else BATCH_COLUMN_ARRAYS
 
     def _workspace(self) -> Workspace:
-        """This thread's workspace, shared by its solvers (they run one after another)."""
+        """The calling thread's workspace, shared by its solvers (one runs at a time)."""
         workspace = getattr(self._local, "workspace", None)
         if workspace is None:
             workspace = self._local.workspace = Workspace()
@@ -710,10 +710,10 @@ class GeneResponses:
         self._buffers = threading.local()
 
     def _block_buffer(self, n_genes: int) -> np.ndarray | None:
-        """This thread's (n, n_genes) column-major buffer for CSR columns (None: not CSR).
+        """The calling thread's (n, n_genes) column-major buffer for CSR columns, or None.
 
-        Reused from block to block (blocks of one thread never overlap: a block's
-        responses are dropped before the thread reads the next).
+        None where the matrix is not CSR. Reused from block to block (blocks of one thread
+        never overlap: a block's responses are dropped before the thread reads the next).
         """
         if self._canonical is None:
             return None

@@ -38,7 +38,6 @@ from ._null_model import null_intercepts, tolerance_scales
 from ._options import DEFAULT_OPTIONS, NewtonOptions
 from ._scaling import DesignScaling
 
-
 #: Bytes of one tile of the pair products when Z is not kept whole: a few hundred to a few
 #: thousand rows, small enough to stay in a core's cache while W's rows stream past.
 PAIR_TILE_BYTES = 2 * 2**20
