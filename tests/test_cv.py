@@ -277,6 +277,8 @@ def test_glmcv_batching_and_fit_genes_chunks_follow_one_memory_plan():
     # the pair products' bytes come off the budget; n_jobs chunks share the rest
     assert default_chunk_size(n, budget, reserved=10 * per_column) == 10
     assert default_chunk_size(n, budget, reserved=10 * per_column, n_jobs=2) == 5
+    # threads share the chunks' memory target: two threads, half the genes each
+    assert default_chunk_size(n, 10**15, n_jobs=2) == wanted // 2
     fixed = batch_bytes(n, 1, FIXED_COLUMN_ARRAYS)
     assert default_chunk_size(n, 20 * fixed, n_arrays=FIXED_COLUMN_ARRAYS) == 20
     assert default_chunk_size(10**8, budget) == 1  # never less than one gene

@@ -96,20 +96,22 @@ def default_chunk_size(
     n_jobs: int = 1,
     n_arrays: int = BATCH_COLUMN_ARRAYS,
 ) -> int:
-    """Genes per chunk for ``n_obs`` samples.
+    """Genes per chunk for ``n_obs`` samples, for each of ``n_jobs`` threads.
 
-    :data:`CHUNK_BLAS_GENES`, or more while the chunk's arrays stay within
-    :data:`CHUNK_TARGET_BYTES` (at most :data:`CHUNK_MAX_GENES`) — but never more than the
-    ``n_jobs`` chunks solved at once fit in the memory budget: ``budget`` bytes (None: the
-    machine's, :func:`stglm._solvers._options.memory_budget`) less the ``reserved`` ones
-    (the designs' pair products). A chunk holds :func:`batch_bytes` (``n_arrays``
-    n-vectors per gene). At least 1.
+    :data:`CHUNK_BLAS_GENES`, or more while the chunks' arrays stay within
+    :data:`CHUNK_TARGET_BYTES` (at most :data:`CHUNK_MAX_GENES`), shared by the ``n_jobs``
+    chunks solved at once (threads add speed, not memory) — and never more than fit the
+    memory budget: ``budget`` bytes (None: the machine's,
+    :func:`stglm._solvers._options.memory_budget`) less the ``reserved`` ones (the designs'
+    pair products). A chunk holds :func:`batch_bytes` (``n_arrays`` n-vectors per gene).
+    At least 1.
     """
+    n_jobs = max(1, n_jobs)
     per_gene = batch_bytes(n_obs, 1, n_arrays)
     wanted = min(CHUNK_MAX_GENES, max(CHUNK_BLAS_GENES, CHUNK_TARGET_BYTES // per_gene))
     budget = memory_budget() if budget is None else budget
-    fits = max(0, budget - reserved) // max(1, n_jobs) // per_gene
-    return int(max(1, min(wanted, fits)))
+    fits = max(0, budget - reserved) // n_jobs // per_gene
+    return int(max(1, min(wanted // n_jobs, fits)))
 
 
 # -- rows, folds and the λ grid ---------------------------------------------------------------

@@ -481,11 +481,14 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         Also store the fitted means as a dense layer ``f"{key_added}_mu"`` (n_obs × n_vars
         float32; zero for genes not fitted).
     chunk_size : int, optional
-        Genes solved together (default: :func:`default_chunk_size` — at most 128, and
-        fewer when their working arrays would exceed about 4× the expression matrix's
-        bytes, within 128–512 MiB). With a dask array, the genes of one Dask task: a
-        worker's memory is about 13 × 8 bytes × n_obs per gene of each block it runs or
-        holds (two per thread), plus the design it shares across blocks.
+        Genes solved together (default: :func:`default_chunk_size` — 32, or up to 128
+        while a chunk's arrays stay within 256 MiB, and fewer when the chunks of all
+        threads would not fit the memory budget beside the design's pair products; the
+        budget is a quarter of the memory available when the fit starts, at most 16 GiB,
+        or the bytes in the environment variable ``STGLM_MEMORY_BUDGET``, e.g. ``8G``).
+        With a dask array, the genes of one Dask task: a worker's memory is about 13 × 8
+        bytes × n_obs per gene of each block it runs or holds (two per thread), plus the
+        design it shares across blocks.
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks), with
         joblib's meaning: -1 is every core, -2 all but one. Unused with a dask array: the
