@@ -271,7 +271,7 @@ class _GeneFitter:
         Z = res.terms.Z  # gene-major (G, n), offset included
         fam_rows = fam if theta is None else fam.with_theta(theta[:, None])
         M = None if self.weights is None else self.weights[None, :]
-        H = d.hessians(fisher_weights(fam_rows, Z, M), np.ones(n_genes))
+        H = d.hessians(fisher_weights(fam_rows, Z, M), np.ones(n_genes), exact=True)
         unpenalised = isinstance(self.est, GLM) and self.est.reg_lambda == 0
         free = testable_coordinates(p, d.fit_intercept, unpenalised, self.factor)
         T = d.scaling.transform_matrix()[np.ix_(free, free)]
@@ -482,8 +482,9 @@ fit_intercept, random_seed, max_iter, tol, select, lambda_min_ratio, link, penal
         float32; zero for genes not fitted).
     chunk_size : int, optional
         Genes solved together (default: :func:`default_chunk_size` — 32, or up to 128
-        while a chunk's arrays stay within 256 MiB, and fewer when the chunks of all
-        threads would not fit the memory budget beside the design's pair products; the
+        while the chunks' arrays stay within 256 MiB, divided among the ``n_jobs``
+        threads, and fewer when they would not fit the memory budget beside the design's
+        pair products; the
         budget is a quarter of the memory available when the fit starts, at most 16 GiB,
         or the bytes in the environment variable ``STGLM_MEMORY_BUDGET``, e.g. ``8G``).
         With a dask array, the genes of one Dask task: a worker's memory is about 13 × 8

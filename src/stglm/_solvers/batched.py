@@ -43,6 +43,10 @@ from ._scaling import DesignScaling
 PAIR_TILE_BYTES = 2 * 2**20
 
 
+#: Rows per block of a float32 product (its partial sums are added in float64).
+FLOAT32_BLOCK_ROWS = 65_536
+
+
 def tile_rows(n_pairs: int) -> int:
     """Rows of Z per tile (:data:`PAIR_TILE_BYTES`), at least 64."""
     return max(64, PAIR_TILE_BYTES // (8 * n_pairs))
@@ -84,16 +88,29 @@ class SharedDesign:
         )
         self.n, self.m = n, m = self.Xt.shape
         self.rows, self.cols = np.triu_indices(m)
-        budget = self.options.pair_budget()
-        # Z whole when it fits the budget; else tiles of it, each rebuilt into one buffer
-        # per Hessian product (a tile stays in cache while the weights stream past it).
-        self.block = n if self.pair_bytes <= budget else tile_rows(self.rows.size)
-        self.Z = self._pairs(slice(None)) if self.block == n else None
+        # Z whole when it fits the budget (in float32 where only that fits, if allowed);
+        # else tiles of it, each rebuilt into one buffer per Hessian product (a tile stays
+        # in cache while the weights stream past it).
+        self.pair_dtype = self._dtype(self.options.pair_budget())
+        whole = self.pair_dtype is not None
+        self.pair_dtype = self.pair_dtype or np.dtype(np.float64)
+        self.block = n if whole else tile_rows(self.rows.size)
+        self.Z = self._pairs(slice(None)) if whole else None
+
+    def _dtype(self, budget: int) -> np.dtype | None:
+        """The dtype of Z kept whole within ``budget`` bytes (None: tiled, in float64)."""
+        choice = self.options.pair_dtype
+        values = self.n * self.rows.size
+        if choice != "float32" and 8 * values <= budget:
+            return np.dtype(np.float64)
+        if choice != "float64" and 4 * values <= budget:
+            return np.dtype(np.float32)
+        return None
 
     @property
     def pair_bytes(self) -> int:
-        """Bytes of the whole pair-product matrix Z (n × m(m+1)/2 float64)."""
-        return 8 * self.n * self.rows.size
+        """Bytes of the whole pair-product matrix Z (n × m(m+1)/2, its dtype)."""
+        return self.pair_dtype.itemsize * self.n * self.rows.size
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
         """[1, X]ᵀ (or Xᵀ) as an (m, n) C-contiguous array."""
@@ -112,7 +129,7 @@ class SharedDesign:
     def _pairs(self, rows: slice) -> np.ndarray:
         """Z for some rows: columns x̃_a·x̃_b for a ≤ b, in ``np.triu_indices`` order."""
         start, stop, _ = rows.indices(self.n)
-        Z = np.empty((stop - start, self.rows.size))
+        Z = np.empty((stop - start, self.rows.size), dtype=self.pair_dtype)
         pair_products(self._XtT_scaled, start, stop, Z)
         return Z
 
@@ -121,12 +138,19 @@ class SharedDesign:
         X = self.X[index]
         return SharedDesign(X, self.fit_intercept, self.options)
 
-    def hessians(self, W: np.ndarray, total: np.ndarray | None = None) -> np.ndarray:
+    def hessians(
+        self, W: np.ndarray, total: np.ndarray | None = None, exact: bool = False
+    ) -> np.ndarray:
         """(1/n_g)·X̃'ᵀdiag(w_g)X̃' for each row w_g of W (G, n); shape (G, m, m).
 
-        n_g is ``total[g]`` (the row's sum of sample weights), or n.
+        n_g is ``total[g]`` (the row's sum of sample weights), or n. A float32 Z gives
+        Hessians to about 1e-6 relative (enough for Newton's directions: the stopping
+        rule is the KKT residual's); ``exact`` asks for float64 products (the Fisher
+        information of standard errors).
         """
-        if self.Z is not None:
+        if self.Z is not None and self.Z.dtype == np.float32:
+            packed = self._tiled_product(W) if exact else self._float32_product(W)
+        elif self.Z is not None:
             # The same product in OpenBLAS's faster orientation: measured 1.2–1.5× apart
             # (W·Z for 6–128 genes and 231–300 pairs, Zᵀ·Wᵀ for 128 genes and 55 pairs).
             few_genes = W.shape[0] <= self.rows.size
@@ -136,6 +160,19 @@ class SharedDesign:
         total = np.full(W.shape[0], float(self.n)) if total is None else total
         return unpack_hessians(packed, total, self.rows, self.cols, self.m)
 
+    def _float32_product(self, W: np.ndarray) -> np.ndarray:
+        """W·Z (G, pairs) from a float32 Z: single precision a block of rows at a time.
+
+        W is converted a block at a time (no float32 copy of it whole) and the blocks'
+        products are summed in float64, so that rounding does not grow with n.
+        """
+        packed = np.zeros((W.shape[0], self.rows.size))
+        step = FLOAT32_BLOCK_ROWS
+        for start in range(0, self.n, step):
+            stop = min(start + step, self.n)
+            packed += W[:, start:stop].astype(np.float32) @ self.Z[start:stop]
+        return packed
+
     def _tiled_product(self, W: np.ndarray) -> np.ndarray:
         """W·Z (G, pairs) with Z built a tile of ``block`` rows at a time into one buffer.
 
@@ -144,11 +181,12 @@ class SharedDesign:
         that threads never share them.
         """
         n_pairs = self.rows.size
+        block = self.block if self.Z is None else tile_rows(n_pairs)  # float32 Z: exact
         packed = np.zeros((W.shape[0], n_pairs))
         part = np.empty_like(packed)
-        tile = np.empty((min(self.block, self.n), n_pairs))
-        for start in range(0, self.n, self.block):
-            stop = min(start + self.block, self.n)
+        tile = np.empty((min(block, self.n), n_pairs))
+        for start in range(0, self.n, block):
+            stop = min(start + block, self.n)
             Z = tile[: stop - start]
             pair_products(self._XtT_scaled, start, stop, Z)
             np.matmul(W[:, start:stop], Z, out=part)
