@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--profile", type=Path, default=None)
     ap.add_argument("--save-coef", type=Path, default=None, help="coefficients to this .npy")
+    ap.add_argument(
+        "--pair-dtype", default=None, help="NewtonOptions.pair_dtype for this run (default: auto)"
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -111,6 +114,12 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     import stglm
+
+    if args.pair_dtype:  # the estimators' routes and budgets, for this process only
+        from stglm._glm import GLM
+        from stglm._solvers import NewtonOptions
+
+        GLM._newton_options = NewtonOptions(pair_dtype=args.pair_dtype)
 
     t0 = time.perf_counter()
     adata, design = synthetic(args.cells, args.genes, args.predictors, args.seed)
