@@ -206,7 +206,7 @@ def run_job(config: str, folder: Path) -> dict:
 def chunk_genes(n: int, G: int) -> int:
     from stglm._transcriptome import default_chunk_size
 
-    return default_chunk_size(n, n * G * 4)
+    return default_chunk_size(n)
 
 
 def summarise(data: dict, runs: dict[str, list[dict]], rates: dict) -> dict:

@@ -314,6 +314,38 @@ def visium_problems() -> dict[str, Callable[[], dict]]:
     }
 
 
+def seqfish_problems() -> dict[str, Callable[[], dict]]:
+    """fit_genes on the seqFISH embryo (all 351 genes, 22 niche columns): fixed λ and CV.
+
+    None when the data file is absent (bench_genes.py's seqFISH benchmark, its design).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run_genes_job import SEQFISH, seqfish
+
+    if not SEQFISH.exists():
+        return {}
+    import stglm
+
+    cache = {}
+
+    def fit(key, **kw):
+        def run():
+            if not cache:
+                cache["v"] = seqfish(SEQFISH)
+            adata, design, _ = cache["v"]
+            adata = adata.copy()
+            stglm.fit_genes(adata, design=design, key_added=key, progress=False, **kw)
+            return _gene_results(adata, key, list(adata.var_names))
+
+        return run
+
+    poisson = dict(distr="poisson", eta=np.inf, clip_coeffs=0.0, alpha=0.5)
+    return {
+        "seqfish/poisson-fixed-lambda": fit("fixed", reg_lambda=0.01, **poisson),
+        "seqfish/poisson-cv": fit("cv", reg_lambda=None, n_lambdas=10, cv=3, **poisson),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # run and compare
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +360,7 @@ def _jsonable(value):
 
 
 def run(out: Path) -> None:
-    problems = {**glm_problems(), **glmcv_problems(), **visium_problems()}
+    problems = {**glm_problems(), **glmcv_problems(), **visium_problems(), **seqfish_problems()}
     results, timings = {}, {}
     started = time.perf_counter()
     for name, problem in problems.items():

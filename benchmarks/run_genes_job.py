@@ -120,7 +120,7 @@ def default_chunk_size(n_obs: int, counts_bytes: int) -> int | None:
     from stglm import _transcriptome
 
     rule = getattr(_transcriptome, "default_chunk_size", None)
-    return None if rule is None else int(rule(n_obs, counts_bytes))
+    return None if rule is None else int(rule(n_obs))
 
 
 def input_bytes(adata, design) -> dict:

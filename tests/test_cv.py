@@ -21,8 +21,10 @@ from sklearn.model_selection import KFold
 
 from stglm import GLMCV, fit_genes
 from stglm._cv import (
-    CHUNK_BYTES_MAX,
+    CHUNK_BLAS_GENES,
     CHUNK_MAX_GENES,
+    CHUNK_TARGET_BYTES,
+    FIXED_COLUMN_ARRAYS,
     CVResult,
     batch_bytes,
     choose_lambda,
@@ -332,10 +334,22 @@ def test_glmcv_batching_and_fit_genes_chunks_follow_one_memory_plan():
     n = 100_000
     per_column = batch_bytes(n, 1)
     # columns (folds + the full data) in the budget
-    most = NewtonOptions().pair_bytes_budget // per_column
+    most = NewtonOptions().batch_bytes_budget // per_column
     X = np.zeros((n, 3))
     model = GLMCV(**QUIET)
     assert model._batchable(X, most - 1) and not model._batchable(X, most)
-    big_input = CHUNK_BYTES_MAX  # 4× this is above the chunk budget's upper bound
-    assert default_chunk_size(n, big_input) == min(CHUNK_MAX_GENES, CHUNK_BYTES_MAX // per_column)
-    assert default_chunk_size(10**8, big_input) == 1  # never less than one gene
+    wanted = max(CHUNK_BLAS_GENES, CHUNK_TARGET_BYTES // per_column)
+    assert default_chunk_size(n, 10**15) == wanted
+    assert default_chunk_size(10**7, 10**15) == CHUNK_BLAS_GENES  # large n: the BLAS minimum
+    assert default_chunk_size(100, 10**15) == CHUNK_MAX_GENES  # small n: the most
+    budget = 20 * per_column  # the budget caps it
+    assert default_chunk_size(n, budget) == 20
+    # the pair products' bytes come off the budget; n_jobs chunks share the rest
+    assert default_chunk_size(n, budget, reserved=10 * per_column) == 10
+    assert default_chunk_size(n, budget, reserved=10 * per_column, n_jobs=2) == 5
+    # threads share the chunks' memory target: two threads, half the genes each
+    assert default_chunk_size(n, 10**15, n_jobs=2) == wanted // 2
+    fixed = batch_bytes(n, 1, FIXED_COLUMN_ARRAYS)
+    assert default_chunk_size(n, 20 * fixed, n_arrays=FIXED_COLUMN_ARRAYS) == 20
+    assert default_chunk_size(10**8, budget) == 1  # never less than one gene
+    assert default_chunk_size(n, budget, reserved=2 * budget) == 1

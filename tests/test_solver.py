@@ -838,6 +838,8 @@ def test_shared_design_hessians_by_hand(fit_intercept, blocked):
     design = batched.SharedDesign(X, fit_intercept, options)
     assert (design.Z is None) == blocked
     assert (design.subset(np.arange(40)).Z is None) == blocked  # a fold's design: the same budget
+    if blocked:
+        design.block = 7  # tiles of 7 rows, the last one partial (53 = 7·7 + 4)
     sc = design.scaling
     assert not sc.identity
     ones = [np.ones((n, 1))] if fit_intercept else []

@@ -145,11 +145,20 @@ def dense_block(values: Any) -> np.ndarray:
     return np.asfortranarray(values, dtype=np.float64)
 
 
-def dense_columns(matrix: Any, columns: Any) -> np.ndarray:
+def dense_columns(
+    matrix: Any, columns: Any, canonical: bool | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Dense float64 block ``matrix[:, columns]`` of a dense, sparse or dask matrix.
 
-    Only the selected columns are densified (and, of a dask array, computed).
+    Only the selected columns are densified (and, of a dask array, computed); of a CSR
+    matrix they are read in place (:mod:`stglm._csr_columns`: no copy of the matrix;
+    ``canonical`` is whether its indices are sorted and distinct, when the caller knows,
+    and ``out`` a column-major float64 buffer of the block's shape to fill).
     """
+    if sp.issparse(matrix) and matrix.format == "csr":
+        from ._csr_columns import csr_dense_columns  # numba: imported when first needed
+
+        return csr_dense_columns(matrix, columns, canonical, out)
     block = matrix[:, columns]
     if is_lazy(block):
         block = block.compute()
@@ -334,11 +343,15 @@ def check_response_values(matrix: Any, columns: np.ndarray, family: Any, layer: 
     label = layer_label(layer)
     if sp.issparse(matrix):
         whole = len(columns) == matrix.shape[1] and np.array_equal(columns, np.arange(len(columns)))
-        sub = matrix if whole else matrix[:, columns]
-        values = sub.data
-        if sub.nnz < sub.shape[0] * sub.shape[1]:
-            values = np.append(values, 0.0)  # the implicit zeros, for the range check
+        if whole:
+            values = matrix.data
+        elif matrix.format == "csr":  # the requested genes' stored values, without a CSR copy
+            values = matrix.data[np.isin(matrix.indices, columns)]
+        else:
+            values = matrix[:, columns].data
         integral = _check_values(values, family, label)
+        if values.size < matrix.shape[0] * len(columns):  # the implicit zeros, for the range
+            _check_values(np.zeros(1), family, label)
     else:
         step = max(1, CHECK_BLOCK_VALUES // max(1, matrix.shape[0]))
         blocks = (columns[s : s + step] for s in range(0, len(columns), step))
@@ -355,13 +368,14 @@ def check_response_values(matrix: Any, columns: np.ndarray, family: Any, layer: 
 
 def _check_values(values: np.ndarray, family: Any, label: str) -> bool:
     """Raise on non-finite or out-of-range values; whether all are whole numbers."""
-    if not np.all(np.isfinite(values)):
+    integers = values.dtype.kind in "biu"  # finite and whole by their type
+    if not integers and not np.all(np.isfinite(values)):
         raise InputError(f"{label} contains NaN or infinite values.")
     try:
         family.check_y(values)
     except ValueError as err:  # the family's range check: bad input, not a bug
         raise InputError(f"{label}: {err}") from None
-    return bool(np.array_equal(values, np.round(values)))
+    return integers or bool(np.array_equal(values, np.round(values)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ._families import Family
 from ._path import PathResult, batched_path, clip, fit_path, geometric_path, score_path
 from ._solvers import NewtonOptions, Problem
 from ._solvers._null_model import null_intercepts
+from ._solvers._options import memory_budget
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign
 from ._solvers.newton_cd import tolerance_scale
@@ -42,6 +43,7 @@ from ._solvers.newton_cd import tolerance_scale
 __all__ = [
     "BATCH_COLUMN_ARRAYS",
     "CHUNK_MAX_GENES",
+    "FIXED_COLUMN_ARRAYS",
     "CVResult",
     "Scoring",
     "as_column",
@@ -67,27 +69,51 @@ __all__ = [
 #: trial Z, r, w, the responses and their weights: 8), the Newton terms kept along a path
 #: (3), and the responses with their training-fold / column-major copy (2).
 BATCH_COLUMN_ARRAYS = 13
-#: Most genes per chunk: enough for each Hessian product to run at the BLAS rate, few
-#: enough that small designs' working arrays stay near the caches (Visium CV: 64–128
-#: genes 6.5–7.3 s, all 1,255 at once 7.5 s; before the gene-major layout 9.6 s vs 21 s).
+#: The same for a gene of a fixed-λ fit: the solver's workspace (8) and the chunk's dense
+#: responses (1); no path, no folds, and the score is computed a block of rows at a time.
+FIXED_COLUMN_ARRAYS = 9
+#: Most genes per chunk: few enough that small designs' working arrays stay near the caches
+#: (Visium CV: 64–128 genes 6.5–7.3 s, all 1,255 at once 7.5 s).
 CHUNK_MAX_GENES = 128
-#: Memory for a chunk's working arrays: 4× the expression matrix, within these bounds.
-CHUNK_BYTES_MIN, CHUNK_BYTES_MAX = 128 * 2**20, 512 * 2**20
+#: Genes a chunk gets whenever the budget allows: enough for the Hessian products to run
+#: near the BLAS rate (Zᵀ·W, 1 thread, 200,000 rows × 66 pairs: 5 genes 14, 16 genes 31,
+#: 32 genes 40, 128 genes 44–50 GFLOP/s).
+CHUNK_BLAS_GENES = 32
+#: Beyond CHUNK_BLAS_GENES, genes are added while the chunk's arrays stay within this:
+#: more buys little speed, and fresh memory is slow to touch the first time (1 GB took
+#: 2.3 s of page faults on the benchmark VM, 100 MB 0.03 s).
+CHUNK_TARGET_BYTES = 256 * 2**20
 
 
-def batch_bytes(n_samples: int, n_columns: int) -> int:
+def batch_bytes(n_samples: int, n_columns: int, n_arrays: int = BATCH_COLUMN_ARRAYS) -> int:
     """Bytes of working arrays a batched solve of ``n_columns`` columns of ``n_samples`` holds."""
-    return 8 * BATCH_COLUMN_ARRAYS * n_samples * n_columns
+    return 8 * n_arrays * n_samples * n_columns
 
 
-def default_chunk_size(n_obs: int, input_bytes: int) -> int:
-    """Genes per chunk for ``n_obs`` samples and an expression matrix of ``input_bytes``.
+def default_chunk_size(
+    n_obs: int,
+    budget: int | None = None,
+    *,
+    reserved: int = 0,
+    n_jobs: int = 1,
+    n_arrays: int = BATCH_COLUMN_ARRAYS,
+) -> int:
+    """Genes per chunk for ``n_obs`` samples, for each of ``n_jobs`` threads.
 
-    At most ``CHUNK_MAX_GENES``, with working arrays (:func:`batch_bytes`) within 4× the
-    input's bytes, clipped to 128–512 MiB.
+    :data:`CHUNK_BLAS_GENES`, or more while the chunks' arrays stay within
+    :data:`CHUNK_TARGET_BYTES` (at most :data:`CHUNK_MAX_GENES`), shared by the ``n_jobs``
+    chunks solved at once (threads add speed, not memory) — and never more than fit the
+    memory budget: ``budget`` bytes (None: the machine's,
+    :func:`stglm._solvers._options.memory_budget`) less the ``reserved`` ones (the designs'
+    pair products). A chunk holds :func:`batch_bytes` (``n_arrays`` n-vectors per gene).
+    At least 1.
     """
-    budget = int(np.clip(4 * input_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX))
-    return int(np.clip(budget // batch_bytes(n_obs, 1), 1, CHUNK_MAX_GENES))
+    n_jobs = max(1, n_jobs)
+    per_gene = batch_bytes(n_obs, 1, n_arrays)
+    wanted = min(CHUNK_MAX_GENES, max(CHUNK_BLAS_GENES, CHUNK_TARGET_BYTES // per_gene))
+    budget = memory_budget() if budget is None else budget
+    fits = max(0, budget - reserved) // n_jobs // per_gene
+    return int(max(1, min(wanted // n_jobs, fits)))
 
 
 # -- rows, folds and the λ grid ---------------------------------------------------------------

@@ -200,11 +200,11 @@ fit_intercept, random_seed, theta, verbose, solver, link, penalty_factor
         Besides a small dense design (``NewtonOptions.batched_max_features``), the batch's
         working arrays (:func:`stglm._cv.batch_bytes` of the folds and the full data, e.g.
         for leave-one-out on many samples) must fit the same memory budget as the design's
-        pair products (``NewtonOptions.pair_bytes_budget``).
+        pair products (``NewtonOptions.batch_bytes_budget``).
         """
         n, p = X.shape
         m = p + int(self.fit_intercept)
-        budget = self._newton_options.pair_bytes_budget
+        budget = self._newton_options.batch_bytes_budget
         return (
             self.solver == "irls-cd"
             and not sp.issparse(X)

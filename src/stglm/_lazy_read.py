@@ -40,7 +40,7 @@ def _chunks(elem: Any, n_obs: int, n_vars: int, block_genes: int | None) -> tupl
     data = elem["data"]
     if encoding == "csc_matrix":
         if block_genes is None:  # the block size fit_genes chooses for this matrix
-            block_genes = default_chunk_size(n_obs, n_obs * n_vars * data.dtype.itemsize)
+            block_genes = default_chunk_size(n_obs)
         return (n_obs, min(int(block_genes), n_vars))
     bytes_per_row = max(1, (data.dtype.itemsize + elem["indices"].dtype.itemsize) * data.shape[0])
     rows = CSR_CHUNK_BYTES * n_obs // bytes_per_row

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._families import Family
-from ._metrics import column_deviance, r2_from_deviances, weighted_column_sum
+from ._metrics import r2_from_deviances, weighted_column_sum
 from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, newton_options, solve
@@ -28,6 +28,9 @@ __all__ = [
     "score_path",
 ]
 
+#: Values of an (n, G) temporary per block of rows when a path is scored (16 MiB of float64),
+#: and the fewest rows of a block: the score's work arrays stay small whatever n is.
+SCORE_BLOCK_VALUES, SCORE_MIN_ROWS = 2 * 2**20, 1024
 #: The path ends at this fraction of λ_max.
 LAMBDA_MIN_RATIO = 1e-3
 #: For α = 0 no λ zeroes β; λ_max is then computed as for α = 0.001 (glmnet's convention).
@@ -325,25 +328,82 @@ def score_path(
             fit_intercept=fit_intercept, metric=metric, y_null=null,
             sample_weight=sample_weight, offset=offset,
         ).T  # fmt: skip
-    out = np.empty((Y.shape[1], n_lambdas))
     M = None if sample_weight is None else np.asarray(sample_weight, dtype=float).reshape(-1, 1)
     if offset is not None:
         offset = np.asarray(offset, dtype=float)
         offset = offset[:, None] if offset.ndim == 1 else offset
-    fam = family
+    families = [family if theta is None else family.with_theta(theta[k]) for k in range(n_lambdas)]
+    # The saturated term depends on θ alone: once for a path of fixed θ.
+    varying = theta is not None
+    saturated = [saturated_sums(fam, Y, M) for fam in (families if varying else families[:1])]
+    null_mu = None if metric == "deviance" else np.asarray(y_null, dtype=float)
+    ll, null_ll = _loglik_sums(
+        families, X, Y, intercepts, coefs, fit_intercept, M, offset, null_mu, varying
+    )
+    out = np.empty((Y.shape[1], n_lambdas))
     for k in range(n_lambdas):
-        if k == 0 or theta is not None:  # the saturated term depends on θ alone
-            if theta is not None:
-                fam = family.with_theta(theta[k])
-            saturated = weighted_column_sum(fam.saturated_loglik(Y), M)
-            if metric != "deviance":
-                null_mu = np.broadcast_to(y_null, Y.shape)
-                null_dev = column_deviance(fam, Y, null_mu, saturated, M)
-        Z = np.asarray(X @ coefs[k].T, dtype=float)
-        if fit_intercept:
-            Z += intercepts[k][None, :]
-        if offset is not None:
-            Z += offset
-        dev = column_deviance(fam, Y, fam.mean(Z), saturated, M)
-        out[:, k] = dev if metric == "deviance" else r2_from_deviances(dev, null_dev)
+        sat = saturated[k if varying else 0]
+        dev = 2.0 * (sat - ll[k])
+        if null_ll is None:
+            out[:, k] = dev
+        else:
+            out[:, k] = r2_from_deviances(dev, 2.0 * (sat - null_ll[k if varying else 0]))
+    return out
+
+
+def _loglik_sums(families, X, Y, intercepts, coefs, fit_intercept, M, offset, null_mu, varying):
+    """(Σm·ℓ at each λ's fit (K, G), Σm·ℓ at the null means (K or 1, G) or None).
+
+    A block of rows at a time, so that the (rows, G) temporaries stay small for any n;
+    ``null_mu`` (G,) or (n, G) are the null means (None: no null deviance), whose term
+    depends on each λ's family only where θ is ``varying``.
+    """
+    K, G = len(families), Y.shape[1]
+    ll = np.zeros((K, G))
+    null_ll = None if null_mu is None else np.zeros((K if varying else 1, G))
+    step = max(SCORE_MIN_ROWS, SCORE_BLOCK_VALUES // max(1, G))
+    for start in range(0, Y.shape[0], step):
+        rows = slice(start, start + step)
+        Yb, Mb, ob = Y[rows], take(M, rows), take(offset, rows)
+        for k, fam in enumerate(families):
+            Z = np.asarray(X[rows] @ coefs[k].T, dtype=float)
+            if fit_intercept:
+                Z += intercepts[k][None, :]
+            if ob is not None:
+                Z += ob
+            ll[k] += weighted_column_sum(fam.loglik(Yb, fam.mean(Z)), Mb)
+            if null_ll is not None and (k == 0 or varying):
+                mu0 = np.broadcast_to(null_mu[rows] if null_mu.ndim == 2 else null_mu, Yb.shape)
+                null_ll[k] += weighted_column_sum(fam.loglik(Yb, mu0), Mb)
+    return ll, null_ll
+
+
+def take(values: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    """Rows of a per-sample (n, ·) array that may be None or a broadcast (1, ·) row."""
+    if values is None or values.shape[0] == 1:
+        return values
+    return values[rows]
+
+
+def saturated_sums(family: Family, Y: np.ndarray, M: np.ndarray | None) -> np.ndarray:
+    """Σ_i m_i·ℓ(y_i, y_i) of each column of Y (n, G): the deviance's saturated term.
+
+    For counts the term is exactly 0 where y = 0 (Poisson y·log y − y; negative binomial
+    likewise), so only the non-zeros are evaluated, a column at a time.
+    """
+    if not family.is_count:
+        return weighted_column_sum(family.saturated_loglik(Y), M)
+    theta = getattr(family, "theta", None)
+    per_column = theta is not None and np.ndim(theta) > 0  # θ (G,): one per column
+    out = np.zeros(Y.shape[1])
+    for j in range(Y.shape[1]):
+        y = Y[:, j]
+        nz = np.flatnonzero(y)
+        fam = family.with_theta(float(np.ravel(theta)[j])) if per_column else family
+        values = fam.saturated_loglik(y[nz])
+        if M is None:
+            out[j] = values.sum()
+        else:
+            m = M[nz, min(j, M.shape[1] - 1)]
+            out[j] = np.where(m != 0, m * values, 0.0).sum()
     return out

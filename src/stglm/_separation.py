@@ -86,7 +86,8 @@ def fit_separation(
         w = sample_weight
         if w is not None and np.ndim(w) == 2 and np.shape(w)[0] > 1:
             w = w[genes]
-        found = separated_samples(X[:, free], Y[genes], w, fit_intercept=fit_intercept)
+        Y_genes = Y if genes.size == G else Y[genes]  # all genes: no copy
+        found = separated_samples(X[:, free], Y_genes, w, fit_intercept=fit_intercept)
         if found is not None:
             out = np.zeros(Y.shape, bool) if out is None else out
             out[genes] = found

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from contextlib import ExitStack
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -14,6 +16,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from tqdm.auto import tqdm
 
 from ._anndata import (
+    Matrix,
     check_adata,
     check_response_values,
     dense_block,
@@ -24,8 +27,11 @@ from ._anndata import (
     layer_matrix,
     layer_of_record,
 )
+from ._csr_columns import is_canonical
 from ._cv import (
+    BATCH_COLUMN_ARRAYS,
     EXTENSION_DECADES,
+    FIXED_COLUMN_ARRAYS,
     Scoring,
     as_column,
     cross_validate,
@@ -70,9 +76,10 @@ from ._results import (
     var_key,
 )
 from ._separation import separated_genes
+from ._solvers._family_kernels import saturated_nll
 from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._threads import single_blas_thread
-from ._solvers.batched import BatchedNewtonCD, SharedDesign
+from ._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
 from ._theta import batched_theta
 from ._validation import JobCount, check_tau, check_vector
@@ -85,13 +92,6 @@ def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
     matrix = layer_matrix(adata, layer)
     names, columns = gene_positions(adata, genes)
     return names, columns, matrix
-
-
-def _nbytes(matrix) -> int:
-    """Bytes held by a dense or sparse matrix."""
-    if sp.issparse(matrix):
-        return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
-    return int(getattr(matrix, "nbytes", 0) or 8 * matrix.shape[0] * matrix.shape[1])
 
 
 class _GeneFitter:
@@ -116,7 +116,14 @@ class _GeneFitter:
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
         self.with_score = True
-        self.options = estimator._newton_options  # the estimator's routes and budgets
+        # The estimator's routes and budgets, with the machine's memory read once per call;
+        # the full design and each training fold's share the pair products' budget.
+        options = estimator._newton_options
+        budget = options.memory()
+        n_designs = 1 + (len(folds) if folds else 0)
+        self.options = replace(
+            options, memory_budget=budget, pair_bytes_budget=options.pair_budget() // n_designs
+        )
         self.design = SharedDesign(X, estimator.fit_intercept, self.options)
         self.folds = folds
         self.weights, self.factor = weights, factor
@@ -128,12 +135,42 @@ class _GeneFitter:
         self.scoring = Scoring(
             family, estimator.score_metric, estimator.clip_coeffs, estimator.fit_intercept
         )
+        # Each thread's workspace, shared by its solvers and kept across chunks: allocated
+        # once per call (grown if a later chunk is larger), not per chunk or per fold.
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_local"]  # a worker builds its own solvers
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def memory_plan(self) -> tuple[int, int]:
+        """(bytes of pair products kept, float64 n-vectors per gene of a chunk).
+
+        What :func:`run_blocks` sizes chunks from (:func:`stglm._cv.default_chunk_size`).
+        """
+        designs = [self.design, *self.fold_designs]
+        kept = sum(d.pair_bytes for d in designs if d.Z is not None)
+        fixed = isinstance(self.est, GLM) and not self.inference and self.theta_method is None
+        return kept, FIXED_COLUMN_ARRAYS if fixed else BATCH_COLUMN_ARRAYS
+
+    def _workspace(self) -> Workspace:
+        """The calling thread's workspace, shared by its solvers (one runs at a time)."""
+        workspace = getattr(self._local, "workspace", None)
+        if workspace is None:
+            workspace = self._local.workspace = Workspace()
+        return workspace
 
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
+        """A solver on ``design`` with this thread's workspace."""
         e = self.est
         return BatchedNewtonCD(
             self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol,
-            penalty_factor=self.factor, options=self.options,
+            penalty_factor=self.factor, options=self.options, workspace=self._workspace(),
         )  # fmt: skip
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
@@ -181,11 +218,14 @@ class _GeneFitter:
         th = None if theta is None else theta[None, :]
         score = np.full(n_genes, np.nan)
         if self.with_score:  # the in-sample score (test_genes has no use for it)
-            y_null = 0.0
-            if e.score_metric != "deviance":
-                y_null = self.scoring.null_means(Y, self.weights, offset, offset)
-            score = self.scoring.scores(d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th)
-            score = score[:, 0]
+            score = self._deviance_at_solution(Y, res, coefs, theta)
+            if score is None:
+                y_null = 0.0
+                if e.score_metric != "deviance":
+                    y_null = self.scoring.null_means(Y, self.weights, offset, offset)
+                score = self.scoring.scores(
+                    d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th
+                )[:, 0]
         return {
             "intercept": res.intercepts,
             "coef": coefs,
@@ -198,6 +238,25 @@ class _GeneFitter:
             **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
+
+    def _deviance_at_solution(self, Y, res, coefs, theta) -> np.ndarray | None:
+        """Each gene's in-sample deviance from the −ℓ the solver ended with, or None.
+
+        2·(Σm·(−ℓ) at the solution − Σm·(−ℓ) at μ = y), the saturated term over the
+        non-zero counts: no pass over the fitted means. Only where that −ℓ is the score's:
+        the deviance metric, a compiled family at its own θ, and coefficients that the
+        clipping leaves as they are (else None: the caller scores the clipped fit).
+        """
+        if self.est.score_metric != "deviance" or theta is not None or res.nll is None:
+            return None
+        if not np.array_equal(coefs, res.coefs):
+            return None
+        M = as_column(self.weights)
+        saturated = saturated_nll(self.family, Y, M)
+        if saturated is None:
+            return None
+        total = float(Y.shape[0]) if M is None else float(M.sum())
+        return 2.0 * (total * res.nll - saturated)
 
     def fitted_means(self, result: dict, offset) -> np.ndarray:
         """The fitted means (n, G) of a chunk's ``result`` (offset: (n, G), (n, 1) or 0)."""
@@ -220,7 +279,7 @@ class _GeneFitter:
         Z = res.terms.Z  # gene-major (G, n), offset included
         fam_rows = fam if theta is None else fam.with_theta(theta[:, None])
         M = None if self.weights is None else self.weights[None, :]
-        H = d.hessians(fisher_weights(fam_rows, Z, M), np.ones(n_genes))
+        H = d.hessians(fisher_weights(fam_rows, Z, M), np.ones(n_genes), exact=True)
         unpenalised = isinstance(self.est, GLM) and self.est.reg_lambda == 0
         free = testable_coordinates(p, d.fit_intercept, unpenalised, self.factor)
         T = d.scaling.transform_matrix()[np.ix_(free, free)]
@@ -261,8 +320,9 @@ class _GeneFitter:
             return None, None
         design = SharedDesign(d.X[:, free], d.fit_intercept, self.options)
         solver = BatchedNewtonCD(
-            fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL, options=self.options
-        )
+            fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL,
+            options=self.options, workspace=self._workspace(),
+        )  # fmt: skip
         lam = np.zeros(Y.shape[1])
         w = as_column(self.weights)
         if self.theta_method is None:
@@ -492,11 +552,15 @@ default="auto"
         Also store the fitted means as a dense layer ``f"{key_added}_mu"`` (n_obs × n_vars
         float32; zero for genes not fitted).
     chunk_size : int, optional
-        Genes solved together (default: :func:`default_chunk_size` — at most 128, and
-        fewer when their working arrays would exceed about 4× the expression matrix's
-        bytes, within 128–512 MiB). With a dask array, the genes of one Dask task: a
-        worker's memory is about 13 × 8 bytes × n_obs per gene of each block it runs or
-        holds (two per thread), plus the design it shares across blocks.
+        Genes solved together (default: :func:`default_chunk_size` — 32, or up to 128
+        while the chunks' arrays stay within 256 MiB, divided among the ``n_jobs``
+        threads, and fewer when they would not fit the memory budget beside the design's
+        pair products; the
+        budget is a quarter of the memory available when the fit starts, at most 16 GiB,
+        or the bytes in the environment variable ``STGLM_MEMORY_BUDGET``, e.g. ``8G``).
+        With a dask array, the genes of one Dask task: a worker's memory is about 13 × 8
+        bytes × n_obs per gene of each block it runs or holds (two per thread), plus the
+        design it shares across blocks.
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks), with
         joblib's meaning: -1 is every core, -2 all but one. Unused with a dask array: the
@@ -627,7 +691,10 @@ default="auto"
     def fit_block(Y, offset_block, idx):
         return fitter.fit(Y, offset_block)
 
-    for idx, result in run_blocks(data, fit_block, status, chunk_size, n_jobs, progress, "fitting"):
+    blocks = run_blocks(
+        data, fit_block, status, chunk_size, n_jobs, progress, "fitting", fitter.memory_plan()
+    )
+    for idx, result in blocks:
         for key, values in result.items():
             out[key][idx] = values
         if fitted_mu is not None:
@@ -750,23 +817,55 @@ class GeneResponses:
         self.weights, self.weight_kind = resolve_weights(adata, sample_weight)
         self.family, self.folds = family, folds
         self.n_obs = adata.n_obs
-        if sp.issparse(self.matrix) and self.matrix.format != "csc":
-            # One CSC copy of the requested genes (the input's size at most) makes each
-            # chunk a cheap column slice; the dense block of a chunk is all ever densified.
-            self.matrix = sp.csc_matrix(self.matrix[:, self.columns])
-            self.columns = np.arange(len(self.columns))
+        if sp.issparse(self.matrix) and self.matrix.format not in ("csc", "csr"):
+            self.matrix = sp.csr_matrix(self.matrix)  # COO, DIA, …: no column access
+        # CSR stays as it is (no copy of the counts): each chunk's columns are read into
+        # its dense block directly (:func:`stglm._anndata.dense_columns`).
         check_response_values(self.matrix, self.columns, family, layer)
+        # In-memory values are checked above, once; a dask array's as each block is read.
+        self._check_blocks = self.lazy or not isinstance(self.matrix, Matrix)
+        self._canonical = None  # of a CSR matrix: checked once, for every block
+        if sp.issparse(self.matrix) and self.matrix.format == "csr":
+            self._canonical = is_canonical(self.matrix)
+        self._buffers = threading.local()  # each thread's block of CSR columns, reused
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         if self.lazy:
             state["matrix"] = None  # the tasks receive their blocks' columns instead
+        del state["_buffers"]
         return state
 
-    def chunks(self, chunk_size: int | None) -> list[np.ndarray]:
-        """Positions (in ``names``) of each block of genes."""
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._buffers = threading.local()
+
+    def _block_buffer(self, n_genes: int) -> np.ndarray | None:
+        """The calling thread's (n, n_genes) column-major buffer for CSR columns, or None.
+
+        None where the matrix is not CSR. Reused from block to block (blocks of one thread
+        never overlap: a block's responses are dropped before the thread reads the next).
+        """
+        if self._canonical is None:
+            return None
+        flat = getattr(self._buffers, "flat", None)
+        size = self.n_obs * n_genes
+        if flat is None or flat.size < size:
+            flat = self._buffers.flat = np.empty(size)
+        return flat[:size].reshape(n_genes, self.n_obs).T
+
+    def chunks(self, chunk_size: int | None, plan=(0, BATCH_COLUMN_ARRAYS), n_jobs=1):
+        """Positions (in ``names``) of each block of genes.
+
+        Without ``chunk_size``, as many genes as :func:`stglm._cv.default_chunk_size`
+        allows for ``n_jobs`` blocks at once, with ``plan`` = (bytes kept already, n-vectors
+        per gene).
+        """
         if chunk_size is None:
-            chunk_size = default_chunk_size(self.n_obs, _nbytes(self.matrix))
+            reserved, n_arrays = plan
+            chunk_size = default_chunk_size(
+                self.n_obs, reserved=reserved, n_jobs=n_jobs, n_arrays=n_arrays
+            )
         n = len(self.names)
         return [np.arange(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
@@ -785,15 +884,18 @@ class GeneResponses:
         held-out fold.
         """
         if values is None:
-            Y = dense_columns(self.matrix, self.columns[chunk])
+            Y = dense_columns(
+                self.matrix, self.columns[chunk], self._canonical, self._block_buffer(len(chunk))
+            )
         else:
             Y = dense_block(values)
-        if not np.all(np.isfinite(Y)):
-            raise InputError("the expression matrix contains NaN or infinite values.")
-        try:
-            self.family.check_y(Y)
-        except ValueError as err:  # the family's range check: bad input, not a bug
-            raise InputError(str(err)) from None
+        if self._check_blocks or values is not None:
+            if not np.all(np.isfinite(Y)):
+                raise InputError("the expression matrix contains NaN or infinite values.")
+            try:
+                self.family.check_y(Y)
+            except ValueError as err:  # the family's range check: bad input, not a bug
+                raise InputError(str(err)) from None
         usable = np.ones(len(chunk), dtype=bool)
         empty_fold = np.zeros(len(chunk), dtype=bool)
         if self.family.is_count:
@@ -830,15 +932,22 @@ def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
         return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
 
 
-def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb):
+def run_blocks(
+    data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb,
+    plan=(0, BATCH_COLUMN_ARRAYS),
+):  # fmt: skip
     """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
     Blocks run in ``n_jobs`` threads (BLAS on one thread each) under a progress bar, or as
     Dask tasks when the matrix is a dask array (:func:`stglm._distributed.run_lazy_blocks`;
     ``n_jobs`` unused: the scheduler's workers run them), in any order; the statuses of
-    genes without counts or with a fold without counts are set in ``status``.
+    genes without counts or with a fold without counts are set in ``status``. Without
+    ``chunk_size``, blocks are sized from the memory ``plan`` (see
+    :meth:`GeneResponses.chunks`; all threads' blocks share the budget).
     """
-    chunks = data.chunks(chunk_size)
+    n_workers = 1 if n_jobs is None or data.lazy else max(1, effective_n_jobs(n_jobs))
+    chunks = data.chunks(chunk_size, plan, n_workers)
+    n_workers = min(n_workers, len(chunks))
     n_genes = len(data.names)
     bar = tqdm(
         total=n_genes, desc=f"stglm: {verb} {n_genes} genes", unit="gene", disable=not progress
@@ -849,7 +958,6 @@ def run_blocks(data: GeneResponses, fit_block, status, chunk_size, n_jobs, progr
             blocks = run_lazy_blocks(task, data.matrix, chunks, data.columns, data.names)
         else:
             # joblib's meaning of n_jobs (-1: every core), at most one thread per block.
-            n_workers = 1 if n_jobs is None else max(1, min(effective_n_jobs(n_jobs), len(chunks)))
             parallel = stack.enter_context(
                 Parallel(n_jobs=n_workers, prefer="threads", return_as="generator")
             )

@@ -1078,7 +1078,8 @@ _DASK_OPTIONS = _apply(
         type=click.IntRange(min=1),
         default=None,
         help="Genes per block (one Dask task): a worker's memory grows with it, about "
-        "13 × 8 bytes × cells per gene. Default: at most 128, fewer for many cells.",
+        "13 × 8 bytes × cells per gene. Default: 32 to 128, fewer where the memory budget "
+        "(STGLM_MEMORY_BUDGET, else a quarter of the available memory) is short.",
     ),
 )
 

@@ -198,3 +198,41 @@ def _nll_and_terms(lik, mean_code, eta, theta, Y, Z, R, W, M, total):
         )
         out[k] /= total[k]
     return out
+
+
+@njit(cache=True, nogil=True)
+def _saturated_nll_columns(lik, theta, Y, M):
+    """Σ_i m_i·(−ℓ)(y_i, μ = y_i) per column of Y (n, G), in the kernels' convention.
+
+    Terms with y = 0 are exactly 0 for every compiled count likelihood (and the Gaussian's
+    are 0 everywhere), so only non-zero y are evaluated.
+    """
+    n, g = Y.shape
+    out = np.zeros(g)
+    for k in range(g):
+        acc = 0.0
+        for i in range(n):
+            y = Y[i, k]
+            if y == 0.0 and lik != 3:
+                continue
+            m = 1.0 if M is None else M[i, k if M.shape[1] > 1 else 0]
+            if m != 0.0:
+                acc += m * _nll(lik, theta[k], y, y)
+        out[k] = acc
+    return out
+
+
+def saturated_nll(family, Y, M=None, theta=None):
+    """Σ m·(−ℓ) of each column of Y (n, G) at μ = y, as :func:`nll_and_terms` evaluates −ℓ.
+
+    With the mean −ℓ of a fit (``nll``, Σ m over the samples ``total``), each column's
+    deviance is 2·(total·nll − this): the terms in y alone cancel. None for a family
+    without a compiled kernel. ``theta`` (G,) as in :func:`nll_and_terms`.
+    """
+    spec = family.kernel
+    if spec is None:
+        return None
+    lik, _, _, theta_default = spec
+    theta = np.full(Y.shape[1], theta_default) if theta is None else np.asarray(theta, float)
+    M = None if M is None else np.asarray(M, dtype=float)
+    return _saturated_nll_columns(lik, theta, Y, M)

@@ -18,6 +18,9 @@ import numpy as np
 
 from .._families import LIK_GAMMA, LIK_POISSON, Family
 
+#: Values of a block of rows (2 Mi float64, 16 MiB), and its fewest rows, where the
+#: tolerance scales are computed a block at a time.
+BLOCK_VALUES, BLOCK_MIN_ROWS = 2 * 2**20, 1024
 #: The mean assumed for a count response without counts: μ → 0 from above.
 EMPTY_COUNT_MEAN = 1e-10
 #: The tolerance scale's floor, relative to the size of the residuals' terms (see
@@ -145,20 +148,32 @@ def tolerance_scales(
         Z0 = null_predictors(
             family, Y, null_intercepts(family, Y, fit_intercept, M, offset), offset
         )
-    R = _null_residuals(family, Y, Z0, M)
-    with np.errstate(invalid="ignore", over="ignore"):
-        R_free = _null_residuals(family, np.zeros_like(Y), Z0, M)  # a(z): the part without y
-        size = np.abs(R_free) + np.abs(R - R_free)
-    R = np.abs(R)
-    G = R.shape[1]
     total = Y.shape[0] if M is None else M.sum(axis=0)
     X_abs = abs(X) if X_abs is None else X_abs
-    per_column = np.tile(np.broadcast_to(total, (G,)), 2)  # one product for both sums
-    terms = np.asarray(X_abs.T @ np.hstack([R, size]), dtype=float) / per_column  # (p, 2G)
+    n, G = Y.shape
+    # A block of rows at a time: the residuals' temporaries stay small for any n.
+    step = max(BLOCK_MIN_ROWS, BLOCK_VALUES // max(1, G))
+    terms, r_sum, size_sum = 0.0, 0.0, 0.0
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        whole = start == 0 and step >= n  # one block: no copies
+        Mb = M if M is None or whole or M.shape[0] == 1 else M[rows]
+        Yb, Zb = (Y, Z0) if whole else (Y[rows], Z0[rows])
+        R = _null_residuals(family, Yb, Zb, Mb)
+        with np.errstate(invalid="ignore", over="ignore"):
+            R_free = _null_residuals(family, np.zeros_like(Yb), Zb, Mb)  # a(z): no y part
+            size = np.abs(R_free) + np.abs(R - R_free)
+        R = np.abs(R)
+        # One product for both sums: the residuals' and their terms' sizes.
+        both = np.asarray((X_abs if whole else X_abs[rows]).T @ np.hstack([R, size]), dtype=float)
+        terms = terms + both
+        r_sum = r_sum + R.sum(axis=0)
+        size_sum = size_sum + size.sum(axis=0)
+    terms = terms / np.tile(np.broadcast_to(total, (G,)), 2)  # (p, 2G)
     scale = terms[:, :G].max(axis=0, initial=0.0)
     floor = terms[:, G:].max(axis=0, initial=0.0)
     if fit_intercept:
-        scale = np.maximum(scale, R.sum(axis=0) / total)
-        floor = np.maximum(floor, size.sum(axis=0) / total)
+        scale = np.maximum(scale, r_sum / total)
+        floor = np.maximum(floor, size_sum / total)
     # NaN sizes (a family whose a(z) is undefined) leave the scale as it was.
     return np.fmax(scale, RESIDUAL_FLOOR * floor)

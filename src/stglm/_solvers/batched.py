@@ -38,6 +38,19 @@ from ._null_model import null_intercepts, tolerance_scales
 from ._options import DEFAULT_OPTIONS, NewtonOptions
 from ._scaling import DesignScaling
 
+#: Bytes of one tile of the pair products when Z is not kept whole: a few hundred to a few
+#: thousand rows, small enough to stay in a core's cache while W's rows stream past.
+PAIR_TILE_BYTES = 2 * 2**20
+
+
+#: Rows per block of a float32 product (its partial sums are added in float64).
+FLOAT32_BLOCK_ROWS = 65_536
+
+
+def tile_rows(n_pairs: int) -> int:
+    """Rows of Z per tile (:data:`PAIR_TILE_BYTES`), at least 64."""
+    return max(64, PAIR_TILE_BYTES // (8 * n_pairs))
+
 
 class SharedDesign:
     """A dense design X̃ = [1, X] (or X) with its column-pair products, built once.
@@ -53,7 +66,8 @@ class SharedDesign:
     fit_intercept : bool
         Whether a column of ones is prepended.
     options : NewtonOptions, optional
-        ``pair_bytes_budget``: the largest pair-product matrix kept (the defaults when None).
+        ``pair_budget()``: the largest pair-product matrix kept whole (the defaults when
+        None).
     """
 
     def __init__(self, X: np.ndarray, fit_intercept: bool, options: NewtonOptions | None = None):
@@ -74,11 +88,29 @@ class SharedDesign:
         )
         self.n, self.m = n, m = self.Xt.shape
         self.rows, self.cols = np.triu_indices(m)
-        pair_bytes = 8 * n * self.rows.size
-        budget = self.options.pair_bytes_budget
-        # Rows per block of Z: all of them when Z fits the budget.
-        self.block = n if pair_bytes <= budget else max(1, budget // (8 * self.rows.size))
-        self.Z = self._pairs(slice(None)) if self.block == n else None
+        # Z whole when it fits the budget (in float32 where only that fits, if allowed);
+        # else tiles of it, each rebuilt into one buffer per Hessian product (a tile stays
+        # in cache while the weights stream past it).
+        self.pair_dtype = self._dtype(self.options.pair_budget())
+        whole = self.pair_dtype is not None
+        self.pair_dtype = self.pair_dtype or np.dtype(np.float64)
+        self.block = n if whole else tile_rows(self.rows.size)
+        self.Z = self._pairs(slice(None)) if whole else None
+
+    def _dtype(self, budget: int) -> np.dtype | None:
+        """The dtype of Z kept whole within ``budget`` bytes (None: tiled, in float64)."""
+        choice = self.options.pair_dtype
+        values = self.n * self.rows.size
+        if choice != "float32" and 8 * values <= budget:
+            return np.dtype(np.float64)
+        if choice != "float64" and 4 * values <= budget:
+            return np.dtype(np.float32)
+        return None
+
+    @property
+    def pair_bytes(self) -> int:
+        """Bytes of the whole pair-product matrix Z (n × m(m+1)/2, its dtype)."""
+        return self.pair_dtype.itemsize * self.n * self.rows.size
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
         """[1, X]ᵀ (or Xᵀ) as an (m, n) C-contiguous array."""
@@ -97,7 +129,7 @@ class SharedDesign:
     def _pairs(self, rows: slice) -> np.ndarray:
         """Z for some rows: columns x̃_a·x̃_b for a ≤ b, in ``np.triu_indices`` order."""
         start, stop, _ = rows.indices(self.n)
-        Z = np.empty((stop - start, self.rows.size))
+        Z = np.empty((stop - start, self.rows.size), dtype=self.pair_dtype)
         pair_products(self._XtT_scaled, start, stop, Z)
         return Z
 
@@ -106,23 +138,87 @@ class SharedDesign:
         X = self.X[index]
         return SharedDesign(X, self.fit_intercept, self.options)
 
-    def hessians(self, W: np.ndarray, total: np.ndarray | None = None) -> np.ndarray:
+    def hessians(
+        self, W: np.ndarray, total: np.ndarray | None = None, exact: bool = False
+    ) -> np.ndarray:
         """(1/n_g)·X̃'ᵀdiag(w_g)X̃' for each row w_g of W (G, n); shape (G, m, m).
 
-        n_g is ``total[g]`` (the row's sum of sample weights), or n.
+        n_g is ``total[g]`` (the row's sum of sample weights), or n. A float32 Z gives
+        Hessians to about 1e-6 relative (enough for Newton's directions: the stopping
+        rule is the KKT residual's); ``exact`` asks for float64 products (the Fisher
+        information of standard errors).
         """
-        if self.Z is not None:
+        if self.Z is not None and self.Z.dtype == np.float32:
+            packed = self._tiled_product(W) if exact else self._float32_product(W)
+        elif self.Z is not None:
             # The same product in OpenBLAS's faster orientation: measured 1.2–1.5× apart
             # (W·Z for 6–128 genes and 231–300 pairs, Zᵀ·Wᵀ for 128 genes and 55 pairs).
             few_genes = W.shape[0] <= self.rows.size
             packed = W @ self.Z if few_genes else (self.Z.T @ W.T).T
         else:
-            packed = np.zeros((W.shape[0], self.rows.size))
-            for start in range(0, self.n, self.block):
-                rows = slice(start, start + self.block)
-                packed += W[:, rows] @ self._pairs(rows)
+            packed = self._tiled_product(W)
         total = np.full(W.shape[0], float(self.n)) if total is None else total
         return unpack_hessians(packed, total, self.rows, self.cols, self.m)
+
+    def _float32_product(self, W: np.ndarray) -> np.ndarray:
+        """W·Z (G, pairs) from a float32 Z: single precision a block of rows at a time.
+
+        W is converted a block at a time (no float32 copy of it whole) and the blocks'
+        products are summed in float64, so that rounding does not grow with n.
+        """
+        packed = np.zeros((W.shape[0], self.rows.size))
+        step = FLOAT32_BLOCK_ROWS
+        for start in range(0, self.n, step):
+            stop = min(start + step, self.n)
+            packed += W[:, start:stop].astype(np.float32) @ self.Z[start:stop]
+        return packed
+
+    def _tiled_product(self, W: np.ndarray) -> np.ndarray:
+        """W·Z (G, pairs) with Z built a tile of ``block`` rows at a time into one buffer.
+
+        Z is never held whole (above its budget): building a tile costs about a G-th of its
+        product, and the buffers (tile, partial product) are allocated once per call, so
+        that threads never share them.
+        """
+        n_pairs = self.rows.size
+        block = self.block if self.Z is None else tile_rows(n_pairs)  # float32 Z: exact
+        packed = np.zeros((W.shape[0], n_pairs))
+        part = np.empty_like(packed)
+        tile = np.empty((min(block, self.n), n_pairs))
+        for start in range(0, self.n, block):
+            stop = min(start + block, self.n)
+            Z = tile[: stop - start]
+            pair_products(self._XtT_scaled, start, stop, Z)
+            np.matmul(W[:, start:stop], Z, out=part)
+            packed += part
+        return packed
+
+
+class Workspace:
+    """Flat float64 buffers that solvers view as their (G, n) gene-major arrays.
+
+    Grown when a solve needs more, never shrunk: solvers that share one (solving one after
+    another, never at once) allocate their working memory once, whatever their G and n.
+    What a solve returns never points into it.
+    """
+
+    def __init__(self):
+        self._buffers: list[np.ndarray] = []
+
+    def arrays(self, n_arrays: int, n_genes: int, n: int) -> list[np.ndarray]:
+        """``n_arrays`` C-contiguous (n_genes, n) views, one per buffer."""
+        size = n_genes * n
+        for i in range(n_arrays):
+            if i == len(self._buffers):
+                self._buffers.append(np.empty(size))
+            elif self._buffers[i].size < size:
+                self._buffers[i] = np.empty(size)
+        return [buf[:size].reshape(n_genes, n) for buf in self._buffers[:n_arrays]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(buf.nbytes for buf in self._buffers)
 
 
 @dataclass
@@ -146,7 +242,8 @@ class NewtonTerms:
 class BatchResult:
     """Solutions for G genes: intercepts (G,), coefficients (G, p), and diagnostics (G,).
 
-    ``terms`` are the Newton terms at the solutions (see :class:`NewtonTerms`), if kept.
+    ``terms`` are the Newton terms at the solutions (see :class:`NewtonTerms`), if kept;
+    ``nll`` the mean −ℓ there (up to terms in y alone, as the solver evaluates it).
     """
 
     intercepts: np.ndarray
@@ -155,6 +252,7 @@ class BatchResult:
     converged: np.ndarray
     kkt: np.ndarray
     terms: NewtonTerms | None
+    nll: np.ndarray | None = None
 
 
 class BatchedNewtonCD:
@@ -179,6 +277,10 @@ class BatchedNewtonCD:
     options : NewtonOptions, optional
         ``stale_first``: a path's first step at each λ with the previous λ's last Hessian
         (the defaults when None).
+    workspace : Workspace, optional
+        Where the gene-major buffers live: solvers that run one after another (a thread's
+        chunks, the folds of a cross-validation) may share one, so that its memory is
+        allocated once (None: the solver's own).
     """
 
     def __init__(
@@ -192,8 +294,10 @@ class BatchedNewtonCD:
         tol: float,
         penalty_factor: np.ndarray | None = None,
         options: NewtonOptions | None = None,
+        workspace: Workspace | None = None,
     ):
         self.family, self.design, self.alpha = family, design, float(alpha)
+        self.workspace = Workspace() if workspace is None else workspace
         p = design.X.shape[1]
         self.penalty = ElasticNet(0.0, alpha, Tau, penalty_factor)
         self.gram = self.penalty.tikhonov_gram(p)
@@ -228,12 +332,8 @@ class BatchedNewtonCD:
         return nll + self._penalty(B, lam), nll
 
     def _workspace(self, n_genes: int, n_arrays: int) -> list[np.ndarray]:
-        """``n_arrays`` (G, n) buffers, kept by the solver so that a path allocates once."""
-        ws = getattr(self, "_ws", None)
-        if ws is None or len(ws) < n_arrays or ws[0].shape[0] < n_genes:
-            ws = [np.empty((n_genes, self.design.n)) for _ in range(n_arrays)]
-            self._ws = ws
-        return ws
+        """``n_arrays`` (G, n) buffers from the solver's :class:`Workspace` (one per path)."""
+        return self.workspace.arrays(n_arrays, n_genes, self.design.n)
 
     @staticmethod
     def _sample(active: ActiveSet, rows: np.ndarray | None = None):
@@ -328,6 +428,8 @@ class BatchedNewtonCD:
         active = self._rows(Y, lam, self._start(Y, B, weights, offset), weights, theta, terms)
         B_out = np.empty_like(active.B)
         active.output("B", B_out)
+        nll_out = np.full(n_genes, np.nan)
+        active.output("L", nll_out)
         final = self._final_terms(active, terms, keep_terms)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             F = self._first_evaluation(active, terms, offset)
@@ -339,7 +441,7 @@ class BatchedNewtonCD:
         intercepts = B_out[:, 0].copy() if d.fit_intercept else np.zeros(n_genes)
         return BatchResult(
             intercepts, B_out[:, m_beta].copy(), status.n_iter, status.converged, status.kkt,
-            final,
+            final, nll_out,
         )  # fmt: skip
 
     def _start(self, Y, B, weights, offset) -> np.ndarray:

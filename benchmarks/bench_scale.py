@@ -1,0 +1,179 @@
+"""fit_genes at scale: cost in cells and genes, distance from the Hessian-product floor, memory.
+
+Synthetic sparse Poisson counts (gene means log-uniform in 0.01–10, int32 CSR), X standard
+normal with p = 10 and 30 columns, fixed λ = 1e-3, α = 0.5, log link, clip_coeffs = 0:
+n ∈ {10⁴, 10⁵, 10⁶} × G ∈ {200, 1,000}, each job in its own process (scale_job.py: build,
+fit, VmHWM, and the Zᵀ·W floor measured in the same process). Reports CPU and wall time,
+the fit's own peak memory against the counts' bytes, the local exponents of CPU time in n
+and in G, and the ratio to the floor; ``--before PYTHON`` runs some jobs with another
+checkout's interpreter too (e.g. main's .venv/bin/python), interleaved with this one's.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_scale.py \\
+        --before /work/main/.venv/bin/python
+
+Writes results/scale.json and results/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CELLS = (10_000, 100_000, 1_000_000)
+GENES = (200, 1_000)
+PREDICTORS = (10, 30)
+#: Jobs skipped unless --all (too slow for the shared 2-core VM); extrapolated instead.
+SKIP = {(1_000_000, 1_000, 30)}
+#: Jobs also run with the --before interpreter.
+BEFORE = [(100_000, 200, 10), (100_000, 200, 30), (1_000_000, 200, 10)]
+
+
+def job(python: str, n: int, G: int, p: int, extra: list[str] | None = None) -> dict:
+    """One scale_job.py run in a subprocess; its JSON summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "job.json"
+        cmd = [python, str(HERE / "scale_job.py"), "--cells", str(n), "--genes", str(G),
+               "--predictors", str(p), "--out", str(out), *(extra or [])]  # fmt: skip
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if done.returncode != 0:
+            return {"error": done.stderr[-2000:], "n_obs": n, "n_genes": G, "p": p}
+        result = json.loads(out.read_text())
+        result["process_wall"] = time.perf_counter() - t
+        return result
+
+
+def exponent(t1: float, t2: float, x1: float, x2: float) -> float:
+    """Local exponent b of t ∝ x^b between two sizes."""
+    return float(np.log(t2 / t1) / np.log(x2 / x1))
+
+
+def key(n: int, G: int, p: int) -> str:
+    return f"{n}x{G}xp{p}"
+
+
+def summarise(after: dict) -> dict:
+    """Exponents in n and G (CPU time), and the extrapolation of skipped jobs."""
+    out = {"exp_n": {}, "exp_G": {}, "extrapolated": {}}
+    for p in PREDICTORS:
+        for G in GENES:
+            for n1, n2 in zip(CELLS[:-1], CELLS[1:], strict=True):
+                a, b = after.get(key(n1, G, p)), after.get(key(n2, G, p))
+                if a and b and "fit_cpu" in a and "fit_cpu" in b:
+                    out["exp_n"][f"{n1}->{n2}, G={G}, p={p}"] = exponent(
+                        a["fit_cpu"], b["fit_cpu"], n1, n2
+                    )
+        for n in CELLS:
+            a, b = after.get(key(n, GENES[0], p)), after.get(key(n, GENES[1], p))
+            if a and b and "fit_cpu" in a and "fit_cpu" in b:
+                out["exp_G"][f"n={n}, p={p}"] = exponent(
+                    a["fit_cpu"], b["fit_cpu"], GENES[0], GENES[1]
+                )
+    for n, G, p in SKIP:
+        small = after.get(key(n, GENES[0], p))
+        b = out["exp_G"].get(f"n={CELLS[-2]}, p={p}")
+        if small and b is not None and key(n, G, p) not in after:
+            out["extrapolated"][key(n, G, p)] = {
+                "fit_cpu": small["fit_cpu"] * (G / GENES[0]) ** b,
+                "how": f"{key(n, GENES[0], p)} × ({G}/{GENES[0]})^{b:.2f} "
+                f"(G exponent at n={CELLS[-2]})",
+            }
+    return out
+
+
+def fmt_s(x: float) -> str:
+    return f"{x:.2f} s" if x < 100 else f"{x:.0f} s"
+
+
+def fmt_mib(b: float) -> str:
+    return f"{b / 2**20:,.0f} MiB"
+
+
+def table(after: dict, before: dict, summary: dict) -> str:
+    head = ("| n | G | p | CPU | wall | Σ iterations | floor (Zᵀ·W) | CPU / floor | own peak | "
+            "own / counts | counts | CPU before | before / after | load at end |")  # fmt: skip
+    lines = [head, "|" + "---|" * 14]
+    for p in PREDICTORS:
+        for n in CELLS:
+            for G in GENES:
+                r = after.get(key(n, G, p))
+                if r is None or "fit_cpu" not in r:
+                    ext = summary["extrapolated"].get(key(n, G, p))
+                    if ext:
+                        lines.append(
+                            f"| {n:,} | {G:,} | {p} | ≈ {fmt_s(ext['fit_cpu'])} (extrapolated) "
+                            "| - | - | - | - | - | - | - | - | - | - |"
+                        )
+                    continue
+                b = before.get(key(n, G, p))
+                b_cpu = fmt_s(b["fit_cpu"]) if b and "fit_cpu" in b else "-"
+                ratio = f"{b['fit_cpu'] / r['fit_cpu']:.2f}×" if b and "fit_cpu" in b else "-"
+                lines.append(
+                    f"| {n:,} | {G:,} | {p} | {fmt_s(r['fit_cpu'])} | {fmt_s(r['fit_wall'])} | "
+                    f"{r['n_iter_sum']:,} | {fmt_s(r['floor_seconds'])} "
+                    f"({r['floor_gflops']:.0f} GFLOP/s) | {r['ratio_to_floor']:.1f}× | "
+                    f"{fmt_mib(r['own_peak'])} | {r['own_peak'] / r['counts_bytes']:.2f}× | "
+                    f"{fmt_mib(r['counts_bytes'])} | {b_cpu} | {ratio} | "
+                    f"{' '.join(r['loadavg_end'])} |"
+                )
+    lines.append("")
+    lines.append("Exponents of CPU time: in n " + ", ".join(
+        f"{k}: {v:.2f}" for k, v in summary["exp_n"].items()) + "; in G " + ", ".join(
+        f"{k}: {v:.2f}" for k, v in summary["exp_G"].items()) + ".")  # fmt: skip
+    for k, v in summary["extrapolated"].items():
+        lines.append(f"Extrapolated {k}: {v['how']}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", help="another checkout's Python, for the BEFORE jobs")
+    ap.add_argument("--all", action="store_true", help="run the skipped jobs too")
+    ap.add_argument("--cells", type=int, nargs="*", default=list(CELLS))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
+    args = ap.parse_args(argv)
+    after, before, extra = {}, {}, {}
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for p in PREDICTORS:
+        for n in args.cells:
+            for G in GENES:
+                if (n, G, p) in SKIP and not args.all:
+                    continue
+                if args.before and (n, G, p) in BEFORE:
+                    before[key(n, G, p)] = job(args.before, n, G, p)
+                    print("before", key(n, G, p), before[key(n, G, p)].get("fit_cpu"), flush=True)
+                after[key(n, G, p)] = r = job(sys.executable, n, G, p)
+                print("after ", key(n, G, p), r.get("fit_cpu"), r.get("error", ""), flush=True)
+    if 1_000_000 in args.cells:  # two threads: wall time and memory
+        extra["n_jobs=2 " + key(1_000_000, 200, 10)] = job(
+            sys.executable, 1_000_000, 200, 10, ["--n-jobs", "2"]
+        )
+    summary = summarise(after)
+    md = table(after, before, summary)
+    for name, r in extra.items():
+        base = after.get(key(1_000_000, 200, 10), {})
+        md += (
+            f"{name}: CPU {fmt_s(r['fit_cpu'])}, wall {fmt_s(r['fit_wall'])} (1 job: wall "
+            f"{fmt_s(base.get('fit_wall', float('nan')))}), own peak {fmt_mib(r['own_peak'])} "
+            f"(1 job: {fmt_mib(base.get('own_peak', float('nan')))}).\n"
+        )
+    md = f"Run {started}, python {sys.version.split()[0]}, 2-core shared AMD EPYC VM.\n\n" + md
+    args.out.parent.mkdir(exist_ok=True)
+    results = {"after": after, "before": before, "extra": extra, "summary": summary}
+    args.out.write_text(json.dumps(results, indent=1))
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
