@@ -143,6 +143,18 @@ def design_key(key: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
+def annotations_in_memory(adata: AnnData) -> None:
+    """Read ``adata.obs`` and ``adata.var`` into memory where they are lazy, before writing.
+
+    anndata's ``experimental.read_lazy`` holds them as xarray-backed frames; results are
+    written into, and read from, pandas DataFrames with the same contents.
+    """
+    for name in ("obs", "var"):
+        frame = getattr(adata, name)
+        if not isinstance(frame, pd.DataFrame):
+            setattr(adata, name, frame.to_memory())
+
+
 def store_results(
     adata: AnnData,
     key: str,
@@ -184,6 +196,7 @@ def store_results(
     offset : ndarray of shape (n_obs,), optional
         The offset every gene shared (stored in ``obs``; a per-gene offset is not stored).
     """
+    annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(names)
     coef = np.full((adata.n_vars, len(predictors)), np.nan)
     coef[pos] = out["coef"]
@@ -233,6 +246,7 @@ def store_test_results(adata: AnnData, key: str, table: pd.DataFrame, info: dict
 
     Genes not tested get NaN (status "not requested").
     """
+    annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(table.index)
     for column in table.columns:
         values = table[column].to_numpy()
