@@ -484,6 +484,18 @@ def test_cli_fit_on_a_scheduler_and_test_on_local_workers(client, spatial_files)
     )
 
 
+def test_cli_convert_writes_a_gene_major_store(data, spatial_files, tmp_path):
+    out = tmp_path / "genes.zarr"
+    done = cli("convert", spatial_files / "in.h5ad", out, "--max-memory", 1)
+    assert done.exit_code == 0, done.output
+    assert "gene-major" in done.output
+    back = stglm.read_dask(out, chunk_size=WIDTH)
+    assert back.X.chunks[1] == (WIDTH,) * (N_GENES // WIDTH)
+    np.testing.assert_array_equal(back.X.compute().toarray(), data[0])
+    done = cli("convert", spatial_files / "in.h5ad", out)
+    assert done.exit_code == 2 and "--force" in done.output
+
+
 def test_cli_refuses_what_needs_the_whole_matrix(spatial_files):
     args = ["fit", spatial_files / "in.h5ad", "--coords", "--out", spatial_files / "x.h5ad"]
     done = cli(*args, "--workers", 1, "--store-fitted")

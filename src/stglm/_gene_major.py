@@ -57,16 +57,18 @@ def write_gene_major(
     """Write an AnnData as a .zarr store whose count matrices are gene-major.
 
     ``X`` and every layer are written as CSC (sparse input) or as dense arrays chunked by
-    ``chunk_size`` genes (dense input); ``obs``, ``var``, ``obsm``, ``varm``, ``obsp`` and
-    ``uns`` are written as they are. :func:`stglm.read_dask` then chunks each matrix by
-    blocks of genes, so that each Dask task of :func:`stglm.fit_genes` or
-    :func:`stglm.test_genes` reads only its own columns (a cell-major, CSR, matrix makes every
-    task read the whole file: ``docs/dask.md``). ``adata`` itself is not changed.
+    ``chunk_size`` genes (dense input); ``obs``, ``var``, ``obsm``, ``varm``, ``obsp``,
+    ``varp`` and ``uns`` are written as they are (``raw`` is not written).
+    :func:`stglm.read_dask` then chunks each matrix by blocks of genes, so that each Dask
+    task of :func:`stglm.fit_genes` or :func:`stglm.test_genes` reads only its own columns
+    (a cell-major, CSR, matrix makes every task read the whole file: ``docs/dask.md``).
+    ``adata`` itself is not changed.
 
     A matrix held in a dask array (from :func:`stglm.read_dask` or anndata's lazy readers)
     is converted block by block and never held whole: one pass counts each column's stored
     values, then each group of consecutive columns with at most ``max_memory`` bytes of
-    values and row indices is read, converted and appended to the store.
+    values and row indices (16 bytes per stored value, which covers float32 counts read and
+    converted as one copy beside the other) is read, converted and appended to the store.
 
     Parameters
     ----------
@@ -139,6 +141,7 @@ def _annotations_only(adata: Any) -> Any:
         obsm={k: np.asarray(v) if is_lazy(v) else v for k, v in adata.obsm.items()},
         varm={k: np.asarray(v) if is_lazy(v) else v for k, v in adata.varm.items()},
         obsp=dict(adata.obsp),
+        varp=dict(adata.varp),
         uns=dict(adata.uns),
     )
 
