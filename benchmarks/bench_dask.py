@@ -23,6 +23,12 @@ Run (about 8 min at the default size on 2 cores):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/bench_dask.py
 
 Writes benchmarks/results/dask.json and dask.md and prints the tables.
+
+``--storage`` compares how the counts are stored instead: the same fit on one worker from the
+gene-major (CSC) store and from a cell-major (CSR) copy of it (``workers=1,csr``: every block
+reads every row chunk), and the one-off cost of :func:`stglm.write_gene_major` rewriting the
+CSR store gene-major from a lazy read (``convert``), interleaved. Writes
+benchmarks/results/dask_storage.json and dask_storage.md.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ P = 10
 #: The fit: Poisson (log link) at one λ, log size factors from the totals.
 FIT = {"reg_lambda": 0.01, "size_factors": "total", "progress": False}
 CONFIGS = ("memory", "workers=1", "workers=2")
+#: ``--storage``: one worker on the CSC and the CSR store, and the conversion CSR → CSC.
+STORAGE_CONFIGS = ("workers=1", "workers=1,csr", "convert")
 #: The extrapolation's target.
 TARGET_CELLS, TARGET_GENES = 10_000_000, 18_000
 TARGET_WORKERS = (8, 32, 128, 512)
@@ -80,6 +88,8 @@ def make_data(folder: Path, n: int, G: int, seed: int = 0) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata.write_zarr(folder / "counts.zarr")
+        adata.X = counts.tocsr()  # the same counts cell-major, as pipelines write h5ad
+        adata.write_zarr(folder / "counts_csr.zarr")
     np.save(folder / "design.npy", X)
     (folder / "shape.json").write_text(json.dumps([n, G]))
     return {
@@ -131,6 +141,8 @@ def job(config: str, folder: Path) -> dict:
     block = chunk_genes(*json.loads((folder / "shape.json").read_text()))  # the same for all
     out: dict = {"config": config}
     started = time.perf_counter()
+    if config == "convert":
+        return _convert_job(folder, out)
     if config == "memory":
         _warm()
         started = time.perf_counter()
@@ -146,14 +158,15 @@ def job(config: str, folder: Path) -> dict:
     else:
         from distributed import Client, LocalCluster, get_task_stream
 
-        n_workers = int(config.split("=")[1])
+        n_workers = int(config.split("=")[1].split(",")[0])
+        store = "counts_csr.zarr" if config.endswith(",csr") else "counts.zarr"
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         client = Client(cluster)
         client.run(_warm)
         out["cluster_start_seconds"] = time.perf_counter() - started
-        adata = stglm.read_dask(folder / "counts.zarr", chunk_size=block)
+        adata = stglm.read_dask(folder / store, chunk_size=block)
         out["chunks"] = [list(c) for c in adata.X.chunks]
         design = pd.DataFrame(X, index=adata.obs_names)
         w0 = client.run(_cpu)
@@ -170,6 +183,23 @@ def job(config: str, folder: Path) -> dict:
     out["client_maxrss"] = _maxrss()
     out["n_iter"] = adata.var["stglm_n_iter"].to_numpy().tolist()
     np.save(folder / f"coef-{config}.npy", adata.varm["stglm_coef"].to_numpy())
+    return out
+
+
+def _convert_job(folder: Path, out: dict) -> dict:
+    """Rewrite the CSR store gene-major from a lazy read (Dask's default scheduler)."""
+    import stglm
+
+    _warm()
+    target = folder / "converted.zarr"
+    t0, c0 = time.perf_counter(), _cpu()
+    stglm.write_gene_major(stglm.read_dask(folder / "counts_csr.zarr"), target, overwrite=True)
+    out["fit_seconds"] = time.perf_counter() - t0  # the conversion's, in the tables' column
+    out["client_cpu_seconds"], out["worker_cpu_seconds"] = _cpu() - c0, []
+    out["client_maxrss"] = _maxrss()  # before the check below, which reads both whole
+    converted = stglm.read_dask(target).X.compute()
+    original = stglm.read_dask(folder / "counts.zarr").X.compute()
+    out["identical_matrix"] = bool((converted != original).nnz == 0)
     return out
 
 
@@ -384,17 +414,89 @@ def run(n: int, G: int, repeats: int) -> dict:
     return res
 
 
+def run_storage(n: int, G: int, repeats: int) -> dict:
+    """The fit on one worker from the CSC and the CSR store, and the conversion, interleaved."""
+    machine = C.machine_info()
+    loads = [C.loadavg()]
+    folder = Path(tempfile.mkdtemp(prefix="stglm-dask-storage-"))
+    try:
+        data = make_data(folder, n, G)
+        runs: dict[str, list[dict]] = {c: [] for c in STORAGE_CONFIGS}
+        for _ in range(repeats):
+            for config in STORAGE_CONFIGS:
+                runs[config].append(run_job(config, folder))
+                loads.append(C.loadavg())
+                print(f"  {config}: {runs[config][-1]['fit_seconds']:.1f} s", file=sys.stderr)
+        identical = bool(
+            np.array_equal(np.load(folder / "coef-workers=1,csr.npy"),
+                           np.load(folder / "coef-workers=1.npy"))
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    res = {
+        "machine": machine,
+        "loadavg": loads,
+        "data": data,
+        "block_genes": chunk_genes(n, G),
+        "runs": runs,
+        "csr_identical_to_csc": identical,
+        "converted_identical": all(r["identical_matrix"] for r in runs["convert"]),
+        "git": C.git_src_state(),
+    }
+    res["table"] = storage_table(res)
+    return res
+
+
+def storage_table(res: dict) -> str:
+    runs = res["runs"]
+    labels = {
+        "workers=1": "fit, 1 worker, gene-major (CSC) store",
+        "workers=1,csr": "fit, 1 worker, cell-major (CSR) store",
+        "convert": "write_gene_major: CSR store → CSC (once)",
+    }
+    rows = []
+    for config in STORAGE_CONFIGS:
+        wall = [r["fit_seconds"] for r in runs[config]]
+        cpu = [r["client_cpu_seconds"] + sum(r["worker_cpu_seconds"]) for r in runs[config]]
+        reads = [r["tasks"]["other_seconds"] for r in runs[config] if "tasks" in r]
+        worker = [max(r["worker_maxrss"]) for r in runs[config] if r.get("worker_maxrss")]
+        rows.append([
+            labels[config],
+            " / ".join(C.fmt_time(t) for t in wall),
+            C.fmt_time(float(np.median(wall))),
+            C.fmt_time(float(np.median(cpu))),
+            C.fmt_time(float(np.median(reads))) if reads else "-",
+            C.fmt_mem(float(np.median(worker))) if worker else "-",
+            C.fmt_mem(float(np.median([r["client_maxrss"] for r in runs[config]]))),
+        ])  # fmt: skip
+    return C.markdown_table(
+        ["run", "wall (each run)", "median wall", "median CPU, all processes",
+         "read tasks (median)", "worker peak RSS", "client peak RSS"],
+        rows,
+    ) + "\n"  # fmt: skip
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, default=200_000)
     ap.add_argument("--genes", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--job", choices=CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--storage", action="store_true", help="CSC vs CSR store, and conversion")
+    ap.add_argument("--job", choices=CONFIGS + STORAGE_CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "dask.json")
     args = ap.parse_args(argv)
     if args.job:
         print(json.dumps(job(args.job, args.data), default=C.jsonable))
+        return 0
+    if args.storage:
+        res = run_storage(args.cells, args.genes, args.repeats)
+        path = HERE / "results" / "dask_storage.json"
+        path.write_text(json.dumps(res, indent=1, default=C.jsonable))
+        path.with_suffix(".md").write_text(res["table"])
+        print(res["table"])
+        print("CSR fit identical to CSC:", res["csr_identical_to_csc"],
+              "; converted matrix identical:", res["converted_identical"])  # fmt: skip
         return 0
     res = run(args.cells, args.genes, args.repeats)
     args.json.write_text(json.dumps(res, indent=1, default=C.jsonable))

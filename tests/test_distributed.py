@@ -339,6 +339,99 @@ def test_read_dask_keeps_the_counts_on_disk_in_gene_blocks(on_cluster, data, fil
     assert_same_results(fit(adata, data), expected)
 
 
+def _read_lazy():
+    """anndata's ``experimental.read_lazy`` (anndata ≥ 0.12, with xarray), or a skip."""
+    pytest.importorskip("xarray")
+    read_lazy = getattr(ad.experimental, "read_lazy", None)
+    if read_lazy is None:
+        pytest.skip("anndata.experimental.read_lazy needs anndata >= 0.12")
+    return read_lazy
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_anndata_read_lazy_fits_and_tests_as_in_memory(on_cluster, data, spatial_files, suffix):
+    """obs and var xarray-backed, X a dask array: the same design, fits and tests."""
+    lazy = _read_lazy()(spatial_files / f"in{suffix}")
+    expected = ad.read_h5ad(spatial_files / "in.h5ad")
+    assert not isinstance(lazy.obs, pd.DataFrame) and type(lazy.X).__module__.startswith("dask")
+    options = {"section_key": "section", "coords": True, "lag": ["g01"]}
+    design = spatial.build_design(lazy, **options)
+    pd.testing.assert_frame_equal(design, spatial.build_design(expected, **options))
+    fit_options = {
+        "design": design, "reg_lambda": 0.05, "chunk_size": WIDTH, "copy": True,
+        "progress": False, "size_factors": "total", "sample_weight": "weight",
+    }  # fmt: skip
+    got = stglm.fit_genes(lazy, **fit_options)
+    assert not isinstance(lazy.obs, pd.DataFrame)  # copy=True: the input is left as it was
+    want = stglm.fit_genes(expected, **fit_options)
+    assert_same_results(got, want)
+    assert stglm.get.coef_df(got).equals(stglm.get.coef_df(want))
+    options = {"design": design, "reduced": ["x", "y"], "chunk_size": WIDTH, "progress": False}
+    table = stglm.test_genes(lazy, **options)  # written into lazy: its obs and var now in memory
+    assert isinstance(lazy.var, pd.DataFrame)
+    pd.testing.assert_frame_equal(table, stglm.test_genes(expected, **options), rtol=1e-12)
+    if getattr(lazy, "file", None) is not None and hasattr(lazy.file, "close"):
+        lazy.file.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# rewriting counts gene-major
+# ---------------------------------------------------------------------------------------------
+def test_write_gene_major_from_memory_keeps_everything_and_leaves_adata_alone(data, tmp_path):
+    counts = data[0]
+    adata = in_memory(data)  # CSR
+    adata.layers["dense"] = counts.copy()
+    adata.obs["section"] = pd.Categorical(np.where(np.arange(N_OBS) % 3, "s1", "s2"))
+    adata.obsm["spatial"] = np.arange(2.0 * N_OBS).reshape(N_OBS, 2)
+    adata.uns["note"] = {"source": "test"}
+    X_before = adata.X
+    stglm.write_gene_major(adata, tmp_path / "genes.zarr", chunk_size=WIDTH)
+    assert adata.X is X_before and adata.X.format == "csr" and "dense" in adata.layers
+    back = stglm.read_dask(tmp_path / "genes.zarr", chunk_size=WIDTH)
+    assert back.X.chunks[1] == (WIDTH,) * (N_GENES // WIDTH)  # CSC: one chunk per block
+    assert back.layers["dense"].chunks[1] == (WIDTH,) * (N_GENES // WIDTH)
+    np.testing.assert_array_equal(back.X.compute().toarray(), counts)
+    np.testing.assert_array_equal(back.layers["dense"].compute(), counts)
+    pd.testing.assert_frame_equal(back.obs, adata.obs)
+    pd.testing.assert_frame_equal(back.var, adata.var)
+    np.testing.assert_array_equal(back.obsm["spatial"], adata.obsm["spatial"])
+    assert back.uns["note"] == {"source": "test"}
+    assert_same_results(fit(back, data), fit(adata, data))
+
+
+def test_write_gene_major_converts_a_lazy_csr_matrix_group_by_group(data, files, tmp_path):
+    from stglm._gene_major import _STORED_BYTES, _column_groups
+
+    counts = data[0]
+    lazy = stglm.read_dask(files / "counts.h5ad")  # X cell-major: row chunks
+    assert lazy.X.chunks[1] == (N_GENES,)
+    budget = int((counts != 0).sum() * _STORED_BYTES / 5)  # about five groups of columns
+    groups = _column_groups(lazy.X, budget)
+    assert len(groups) >= 5 and groups[0][0] == 0 and groups[-1][1] == N_GENES
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:], strict=False))
+    stglm.write_gene_major(lazy, tmp_path / "genes.zarr", max_memory=budget)
+    back = stglm.read_dask(tmp_path / "genes.zarr", chunk_size=WIDTH)
+    assert back.X.chunks[1] == (WIDTH,) * (N_GENES // WIDTH)
+    np.testing.assert_array_equal(back.X.compute().toarray(), counts)
+    np.testing.assert_array_equal(back.layers["counts"].compute().toarray(), counts)
+    assert type(lazy.X).__module__.startswith("dask")  # the input is still lazy
+
+
+def test_write_gene_major_refuses_bad_arguments_before_writing(data, tmp_path):
+    adata = in_memory(data)
+    (tmp_path / "there.zarr").mkdir()
+    with pytest.raises(InputError, match="exists; pass overwrite=True"):
+        stglm.write_gene_major(adata, tmp_path / "there.zarr")
+    for bad in ({"chunk_size": 0}, {"chunk_size": 2.5}, {"max_memory": True}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            stglm.write_gene_major(adata, tmp_path / "new.zarr", **bad)
+    assert not (tmp_path / "new.zarr").exists()
+    with pytest.raises(TypeError, match="AnnData"):
+        stglm.write_gene_major(data[0], tmp_path / "new.zarr")
+    stglm.write_gene_major(adata, tmp_path / "there.zarr", overwrite=True)
+    assert stglm.read_dask(tmp_path / "there.zarr").n_vars == N_GENES
+
+
 # ---------------------------------------------------------------------------------------------
 # the command line
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +450,7 @@ def spatial_files(data, tmp_path_factory):
     adata = in_memory(data)
     adata.obs["section"] = pd.Categorical(rng.choice(["s1", "s2"], N_OBS))
     adata.obsm["spatial"] = rng.uniform(0, 20, size=(N_OBS, 2))
+    adata.obs["weight"] = rng.uniform(0.5, 2.0, N_OBS)
     folder = tmp_path_factory.mktemp("cli")
     adata.write_h5ad(folder / "in.h5ad")
     adata.X = sp.csc_matrix(adata.X)
@@ -389,6 +483,18 @@ def test_cli_fit_on_a_scheduler_and_test_on_local_workers(client, spatial_files)
     pd.testing.assert_frame_equal(
         pd.read_csv(folder / "d.csv", index_col=0), pd.read_csv(folder / "m.csv", index_col=0)
     )
+
+
+def test_cli_convert_writes_a_gene_major_store(data, spatial_files, tmp_path):
+    out = tmp_path / "genes.zarr"
+    done = cli("convert", spatial_files / "in.h5ad", out, "--max-memory", 1)
+    assert done.exit_code == 0, done.output
+    assert "gene-major" in done.output
+    back = stglm.read_dask(out, chunk_size=WIDTH)
+    assert back.X.chunks[1] == (WIDTH,) * (N_GENES // WIDTH)
+    np.testing.assert_array_equal(back.X.compute().toarray(), data[0])
+    done = cli("convert", spatial_files / "in.h5ad", out)
+    assert done.exit_code == 2 and "--force" in done.output
 
 
 def test_cli_refuses_what_needs_the_whole_matrix(spatial_files):

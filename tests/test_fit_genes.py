@@ -814,6 +814,7 @@ POSITIONAL_ALLOWED = {
     "stglm.plotting.plot_gene_fit": ("gene",),
     "stglm.plotting.plot_spatial_effect": ("gene",),
     "stglm.plotting.plot_volcano": ("predictor",),
+    "stglm.write_gene_major": ("path",),  # where to write, as AnnData.write_zarr(store)
     "stglm.get.fitted_mean": ("gene",),
 }
 #: fit_glm keeps the seed's signature, fit_glm(X, adata, y_feat, calc_first_moment, ...): it is

@@ -28,6 +28,7 @@ _LAZY_NAMES = {
     "pseudo_r2": ".generalized_lm",
     "read_dask": "._lazy_read",
     "test_genes": "._gene_tests",
+    "write_gene_major": "._gene_major",
 }
 #: Public submodules, also imported on first use.
 _SUBMODULES = ("datasets", "generalized_lm", "get", "plotting", "scoring", "spatial")
@@ -53,6 +54,7 @@ __all__ = [
     "scoring",
     "spatial",
     "test_genes",
+    "write_gene_major",
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports these
@@ -60,6 +62,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports thes
     from . import generalized_lm as generalized_lm  # public, though not in __all__
     from ._families import Family, get_family
     from ._fit_glm import fit_glm
+    from ._gene_major import write_gene_major
     from ._gene_tests import test_genes
     from ._glm import GLM
     from ._glm_cv import GLMCV

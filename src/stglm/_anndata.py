@@ -39,6 +39,7 @@ __all__ = [
     "get_coords",
     "get_matrix",
     "get_obs_column",
+    "obs_column",
     "get_section_labels",
     "group_indices",
     "is_lazy",
@@ -221,6 +222,16 @@ def row_sums(matrix: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # obs and var lookups
 # ---------------------------------------------------------------------------------------------
+def obs_column(adata: AnnData, key: str) -> pd.Series:
+    """``adata.obs[key]`` as a pandas Series, also where ``obs`` is read lazily.
+
+    anndata's ``experimental.read_lazy`` holds ``obs`` as an xarray-backed frame; its
+    column is read into memory (with its dtype, categories included).
+    """
+    obs = adata.obs
+    return obs[key] if isinstance(obs, pd.DataFrame) else obs[[key]].to_memory()[key]
+
+
 def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
     """``adata.obs[key]``, rejecting unknown keys and missing values (``name`` is the option)."""
     if not isinstance(key, str):
@@ -229,7 +240,7 @@ def get_obs_column(adata: AnnData, key: Any, name: str) -> pd.Series:
         raise InputError(
             f"{name}={key!r} is not a column of adata.obs; columns are {list(adata.obs.columns)}."
         )
-    col = adata.obs[key]
+    col = obs_column(adata, key)
     n_missing = int(col.isna().sum())
     if n_missing:
         raise InputError(f"adata.obs[{key!r}] has {n_missing} missing values; fill or drop them.")

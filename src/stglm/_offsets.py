@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._anndata import is_lazy, row_sums
+from ._anndata import is_lazy, obs_column, row_sums
 from ._errors import InputError, InputTypeError
 from ._validation import check_vector
 
@@ -104,7 +104,7 @@ def _obs_or_array(adata, value: Any, name: str) -> np.ndarray:
     if isinstance(value, str):
         if value not in adata.obs.columns:
             raise InputError(f"{name}={value!r} is not a column of adata.obs.")
-        column = adata.obs[value]
+        column = obs_column(adata, value)
         if not np.issubdtype(column.dtype, np.number):
             raise InputTypeError(
                 f"{name}: adata.obs[{value!r}] must be numeric; it is {column.dtype}."

@@ -212,6 +212,18 @@ def merge_into(adata: AnnData, key: str, record: Mapping[str, str], overwrite: b
 # ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
+def annotations_in_memory(adata: AnnData) -> None:
+    """Read ``adata.obs`` and ``adata.var`` into memory where they are lazy, before writing.
+
+    anndata's ``experimental.read_lazy`` holds them as xarray-backed frames; results are
+    written into, and read from, pandas DataFrames with the same contents.
+    """
+    for name in ("obs", "var"):
+        frame = getattr(adata, name)
+        if not isinstance(frame, pd.DataFrame):
+            setattr(adata, name, frame.to_memory())
+
+
 def store_results(
     adata: AnnData,
     key: str,
@@ -263,6 +275,7 @@ def store_results(
         ``inference`` are recomputed over all fitted genes. Otherwise every other gene is
         "not requested".
     """
+    annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(names)
     earlier = list(adata.uns[key]["genes"]) if merge else []
 
@@ -357,6 +370,7 @@ def store_test_results(adata: AnnData, key: str, table: pd.DataFrame, info: dict
 
     Genes not tested get NaN (status "not requested").
     """
+    annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(table.index)
     for column in table.columns:
         values = table[column].to_numpy()
