@@ -191,7 +191,7 @@ def test_fixed_lambda_score_is_the_deviance_at_the_solution(distr, extra, weight
     design = pd.DataFrame(X, index=adata.obs_names, columns=["a", "b", "c"])
     fit_genes(
         adata, design=design, distr=distr, reg_lambda=0.01, clip_coeffs=0.0, progress=False,
-        sample_weight=w, tol=1e-10, **extra,
+        sample_weight=w, tol=1e-10, size_factors=None, **({"link": None} | extra),
     )  # fmt: skip
     coef = adata.varm["stglm_coef"].to_numpy()
     z = adata.var["stglm_intercept"].to_numpy() + X @ coef.T
