@@ -77,6 +77,33 @@ VISIUM_X_GENES = (
 VISIUM_K = 6
 
 
+def poisson_counts_csr(rng, X: np.ndarray, b0: np.ndarray, B: np.ndarray, block: int):
+    """int32 CSR counts y_g ~ Poisson(exp(b0_g + X·B[:, g])), drawn ``block`` genes at a time.
+
+    The genes are drawn as columns (so building never holds a dense n × genes array) and
+    turned to CSR once, as pipelines store counts.
+    """
+    import scipy.sparse as sp
+
+    n, n_genes = X.shape[0], B.shape[1]
+    indptr, indices, data = [0], [], []
+    for start in range(0, n_genes, block):
+        cols = slice(start, min(start + block, n_genes))
+        counts = rng.poisson(np.exp(b0[cols] + X @ B[:, cols])).astype(np.int32)
+        for j in range(counts.shape[1]):
+            rows = np.flatnonzero(counts[:, j]).astype(np.int32)
+            indices.append(rows)
+            data.append(counts[rows, j])
+            indptr.append(indptr[-1] + rows.size)
+        del counts
+    csc = sp.csc_matrix(
+        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr, dtype=np.int64)),
+        shape=(n, n_genes),
+    )
+    del data, indices
+    return csc.tocsr()
+
+
 def visium_design() -> dict:
     """The real spatial design of tests/references/make_visium_design.py, on all spots.
 

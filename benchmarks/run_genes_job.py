@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+
 SEQFISH = Path("/work/shared/data/seqfish_mouse_embryo.h5ad")
 SEQFISH_CELLTYPE = "celltype_mapped_refined"
 SEQFISH_NEIGHBORS = 10
@@ -81,30 +84,12 @@ def synthetic(n: int, n_genes: int, p: int, seed: int):
     """
     import anndata as ad
     import pandas as pd
-    import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, p))
     b0 = rng.uniform(*np.log(SYN_MEAN_RANGE), size=n_genes)
     B = rng.normal(0.0, 0.15, size=(p, n_genes)) * (rng.random((p, n_genes)) < 0.5)
-    indptr, indices, data = [0], [], []
-    block = 10
-    for start in range(0, n_genes, block):
-        cols = slice(start, min(start + block, n_genes))
-        counts = rng.poisson(np.exp(b0[cols] + X @ B[:, cols]))
-        for j in range(counts.shape[1]):
-            rows = np.flatnonzero(counts[:, j])
-            indices.append(rows.astype(np.int32))
-            data.append(counts[rows, j].astype(np.int32))
-            indptr.append(indptr[-1] + rows.size)
-        del counts
-    csc = sp.csc_matrix(
-        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr, dtype=np.int64)),
-        shape=(n, n_genes),
-    )
-    del data, indices
-    counts = csc.tocsr()
-    del csc
+    counts = C.poisson_counts_csr(rng, X, b0, B, 10)
     names = pd.Index([f"cell{i}" for i in range(n)])
     adata = ad.AnnData(
         X=counts,

@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
 
 #: Gene means at x = 0, log-uniform in this range.
 MEAN_RANGE = (0.01, 10.0)
@@ -47,29 +51,12 @@ def synthetic(n: int, n_genes: int, p: int, seed: int):
     """
     import anndata as ad
     import pandas as pd
-    import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, p))
     b0 = rng.uniform(*np.log(MEAN_RANGE), size=n_genes)
     B = rng.normal(0.0, 0.1 / np.sqrt(p / 5), size=(p, n_genes)) * (rng.random((p, n_genes)) < 0.5)
-    indptr, indices, data = [0], [], []
-    for start in range(0, n_genes, DRAW_BLOCK):
-        cols = slice(start, min(start + DRAW_BLOCK, n_genes))
-        counts = rng.poisson(np.exp(b0[cols] + X @ B[:, cols])).astype(np.int32)
-        for j in range(counts.shape[1]):
-            rows = np.flatnonzero(counts[:, j]).astype(np.int32)
-            indices.append(rows)
-            data.append(counts[rows, j])
-            indptr.append(indptr[-1] + rows.size)
-        del counts
-    csc = sp.csc_matrix(
-        (np.concatenate(data), np.concatenate(indices), np.asarray(indptr, dtype=np.int64)),
-        shape=(n, n_genes),
-    )
-    del data, indices
-    counts = csc.tocsr()
-    del csc
+    counts = C.poisson_counts_csr(rng, X, b0, B, DRAW_BLOCK)
     counts.indptr = counts.indptr.astype(np.int64)
     names = pd.RangeIndex(n).astype(str)
     adata = ad.AnnData(X=counts, var=pd.DataFrame(index=[f"g{g}" for g in range(n_genes)]))
