@@ -376,6 +376,17 @@ def tables(res: dict) -> str:
     return f"{main}\n\n{extra}\n"
 
 
+def interleaved_runs(configs, folder: Path, repeats: int, loads: list) -> dict[str, list[dict]]:
+    """Each configuration's job once per round, ``repeats`` rounds; the load after each job."""
+    runs: dict[str, list[dict]] = {c: [] for c in configs}
+    for _ in range(repeats):
+        for config in configs:
+            runs[config].append(run_job(config, folder))
+            loads.append(C.loadavg())
+            print(f"  {config}: {runs[config][-1]['fit_seconds']:.1f} s", file=sys.stderr)
+    return runs
+
+
 def run(n: int, G: int, repeats: int) -> dict:
     machine = C.machine_info()
     loads = [C.loadavg()]
@@ -384,12 +395,7 @@ def run(n: int, G: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         data = make_data(folder, n, G)
         data["write_seconds"] = time.perf_counter() - t0
-        runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
-        for _ in range(repeats):
-            for config in CONFIGS:
-                runs[config].append(run_job(config, folder))
-                loads.append(C.loadavg())
-                print(f"  {config}: {runs[config][-1]['fit_seconds']:.1f} s", file=sys.stderr)
+        runs = interleaved_runs(CONFIGS, folder, repeats, loads)
         reference = np.load(folder / "coef-memory.npy")
         identical = {
             c: bool(np.array_equal(np.load(folder / f"coef-{c}.npy"), reference)) for c in CONFIGS
@@ -421,12 +427,7 @@ def run_storage(n: int, G: int, repeats: int) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="stglm-dask-storage-"))
     try:
         data = make_data(folder, n, G)
-        runs: dict[str, list[dict]] = {c: [] for c in STORAGE_CONFIGS}
-        for _ in range(repeats):
-            for config in STORAGE_CONFIGS:
-                runs[config].append(run_job(config, folder))
-                loads.append(C.loadavg())
-                print(f"  {config}: {runs[config][-1]['fit_seconds']:.1f} s", file=sys.stderr)
+        runs = interleaved_runs(STORAGE_CONFIGS, folder, repeats, loads)
         identical = bool(
             np.array_equal(np.load(folder / "coef-workers=1,csr.npy"),
                            np.load(folder / "coef-workers=1.npy"))
