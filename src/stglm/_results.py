@@ -271,9 +271,9 @@ def store_results(
         The fit's model record (:func:`merge_into`), stored in ``uns[key]``.
     merge : bool, default=False
         Keep the results of the genes already under ``key`` (:func:`merge_into` said the
-        model is the same) and write these genes' over theirs; the q-values of
-        ``inference`` are recomputed over all fitted genes. Otherwise every other gene is
-        "not requested".
+        model is the same) and write these genes' over theirs. Otherwise every other gene is
+        "not requested". With ``out["pvalue"]`` the q-values (BH per predictor over the
+        fitted genes under ``key``, the earlier ones included) are computed here.
     """
     annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(names)
@@ -287,13 +287,7 @@ def store_results(
 
     adata.varm[coef_key(key)] = frame(table("coef", out["coef"], np.nan))
     values = {**out, "status": status}
-    tables = {name: table(name, values[name], np.nan) for name in INFERENCE_FIELDS if name in out}
-    if "pvalue" in out and merge:  # BH over every fitted gene, the earlier ones included
-        from ._inference import benjamini_hochberg
-
-        full_status = table("status", status, NOT_REQUESTED, object).astype(str)
-        testable = np.isin(full_status, FITTED_STATUSES)[:, None]
-        tables["qvalue"] = benjamini_hochberg(np.where(testable, tables["pvalue"], np.nan), axis=0)
+    tables = _inference_tables(out, status, table)
     for name in INFERENCE_FIELDS:
         if name in tables:
             adata.varm[stat_key(key, name)] = frame(tables[name])
@@ -321,6 +315,23 @@ def store_results(
     if record is not None:
         adata.uns[key][MODEL_RECORD] = dict(record)
     _store_means(adata, key, fitted_mu, pos, merge)
+
+
+def _inference_tables(out: dict, status: np.ndarray, table: Any) -> dict[str, np.ndarray]:
+    """The fit's standard errors and p-values for all genes (``table``), and their q-values.
+
+    The q-values are BH per predictor over every fitted gene under the key — the earlier
+    fit's too when merging — so they are computed here, not by the fit.
+    """
+    fitted = [name for name in INFERENCE_FIELDS if name != "qvalue" and name in out]
+    tables = {name: table(name, out[name], np.nan) for name in fitted}
+    if "pvalue" in out:
+        from ._inference import benjamini_hochberg
+
+        full_status = table("status", status, NOT_REQUESTED, object).astype(str)
+        testable = np.isin(full_status, FITTED_STATUSES)[:, None]
+        tables["qvalue"] = benjamini_hochberg(np.where(testable, tables["pvalue"], np.nan), axis=0)
+    return tables
 
 
 def _full_table(adata, key, name, values, pos, fill, dtype, merge) -> np.ndarray:

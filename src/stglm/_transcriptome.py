@@ -51,7 +51,6 @@ from ._families import Family
 from ._glm import GLM
 from ._glm_cv import GLMCV
 from ._inference import (
-    benjamini_hochberg,
     estimated_dispersion,
     fisher_weights,
     invert_information,
@@ -62,7 +61,6 @@ from ._offsets import resolve_offset, resolve_weights
 from ._path import clip, lambda_max_from_gradient
 from ._results import (
     ALL_ZEROS,
-    FITTED_STATUSES,
     FOLD_WITHOUT_COUNTS,
     NOT_CONVERGED,
     OK,
@@ -709,9 +707,6 @@ default="auto"
             given_lambdas=reg_lambda is not None, lambda_min_ratio=path_end,
             names=data.names,
         )  # fmt: skip
-    if inference:
-        testable = np.isin(status, FITTED_STATUSES)[:, None]
-        out["qvalue"] = benjamini_hochberg(np.where(testable, out["pvalue"], np.nan), axis=0)
     store_results(
         adata, key_added, data.names, frame.columns, out, status, fitted_mu, params, layer,
         data.model(theta), data.offset, record=record, merge=merge,
