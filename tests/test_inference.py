@@ -382,19 +382,22 @@ def test_ql_trend_and_dispersion_equal_glmgampoi(name):
 @pytest.mark.parametrize("name", QL_CASES)
 def test_ql_shrinkage_matches_glmgampoi_prior(name):
     """shrink_ql maximises glmGamPoi's F-likelihood: its likelihood is at least that of the
-    polished optimum of glmGamPoi's own objective (to 1e-12 relative); shrunken dispersions
-    within 1e-8 of that optimum (where d0 runs off to infinity, 1e-6) and within 2e-5 of what
-    glmGamPoi returns (its Nelder–Mead stops at reltol 1e-8). The likelihood is flat along the
-    prior's spline coefficients near the optimum: on another CPU the same optimum differs in the
-    prior by ≈1e-6 with a likelihood equal to 1e-12, so the prior and d0 are held to 1e-5."""
+    polished optimum of glmGamPoi's own objective (to 1e-10 relative: BFGS's stop on an AMD EPYC
+    was 6e-12 short, 1e-12 elsewhere); shrunken dispersions
+    within 1e-5 of that optimum and within 2e-5 of what glmGamPoi returns (its Nelder–Mead stops
+    at reltol 1e-8). The likelihood is flat along the prior's spline coefficients near the
+    optimum: on other CPUs the same optimum differs in the prior by 1e-6 to 1.4e-5 (an AMD EPYC)
+    with likelihoods equal to 1e-11, so the likelihood is the test of optimality and the prior,
+    d0 and the shrunken dispersions (a weighted mean of the prior and the gene's own) are held
+    to 5e-5, 1e-5 and 1e-5."""
     c = ref("inference_ql.json")["cases"][name]
     a, m, _, trend = case_inputs(c)
     phi = arr(c["ql_disp_estimate"])
     shrunk, d0, prior = _quasi.shrink_ql(phi, m, c["df"], abundance_trend=trend)
     assert c["uses_abundance_trend"] == (trend and np.sum(m > 1e-8) >= 10)
     unbounded = c["polished_ql_df0"] > 1e8
-    assert_allclose(shrunk, arr(c["polished_ql_disp_shrunken"]), rtol=1e-6 if unbounded else 1e-8)
-    assert_allclose(prior, arr(c["polished_ql_disp_trend"]), rtol=1e-5)
+    assert_allclose(shrunk, arr(c["polished_ql_disp_shrunken"]), rtol=1e-5)
+    assert_allclose(prior, arr(c["polished_ql_disp_trend"]), rtol=5e-5)
     if unbounded:
         assert d0 > 1e8
     else:
@@ -405,7 +408,7 @@ def test_ql_shrinkage_matches_glmgampoi_prior(name):
         polished = _quasi._f_loglik(
             phi[ok], np.log(polished_prior), c["df"], np.log(c["polished_ql_df0"]), False
         )
-        assert ours >= polished - 1e-12 * abs(polished)
+        assert ours >= polished - 1e-10 * abs(polished)
     assert_allclose(shrunk, arr(c["ql_disp_shrunken"]), rtol=2e-5)
     np.testing.assert_array_equal(np.isnan(shrunk), np.isnan(phi))
 
