@@ -72,7 +72,8 @@ class ThetaFit:
     """The β solution (whatever the solver returns), θ (G,), θ's status and rounds.
 
     ``separated`` (G,) marks the responses whose β has no finite optimum
-    (:mod:`stglm._separation`); their θ is the limit model's.
+    (:mod:`stglm._separation`); their θ is the limit model's. :func:`batched_theta` always
+    sets it (all False when none is); :func:`fit_theta` leaves it None for a sparse design.
     """
 
     result: object
@@ -366,6 +367,8 @@ def batched_theta(
         log_link=log_link, rough_start=True,
     )  # fmt: skip
     fit.result.n_iter = iterations
+    if fit.separated is None:  # none found: every gene's flag, for fit_genes' "separated"
+        fit.separated = np.zeros(n_genes, dtype=bool)
     return fit
 
 
@@ -380,6 +383,8 @@ def _merge(full, sub, rows: np.ndarray) -> None:
     """Write the batch result ``sub`` of the responses ``rows`` into ``full``, in place."""
     full.intercepts[rows], full.coefs[rows] = sub.intercepts, sub.coefs
     full.converged[rows], full.kkt[rows] = sub.converged, sub.kkt
+    if full.nll is not None:  # the mean −ℓ at the solutions (the in-sample deviance's)
+        full.nll[rows] = sub.nll
     for name in ("Z", "R", "W", "nll", "H"):
         getattr(full.terms, name)[rows] = getattr(sub.terms, name)
 

@@ -175,22 +175,30 @@ class _GeneFitter:
         return clip(coefs, self.est.clip_coeffs)
 
     def _solve(self, solver, Y, lam, start, offset, theta_start=None):
-        """(result, θ, θ's status) at λ ``lam`` (G,) on all samples, from ``start`` (None: null).
+        """(result, θ, θ's status, separated) at λ ``lam`` (G,) on all samples, from ``start``.
 
-        θ and its status are None without θ to estimate. Nothing is kept on ``self``: one
+        ``start`` None: each gene's null model. θ and its status are None without θ to
+        estimate; ``separated`` (G,) is the θ fit's own (it needs it for its θ steps), None
+        without one (:meth:`_separated` then finds it). Nothing is kept on ``self``: one
         fitter serves blocks in several threads at once (n_jobs, Dask's threads).
         """
         w = as_column(self.weights)
         if self.theta_method is None:
             res = solver.solve(Y, lam, start, None, w, keep_terms=self.inference, offset=offset)
-            return res, None, None
+            return res, None, None, None
         fit = batched_theta(
             solver, Y, lam, self.theta_method, start=start, weights=w, offset=offset,
             theta_start=theta_start,
         )  # fmt: skip
         # The θ step's status, where the alternation itself did not settle.
         fit.status[~fit.converged] = "not converged"
-        return fit.result, fit.theta, fit.status
+        return fit.result, fit.theta, fit.status, fit.separated
+
+    def _separated(self, Y, lam, found) -> np.ndarray:
+        """Each gene's separation flag (G,): ``found`` by a θ fit, else found here."""
+        if found is not None:
+            return found
+        return separated_genes(self.family, self.design, Y, lam, self.factor, self.weights)
 
     def fit(self, Y: np.ndarray, offset: np.ndarray | None = None, theta=None) -> dict:
         """Fit the genes in the columns of Y (offset (n,) or their (n, G) columns).
@@ -203,8 +211,9 @@ class _GeneFitter:
         if isinstance(e, GLMCV):
             return self._fit_cv(Y, offset)
         lam = np.full(n_genes, float(e.reg_lambda))
+        separated = None
         if theta is None:
-            res, theta, theta_status = self._solve(self._solver(d), Y, lam, None, offset)
+            res, theta, theta_status, separated = self._solve(self._solver(d), Y, lam, None, offset)
         else:
             w = as_column(self.weights)
             res = self._solver(d).solve(
@@ -232,7 +241,7 @@ class _GeneFitter:
             "converged": res.converged,
             "kkt": res.kkt,
             "n_iter": res.n_iter,
-            "separated": separated_genes(self.family, d, Y, lam, self.factor, self.weights),
+            "separated": self._separated(Y, lam, separated),
             **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
@@ -241,16 +250,18 @@ class _GeneFitter:
         """Each gene's in-sample deviance from the −ℓ the solver ended with, or None.
 
         2·(Σm·(−ℓ) at the solution − Σm·(−ℓ) at μ = y), the saturated term over the
-        non-zero counts: no pass over the fitted means. Only where that −ℓ is the score's:
-        the deviance metric, a compiled family at its own θ, and coefficients that the
-        clipping leaves as they are (else None: the caller scores the clipped fit).
+        non-zero counts: no pass over the fitted means. ``theta`` (G,) is each gene's NB
+        size when it was estimated or given (the solver's −ℓ is at that θ: the last β of an
+        alternation is solved at its last θ). Only where that −ℓ is the score's: the
+        deviance metric, a compiled family, and coefficients that the clipping leaves as
+        they are (else None: the caller scores the clipped fit).
         """
-        if self.est.score_metric != "deviance" or theta is not None or res.nll is None:
+        if self.est.score_metric != "deviance" or res.nll is None:
             return None
         if not np.array_equal(coefs, res.coefs):
             return None
         M = as_column(self.weights)
-        saturated = saturated_nll(self.family, Y, M)
+        saturated = saturated_nll(self.family, Y, M, theta)
         if saturated is None:
             return None
         total = float(Y.shape[0]) if M is None else float(M.sum())
@@ -376,7 +387,7 @@ class _GeneFitter:
             for key, values in again.items():
                 if values is not None:  # θ's start: None without θ to estimate
                     choice[key][cols] = values
-        res, theta, theta_status = self._solve(
+        res, theta, theta_status, separated = self._solve(
             self._solver(self.design), Y, choice["lambda"], choice["start"], offset,
             choice["theta_start"],
         )  # fmt: skip
@@ -390,9 +401,7 @@ class _GeneFitter:
             "n_iter": choice["n_iter"] + res.n_iter,
             "at_boundary": choice["at_boundary"],
             "nan_scores": choice["nan_scores"],
-            "separated": separated_genes(
-                self.family, self.design, Y, choice["lambda"], self.factor, self.weights
-            ),
+            "separated": self._separated(Y, choice["lambda"], separated),
             **self._theta_out(theta, Y.shape[1], theta_status),
             **self._wald(res, Y, theta),
         }

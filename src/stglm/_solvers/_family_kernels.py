@@ -151,12 +151,37 @@ def _numpy_terms(family, Y, Z, R, W, M, total):
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _element(lik, mean_code, eta, theta, y, z, e):
-    """(−ℓ, r, w) at one sample, given its exponential e."""
-    if lik == 1 and mean_code == 1 and z <= eta:
-        # The common case (every z for η = ∞): μ = e, −ℓ = μ − y·z up to the seed's ε
-        # inside log(μ + ε), a relative ε/μ that no comparison can see.
-        return e - y * z, e - y, e
+def _nb_log_element(theta, log_theta, y, z, mu):
+    """(−ℓ, r, w) of the log-link negative binomial at one sample, μ = e^z: one log1p.
+
+    −ℓ = θ·L₁ + y·L₂ as in :func:`_nll`, L₁ = log1p(μ/θ), L₂ = log1p(θ/μ), from one
+    log1p: L₂ − L₁ = log θ − z exactly, so the smaller of the two ratios goes into the
+    log1p and the other L is that one plus |log θ − z| — a sum of two non-negative terms,
+    without cancellation whether θ ≪ μ or θ ≫ μ. Zeros (most counts) need only L₁.
+    """
+    q = 1.0 / (mu + theta)
+    r = theta * (mu - y) * q
+    w = mu * theta * (theta + y) * q * q
+    if y == 0.0:
+        return theta * math.log1p(mu / theta), r, w
+    gap = log_theta - z  # L₂ − L₁
+    if gap >= 0.0:  # μ ≤ θ
+        l1 = math.log1p(mu / theta)
+        return theta * l1 + y * (l1 + gap), r, w
+    l2 = math.log1p(theta / mu)
+    return theta * (l2 - gap) + y * l2, r, w
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _element(lik, mean_code, eta, theta, log_theta, y, z, e):
+    """(−ℓ, r, w) at one sample, given its exponential e (and log θ, for the NB)."""
+    if mean_code == 1 and z <= eta:
+        if lik == 1:
+            # The common case (every z for η = ∞): μ = e, −ℓ = μ − y·z up to the seed's ε
+            # inside log(μ + ε), a relative ε/μ that no comparison can see.
+            return e - y * z, e - y, e
+        if lik == 2:
+            return _nb_log_element(theta, log_theta, y, z, e)
     mu = _mean_terms(mean_code, eta, z, e)[0]
     r, w = _newton_pair(lik, mean_code, eta, theta, y, z, e)
     return _nll(lik, theta, y, mu), r, (w if w > 0.0 else 0.0)
@@ -177,6 +202,7 @@ def _nll_and_terms(lik, mean_code, eta, theta, Y, Z, R, W, M, total):
     for k in range(g):
         sums[:] = 0.0
         carries[:] = 0.0
+        log_theta = math.log(theta[k])
         for i in range(n):
             m = 1.0
             if M is not None:
@@ -185,7 +211,9 @@ def _nll_and_terms(lik, mean_code, eta, theta, Y, Z, R, W, M, total):
                     R[k, i] = 0.0
                     W[k, i] = 0.0
                     continue
-            term, r, w = _element(lik, mean_code, eta, theta[k], Y[k, i], Z[k, i], W[k, i])
+            term, r, w = _element(
+                lik, mean_code, eta, theta[k], log_theta, Y[k, i], Z[k, i], W[k, i]
+            )
             lane = i & 3
             term = m * term - carries[lane]
             acc = sums[lane] + term
