@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from numpy.testing import assert_array_equal
 from scipy.optimize import linprog
-import scipy.sparse as sp
 from scipy.spatial import ConvexHull
 
 from stglm import spatial

@@ -160,11 +160,11 @@ def separated_samples(X, Y, sample_weight=None, *, fit_intercept: bool = True):
 
 
 def _design_basis(X1: np.ndarray, mask: np.ndarray):
-    """(scale, rank, null): the columns' RMS on ``mask``, the rank of X̃/scale there and its
-    null space (rows), cached.
+    """(scale, rank, null) of the design on the samples ``mask``, cached.
 
-    A whole-transcriptome fit asks for the same design and samples once per block of
-    genes (the SVD of 10⁶ × 7 costs ≈ 0.2 s, its key 0.04 s); the key is a digest of both
+    The columns' RMS on ``mask``, the rank of X̃/scale there and its null space (rows). A
+    whole-transcriptome fit asks for the same design and samples once per block of genes
+    (the SVD of 10⁶ × 7 costs ≈ 0.2 s, its key 0.04 s); the key is a digest of both
     arrays, so a changed array is never served stale.
     """
     key = (X1.shape, hashlib.sha1(np.ascontiguousarray(X1)).hexdigest(),
