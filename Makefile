@@ -12,12 +12,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-## make test: the test suite (slow checks excluded; `make test-all` runs them too)
+## make test: the test suite (slow checks excluded; `make test-all` runs them too), on
+## TEST_WORKERS processes (pytest-xdist; CI has 2 cores). Idle workers steal queued tests, so
+## that the few long ones do not leave a worker waiting. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) $(PYTEST)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m ""
+	$(PY) $(PYTEST) -m ""
 
 ## make test-min: the suite on exactly the minimum versions pyproject.toml declares, in
 ## .venv-min (tools/min_constraints.py writes the pins); slower, so not part of `make test`.
@@ -29,7 +33,7 @@ test-min:
 	$(MIN_VENV)/bin/python tools/min_constraints.py > $(MIN_VENV)/constraints.txt
 	$(MIN_VENV)/bin/python -m pip install --quiet -c $(MIN_VENV)/constraints.txt -e ".[test]"
 	$(MIN_VENV)/bin/python -m pip check
-	NUMBA_CACHE_DIR=$(MIN_VENV)/numba-cache $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+	NUMBA_CACHE_DIR=$(MIN_VENV)/numba-cache $(MIN_VENV)/bin/python $(PYTEST) -p no:cacheprovider
 
 ## make demo: the main job on the bundled Visium prostate data
 demo: $(STAMP)

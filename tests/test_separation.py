@@ -5,9 +5,11 @@ Checked against what needs no faith in the module:
 - designs whose separated samples are known by construction (a section without counts, a
   single count at a corner of the samples' hull or inside it, cell-means designs without
   an intercept, weights of 0);
-- its two routes against each other on random sparse genes: the convex-hull route (facets
-  of the samples' hull, qhull) and the null-space route (a sign test or a linear programme)
-  share no code;
+- the convex-hull characterisation, written here (qhull): the separated samples are those
+  off the smallest face of the samples' hull that holds the centroid of a gene's counts —
+  geometry that shares no code with the module's Gram ranks, null spaces and linear
+  programmes — on constructed designs, random sparse genes and all 1,255 Visium genes on
+  the section, coordinate and spatial-lag designs;
 - the definition itself: for every separated gene, a direction d (a feasibility LP written
   in the test) has X̃d = 0 on the samples it keeps and X̃d < 0 on the ones it marks, the
   Poisson log-likelihood rises along d, and the model without the marked samples is no
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from numpy.testing import assert_array_equal
 from scipy.optimize import linprog
+from scipy.spatial import ConvexHull
 
-from stglm import _separation as sep
+from stglm import spatial
 from stglm._families import get_family
 from stglm._separation import can_separate, fit_separation, separated_samples
 
@@ -36,31 +40,77 @@ def grid_design(n_side=12, seed=0):
     return np.column_stack([section, coords - coords.mean(axis=0)])
 
 
-def both_routes(X, Y, w=None, fit_intercept=True, monkeypatch=None):
-    hull = separated_samples(X, Y, w, fit_intercept=fit_intercept)
-    monkeypatch.setattr(sep, "MAX_HULL_DIM", -1)
-    null_space = separated_samples(X, Y, w, fit_intercept=fit_intercept)
-    monkeypatch.undo()
-    return hull, null_space
+# ---------------------------------------------------------------------------------------------
+# the reference: faces of the samples' convex hull (qhull), with an intercept
+# ---------------------------------------------------------------------------------------------
+ON_ATOL = 1e-9  # distance to a facet (whitened coordinates) that counts as on it
+
+
+def whitened(X, mask):
+    """Every sample's coordinates in the affine hull of the samples ``mask``, unit spread."""
+    centre = X[mask].mean(axis=0)
+    _, s, Vt = np.linalg.svd(X[mask] - centre, full_matrices=False)
+    keep = s > 1e-10 * max(s.max(initial=0.0), np.finfo(float).tiny)
+    return (X - centre) @ Vt[keep].T / (s[keep] / np.sqrt(mask.sum()))
+
+
+def facets(U):
+    """Hyperplanes (normal, offset) of conv(U), rows of (F, r + 1), U of full dimension r."""
+    if U.shape[1] == 1:
+        return np.array([[1.0, -U[:, 0].max()], [-1.0, U[:, 0].min()]])
+    return ConvexHull(U).equations
+
+
+def hull_separated(X, Y, w=None):
+    """The samples off the smallest face of conv(X[w > 0]) holding each gene's centroid of
+    counts (G, n) — the separated ones of a model with an intercept — or None."""
+    X = np.asarray(X, dtype=float).reshape(X.shape[0], -1)
+    Y = np.atleast_2d(Y)
+    W = np.broadcast_to(np.ones(X.shape[0]) if w is None else w, Y.shape)
+    out = np.zeros(Y.shape, bool)
+    clouds = {}  # one hull per set of samples
+    for g in range(Y.shape[0]):
+        mask = W[g] > 0
+        positive = (Y[g] > 0) & mask
+        key = mask.tobytes()
+        if key not in clouds:
+            U = whitened(X, mask)
+            clouds[key] = (U, facets(U[mask]) if U.shape[1] else None)
+        U, eq = clouds[key]
+        if not positive.any() or eq is None:  # no counts; all samples at one point
+            continue
+        centroid = U[positive].mean(axis=0)
+        through = np.abs(eq[:, :-1] @ centroid + eq[:, -1]) <= ON_ATOL
+        if through.any():
+            distance = U @ eq[through, :-1].T + eq[through, -1]
+            on_face = np.all(np.abs(distance) <= ON_ATOL, axis=1)
+            assert on_face[positive].all()  # the smallest face holds every count
+            out[g] = mask & ~on_face
+    return out if out.any() else None
+
+
+def both(X, Y, w=None):
+    """The module's answer and the hull's, (G, n) each, None for none."""
+    return separated_samples(X, Y, w), hull_separated(X, Y, w)
 
 
 def as_mask(found, shape):
     return np.zeros(shape, bool) if found is None else found
 
 
-def test_a_section_without_counts_is_separated(monkeypatch):
+def test_a_section_without_counts_is_separated():
     X = grid_design()
     n = X.shape[0]
     rng = np.random.default_rng(1)
     counts = rng.poisson(2.0, n).astype(float)
     Y = np.array([counts * (X[:, 0] == 0), counts * (X[:, 0] == 1), counts])
-    for found in both_routes(X, Y, monkeypatch=monkeypatch):
+    for found in both(X, Y):
         assert_array_equal(found[0], X[:, 0] == 1)  # zeros of section 1
         assert_array_equal(found[1], X[:, 0] == 0)
         assert not found[2].any()
 
 
-def test_single_count_at_a_corner_or_inside(monkeypatch):
+def test_single_count_at_a_corner_or_inside():
     # Intercept + x + y on one grid: a count at a corner spot is on a vertex of the hull
     # (every other spot is separated from it); one inside the grid is not separated.
     X = grid_design()[:144, 1:]
@@ -70,7 +120,7 @@ def test_single_count_at_a_corner_or_inside(monkeypatch):
     Y = np.zeros((3, 144))
     Y[0, corner] = Y[1, inside] = Y[2, edge] = 1.0
     x_min = np.isclose(X[:, 0], X[:, 0].min())
-    for found in both_routes(X, Y, monkeypatch=monkeypatch):
+    for found in both(X, Y):
         expected = np.ones(144, bool)
         expected[corner] = False
         assert_array_equal(found[0], expected)
@@ -106,12 +156,12 @@ def test_weights_of_zero_remove_samples():
     assert found[0].sum() == (X[:, 0] == 1).sum() - 1 and not found[1].any()
 
 
-def test_the_designs_own_null_space_separates_nothing(monkeypatch):
+def test_the_designs_own_null_space_separates_nothing():
     # A duplicated column and an all-zero one: X̃d = 0 everywhere is not separation.
     X = grid_design()
     X = np.c_[X, X[:, 1], np.zeros(X.shape[0])]
     y = np.random.default_rng(2).poisson(1.0, X.shape[0]).astype(float)
-    for found in both_routes(X, np.vstack([y, y * (X[:, 0] == 0)]), monkeypatch=monkeypatch):
+    for found in both(X, np.vstack([y, y * (X[:, 0] == 0)])):
         assert not found[0].any()
         assert_array_equal(found[1], X[:, 0] == 1)
 
@@ -128,11 +178,11 @@ def random_sparse_genes(X, n_genes=60, seed=3):
     return Y
 
 
-def test_hull_and_null_space_routes_agree(monkeypatch):
+def test_random_sparse_genes_as_the_hull_says():
     X = grid_design(n_side=8)
     Y = random_sparse_genes(X)
-    hull, null_space = both_routes(X, Y, monkeypatch=monkeypatch)
-    assert_array_equal(as_mask(hull, Y.shape), as_mask(null_space, Y.shape))
+    found, hull = both(X, Y)
+    assert_array_equal(as_mask(found, Y.shape), as_mask(hull, Y.shape))
     assert hull.any(axis=1).sum() > 10  # the comparison covers many separated genes
 
 
@@ -183,3 +233,75 @@ def test_which_families_can_separate():
     assert can_separate(get_family("neg-binomial"))  # softplus mean → 0 as z → −∞
     assert not can_separate(get_family("gaussian"))
     assert not can_separate(get_family("gamma", link="log"))  # y > 0: no zeros to separate
+
+
+@pytest.fixture(scope="module")
+def visium_counts():
+    from stglm.datasets import visium_prostate
+
+    adata = visium_prostate()
+    return adata, adata.X.toarray().T  # all 1,255 genes × 2,327 spots
+
+
+VISIUM_DESIGNS = {
+    "section": dict(section_key="list_ID"),
+    "section+coords": dict(section_key="list_ID", coords=True),
+    # the demo's 6 predictors: qhull in 6-D takes 1–2 min here, hence slow
+    "section+lags+coords": dict(section_key="list_ID", lag=["KRT15", "TGM4", "CNN1"], coords=True),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "section",
+        "section+coords",
+        pytest.param("section+lags+coords", marks=pytest.mark.slow),
+    ],
+)
+def test_visium_genes_as_the_hull_says(visium_counts, name):
+    adata, Y = visium_counts
+    X = spatial.build_design(adata, **VISIUM_DESIGNS[name]).to_numpy(float)
+    found, hull = both(X, Y)
+    assert_array_equal(found, hull)
+    assert 80 <= hull.any(axis=1).sum() <= 90  # the 84 genes without a count in one section
+
+
+def test_quasi_complete_separation_by_a_continuous_predictor():
+    # Counts only where x takes its largest value (ties, spread along z): the zeros below
+    # it are separated (d = x − max x), the zeros at it are not; one count below: none.
+    rng = np.random.default_rng(5)
+    n = 300
+    x = rng.integers(0, 10, n).astype(float)
+    z = rng.normal(size=n)
+    X = np.c_[x, z]
+    top = x == x.max()
+    y = np.where(top, rng.poisson(3.0, n) + 1.0, 0.0)
+    y[np.flatnonzero(top)[:3]] = 0.0  # zeros at the top stay
+    y2 = y.copy()
+    y2[np.flatnonzero(~top)[0]] = 1.0
+    for found in both(X, np.vstack([y, y2])):
+        assert_array_equal(found[0], ~top)
+        assert not found[1].any()
+
+
+def test_continuous_counts_separate_nothing_with_or_without_intercept():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(500, 6))
+    Y = rng.poisson(np.exp(0.3 + 0.4 * X[:, :3].sum(axis=1)), size=(20, 500)).astype(float)
+    assert separated_samples(X, Y) is None
+    assert separated_samples(X, Y, fit_intercept=False) is None
+    assert hull_separated(X, Y) is None
+
+
+def test_sparse_predictors_and_genes_of_one_count():
+    X = grid_design()
+    n = X.shape[0]
+    Y = np.zeros((3, n))
+    Y[0, 0] = 1.0  # a single count: a corner of section 0
+    Y[1, n // 2 + 30] = 4.0  # one count inside section 1
+    Y[2] = np.random.default_rng(7).poisson(1.0, n)
+    dense = separated_samples(X, Y)
+    assert_array_equal(separated_samples(sp.csr_array(X), Y), dense)
+    assert_array_equal(dense, hull_separated(X, Y))
+    assert dense[0].sum() == n - 1 and dense[1].sum() == n // 2 and not dense[2].any()

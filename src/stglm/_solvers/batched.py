@@ -174,24 +174,31 @@ class SharedDesign:
         return packed
 
     def _tiled_product(self, W: np.ndarray) -> np.ndarray:
-        """W·Z (G, pairs) with Z built a tile of ``block`` rows at a time into one buffer.
+        """W·Z (G, pairs), Z built a tile at a time (:func:`tiled_pair_product`)."""
+        block = self.block if self.Z is None else tile_rows(self.rows.size)  # float32 Z: exact
+        return tiled_pair_product(self._XtT_scaled, W, block)
 
-        Z is never held whole (above its budget): building a tile costs about a G-th of its
-        product, and the buffers (tile, partial product) are allocated once per call, so
-        that threads never share them.
-        """
-        n_pairs = self.rows.size
-        block = self.block if self.Z is None else tile_rows(n_pairs)  # float32 Z: exact
-        packed = np.zeros((W.shape[0], n_pairs))
-        part = np.empty_like(packed)
-        tile = np.empty((min(block, self.n), n_pairs))
-        for start in range(0, self.n, block):
-            stop = min(start + block, self.n)
-            Z = tile[: stop - start]
-            pair_products(self._XtT_scaled, start, stop, Z)
-            np.matmul(W[:, start:stop], Z, out=part)
-            packed += part
-        return packed
+
+def tiled_pair_product(XT: np.ndarray, W: np.ndarray, block: int) -> np.ndarray:
+    """W·Z (G, pairs) for Z the column-pair products of the design XT (m, n), in float64.
+
+    Z is never held whole: it is built ``block`` rows at a time into one buffer (building a
+    tile costs about a G-th of its product), and the buffers (tile, partial product) are
+    allocated once per call, so that threads never share them. W is (G, n); the columns
+    of the result are in ``np.triu_indices(m)`` order (:func:`unpack_hessians`).
+    """
+    m, n = XT.shape
+    n_pairs = m * (m + 1) // 2
+    packed = np.zeros((W.shape[0], n_pairs))
+    part = np.empty_like(packed)
+    tile = np.empty((min(block, n), n_pairs))
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        Z = tile[: stop - start]
+        pair_products(XT, start, stop, Z)
+        np.matmul(W[:, start:stop], Z, out=part)
+        packed += part
+    return packed
 
 
 class Workspace:
