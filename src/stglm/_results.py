@@ -188,17 +188,7 @@ def merge_into(
         return False
     info = adata.uns.get(key)
     earlier = info.get(MODEL_RECORD) if isinstance(info, Mapping) else None
-    if kind == "fit":
-        complete = coef_key(key) in adata.varm and all(
-            var_key(key, field) in adata.var for field in VAR_FIELDS
-        )
-    else:  # a test's columns, as it listed them
-        columns = info.get("columns", ()) if isinstance(info, Mapping) else ()
-        complete = (
-            coef_key(key) not in adata.varm
-            and {"pvalue", "qvalue", "status"} <= set(columns)
-            and all(test_key(key, c) in adata.var for c in columns)
-        )
+    complete = _complete(adata, key, info, kind)
     remedy = (
         "Pass overwrite=True to replace them (the earlier genes' results are dropped), or "
         "another key_added."
@@ -222,6 +212,20 @@ def merge_into(
             f"the same model on the same design. {remedy}"
         )
     return True
+
+
+def _complete(adata: AnnData, key: str, info: Any, kind: str) -> bool:
+    """Whether every key of a ``kind`` ("fit" or "test") result under ``key`` is present."""
+    if kind == "fit":
+        return coef_key(key) in adata.varm and all(
+            var_key(key, field) in adata.var for field in VAR_FIELDS
+        )
+    columns = info.get("columns", ()) if isinstance(info, Mapping) else ()  # as the test listed
+    return (
+        coef_key(key) not in adata.varm
+        and {"pvalue", "qvalue", "status"} <= set(columns)
+        and all(test_key(key, c) in adata.var for c in columns)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
