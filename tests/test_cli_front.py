@@ -198,3 +198,21 @@ def test_test_results_in_the_input_are_merged_or_refused(small_h5ad, tmp_path):
     replaced = invoke("test", first, "--genes", genes[5], *args, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert list(ad.read_h5ad(other).uns["stglm_test"]["genes"]) == [genes[5]]
+
+
+def test_figures_with_a_nan_coordinate_are_written_without_a_traceback(small_h5ad, tmp_path):
+    """issue 16: `--figures` with a NaN coordinate printed a traceback after the results
+    were written. The cell is left out of the maps; the command succeeds."""
+    adata = ad.read_h5ad(small_h5ad)
+    xy = np.asarray(adata.obsm["spatial"], dtype=float).copy()
+    xy[0, 0] = np.nan
+    adata.obsm["spatial"] = xy
+    source = tmp_path / "nan_xy.h5ad"
+    adata.write_h5ad(source)
+    figs = tmp_path / "figs"
+    result = invoke("fit", source, "--section-key", "list_ID", "--lambda", "0.1",
+                    "--size-factors", "none", "--out", tmp_path / "out.h5ad",
+                    "--figures", figs, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and result.exception is None
+    assert any(p.name.startswith("gene_fit_") for p in figs.iterdir())
