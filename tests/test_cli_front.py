@@ -173,3 +173,46 @@ def test_cli_default_model_is_fit_genes_default(small_h5ad, tmp_path):
         np.asarray(res.varm["stglm_coef"]), np.asarray(direct.varm["stglm_coef"]), equal_nan=True
     )
     assert res.uns["stglm"]["model"] == direct.uns["stglm"]["model"]
+
+
+def test_test_results_in_the_input_are_merged_or_refused(small_h5ad, tmp_path):
+    """`stglm test` into an input with its results: the same test adds genes (q-values over
+    all of them), another test is refused naming --overwrite (no output), --overwrite
+    replaces. Before, a second call under the key silently replaced the first's genes."""
+    genes = ad.read_h5ad(small_h5ad).var_names
+    base = ["--coords", "--distr", "poisson", "--reduced", "x", "-q"]
+    first = tmp_path / "first.h5ad"
+    result = invoke("test", small_h5ad, "--genes", ",".join(genes[:3]), *base, "--out", first)
+    assert result.exit_code == 0, result.output
+    merged = tmp_path / "merged.h5ad"
+    result = invoke("test", first, "--genes", ",".join(genes[3:5]), *base, "--out", merged)
+    assert result.exit_code == 0, result.output
+    back = ad.read_h5ad(merged)
+    assert list(back.uns["stglm_test"]["genes"]) == list(genes[:5])
+    assert (back.var.loc[genes[:5], "stglm_test_status"] == "ok").all()
+    other = tmp_path / "other.h5ad"
+    args = ["--coords", "--distr", "poisson", "--reduced", "y", "-q", "--out", other]
+    refused = invoke("test", first, "--genes", genes[5], *args)
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+    assert "reduced" in refused.stderr and not other.exists()
+    replaced = invoke("test", first, "--genes", genes[5], *args, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert list(ad.read_h5ad(other).uns["stglm_test"]["genes"]) == [genes[5]]
+
+
+def test_figures_with_a_nan_coordinate_are_written_without_a_traceback(small_h5ad, tmp_path):
+    """issue 16: `--figures` with a NaN coordinate printed a traceback after the results
+    were written. The cell is left out of the maps; the command succeeds."""
+    adata = ad.read_h5ad(small_h5ad)
+    xy = np.asarray(adata.obsm["spatial"], dtype=float).copy()
+    xy[0, 0] = np.nan
+    adata.obsm["spatial"] = xy
+    source = tmp_path / "nan_xy.h5ad"
+    adata.write_h5ad(source)
+    figs = tmp_path / "figs"
+    result = invoke("fit", source, "--section-key", "list_ID", "--lambda", "0.1",
+                    "--size-factors", "none", "--out", tmp_path / "out.h5ad",
+                    "--figures", figs, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and result.exception is None
+    assert any(p.name.startswith("gene_fit_") for p in figs.iterdir())

@@ -256,3 +256,94 @@ def test_get_reads_merged_results(data):
     out = fit_genes(adata, genes[:2], copy=True, **kw)
     fit_genes(out, genes[2:3], **kw)
     assert set(stglm.get.coef_df(out)["gene"]) == set(genes[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# a second test_genes call under the same key
+# ---------------------------------------------------------------------------------------------
+TEST_COLUMNS = ["stglm_test_stat", "stglm_test_pvalue", "stglm_test_theta_full"]
+
+
+@pytest.mark.parametrize("test", ["lrt", "wald"])
+def test_a_second_test_of_the_same_test_adds_its_genes(data, test):
+    """Genes A then B (overlapping) = one test of A ∪ B: the statistics of each gene, the
+    q-values over all of them (in adata and in the second call's table), uns lists the
+    union; A's genes not tested again keep their results. Before, the second call
+    replaced the first's genes with "not requested"."""
+    adata, design, genes = data
+    kw = dict(design=design, reduced=[c for c in design.columns if c != "x"], test=test, **QUIET)
+    a, b = genes[:5], genes[3:]
+    table_both, both = test_genes(adata, genes, copy=True, **kw)
+    _, merged = test_genes(adata, a, copy=True, **kw)
+    first = merged.var.loc[a[:3], TEST_COLUMNS].copy()
+    table_b = test_genes(merged, b, **kw)
+    assert list(merged.uns["stglm_test"]["genes"]) == a + [g for g in b if g not in a]
+    assert (merged.var.loc[genes, "stglm_test_status"] == "ok").all()
+    assert merged.var.loc[a[:3], TEST_COLUMNS].equals(first)
+    for column in [*TEST_COLUMNS, "stglm_test_qvalue"]:
+        np.testing.assert_allclose(
+            merged.var.loc[genes, column], both.var.loc[genes, column], rtol=1e-6, err_msg=column
+        )
+    np.testing.assert_allclose(table_b["qvalue"], table_both.loc[b, "qvalue"], rtol=1e-6)
+    others = [g for g in adata.var_names if g not in genes]
+    assert (merged.var.loc[others, "stglm_test_status"] == "not requested").all()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"reduced": "no y"}, "reduced"),
+        ({"test": "wald"}, "test"),
+        ({"distr": "poisson"}, "distr"),
+        ({"design": "other"}, "design"),
+        ({"layer": "counts"}, "layer"),
+    ],
+)
+def test_a_second_test_of_another_test_is_refused(data, change, named):
+    """Another test under the same key: an error naming overwrite and what differs, before
+    any work (the AnnData unchanged); overwrite=True replaces the results."""
+    adata, design, genes = data
+    adata = adata.copy()
+    adata.layers["counts"] = adata.X.copy()
+    kw = dict(design=design, reduced=[c for c in design.columns if c != "x"], **QUIET)
+    test_genes(adata, genes[:2], **kw)
+    before = adata.copy()
+    second = {**kw, **change}
+    if change.get("design") == "other":
+        second["design"] = design.assign(y=design["y"] * 2.0)
+    if change.get("reduced") == "no y":
+        second["reduced"] = [c for c in design.columns if c != "y"]
+    with pytest.raises(ValueError, match="overwrite") as err:
+        test_genes(adata, genes[2:4], **second)
+    assert named in str(err.value)
+    assert_adata_equal(adata, before)
+    test_genes(adata, genes[2:4], overwrite=True, **second)
+    assert list(adata.uns["stglm_test"]["genes"]) == genes[2:4]
+    assert (adata.var.loc[genes[:2], "stglm_test_status"] == "not requested").all()
+
+
+def test_ql_tests_are_not_merged(data):
+    """The QL test's prior is estimated from the genes tested together: a second QL call
+    on other genes is refused (naming overwrite) rather than mixing two priors."""
+    adata, design, genes = data
+    kw = dict(design=design, reduced=["x"], test="ql", **QUIET)
+    _, out = test_genes(adata, genes[:4], copy=True, **kw)
+    before = out.copy()
+    with pytest.raises(ValueError, match="overwrite=True"):
+        test_genes(out, genes[4:], **kw)
+    assert_adata_equal(out, before)
+
+
+def test_a_test_and_a_fit_under_one_key_do_not_mix(data):
+    """A test under a key holding fit_genes results is refused; with overwrite=True nothing
+    of the fit is left (its coefficients would sit beside the test's columns)."""
+    adata, design, genes = data
+    out = fit_genes(adata, genes[:2], design=design, reg_lambda=LAM, copy=True, **QUIET)
+    kw = dict(design=design, reduced=["x"], key_added="stglm", **QUIET)
+    with pytest.raises(ValueError, match="overwrite"):
+        test_genes(out, genes[:2], **kw)
+    test_genes(out, genes[:2], overwrite=True, **kw)
+    assert "stglm_coef" not in out.varm and "stglm_intercept" not in out.var
+    assert list(out.uns["stglm"]["genes"]) == genes[:2]
+    with pytest.raises(ValueError, match="overwrite"):
+        fit_genes(out, genes[:2], design=design, reg_lambda=LAM, **QUIET)

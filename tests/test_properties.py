@@ -538,6 +538,63 @@ def test_constant_response_cv_is_quick():
         np.testing.assert_allclose(cv.predict(X), 2.5, rtol=1e-6)
 
 
+@pytest.mark.parametrize("distr", ["poisson", "gamma", "neg-binomial", "softplus"])
+@pytest.mark.parametrize("value", [1e-3, 7.3])
+def test_tolerance_below_rounding_stops_at_once(distr, value):
+    """λ = 0, y constant: the null model fits exactly and tol=1e-14 asks for a KKT residual
+    below rounding. Coordinate descent oscillated at rounding level up to its 100,000-sweep
+    cap in every Newton iteration, and Newton ran max_iter (1.4–12 s here). Now both stop
+    when they no longer improve (a stall of the sweeps; a step J cannot resolve): a few
+    iterations, the constructed solution β = 0, μ = y, and convergence reported only with a
+    KKT residual (by hand) within the tolerance's slack, else a ConvergenceWarning."""
+    from stglm._solvers import _cd_kernels, _inner
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(50, 3)), np.full(50, value)
+    X[:, 1:] = X[:, :1] + 1e-3 * X[:, 1:]  # correlated: the oscillation was slowest here
+    sweeps = []
+
+    def counted(*args):
+        x, n = _cd_kernels._cd_gram(*args)
+        sweeps.append(n)
+        return x, n
+
+    model = GLM(distr=distr, reg_lambda=0.0, tol=1e-14, max_iter=100)
+    with mock.patch.object(_inner, "_cd_gram", counted), warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model.fit(X, y)
+    assert model.n_iter_ <= 3  # was 100 (max_iter)
+    assert max(sweeps, default=0) <= 3 * _cd_kernels.STALL_SWEEPS  # was 100,000
+    np.testing.assert_allclose(model.predict(X), value, rtol=1e-9)
+    np.testing.assert_allclose(model.beta_, 0.0, atol=1e-6)
+    case = Case(distr, None, X, y, reg_lambda=0.0)
+    kkt, scale = case.kkt(model.beta0_, model.beta_)
+    assert np.isfinite(kkt) and kkt <= 1e-12 * scale  # rounding of the gradient's terms
+    warned = any(issubclass(r.category, ConvergenceWarning) for r in w)
+    assert model.converged_ != warned  # not converged is said, never silent
+
+
+@pytest.mark.parametrize("link", [None, "log"])
+def test_gamma_cv_with_a_tiny_constant_response(link):
+    """Gamma GLMCV with y ≡ 1e-3 took over 5 minutes before the tolerance scale had a floor
+    (every fold's every λ at the coordinate-descent cap). It must finish in few iterations
+    with the constructed solution (β = 0, μ = 1e-3 at every λ) and a finite KKT residual,
+    computed by hand, at rounding level."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), np.full(60, 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a flat CV curve: the boundary warning
+        cv = GLMCV(distr="gamma", link=link, cv=3, n_lambdas=10).fit(X, y)
+    # 10 λ × (3 folds + the full path) + the refit: about one iteration each at most
+    assert cv.n_iter_ <= 2 * 10 * 4 + 10
+    np.testing.assert_allclose(cv.predict(X), 1e-3, rtol=1e-8)
+    np.testing.assert_allclose(cv.glm_.beta_, 0.0, atol=1e-8)
+    case = Case("gamma", link, X, y, reg_lambda=cv.glm_.reg_lambda, alpha=cv.glm_.alpha)
+    kkt, scale = case.kkt(cv.glm_.beta0_, cv.glm_.beta_)
+    assert np.isfinite(kkt) and kkt <= 1e-12 * scale
+    assert np.all(np.isfinite(cv.scores_))
+
+
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
 @pytest.mark.parametrize("value", [0.1, 1.0, 7.7])
 def test_unidentifiable_intercept_and_constant_column_converge(value, fmt):

@@ -815,10 +815,17 @@ def test_batched_kernels_never_take_nan_for_converged():
     # predicted a decrease below 16 ulp of J (never a NaN one)
     F, stuck, at_minimum = np.full(4, 4.0), np.zeros(4, dtype=bool), np.zeros(4, dtype=bool)
     delta = np.array([-1.0, -1.0, -1e-15, np.nan])
-    settle_steps(step, F, np.ones(4), delta, stuck, at_minimum, 16 * 2.0**-52)
+    flat = np.ones(4, dtype=bool)
+    settle_steps(step, F, np.ones(4), delta, stuck, at_minimum, flat, 16 * 2.0**-52)
     assert F.tolist() == [1.0, 1.0, 4.0, 4.0]
     assert stuck.tolist() == [False, False, True, True]
     assert at_minimum.tolist() == [False, False, True, False]
+    assert not flat.any()  # the steps taken changed J beyond rounding
+    # a step whose predicted decrease and change of J are both below 16 ulp is flat
+    F, step1 = np.full(2, 4.0), np.ones(2)
+    settle_steps(step1, F, np.array([4.0, 3.0]), np.array([-1e-16, -1e-16]),
+                 stuck[:2], at_minimum[:2], flat[:2], 16 * 2.0**-52)  # fmt: skip
+    assert flat[:2].tolist() == [True, False]
 
 
 @pytest.mark.parametrize("fit_intercept", [True, False])

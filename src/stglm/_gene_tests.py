@@ -33,15 +33,16 @@ from ._anndata import design_frame
 from ._defaults import AUTO, front_end_model
 from ._dispersion import THETA_MAX, THETA_MIN
 from ._errors import InputError, InputTypeError
-from ._inference import benjamini_hochberg, estimated_dispersion
+from ._inference import estimated_dispersion
 from ._metrics import weighted_column_sum
 from ._quasi import overdispersion_shrinkage, ql_f_test
-from ._results import NOT_CONVERGED, OK, store_test_results
+from ._results import NOT_CONVERGED, OK, merge_into, store_test_results
 from ._transcriptome import (
     GeneResponses,
     _GeneFitter,
     check_run_options,
     gene_estimator,
+    model_record,
     run_blocks,
     warn_statuses,
 )
@@ -77,6 +78,7 @@ def test_genes(
     n_jobs: int | None = None,
     progress: bool = True,
     copy: bool = False,
+    overwrite: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, AnnData]:
     """Test, for every gene, the design's columns that ``reduced`` leaves out.
 
@@ -118,12 +120,23 @@ n_jobs, progress
     copy : bool, default=False
         Write into a copy of ``adata``, returned with the table as ``(table, copy)``,
         leaving ``adata`` untouched.
+    overwrite : bool, default=False
+        What happens to results already under ``key_added`` (an earlier call's), as in
+        :func:`stglm.fit_genes`: the same test — ``test``, design (columns and values),
+        ``reduced``, family, link, θ, offset, weights, layer and solver options — on other
+        genes adds its genes to them (genes tested again get the new results,
+        ``uns[key_added]["genes"]`` lists both, q-values are recomputed over all of them);
+        anything else raises an error naming what differs, before any work, unless
+        ``overwrite=True``: then its results replace the earlier ones. The QL test never
+        adds genes (its dispersion prior and θ trend are estimated from the genes tested
+        together): test them in one call.
 
     Returns
     -------
     pandas.DataFrame, or (DataFrame, AnnData) with ``copy=True``
         Indexed by gene: ``stat`` (LR χ², z/t, or F), ``df``, ``pvalue``, ``qvalue``
-        (Benjamini–Hochberg over the testable genes), ``theta_full`` and
+        (Benjamini–Hochberg over the testable genes under ``key_added``, an earlier
+        call's merged ones included), ``theta_full`` and
         ``theta_reduced`` (negative binomial), ``status`` ("ok"; "not converged"; "all
         zeros" and "theta at lower bound" — θ ran to its lower bound under either model, a
         gene with a handful of counts —, both NaN and left out of the adjustment). The
@@ -152,6 +165,16 @@ n_jobs, progress
     data = GeneResponses(adata, genes, layer, family, offset, size_factors, sample_weight, None)
     X_full = frame.to_numpy(dtype=np.float64)
     X_red = frame[kept].to_numpy(dtype=np.float64)
+    test_params = {**params, "test": test, "reduced": repr(kept)}
+    record = model_record(test_params, layer, frame, X_full, data, False)
+    merge = merge_into(adata, key_added, record, overwrite, kind="test")
+    if merge and test == "ql":
+        raise InputError(
+            f"key_added={key_added!r} holds results of this QL test on other genes: the QL "
+            "test shrinks each gene's dispersion toward a prior estimated from the genes "
+            "tested together, so its genes cannot be added to another call's. Test all the "
+            "genes in one call, or pass overwrite=True to replace the earlier results."
+        )
     full = _GeneFitter(est, family, X_full, None, None, data.weights, None, test == "wald")
     red = _GeneFitter(est, family, X_red, None, None, data.weights, None)
     full.with_score = red.with_score = False  # the tests use likelihoods, not scores
@@ -189,7 +212,9 @@ n_jobs, progress
     info = {"test": test, "tested": list(tested), "reduced": list(kept), "model": data.model(theta)}
     if test == "ql":
         info["ql_df0"], info["df_resid"] = float(out["ql_df0"]), float(out["df_resid"])
-    store_test_results(adata, key_added, table, info)
+    table["qvalue"] = store_test_results(
+        adata, key_added, table, info, record=record, merge=merge
+    )  # BH over every gene tested under the key (one place: _results)
     return (table, adata) if copy else table
 
 
@@ -210,12 +235,11 @@ def _check_test(test: Any, distr: Any, theta: Any):
 def _results_table(out: dict, status, names, family, test: str) -> pd.DataFrame:
     """The per-gene table: statistics of the testable genes, BH q-values over them."""
     testable = np.isin(status, (OK, NOT_CONVERGED)) & np.isfinite(out["pvalue"])
-    pvalue = np.where(testable, out["pvalue"], np.nan)
     columns = {
         "stat": np.where(testable, out["stat"], np.nan),
         "df": out["df"],
-        "pvalue": pvalue,
-        "qvalue": benjamini_hochberg(pvalue),
+        "pvalue": np.where(testable, out["pvalue"], np.nan),
+        "qvalue": np.nan,  # over every gene under the key: store_test_results
     }
     if family.name == "neg-binomial":
         columns["theta_full"] = out["theta_full"]

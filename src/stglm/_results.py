@@ -50,7 +50,9 @@ __all__ = [
     "fitted_layer",
     "INFERENCE_FIELDS",
     "MODEL_RECORD",
+    "TEST_FIELDS",
     "digest",
+    "drop_results",
     "merge_into",
     "offset_key",
     "stat_key",
@@ -164,8 +166,13 @@ def digest(values: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def merge_into(adata: AnnData, key: str, record: Mapping[str, str], overwrite: bool) -> bool:
+def merge_into(
+    adata: AnnData, key: str, record: Mapping[str, str], overwrite: bool, kind: str = "fit"
+) -> bool:
     """Whether a fit described by ``record`` merges into the results already under ``key``.
+
+    ``kind`` is "fit" (:func:`stglm.fit_genes`) or "test" (:func:`stglm.test_genes`: the
+    same test — test, design, reduced model, family… — on other genes merges).
 
     No results under ``key`` (or ``overwrite=True``): False, the fit replaces them. Results
     of the same model — every entry of ``record`` equal to the one stored with them: the
@@ -181,9 +188,7 @@ def merge_into(adata: AnnData, key: str, record: Mapping[str, str], overwrite: b
         return False
     info = adata.uns.get(key)
     earlier = info.get(MODEL_RECORD) if isinstance(info, Mapping) else None
-    complete = coef_key(key) in adata.varm and all(
-        var_key(key, field) in adata.var for field in VAR_FIELDS
-    )
+    complete = _complete(adata, key, info, kind)
     remedy = (
         "Pass overwrite=True to replace them (the earlier genes' results are dropped), or "
         "another key_added."
@@ -207,6 +212,20 @@ def merge_into(adata: AnnData, key: str, record: Mapping[str, str], overwrite: b
             f"the same model on the same design. {remedy}"
         )
     return True
+
+
+def _complete(adata: AnnData, key: str, info: Any, kind: str) -> bool:
+    """Whether every key of a ``kind`` ("fit" or "test") result under ``key`` is present."""
+    if kind == "fit":
+        return coef_key(key) in adata.varm and all(
+            var_key(key, field) in adata.var for field in VAR_FIELDS
+        )
+    columns = info.get("columns", ()) if isinstance(info, Mapping) else ()  # as the test listed
+    return (
+        coef_key(key) not in adata.varm
+        and {"pvalue", "qvalue", "status"} <= set(columns)
+        and all(test_key(key, c) in adata.var for c in columns)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +297,8 @@ def store_results(
     annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(names)
     earlier = list(adata.uns[key]["genes"]) if merge else []
+    if not merge:
+        drop_results(adata, key)
 
     def table(name: str, values: np.ndarray, fill: Any, dtype: Any = float) -> np.ndarray:
         return _full_table(adata, key, name, values, pos, fill, dtype, merge)
@@ -376,24 +397,83 @@ def test_key(key: str, column: str) -> str:
     return f"{key}_{column}"
 
 
-def store_test_results(adata: AnnData, key: str, table: pd.DataFrame, info: dict) -> None:
+#: Every per-gene column a :func:`stglm.test_genes` result may have (``test_key``).
+TEST_FIELDS = (
+    "stat", "df", "pvalue", "qvalue", "theta_full", "theta_reduced", "theta_trended",
+    "ql_dispersion", "status",
+)  # fmt: skip
+
+
+def drop_results(adata: AnnData, key: str) -> None:
+    """Remove every key the schema builds from the prefix ``key`` (a fit's or a test's).
+
+    Results replaced with ``overwrite=True`` leave nothing of the earlier ones behind — not
+    a fit's coefficients beside a test's columns, nor the design the CLI stored.
+    """
+    for name in (coef_key(key), *(stat_key(key, n) for n in INFERENCE_FIELDS)):
+        if name in adata.varm:
+            del adata.varm[name]
+    columns = {var_key(key, f) for f in VAR_FIELDS} | {test_key(key, c) for c in TEST_FIELDS}
+    adata.var = adata.var.drop(columns=[c for c in adata.var.columns if c in columns])
+    if offset_key(key) in adata.obs:
+        del adata.obs[offset_key(key)]
+    for store, name in ((adata.layers, mu_layer(key)), (adata.obsm, design_key(key))):
+        if name in store:
+            del store[name]
+    adata.uns.pop(key, None)
+
+
+def store_test_results(
+    adata: AnnData,
+    key: str,
+    table: pd.DataFrame,
+    info: dict,
+    *,
+    record: Mapping[str, str] | None = None,
+    merge: bool = False,
+) -> np.ndarray:
     """Write :func:`stglm.test_genes`' table into ``adata.var`` and what was tested into uns.
 
-    Genes not tested get NaN (status "not requested").
+    Genes not tested get NaN (status "not requested"), or keep an earlier call's results
+    with ``merge`` (:func:`merge_into` said the test is the same; these genes' results
+    replace theirs). The q-values are computed here, Benjamini–Hochberg over every tested
+    gene under ``key`` with a p-value (the earlier ones too when merging); the table's
+    ``"qvalue"`` column is ignored. Returns the q-values of the table's genes.
     """
+    from ._inference import benjamini_hochberg
+
     annotations_in_memory(adata)
+    earlier = list(adata.uns[key]["genes"]) if merge else []
+    if not merge:
+        drop_results(adata, key)
     pos = adata.var_names.get_indexer(table.index)
     for column in table.columns:
         values = table[column].to_numpy()
+        name = test_key(key, column)
+        kept = merge and name in adata.var
         if column == "status":
-            full = np.full(adata.n_vars, NOT_REQUESTED, dtype=object)
+            full = (
+                adata.var[name].astype(str).to_numpy(dtype=object)
+                if kept
+                else np.full(adata.n_vars, NOT_REQUESTED, dtype=object)
+            )
             full[pos] = values.astype(object)
-            adata.var[test_key(key, column)] = pd.Categorical(full)
+            adata.var[name] = pd.Categorical(full)
         else:
-            full = np.full(adata.n_vars, np.nan)
+            full = (
+                adata.var[name].to_numpy(dtype=float, copy=True)
+                if kept
+                else np.full(adata.n_vars, np.nan)
+            )
             full[pos] = values
-            adata.var[test_key(key, column)] = full
-    adata.uns[key] = {**info, "genes": list(table.index)}
+            adata.var[name] = full
+    q = benjamini_hochberg(adata.var[test_key(key, "pvalue")].to_numpy(dtype=float))
+    adata.var[test_key(key, "qvalue")] = q
+    genes = list(dict.fromkeys([*earlier, *map(str, table.index)]))
+    adata.uns[key] = {**info, "columns": list(table.columns), "genes": genes}
+    if record is not None:
+        adata.uns[key][MODEL_RECORD] = dict(record)
+    return q[pos]
 
 
 # ---------------------------------------------------------------------------------------------

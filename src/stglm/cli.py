@@ -742,10 +742,16 @@ def _fit(adata: Any, source: Path, genes: list[str] | None, **options: Any) -> f
     from ._transcriptome import fit_genes
 
     where = f"cannot fit {source.name} ({layer_label(options.get('layer'))})"
+    return _run_into_key(fit_genes, where, adata, genes, **options)[1]
+
+
+def _run_into_key(function: Callable[..., Any], what: str, *args: Any, **options: Any):
+    """:func:`_run` of a function writing under ``key_added``, its errors in the CLI's names."""
     try:
-        return _run(fit_genes, where, adata, genes, **options)[1]
+        return _run(function, what, *args, **options)
     except BadInput as err:  # the library's names of the options, as the command's
         message = err.message.replace("Pass overwrite=True", "Give --overwrite")
+        message = message.replace("pass overwrite=True", "give --overwrite")
         message = message.replace("another key_added", "another --key-added")
         raise BadInput(message.replace("key_added=", "--key-added ")) from None
 
@@ -996,6 +1002,17 @@ _DESIGN_OPTIONS = _apply(
 )
 
 
+#: --overwrite of the commands that write results under --key-added into the input.
+_OVERWRITE = click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace results that INPUT already holds under --key-added from another model "
+    "or test. Without it, the same model (fit) or test (test: the same test, design, "
+    "--reduced and options) adds its genes to them, and anything else is refused.",
+)
+
+
 def _model_options(default_distr: str) -> Callable[[Any], Any]:
     return _apply(
         click.option(
@@ -1233,14 +1250,7 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     "cross-validated again on its path extended by two decades. A number is used as "
     "given; lower it when genes are reported choosing the path's end.",
 )
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    default=False,
-    help="Replace results that INPUT already holds under --key-added from another model. "
-    "Without it, a fit of the same model (design, options) adds its genes to them and "
-    "another model's are refused.",
-)
+@_OVERWRITE
 @click.option(
     "--seed",
     metavar="INT",
@@ -1476,6 +1486,7 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
     show_default=True,
     help="Prefix of the result columns in the output's var ('<key>_pvalue', ...).",
 )
+@_OVERWRITE
 @click.option(
     "--top-genes",
     metavar="N",
@@ -1531,13 +1542,13 @@ def _test_command(o, model, genes, lag_genes, started) -> None:
         design = _build_design(adata, o, lag_genes)
         _say_if_compiling(o["quiet"])
         reduced = _design_columns(_split_names(o["reduced"]), design, "--reduced")
-        table, seconds = _run(
+        table, seconds = _run_into_key(
             test_genes,
             f"cannot test {o['input_path'].name} ({layer_label(o['layer'])})",
             adata, genes, design=design, reduced=reduced, test=o["test_name"],
             offset=o["offset"], sample_weight=o["sample_weight"], layer=o["layer"],
             key_added=o["key_added"], progress=not o["quiet"], chunk_size=o["chunk_size"],
-            **{**model.library_options(), "theta": model.theta},
+            overwrite=o["overwrite"], **{**model.library_options(), "theta": model.theta},
         )  # fmt: skip
         caught = [str(r.message) for r in records]
     _finish_test(adata, o, model, design, lag_genes, table, seconds, caught, started)

@@ -267,13 +267,19 @@ def all_ok(trial_F, F, delta, step, armijo, rounding, ok):
 
 
 @njit(cache=True, nogil=True)
-def settle_steps(step, F, F_new, delta, stuck, at_minimum, rounding):
+def settle_steps(step, F, F_new, delta, stuck, at_minimum, flat, rounding):
     """In place, per row: J takes its trial value where the step t > 0; t = 0 marks it stuck.
 
     A stuck row whose model predicted a decrease below ``rounding``·|J| (16 ulp) is at the
-    optimum in floating point: ``at_minimum`` (a NaN prediction never is).
+    optimum in floating point: ``at_minimum`` (a NaN prediction never is). A row that moved
+    by such a step, J unchanged to rounding, is ``flat``: whether that is its optimum is
+    decided by its KKT residual (:meth:`stglm._solvers._newton.ProximalNewton.check_convergence`).
     """
     for k in range(step.size):
+        resolution = rounding * abs(F[k])
+        flat[k] = (
+            step[k] > 0.0 and abs(delta[k]) <= resolution and abs(F_new[k] - F[k]) <= resolution
+        )
         if step[k] > 0.0:
             F[k] = F_new[k]
         else:

@@ -17,13 +17,22 @@ settle, then one full sweep to confirm. They stop when the model's own KKT resid
 at most ``tol``; that is checked whenever no coordinate's update moved its partial
 derivative by more than a working threshold, which shrinks if the check fails. A full
 sweep that moved no coordinate also stops them: it is a fixed point (a tolerance below
-rounding), and every further sweep would repeat it up to the cap.
+rounding), and every further sweep would repeat it up to the cap. ``_cd_gram`` also stops
+when ``STALL_SWEEPS`` sweeps in a row have not lowered the model's KKT residual below its
+best: the coordinates then move at rounding level without settling (an unpenalised model
+whose null fit is exact, e.g. poisson with y ≡ 1e-3), and every further sweep would
+oscillate up to the cap.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+#: Sweeps in a row without a new lowest model KKT residual after which ``_cd_gram`` stops:
+#: a converging descent lowers it within a few sweeps (an exact solve on the support
+#: follows every few), one that oscillates at rounding level never settles.
+STALL_SWEEPS = 100
 
 
 @njit(cache=True, nogil=True)
@@ -131,6 +140,15 @@ def _step_to_support(x, exact, l1w):
 
 
 @njit(cache=True, nogil=True)
+def _model_kkt(q, x, l1w):
+    """The quadratic model's KKT residual at x, from its gradient q there."""
+    worst = 0.0
+    for j in range(x.shape[0]):
+        worst = max(worst, _violation(q[j], x[j], l1w[j]))
+    return worst
+
+
+@njit(cache=True, nogil=True)
 def _cd_gram(H, g, b, l1w, tol, max_sweeps):
     """Coordinate descent on a dense Hessian H; returns (x, sweeps).
 
@@ -145,6 +163,7 @@ def _cd_gram(H, g, b, l1w, tol, max_sweeps):
     active = np.ones(m, dtype=np.bool_)
     full = True
     change_tol = tol  # when sweeps move less than this, check the model's KKT residual
+    best_kkt, stalled = np.inf, 0  # the lowest model KKT residual, and sweeps since it
     sweeps = 0
     while sweeps < max_sweeps:
         sweeps += 1
@@ -166,13 +185,18 @@ def _cd_gram(H, g, b, l1w, tol, max_sweeps):
                 change = hjj * abs(d)
                 if change > max_change:
                     max_change = change
+        sweep_kkt = _model_kkt(q, x, l1w)
+        if sweep_kkt < best_kkt:
+            best_kkt, stalled = sweep_kkt, 0
+        else:
+            stalled += 1
+            if stalled >= STALL_SWEEPS:
+                break  # rounding-level moves that never settle: more sweeps repeat them
         if full:
             for j in range(m):
                 active[j] = (x[j] != 0.0) or l1w[j] == 0.0
             if max_change < change_tol:
-                model_kkt = 0.0
-                for j in range(m):
-                    model_kkt = max(model_kkt, _violation(q[j], x[j], l1w[j]))
+                model_kkt = _model_kkt(q, x, l1w)
                 if model_kkt <= tol or max_change == 0.0:
                     break  # optimal, or a fixed point: a sweep that moved nothing repeats
                 change_tol *= 0.1  # small steps, yet not optimal: look closer

@@ -7,7 +7,8 @@ iteration, for every row (response) still active:
 
 1. **gradient and convergence** — the KKT residual of J at the point
    (:func:`stglm._penalties.kkt_residual`); rows leave when it is at most their tolerance,
-   when the model's minimiser is the point itself, when no step decreased J, or when
+   when the model's minimiser is the point itself, when no step decreased J, when a step
+   that J cannot resolve did not lower the KKT residual (stagnation), or when
    ``max_iter`` is reached (:meth:`ProximalNewton.check_convergence`); a row that stops
    at its model's minimum has converged only if its KKT residual is within
    ``ZERO_STEP_SLACK`` of its tolerance;
@@ -33,7 +34,8 @@ terms (r, w) at a point, the gradient, the direction and the trial points. It pr
 - ``move(active, step)``: rows with a step take their trial point and its terms.
 
 The rows' bookkeeping lives in an :class:`stglm._solvers._active_set.ActiveSet`; the
-iteration keeps ``F`` (J), ``tol``, ``kkt``, ``n_iter``, ``stuck`` and ``at_minimum`` there.
+iteration keeps ``F`` (J), ``tol``, ``kkt``, ``best_kkt``, ``n_iter``, ``stuck``, ``flat`` and
+``at_minimum`` there.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ class ProximalNewton:
         ``F`` is J at the start, ``tol`` the absolute KKT tolerances, one per row.
         """
         k = active.k
-        flags = np.zeros((2, k), dtype=bool)
+        flags = np.zeros((3, k), dtype=bool)
         active.add(
             F=np.array(F, dtype=float),
             tol=np.array(tol, dtype=float),
@@ -145,6 +147,8 @@ class ProximalNewton:
             n_iter=np.zeros(k, dtype=int),
             stuck=flags[0],
             at_minimum=flags[1],
+            flat=flags[2],
+            best_kkt=np.full(k, np.inf),
         )
         # Every row leaves exactly once, writing its entries.
         status = NewtonStatus(np.empty(k), np.empty(k, dtype=int), np.empty(k, dtype=bool))
@@ -172,6 +176,12 @@ class ProximalNewton:
         """
         k = active.k
         active.kkt = self.model.gradient(active)
+        # Stagnation: a step that J cannot resolve and that did not lower the KKT residual
+        # below its best (an inner solver moving at rounding level) ends the row like a zero
+        # step: converged only if it passes the KKT test below, else not (max_iter of such
+        # steps would follow).
+        active.at_minimum |= active.flat & ~(active.kkt < active.best_kkt)
+        active.best_kkt = np.fmin(active.best_kkt, active.kkt)
         done, leave, inner_tol = np.empty(k, dtype=bool), np.empty(k, dtype=bool), np.empty(k)
         if check_rows(
             active.kkt, active.tol, active.at_minimum, active.stuck, active.n_iter,
@@ -219,7 +229,9 @@ class ProximalNewton:
 
         See :func:`stglm._solvers._batched_kernels.settle_steps`.
         """
-        settle_steps(step, active.F, F_new, delta, active.stuck, active.at_minimum, ROUNDING)
+        settle_steps(
+            step, active.F, F_new, delta, active.stuck, active.at_minimum, active.flat, ROUNDING
+        )
         self.model.move(active, step)
 
     def take(self, active: ActiveSet, step: np.ndarray, F_new: np.ndarray) -> None:
