@@ -33,6 +33,10 @@ GENES = (200, 1_000)
 PREDICTORS = (10, 30)
 #: Jobs skipped unless --all (too slow for the shared 2-core VM); extrapolated instead.
 SKIP = {(1_000_000, 1_000, 30)}
+#: The job run again with n_jobs=2, right after its one-thread run.
+NJOBS = (1_000_000, 200, 10)
+#: The glum loop's job (n, G, p), run after the stglm job of the same n and p at G=200.
+GLUM = (100_000, 100, 10)
 #: Jobs also run with the --before interpreter.
 BEFORE = [(100_000, 200, 10), (100_000, 200, 30), (1_000_000, 200, 10)]
 
@@ -98,10 +102,22 @@ def fmt_mib(b: float) -> str:
     return f"{b / 2**20:,.0f} MiB"
 
 
+def bandwidth_cells(r: dict) -> str:
+    """The bandwidth floor (at the triad's rate) and CPU over the larger of the two floors."""
+    if "bandwidth_floor" not in r:
+        return "- | -"
+    worst = max(r["floor_seconds"], r["bandwidth_floor"])
+    return (
+        f"{fmt_s(r['bandwidth_floor'])} ({r['bandwidth_1'] / 1e9:.1f} GB/s) | "
+        f"{r['fit_cpu'] / worst:.1f}×"
+    )
+
+
 def table(after: dict, before: dict, summary: dict) -> str:
-    head = ("| n | G | p | CPU | wall | Σ iterations | floor (Zᵀ·W) | CPU / floor | own peak | "
+    head = ("| n | G | p | CPU | wall | Σ iterations | floor (Zᵀ·W) | CPU / floor | "
+            "bandwidth floor | CPU / max floor | chunk, Z | own peak | "
             "own / counts | counts | CPU before | before / after | load at end |")  # fmt: skip
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 17]
     for p in PREDICTORS:
         for n in CELLS:
             for G in GENES:
@@ -111,7 +127,7 @@ def table(after: dict, before: dict, summary: dict) -> str:
                     if ext:
                         lines.append(
                             f"| {n:,} | {G:,} | {p} | ≈ {fmt_s(ext['fit_cpu'])} (extrapolated) "
-                            "| - | - | - | - | - | - | - | - | - | - |"
+                            "| - | - | - | - | - | - | - | - | - | - | - | - | - |"
                         )
                     continue
                 b = before.get(key(n, G, p))
@@ -121,7 +137,9 @@ def table(after: dict, before: dict, summary: dict) -> str:
                     f"| {n:,} | {G:,} | {p} | {fmt_s(r['fit_cpu'])} | {fmt_s(r['fit_wall'])} | "
                     f"{r['n_iter_sum']:,} | {fmt_s(r['floor_seconds'])} "
                     f"({r['floor_gflops']:.0f} GFLOP/s) | {r['ratio_to_floor']:.1f}× | "
-                    f"{fmt_mib(r['own_peak'])} | {r['own_peak'] / r['counts_bytes']:.2f}× | "
+                    f"{bandwidth_cells(r)} | {r['plan'].get('chunk_size', '-')}, "
+                    f"{r['plan'].get('pair_products', '-')} | {fmt_mib(r['own_peak'])} | "
+                    f"{r['own_peak'] / r['counts_bytes']:.2f}× | "
                     f"{fmt_mib(r['counts_bytes'])} | {b_cpu} | {ratio} | "
                     f"{' '.join(r['loadavg_end'])} |"
                 )
@@ -139,9 +157,10 @@ def main(argv=None) -> int:
     ap.add_argument("--before", help="another checkout's Python, for the BEFORE jobs")
     ap.add_argument("--all", action="store_true", help="run the skipped jobs too")
     ap.add_argument("--cells", type=int, nargs="*", default=list(CELLS))
+    ap.add_argument("--no-glum", action="store_true", help="skip the glum loop")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
     args = ap.parse_args(argv)
-    after, before, extra = {}, {}, {}
+    after, before, extra, peers = {}, {}, {}, {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for p in PREDICTORS:
         for n in args.cells:
@@ -151,24 +170,39 @@ def main(argv=None) -> int:
                 if args.before and (n, G, p) in BEFORE:
                     before[key(n, G, p)] = job(args.before, n, G, p)
                     print("before", key(n, G, p), before[key(n, G, p)].get("fit_cpu"), flush=True)
-                after[key(n, G, p)] = r = job(sys.executable, n, G, p)
+                after[key(n, G, p)] = r = job(sys.executable, n, G, p, ["--bandwidth"])
                 print("after ", key(n, G, p), r.get("fit_cpu"), r.get("error", ""), flush=True)
-    if 1_000_000 in args.cells:  # two threads: wall time and memory
-        extra["n_jobs=2 " + key(1_000_000, 200, 10)] = job(
-            sys.executable, 1_000_000, 200, 10, ["--n-jobs", "2"]
-        )
+                if (n, G, p) == NJOBS:  # two threads next to one: wall time and memory
+                    extra["n_jobs=2 " + key(*NJOBS)] = job(
+                        sys.executable, *NJOBS, ["--n-jobs", "2", "--bandwidth"]
+                    )
+                if (n, G, p) == (GLUM[0], GENES[0], GLUM[2]) and not args.no_glum:
+                    peers["glum " + key(*GLUM)] = job(sys.executable, *GLUM, ["--glum"])
     summary = summarise(after)
     md = table(after, before, summary)
     for name, r in extra.items():
-        base = after.get(key(1_000_000, 200, 10), {})
+        base = after.get(key(*NJOBS), {})
         md += (
-            f"{name}: CPU {fmt_s(r['fit_cpu'])}, wall {fmt_s(r['fit_wall'])} (1 job: wall "
-            f"{fmt_s(base.get('fit_wall', float('nan')))}), own peak {fmt_mib(r['own_peak'])} "
-            f"(1 job: {fmt_mib(base.get('own_peak', float('nan')))}).\n"
+            f"{name}: CPU {fmt_s(r['fit_cpu'])} (1 job: {fmt_s(base.get('fit_cpu', np.nan))}), "
+            f"wall {fmt_s(r['fit_wall'])} (1 job: {fmt_s(base.get('fit_wall', np.nan))}), own "
+            f"peak {fmt_mib(r['own_peak'])} (1 job: {fmt_mib(base.get('own_peak', np.nan))}), "
+            f"chunk {r['plan'].get('chunk_size')} genes per thread (1 job: "
+            f"{base.get('plan', {}).get('chunk_size')}); triad bandwidth 1 thread "
+            f"{r.get('bandwidth_1', np.nan) / 1e9:.1f} GB/s, 2 threads "
+            f"{r.get('bandwidth_2', np.nan) / 1e9:.1f} GB/s; load at end "
+            f"{' '.join(r['loadavg_end'])}.\n"
+        )
+    for name, r in peers.items():
+        md += (
+            f"{name} (no size factors, glum's default gradient_tol, 1 BLAS thread): glum loop "
+            f"CPU {fmt_s(r['glum_cpu'])}, fit_genes {fmt_s(r['fit_cpu'])}: "
+            f"{r['glum_ratio']:.1f}×; max KKT residual (numpy, over each gene's scale) stglm "
+            f"{r['kkt_stglm_max']:.1e}, glum {r['kkt_glum_max']:.1e}; largest coefficient "
+            f"difference {r['coef_max_diff']:.1e}.\n"
         )
     md = f"Run {started}, python {sys.version.split()[0]}, 2-core shared AMD EPYC VM.\n\n" + md
     args.out.parent.mkdir(exist_ok=True)
-    results = {"after": after, "before": before, "extra": extra, "summary": summary}
+    results = {"after": after, "before": before, "extra": extra, "peers": peers, "summary": summary}
     args.out.write_text(json.dumps(results, indent=1))
     args.out.with_suffix(".md").write_text(md)
     print(md)

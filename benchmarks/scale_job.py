@@ -31,6 +31,10 @@ MEAN_RANGE = (0.01, 10.0)
 DRAW_BLOCK = 20
 #: Genes of the product that sets the floor's rate: a chunk wide enough for BLAS.
 FLOOR_GENES = 64
+#: n-vector passes (reads and writes) of one Newton iteration of one gene, counted in
+#: batched.py: the gradient R·X̃ (1), W·Z (1), the step's predictors D·X̃ᵀ written (1) and
+#: added to Z (3), the trial's −ℓ, R and W from Y and Z (4); Z's own share comes on top.
+PASSES = 10
 
 
 def proc_status() -> dict:
@@ -79,6 +83,69 @@ def floor_rate(n: int, pairs: int) -> float:
     return 2 * rows * pairs * FLOOR_GENES / min(times[1:]) / 1e9
 
 
+def stream_bandwidth(n_threads: int = 1, size: int = 20_000_000) -> float:
+    """Bytes/s of a STREAM-like triad a = b + s·c over arrays far beyond the caches.
+
+    Each of ``n_threads`` threads runs the triad on its own share (numpy releases the GIL);
+    3 arrays of 8 bytes per element move (2 read, 1 written; write-allocate not counted,
+    as STREAM does). Fastest of 5 after a warm-up, wall-clock (a memory rate).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(1)
+    b, c = rng.standard_normal(size), rng.standard_normal(size)
+    a = np.empty(size)
+    cuts = np.linspace(0, size, n_threads + 1).astype(int)
+    parts = list(zip(cuts[:-1], cuts[1:], strict=True))
+
+    def triad(part):
+        lo, hi = part
+        np.multiply(c[lo:hi], 3.0, out=a[lo:hi])
+        np.add(a[lo:hi], b[lo:hi], out=a[lo:hi])
+
+    times = []
+    with ThreadPoolExecutor(n_threads) as pool:
+        for _ in range(6):
+            t = time.perf_counter()
+            list(pool.map(triad, parts))
+            times.append(time.perf_counter() - t)
+    # two numpy passes: a = 3c (read c, write a), a += b (read a and b, write a): 5 arrays
+    return 5 * 8 * size / min(times[1:])
+
+
+def poisson_kkt(X: np.ndarray, y: np.ndarray, b0: float, beta: np.ndarray, lam, alpha) -> float:
+    """KKT residual of J = (1/n)Σ[e^z − y·z] + λ[½(1−α)‖β‖² + α‖β‖₁] at (b0, β), in numpy.
+
+    The largest of |∂J/∂b0| and, per coefficient, the distance of its smooth gradient from
+    −λα·sign(β_j) (β_j ≠ 0) or from [−λα, λα] (β_j = 0), over the gene's gradient scale
+    max(1, |mean(y)|) so that genes of any depth compare.
+    """
+    mu = np.exp(b0 + X @ beta)
+    n = len(y)
+    g = X.T @ (mu - y) / n + lam * (1 - alpha) * beta
+    l1 = lam * alpha
+    coord = np.where(beta != 0, np.abs(g + l1 * np.sign(beta)), np.maximum(np.abs(g) - l1, 0))
+    return float(max(abs(np.mean(mu - y)), coord.max()) / max(1.0, abs(y.mean())))
+
+
+def glum_loop(counts, X: np.ndarray, lam: float, alpha: float) -> dict:
+    """glum ``GeneralizedLinearRegressor`` (irls-cd) gene by gene: CPU time and solutions.
+
+    Each gene's column is densified before its clock starts (glum needs a dense y).
+    """
+    csc = counts.tocsc()
+    G = csc.shape[1]
+    b0, beta, cpu = np.empty(G), np.empty((G, X.shape[1])), 0.0
+    for g in range(G):
+        y = csc[:, g].toarray().ravel().astype(np.float64)
+        m = C.glum_poisson(lam, alpha)
+        c = time.process_time()
+        m.fit(X, y)
+        cpu += time.process_time() - c
+        b0[g], beta[g] = m.intercept_, m.coef_
+    return {"cpu": cpu, "b0": b0, "beta": beta}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", type=int, required=True)
@@ -92,6 +159,10 @@ def main(argv=None) -> int:
     ap.add_argument("--save-coef", type=Path, default=None, help="coefficients to this .npy")
     ap.add_argument(
         "--pair-dtype", default=None, help="NewtonOptions.pair_dtype for this run (default: auto)"
+    )
+    ap.add_argument("--glum", action="store_true", help="also a glum loop over every gene")
+    ap.add_argument(
+        "--bandwidth", action="store_true", help="also STREAM-like bandwidth, 1 and 2 threads"
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -117,9 +188,17 @@ def main(argv=None) -> int:
     m = args.predictors + 1
     pairs = m * (m + 1) // 2
     kwargs = dict(
-        design=design, distr="poisson", eta=np.inf, alpha=0.5, reg_lambda=args.reg_lambda,
-        clip_coeffs=0.0, tol=1e-6, progress=False, n_jobs=args.n_jobs,
-    )  # fmt: skip
+        design=design,
+        distr="poisson",
+        eta=np.inf,
+        alpha=0.5,
+        reg_lambda=args.reg_lambda,
+        clip_coeffs=0.0,
+        tol=1e-6,
+        progress=False,
+        n_jobs=args.n_jobs,
+        size_factors=None,
+    )  # fmt: skip  (no size factors: the counts' model, and glum's, is y ~ X alone)
     with threadpool_limits(limits=1):
         gflops = floor_rate(args.cells, pairs)
         with warnings.catch_warnings():  # numba's cached kernels loaded before the clock
@@ -137,9 +216,13 @@ def main(argv=None) -> int:
             if profiler:
                 profiler.disable()
         wall, cpu = time.perf_counter() - t, time.process_time() - c
+    end = proc_status()  # before the peer and the bandwidth arrays raise the peak
+    with threadpool_limits(limits=1):
+        if args.bandwidth:
+            bandwidth = {k: stream_bandwidth(k) for k in (1, 2)}
+        peer = glum_loop(X, design.to_numpy(), args.reg_lambda, 0.5) if args.glum else None
     if profiler:
         profiler.dump_stats(str(args.profile))
-    end = proc_status()
     var = adata.var
     n_iter = var["stglm_n_iter"].to_numpy()
     its = int(n_iter.sum())
@@ -169,7 +252,34 @@ def main(argv=None) -> int:
         "floor_seconds": floor_s,
         "ratio_to_floor": cpu / floor_s,
         "loadavg_end": list(Path("/proc/loadavg").read_text().split()[:3]),
+        "plan": dict(adata.uns["stglm"].get("plan", {})),
     }
+    if args.bandwidth:
+        # The bandwidth floor: each Newton iteration of a gene streams ≈ PASSES n-vectors
+        # (its share of the chunk's Z too), at the triad's rate measured here.
+        chunk = result["plan"].get("chunk_size", FLOOR_GENES)
+        moved = its * args.cells * (8 * PASSES + 8 * pairs / max(1, min(chunk, args.genes)))
+        result.update(
+            bandwidth_1=bandwidth[1], bandwidth_2=bandwidth[2],
+            bandwidth_floor=moved / bandwidth[1],
+        )  # fmt: skip
+    if peer is not None:
+        Xd = design.to_numpy()
+        csc = X.tocsc()
+        ours = np.column_stack([var["stglm_intercept"], adata.varm["stglm_coef"].to_numpy()])
+        kkt = {"stglm": [], "glum": []}
+        for g in range(args.genes):
+            y = csc[:, g].toarray().ravel().astype(np.float64)
+            kkt["stglm"].append(poisson_kkt(Xd, y, ours[g, 0], ours[g, 1:], args.reg_lambda, 0.5))
+            kkt["glum"].append(
+                poisson_kkt(Xd, y, peer["b0"][g], peer["beta"][g], args.reg_lambda, 0.5)
+            )
+        theirs = np.column_stack([peer["b0"], peer["beta"]])
+        result.update(
+            glum_cpu=peer["cpu"], glum_ratio=peer["cpu"] / cpu,
+            kkt_stglm_max=max(kkt["stglm"]), kkt_glum_max=max(kkt["glum"]),
+            coef_max_diff=float(np.abs(ours - theirs).max()),
+        )  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0

@@ -7,6 +7,8 @@ families' formulas in numpy.
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -16,10 +18,11 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from stglm import fit_genes
 from stglm._csr_columns import csr_dense_columns, is_canonical
+from stglm._cv import default_chunk_size
 from stglm._errors import InputError
 from stglm._families import get_family
-from stglm._solvers import NewtonOptions
-from stglm._solvers._options import MEMORY_BUDGET_ENV, memory_budget
+from stglm._solvers import NewtonOptions, _options
+from stglm._solvers._options import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, memory_budget
 from stglm._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
 
 
@@ -42,9 +45,70 @@ def test_bad_memory_budget_names_the_variable(monkeypatch, text):
         memory_budget()
 
 
-def test_default_memory_budget_is_bounded(monkeypatch):
+def _free_memory(monkeypatch, free: int) -> None:
+    """Simulate ``free`` bytes of MemAvailable (what the machine has free at the moment)."""
+    monkeypatch.setattr(_options, "available_memory", lambda: free)
+
+
+def test_decisions_follow_the_budget_not_the_free_memory(monkeypatch):
+    """1 GiB or 64 GiB free: the same budget, pair-product budget and genes per chunk (on a
+    free-memory rule 10⁶ cells would get 3 and 32 genes, and float32 or float64 Z)."""
     monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
-    assert 256 * 2**20 <= memory_budget() <= 16 * 2**30
+    seen = []
+    for free in (2**30, 2**36):
+        _free_memory(monkeypatch, free)
+        options = NewtonOptions()
+        seen.append((memory_budget(), options.pair_budget(), default_chunk_size(10**6)))
+    assert seen[0] == seen[1] == (DEFAULT_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET // 2, 32)
+
+
+def _gene_fit(n=700, p=6, G=40, **kwargs) -> ad.AnnData:
+    X, Y = _problem(n=n, p=p, G=G)
+    adata = ad.AnnData(sp.csr_matrix(Y))
+    design = pd.DataFrame(X, index=adata.obs_names, columns=[f"x{j}" for j in range(p)])
+    fit_genes(adata, design=design, **{"reg_lambda": 0.01, "progress": False, **kwargs})
+    return adata
+
+
+def test_same_fit_is_bit_identical_whatever_the_free_memory(monkeypatch):
+    """The same call with 1 MiB or 1 TiB free: bit for bit the same results and plan (the
+    1 MiB machine is warned that the plan exceeds what it has)."""
+    monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
+    _free_memory(monkeypatch, 2**20)
+    with pytest.warns(UserWarning, match=MEMORY_BUDGET_ENV):
+        short = _gene_fit()
+    _free_memory(monkeypatch, 2**40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ample = _gene_fit()
+    assert short.uns["stglm"]["plan"] == ample.uns["stglm"]["plan"]
+    assert_array_equal(short.varm["stglm_coef"].to_numpy(), ample.varm["stglm_coef"].to_numpy())
+    for field in ("intercept", "score", "kkt", "n_iter"):
+        assert_array_equal(short.var[f"stglm_{field}"], ample.var[f"stglm_{field}"])
+
+
+@pytest.mark.parametrize(
+    ("budget", "chunk", "pairs"),
+    # n = 700, m = 7: Z is 156,800 bytes in float64, a gene's chunk arrays 9·8·700 = 50,400
+    [(None, 128, "float64"), (200_000, 2, "float32"), (150_000, 2, "float64 tiles")],
+)
+def test_plan_is_recorded_and_follows_the_budget(monkeypatch, budget, chunk, pairs):
+    if budget is None:
+        monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
+    else:
+        monkeypatch.setenv(MEMORY_BUDGET_ENV, str(budget))
+    adata = _gene_fit()
+    expected = {"memory_budget": budget or DEFAULT_MEMORY_BUDGET, "chunk_size": chunk}
+    assert adata.uns["stglm"]["plan"] == {**expected, "pair_products": pairs}
+    monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
+    reference = _gene_fit().varm["stglm_coef"].to_numpy()  # whole float64 Z, one chunk
+    assert_allclose(adata.varm["stglm_coef"].to_numpy(), reference, rtol=1e-6, atol=1e-7)
+
+
+def test_plan_names_the_folds_pair_products():
+    adata = _gene_fit(G=20, reg_lambda=None, cv=3, n_lambdas=3)
+    plan = adata.uns["stglm"]["plan"]
+    assert plan["pair_products"] == plan["fold_pair_products"] == "float64"
 
 
 # -- CSR columns without a CSC copy -------------------------------------------------------------

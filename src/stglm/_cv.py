@@ -24,7 +24,7 @@ import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -51,6 +51,8 @@ __all__ = [
     "batched_fold_paths",
     "choose_lambda",
     "cross_validate",
+    "DEFAULT_PLAN",
+    "MemoryPlan",
     "default_chunk_size",
     "empty_training_folds",
     "extended_grid",
@@ -90,6 +92,23 @@ def batch_bytes(n_samples: int, n_columns: int, n_arrays: int = BATCH_COLUMN_ARR
     return 8 * n_arrays * n_samples * n_columns
 
 
+class MemoryPlan(NamedTuple):
+    """What a fit's chunks of genes are sized from (:func:`default_chunk_size`).
+
+    ``reserved``: bytes held already (the designs' pair products); ``n_arrays``: float64
+    n-vectors per gene of a chunk; ``budget``: the fit's memory budget in bytes (None:
+    :func:`stglm._solvers._options.memory_budget`).
+    """
+
+    reserved: int = 0
+    n_arrays: int = BATCH_COLUMN_ARRAYS
+    budget: int | None = None
+
+
+#: The plan of a fit that keeps no pair products and has the batched path's arrays.
+DEFAULT_PLAN = MemoryPlan()
+
+
 def default_chunk_size(
     n_obs: int,
     budget: int | None = None,
@@ -103,10 +122,10 @@ def default_chunk_size(
     :data:`CHUNK_BLAS_GENES`, or more while the chunks' arrays stay within
     :data:`CHUNK_TARGET_BYTES` (at most :data:`CHUNK_MAX_GENES`), shared by the ``n_jobs``
     chunks solved at once (threads add speed, not memory) — and never more than fit the
-    memory budget: ``budget`` bytes (None: the machine's,
-    :func:`stglm._solvers._options.memory_budget`) less the ``reserved`` ones (the designs'
-    pair products). A chunk holds :func:`batch_bytes` (``n_arrays`` n-vectors per gene).
-    At least 1.
+    memory budget: ``budget`` bytes (None: the default,
+    :func:`stglm._solvers._options.memory_budget`, never the machine's free memory) less
+    the ``reserved`` ones (the designs' pair products). A chunk holds :func:`batch_bytes`
+    (``n_arrays`` n-vectors per gene). At least 1.
     """
     n_jobs = max(1, n_jobs)
     per_gene = batch_bytes(n_obs, 1, n_arrays)

@@ -9,7 +9,9 @@ For a prefix ``key`` (fit_genes' ``key_added``):
 - ``adata.uns[key]`` — ``{"params": ..., "predictors": [...], "genes": [...], "model": {...},
   "model_record": {...}}`` (the CLI adds ``"cli"``); ``"model_record"`` is what a later fit
   under the same key must match to merge its genes into these results
-  (:func:`merge_into`);
+  (:func:`merge_into`), and ``"plan"`` (``PLAN``) the latest fit's memory plan: its budget,
+  genes per chunk and the pair products' precision (not compared when merging: they
+  change how the optimum is reached, not the model);
 - ``adata.layers[mu_layer(key)]`` — fitted means, with ``store_fitted=True``;
 - ``adata.obs[offset_key(key)]`` — the offset (log size factors and/or a given offset) when
   one (n_obs,) offset was used, so the fitted means can be recomputed;
@@ -100,6 +102,8 @@ _FILL = {
 _CATEGORICAL = ("status", "theta_status")
 #: ``uns[key]``'s entry of what a fit modelled (str → str), compared by :func:`merge_into`.
 MODEL_RECORD = "model_record"
+#: Key of ``uns[key]`` with the latest fit's memory plan (:func:`store_results`' ``plan``).
+PLAN = "plan"
 
 
 def check_key(key: Any, name: str = "key_added") -> None:
@@ -258,6 +262,7 @@ def store_results(
     *,
     record: Mapping[str, str] | None = None,
     merge: bool = False,
+    plan: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the documented result keys (only these) into ``adata``.
 
@@ -293,6 +298,9 @@ def store_results(
         model is the same) and write these genes' over theirs. Otherwise every other gene is
         "not requested". With ``out["pvalue"]`` the q-values (BH per predictor over the
         fitted genes under ``key``, the earlier ones included) are computed here.
+    plan : dict, optional
+        The fit's memory plan (budget, genes per chunk, pair products), stored in
+        ``uns[key][PLAN]``.
     """
     annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(names)
@@ -335,6 +343,8 @@ def store_results(
         adata.uns[key]["model"] = dict(model)
     if record is not None:
         adata.uns[key][MODEL_RECORD] = dict(record)
+    if plan is not None:
+        adata.uns[key][PLAN] = dict(plan)
     _store_means(adata, key, fitted_mu, pos, merge)
 
 

@@ -30,8 +30,10 @@ from ._anndata import (
 from ._csr_columns import is_canonical
 from ._cv import (
     BATCH_COLUMN_ARRAYS,
+    DEFAULT_PLAN,
     EXTENSION_DECADES,
     FIXED_COLUMN_ARRAYS,
+    MemoryPlan,
     Scoring,
     as_column,
     cross_validate,
@@ -76,6 +78,7 @@ from ._results import (
 from ._separation import separated_genes
 from ._solvers._family_kernels import saturated_nll
 from ._solvers._null_model import intercept_is_exact, null_gradients
+from ._solvers._options import warn_if_short
 from ._solvers._threads import single_blas_thread
 from ._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
 from ._solvers.newton_cd import NULL_MAX_ITER, NULL_TOL
@@ -146,15 +149,37 @@ class _GeneFitter:
         self.__dict__.update(state)
         self._local = threading.local()
 
-    def memory_plan(self) -> tuple[int, int]:
-        """(bytes of pair products kept, float64 n-vectors per gene of a chunk).
+    def memory_plan(self) -> MemoryPlan:
+        """What :func:`run_blocks` sizes chunks from (:func:`stglm._cv.default_chunk_size`).
 
-        What :func:`run_blocks` sizes chunks from (:func:`stglm._cv.default_chunk_size`).
+        The bytes of pair products kept, the float64 n-vectors per gene of a chunk, and this
+        call's memory budget.
         """
         designs = [self.design, *self.fold_designs]
         kept = sum(d.pair_bytes for d in designs if d.Z is not None)
         fixed = isinstance(self.est, GLM) and not self.inference and self.theta_method is None
-        return kept, FIXED_COLUMN_ARRAYS if fixed else BATCH_COLUMN_ARRAYS
+        n_arrays = FIXED_COLUMN_ARRAYS if fixed else BATCH_COLUMN_ARRAYS
+        return MemoryPlan(kept, n_arrays, self.options.memory())
+
+    def decisions(self, chunk_size: int, n_workers: int) -> dict[str, Any]:
+        """The memory plan's choices, for ``uns[key]["plan"]``; warns if they may not fit.
+
+        They follow from the data's sizes and the budget only (never the free memory), so
+        that the same call gives the same results everywhere.
+        """
+        plan = self.memory_plan()
+        n_obs = self.design.n
+        warn_if_short(plan.reserved + n_workers * chunk_size * 8 * plan.n_arrays * n_obs)
+        out = {
+            "memory_budget": int(plan.budget),
+            "chunk_size": int(chunk_size),
+            "pair_products": self.design.pair_layout,
+        }
+        if self.fold_designs:
+            out["fold_pair_products"] = ", ".join(
+                sorted({d.pair_layout for d in self.fold_designs})
+            )
+        return out
 
     def _workspace(self) -> Workspace:
         """The calling thread's workspace, shared by its solvers (one runs at a time)."""
@@ -562,9 +587,10 @@ default="auto"
         Genes solved together (default: :func:`default_chunk_size` — 32, or up to 128
         while the chunks' arrays stay within 256 MiB, divided among the ``n_jobs``
         threads, and fewer when they would not fit the memory budget beside the design's
-        pair products; the
-        budget is a quarter of the memory available when the fit starts, at most 16 GiB,
-        or the bytes in the environment variable ``STGLM_MEMORY_BUDGET``, e.g. ``8G``).
+        pair products; the budget is the bytes in the environment variable
+        ``STGLM_MEMORY_BUDGET``, e.g. ``8G``, else 4 GiB — never the machine's free
+        memory, so that the same call decides, and computes, the same everywhere; a
+        warning says when the plan exceeds the memory available).
         With a dask array, the genes of one Dask task: a worker's memory is about 13 × 8
         bytes × n_obs per gene of each block it runs or holds (two per thread), plus the
         design it shares across blocks.
@@ -619,8 +645,11 @@ default="auto"
           used (``offset`` and/or ``size_factors``);
         - ``adata.uns[key_added]`` — ``{"params": ..., "predictors": [...], "genes": [...],
           "model": {family, link, offset, theta, sample_weight, coefficients},
-          "model_record": {...}}`` — what was fitted, including the scale of the
-          coefficients, and the record a later fit must match to add its genes;
+          "model_record": {...}, "plan": {...}}`` — what was fitted, including the scale
+          of the coefficients, the record a later fit must match to add its genes, and
+          the latest fit's memory plan (``memory_budget`` in bytes, ``chunk_size``, and
+          ``pair_products`` — "float64", "float32" or "float64 tiles" — with
+          ``fold_pair_products`` for the training folds' designs);
         - ``adata.layers[f"{key_added}_mu"]`` with ``store_fitted=True``.
 
     Warns
@@ -698,9 +727,10 @@ default="auto"
     def fit_block(Y, offset_block, idx):
         return fitter.fit(Y, offset_block)
 
-    blocks = run_blocks(
-        data, fit_block, status, chunk_size, n_jobs, progress, "fitting", fitter.memory_plan()
-    )
+    n_workers = block_workers(data, n_jobs)
+    chunk_size = data.chunk_genes(chunk_size, fitter.memory_plan(), n_workers)
+    plan = fitter.decisions(chunk_size, min(n_workers, -(-len(data.names) // chunk_size)))
+    blocks = run_blocks(data, fit_block, status, chunk_size, n_jobs, progress, "fitting")
     for idx, result in blocks:
         for key, values in result.items():
             out[key][idx] = values
@@ -718,7 +748,7 @@ default="auto"
         )  # fmt: skip
     store_results(
         adata, key_added, data.names, frame.columns, out, status, fitted_mu, params, layer,
-        data.model(theta), data.offset, record=record, merge=merge,
+        data.model(theta), data.offset, record=record, merge=merge, plan=plan,
     )  # fmt: skip
     return adata if copy else None
 
@@ -858,20 +888,23 @@ class GeneResponses:
             flat = self._buffers.flat = np.empty(size)
         return flat[:size].reshape(n_genes, self.n_obs).T
 
-    def chunks(self, chunk_size: int | None, plan=(0, BATCH_COLUMN_ARRAYS), n_jobs=1):
-        """Positions (in ``names``) of each block of genes.
+    def chunk_genes(self, chunk_size: int | None, plan=DEFAULT_PLAN, n_jobs: int = 1) -> int:
+        """Genes per block: ``chunk_size``, or what the memory ``plan`` allows.
 
-        Without ``chunk_size``, as many genes as :func:`stglm._cv.default_chunk_size`
-        allows for ``n_jobs`` blocks at once, with ``plan`` = (bytes kept already, n-vectors
-        per gene).
+        As many as :func:`stglm._cv.default_chunk_size` allows for ``n_jobs`` blocks at once.
         """
-        if chunk_size is None:
-            reserved, n_arrays = plan
-            chunk_size = default_chunk_size(
-                self.n_obs, reserved=reserved, n_jobs=n_jobs, n_arrays=n_arrays
-            )
+        if chunk_size is not None:
+            return chunk_size
+        reserved, n_arrays, budget = plan
+        return default_chunk_size(
+            self.n_obs, budget, reserved=reserved, n_jobs=n_jobs, n_arrays=n_arrays
+        )
+
+    def chunks(self, chunk_size: int | None, plan=DEFAULT_PLAN, n_jobs: int = 1):
+        """Positions (in ``names``) of each block of genes (sized by :meth:`chunk_genes`)."""
+        size = self.chunk_genes(chunk_size, plan, n_jobs)
         n = len(self.names)
-        return [np.arange(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+        return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
 
     def offset_columns(self, idx: np.ndarray):
         """The offset of the genes ``idx`` as (n, len(idx)) or (n, 1) columns, or 0."""
@@ -936,9 +969,14 @@ def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
         return chunk, usable, empty_fold, (fit_block(Y, offset, idx) if idx.size else None)
 
 
+def block_workers(data: GeneResponses, n_jobs: int | None) -> int:
+    """Threads that run blocks at once: joblib's meaning of ``n_jobs``; 1 with Dask."""
+    return 1 if n_jobs is None or data.lazy else max(1, effective_n_jobs(n_jobs))
+
+
 def run_blocks(
     data: GeneResponses, fit_block, status, chunk_size, n_jobs, progress, verb,
-    plan=(0, BATCH_COLUMN_ARRAYS),
+    plan=DEFAULT_PLAN,
 ):  # fmt: skip
     """Yield (positions, results) of ``fit_block(Y, offset, positions)`` over gene blocks.
 
@@ -949,7 +987,7 @@ def run_blocks(
     ``chunk_size``, blocks are sized from the memory ``plan`` (see
     :meth:`GeneResponses.chunks`; all threads' blocks share the budget).
     """
-    n_workers = 1 if n_jobs is None or data.lazy else max(1, effective_n_jobs(n_jobs))
+    n_workers = block_workers(data, n_jobs)
     chunks = data.chunks(chunk_size, plan, n_workers)
     n_workers = min(n_workers, len(chunks))
     n_genes = len(data.names)

@@ -1096,7 +1096,7 @@ _DASK_OPTIONS = _apply(
         default=None,
         help="Genes per block (one Dask task): a worker's memory grows with it, about "
         "13 × 8 bytes × cells per gene. Default: 32 to 128, fewer where the memory budget "
-        "(STGLM_MEMORY_BUDGET, else a quarter of the available memory) is short.",
+        "(STGLM_MEMORY_BUDGET, else 4 GiB) is short.",
     ),
 )
 

@@ -10,31 +10,34 @@ a route, a benchmark) passes other values instead of changing module constants.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from .._errors import InputError
 
 __all__ = [
+    "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_OPTIONS",
     "MEMORY_BUDGET_ENV",
     "NewtonOptions",
     "available_memory",
     "memory_budget",
     "newton_options",
+    "warn_if_short",
 ]
 
 #: Environment variable that sets the working-memory budget of batched fits, in bytes (a
-#: suffix K, M or G multiplies by 2¹⁰, 2²⁰, 2³⁰): it overrides the share of the machine's
-#: available memory that :func:`memory_budget` takes otherwise.
+#: suffix K, M or G multiplies by 2¹⁰, 2²⁰, 2³⁰), in place of ``DEFAULT_MEMORY_BUDGET``.
 MEMORY_BUDGET_ENV = "STGLM_MEMORY_BUDGET"
-#: Share of the memory available at the start of a fit that its working arrays may take.
-MEMORY_SHARE = 0.25
-#: Least and most working memory of one batched fit by default (an explicit budget is kept).
-MEMORY_BUDGET_MIN, MEMORY_BUDGET_MAX = 256 * 2**20, 16 * 2**30
+#: Working memory of one batched fit unless told otherwise. A constant, not a share of the
+#: memory free at the moment: the budget decides the chunks of genes and the pair products'
+#: precision, which change results in the last digits (float32 pair products ≈ 1e-10 in the
+#: coefficients, chunking ≈ 1e-15), so the same call on the same data must decide the same
+#: on every machine and at every moment. 4 GiB is what a quarter of the benchmark VM's free
+#: memory gave (10⁶ cells: 32 genes per chunk, p = 30's pair products whole in float32).
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
 #: The pair products' precisions (see ``NewtonOptions.pair_dtype``).
 PAIR_DTYPES = ("auto", "float64", "float32")
-#: Assumed available memory where /proc/meminfo and sysconf cannot say.
-MEMORY_FALLBACK = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class NewtonOptions:
         products): above it the folds are solved one by one.
     memory_budget : int, optional
         Bytes of working memory a whole-transcriptome fit may take (pair products and each
-        chunk's arrays, over all its threads); None: :func:`memory_budget`'s default.
+        chunk's arrays, over all its threads); None: :func:`memory_budget` (the
+        environment's ``STGLM_MEMORY_BUDGET``, else :data:`DEFAULT_MEMORY_BUDGET`).
     batched_max_features : int, default=64
         Dense designs with at most this many predictors solve all of GLMCV's folds (and the
         refit) in one batch.
@@ -108,10 +112,11 @@ def newton_options(options: dict | None) -> NewtonOptions:
     return DEFAULT_OPTIONS if found is None else found
 
 
-def available_memory() -> int:
+def available_memory() -> int | None:
     """Bytes of memory available to a new allocation now: Linux's MemAvailable.
 
-    Elsewhere the free physical pages (``os.sysconf``), or ``MEMORY_FALLBACK``.
+    Elsewhere the free physical pages (``os.sysconf``), or None where neither can say. Only
+    for warnings: no decision of a fit depends on it (see ``DEFAULT_MEMORY_BUDGET``).
     """
     try:
         with open("/proc/meminfo") as f:
@@ -123,7 +128,7 @@ def available_memory() -> int:
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, OSError, ValueError):
-        return MEMORY_FALLBACK
+        return None
 
 
 def _parse_bytes(text: str) -> int:
@@ -148,12 +153,27 @@ def _parse_bytes(text: str) -> int:
 def memory_budget() -> int:
     """Working memory a batched fit may take by default, in bytes.
 
-    ``STGLM_MEMORY_BUDGET`` when set; else a quarter of the memory available when the fit
-    starts (:func:`available_memory`), within 256 MiB–16 GiB: the rest stays for the
-    input, the results and other processes.
+    ``STGLM_MEMORY_BUDGET`` when set, else :data:`DEFAULT_MEMORY_BUDGET` — never the
+    machine's free memory, so that the decisions it sizes (chunks, the pair products'
+    precision) and with them the results are the same everywhere.
     """
     env = os.environ.get(MEMORY_BUDGET_ENV)
-    if env:
-        return _parse_bytes(env)
-    share = int(MEMORY_SHARE * available_memory())
-    return min(max(share, MEMORY_BUDGET_MIN), MEMORY_BUDGET_MAX)
+    return _parse_bytes(env) if env else DEFAULT_MEMORY_BUDGET
+
+
+def warn_if_short(needed: int) -> None:
+    """Warn when ``needed`` bytes of planned working memory exceed the memory available now.
+
+    Only a warning: the plan never depends on the free memory (see
+    :data:`DEFAULT_MEMORY_BUDGET`); it says how to make the plan smaller.
+    """
+    available = available_memory()
+    if available is not None and needed > available:
+        warnings.warn(
+            f"this fit plans {needed / 2**30:.1f} GiB of working memory (the memory budget: "
+            f"{MEMORY_BUDGET_ENV}, else {DEFAULT_MEMORY_BUDGET / 2**30:.0f} GiB) but "
+            f"{available / 2**30:.1f} GiB are available now; set {MEMORY_BUDGET_ENV} lower "
+            "(e.g. 1G) or pass a smaller chunk_size.",
+            UserWarning,
+            stacklevel=3,
+        )

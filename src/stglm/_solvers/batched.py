@@ -108,6 +108,11 @@ class SharedDesign:
         return None
 
     @property
+    def pair_layout(self) -> str:
+        """How Z is held: "float64" or "float32" (whole), or "float64 tiles" (rebuilt)."""
+        return str(self.pair_dtype) + ("" if self.Z is not None else " tiles")
+
+    @property
     def pair_bytes(self) -> int:
         """Bytes of the whole pair-product matrix Z (n × m(m+1)/2, its dtype)."""
         return self.pair_dtype.itemsize * self.n * self.rows.size
