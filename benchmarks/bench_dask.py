@@ -106,7 +106,19 @@ def make_data(folder: Path, n: int, G: int, seed: int = 0) -> dict:
 # one configuration, in its own process
 # -------------------------------------------------------------------------------------------
 def _maxrss() -> int:
-    """Peak resident memory of this process, bytes (Linux reports KiB)."""
+    """Peak resident memory of this process, bytes.
+
+    Linux's ``VmHWM`` where it exists: ``getrusage``'s ``ru_maxrss`` survives ``exec``, so
+    every job process started by the parent that wrote a large data set would report the
+    parent's peak (seen: 14.2 GiB for all three configurations at 10⁶ × 2,000).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -234,9 +246,8 @@ def run_job(config: str, folder: Path) -> dict:
 # the whole benchmark
 # -------------------------------------------------------------------------------------------
 def chunk_genes(n: int, G: int) -> int:
-    from stglm._transcriptome import default_chunk_size
-
-    return default_chunk_size(n)
+    """The block size every configuration is given: fit_genes' own (:func:`block_genes`)."""
+    return block_genes(n)
 
 
 def summarise(data: dict, runs: dict[str, list[dict]], rates: dict) -> dict:
@@ -292,15 +303,95 @@ def summarise(data: dict, runs: dict[str, list[dict]], rates: dict) -> dict:
     }
 
 
+#: The sizing table's rows (cells, genes, label) for docs/dask.md.
+SIZING = (
+    (1_000_000, 2_000, "10⁶ × 2,000 (the issue's benchmark)"),
+    (1_000_000, 18_000, "10⁶ × 18,000"),
+    (2_000_000, 18_000, "2·10⁶ × 18,000 (a Visium HD section, 8 µm)"),
+    (10_000_000, 18_000, "10⁷ × 18,000 (Visium HD, 2 µm)"),
+)
+SIZING_WORKERS = (8, 32, 128)
+
+
+def pair_plan(n: int) -> tuple[str, int]:
+    """How fit_genes holds the design's pair products at ``n`` cells under the default
+    budget (SharedDesign's rule: whole in float64 within the pair budget, else float32,
+    else rebuilt tile by tile) and the bytes it keeps."""
+    from stglm._solvers._options import DEFAULT_OPTIONS
+
+    m = P + 1
+    values, budget = n * m * (m + 1) // 2, DEFAULT_OPTIONS.pair_budget()
+    if 8 * values <= budget:
+        return "float64", 8 * values
+    if 4 * values <= budget:
+        return "float32", 4 * values
+    return "float64 tiles", 0
+
+
+def block_genes(n: int) -> int:
+    """fit_genes' own block size for a fixed-λ Poisson fit at ``n`` cells (one thread)."""
+    from stglm._cv import FIXED_COLUMN_ARRAYS, default_chunk_size
+
+    return default_chunk_size(n, reserved=pair_plan(n)[1], n_arrays=FIXED_COLUMN_ARRAYS)
+
+
 def worker_memory_model(n: int, block: int, threads: int = 1) -> float:
     """Bytes a worker needs: the shared design once, and per thread a running block and one
     read ahead (see docs/dask.md): 4 copies of the n × p design (X, X̃ᵀ, its scaled copy, |X|),
-    its pair products (at most 256 MiB, streamed beyond), the working arrays of a block
+    its pair products as :func:`pair_plan` keeps them, the working arrays of a block
     (13 n-vectors per gene) and its dense responses, plus ~300 MiB of imported libraries."""
     m = P + 1
-    shared = 4 * 8 * n * m + min(8 * n * m * (m + 1) // 2, 256 * 2**20)
+    shared = 4 * 8 * n * m + pair_plan(n)[1]
     per_block = 8 * 13 * n * block + 8 * n * block
     return 300 * 2**20 + shared + threads * (per_block + 8 * n * block)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def sizing_table(res: dict) -> str:
+    """docs/dask.md's sizing table: the measured block cost per cell·gene, fit_genes' own
+    block size and pair products at each size, the worker-memory model, and the wall time
+    on N one-thread workers if the blocks spread evenly (at the measured 2-worker
+    efficiency, at most 1)."""
+    s = res["summary"]
+    per_cell_gene, efficiency = s["seconds_per_cell_gene"], min(1.0, s["efficiency_2"])
+    rows = []
+    for n, G, label in SIZING:
+        block, cpu = block_genes(n), per_cell_gene * n * G
+        rows.append(
+            [
+                label,
+                str(block),
+                pair_plan(n)[0],
+                f"{worker_memory_model(n, block) / 2**30:.1f} GiB",
+                f"{worker_memory_model(n, block, threads=2) / 2**30:.1f} GiB",
+                f"{cpu / 3600:.2f}",
+                *(_duration(cpu / (w * efficiency)) for w in SIZING_WORKERS),
+            ]
+        )
+    d = res["data"]
+    return (
+        C.markdown_table(
+            [
+                "cells × genes",
+                "genes per block",
+                "pair products",
+                "memory, 1-thread worker",
+                "2-thread worker",
+                "CPU-hours",
+                *(f"{w} workers" for w in SIZING_WORKERS),
+            ],
+            rows,
+        )  # fmt: skip
+        + f"\n\nFrom the run on {d['n']:,} cells × {d['genes']:,} genes: "
+        f"{per_cell_gene * 1e9:.0f} ns of block compute per cell·gene, 2-worker efficiency "
+        f"{s['efficiency_2']:.0%}; blocks and pair products as fit_genes chooses them under the "
+        "default 4 GiB memory budget (benchmarks/bench_dask.py writes this table).\n"
+    )
 
 
 def tables(res: dict) -> str:
@@ -486,6 +577,9 @@ def main(argv=None) -> int:
     ap.add_argument("--job", choices=CONFIGS + STORAGE_CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=HERE / "results" / "dask.json")
+    ap.add_argument(
+        "--sizing-only", action="store_true", help="rewrite results/dask_sizing.md from --json"
+    )
     args = ap.parse_args(argv)
     if args.job:
         print(json.dumps(job(args.job, args.data), default=C.jsonable))
@@ -499,11 +593,17 @@ def main(argv=None) -> int:
         print("CSR fit identical to CSC:", res["csr_identical_to_csc"],
               "; converted matrix identical:", res["converted_identical"])  # fmt: skip
         return 0
-    res = run(args.cells, args.genes, args.repeats)
-    args.json.write_text(json.dumps(res, indent=1, default=C.jsonable))
-    args.json.with_suffix(".md").write_text(res["table"])
-    print(res["table"])
-    print("identical to the in-memory fit:", res["identical_to_memory"])
+    if not args.sizing_only:
+        res = run(args.cells, args.genes, args.repeats)
+        args.json.write_text(json.dumps(res, indent=1, default=C.jsonable))
+        args.json.with_suffix(".md").write_text(res["table"])
+        print(res["table"])
+        print("identical to the in-memory fit:", res["identical_to_memory"])
+    else:
+        res = json.loads(args.json.read_text())
+    sizing = sizing_table(res)
+    (args.json.parent / "dask_sizing.md").write_text(sizing)
+    print(sizing)
     return 0
 
 
