@@ -544,6 +544,6 @@ def test_test_genes_takes_a_given_offset_as_the_whole_offset():
     log_sf = np.log(totals) - np.log(totals).mean()
     kw = dict(design=design, reduced=["section"], distr="poisson", progress=False)
     auto = test_genes(adata, genes, **kw)  # size factors from the totals
-    given = test_genes(adata, genes, offset=log_sf, **kw)  # the same offset, given
+    given = test_genes(adata, genes, offset=log_sf, overwrite=True, **kw)  # the same, given
     np.testing.assert_allclose(given["stat"], auto["stat"], rtol=1e-9)
     assert adata.uns["stglm_test"]["model"]["offset"] == "array"
