@@ -172,6 +172,8 @@ def main(argv=None) -> int:
                     print("before", key(n, G, p), before[key(n, G, p)].get("fit_cpu"), flush=True)
                 after[key(n, G, p)] = r = job(sys.executable, n, G, p, ["--bandwidth"])
                 print("after ", key(n, G, p), r.get("fit_cpu"), r.get("error", ""), flush=True)
+                partial = {"after": after, "extra": extra, "peers": peers}  # kept if cut off
+                args.out.with_suffix(".partial.json").write_text(json.dumps(partial, indent=1))
                 if (n, G, p) == NJOBS:  # two threads next to one: wall time and memory
                     extra["n_jobs=2 " + key(*NJOBS)] = job(
                         sys.executable, *NJOBS, ["--n-jobs", "2", "--bandwidth"]

@@ -52,7 +52,7 @@ def _free_memory(monkeypatch, free: int) -> None:
 
 def test_decisions_follow_the_budget_not_the_free_memory(monkeypatch):
     """1 GiB or 64 GiB free: the same budget, pair-product budget and genes per chunk (on a
-    free-memory rule 10⁶ cells would get 3 and 32 genes, and float32 or float64 Z)."""
+    free-memory rule 10⁶ cells would get 2 and 32 genes, and float32 or float64 Z)."""
     monkeypatch.delenv(MEMORY_BUDGET_ENV, raising=False)
     seen = []
     for free in (2**30, 2**36):
