@@ -461,10 +461,12 @@ def test_copy_false_adds_only_documented_keys(small, key_added, store_fitted):
     assert set(adata.uns.keys()) - set(before.uns.keys()) == {key_added}
     expected_layers = {f"{key_added}_mu"} if store_fitted else set()
     assert set(adata.layers.keys()) - set(before.layers.keys()) == expected_layers
+    assert set(adata.obsm.keys()) - set(before.obsm.keys()) == {f"{key_added}_design"}
     # everything that was there is unchanged, and nothing else was added
     strip = adata.copy()
     strip.var = strip.var.drop(columns=list(new_var))
     del strip.varm[f"{key_added}_coef"]
+    del strip.obsm[f"{key_added}_design"]
     del strip.uns[key_added]
     for layer in expected_layers:
         del strip.layers[layer]
@@ -671,6 +673,8 @@ def test_coef_df_errors(small):
 # fitted_mean, top_effects
 # ---------------------------------------------------------------------------------------------
 def test_fitted_mean_reads_the_layer_or_recomputes_from_the_design(small):
+    """The stored layer, else the stored design (obsm), else a given design= (aligned by
+    obs_names); without any of them, an error naming design=."""
     adata, design, names = small
     stored = fit_genes(adata, names, design=design, store_fitted=True, copy=True, **AS_GLM)
     bare = fit_genes(adata, names, design=design, copy=True, **AS_GLM)
@@ -685,6 +689,11 @@ def test_fitted_mean_reads_the_layer_or_recomputes_from_the_design(small):
     np.testing.assert_allclose(
         stglm.get.fitted_mean(bare, gene, design=shuffled), expected, rtol=1e-12
     )
+    stored_design = bare.obsm["stglm_design"]
+    assert list(stored_design.columns) == [str(c) for c in design.columns]
+    np.testing.assert_array_equal(stored_design.to_numpy(), design.to_numpy())
+    np.testing.assert_allclose(stglm.get.fitted_mean(bare, gene), expected, rtol=1e-12)
+    del bare.obsm["stglm_design"]
     with pytest.raises(ValueError, match="design="):
         stglm.get.fitted_mean(bare, gene)
     other = next(g for g in adata.var_names if g not in names)

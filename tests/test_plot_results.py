@@ -278,6 +278,9 @@ def test_gene_fit_recomputes_means_from_the_design(fits):
 
 def test_gene_fit_errors(fits, data):
     stored, bare, design = fits
+    bare = bare.copy()
+    assert len(plot_gene_fit(bare, "KRT15")) == 2  # from the design fit_genes stored
+    del bare.obsm["stglm_design"]
     with pytest.raises(ValueError, match="design="):
         plot_gene_fit(bare, "KRT15")
     with pytest.raises(ValueError, match="lacks the fitted predictors"):

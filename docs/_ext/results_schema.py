@@ -144,11 +144,12 @@ def fit_rows() -> tuple[tuple[str, str, str, str], ...]:
         "varm": {R.coef_key(KEY)} | {R.stat_key(KEY, n) for n in R.INFERENCE_FIELDS},
         "obs": {R.offset_key(KEY)},
         "layers": {R.mu_layer(KEY)},
+        "obsm": {R.design_key(KEY)},
         "uns": {KEY},
     }
     _check(_added(adata, fitted), expected, "fit_genes")
     uns_fields = set(fitted.uns[KEY])
-    with tempfile.TemporaryDirectory() as tmp:  # the command line adds the design and "cli"
+    with tempfile.TemporaryDirectory() as tmp:  # the command line adds "cli"
         source, out = Path(tmp) / "in.h5ad", Path(tmp) / "out.h5ad"
         adata.write_h5ad(source)
         args = ["fit", str(source), "--section-key", "list_ID", "--lag", "KRT15", "--coords"]
@@ -180,7 +181,8 @@ def fit_rows() -> tuple[tuple[str, str, str, str], ...]:
          "offset) when one (n_obs,) offset was used"),
         ("layers", R.mu_layer(KEY), "n_obs × n_vars float32", "fitted means; with "
          "`store_fitted=True`"),
-        ("obsm", R.design_key(KEY), "n_obs × n_predictors", "the design; by `stglm fit`"),
+        ("obsm", R.design_key(KEY), "n_obs × n_predictors (DataFrame)", "the design that was "
+         "fitted (the fitted means and their plots read it)"),
     ]  # fmt: skip
     rows += [("uns", f"{KEY}['{k}']", "", v) for k, v in UNS_FIT_MEANING.items()]
     return tuple(rows)

@@ -318,9 +318,10 @@ def plot_gene_fit(
         Layer of the observed values; by default the one that was fitted (``adata.X`` unless
         fit_genes was given a ``layer``).
     design : DataFrame or array of shape (n_obs, n_predictors), optional
-        The design given to :func:`stglm.fit_genes`; needed to recompute the fitted means
-        when they were not stored (``store_fitted=False``). The stored layer
-        ``f"{key_added}_mu"`` is used when present.
+        The design given to :func:`stglm.fit_genes`, to recompute the fitted means when
+        they were not stored (``store_fitted=False``); default: the one fit_genes stored in
+        ``adata.obsm[f"{key_added}_design"]``. The stored layer ``f"{key_added}_mu"`` is
+        used when present.
     vmax : float, optional
         Top of the shared colour scale; by default the 99th percentile of the values of both
         panels (larger values take the top colour, marked by the colorbar's arrow).

@@ -151,7 +151,7 @@ def mu_layer(key: str) -> str:
 
 
 def design_key(key: str) -> str:
-    """The ``adata.obsm`` key of the design that the ``stglm fit`` command stores."""
+    """The ``adata.obsm`` key of the design a fit was given (``fit_genes`` and the CLI store it)."""
     return f"{key}_design"
 
 
@@ -263,6 +263,7 @@ def store_results(
     record: Mapping[str, str] | None = None,
     merge: bool = False,
     plan: Mapping[str, Any] | None = None,
+    design: np.ndarray | None = None,
 ) -> None:
     """Write the documented result keys (only these) into ``adata``.
 
@@ -301,6 +302,10 @@ def store_results(
     plan : dict, optional
         The fit's memory plan (budget, genes per chunk, pair products), stored in
         ``uns[key][PLAN]``.
+    design : ndarray of shape (n_obs, n_predictors), optional
+        The design, aligned with ``adata.obs_names``, stored as a DataFrame of the
+        ``predictors`` in ``obsm[design_key(key)]`` (so that fitted means and their plots
+        need no ``design=``).
     """
     annotations_in_memory(adata)
     pos = adata.var_names.get_indexer(names)
@@ -345,6 +350,10 @@ def store_results(
         adata.uns[key][MODEL_RECORD] = dict(record)
     if plan is not None:
         adata.uns[key][PLAN] = dict(plan)
+    if design is not None:
+        adata.obsm[design_key(key)] = pd.DataFrame(
+            design, index=adata.obs_names, columns=[str(c) for c in predictors]
+        )
     _store_means(adata, key, fitted_mu, pos, merge)
 
 

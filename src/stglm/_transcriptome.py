@@ -748,7 +748,7 @@ default="auto"
         )  # fmt: skip
     store_results(
         adata, key_added, data.names, frame.columns, out, status, fitted_mu, params, layer,
-        data.model(theta), data.offset, record=record, merge=merge, plan=plan,
+        data.model(theta), data.offset, record=record, merge=merge, plan=plan, design=X,
     )  # fmt: skip
     return adata if copy else None
 

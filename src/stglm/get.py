@@ -23,6 +23,7 @@ from ._results import (
     RANKED_STATUSES,
     check_gene,
     coef_key,
+    design_key,
     mu_layer,
     offset_key,
     results_info,
@@ -102,7 +103,8 @@ def fitted_mean(
     Read from ``adata.layers[f"{key_added}_mu"]`` when :func:`stglm.fit_genes` stored it
     (``store_fitted=True``); otherwise recomputed as μ(β0 + offset + design · β) from the
     stored intercept, coefficients and offset (``obs[f"{key_added}_offset"]``), the gene's θ
-    and the family and link in ``adata.uns[key_added]``, and ``design``.
+    and the family and link in ``adata.uns[key_added]``, and the design fit_genes stored
+    (``obsm[f"{key_added}_design"]``) or ``design``.
 
     Parameters
     ----------
@@ -113,8 +115,9 @@ def fitted_mean(
     key_added : str, default="stglm"
         The ``key_added`` used when fitting.
     design : DataFrame or array of shape (n_obs, n_predictors), optional
-        The design given to :func:`stglm.fit_genes` (same alignment rules); needed when the
-        fitted means were not stored. Its columns must include the fitted predictors.
+        The design given to :func:`stglm.fit_genes` (same alignment rules); default: the one
+        it stored in ``adata.obsm[f"{key_added}_design"]``. Its columns must include the
+        fitted predictors.
     offset : array of shape (n_obs,), optional
         The gene's offset, when fit_genes was given a per-gene (n_obs, n_genes) one (which it
         does not store); otherwise the stored one is used.
@@ -135,8 +138,10 @@ def fitted_mean(
     if layer in adata.layers:
         return dense_columns(adata.layers[layer], [j]).ravel()
     if design is None:
+        design = adata.obsm.get(design_key(key_added))
+    if design is None:
         raise InputError(
-            f"adata.layers[{layer!r}] is absent (fit_genes ran without store_fitted=True); "
+            f"adata.layers[{layer!r}] and adata.obsm[{design_key(key_added)!r}] are absent; "
             "pass design=, the design given to fit_genes, to recompute the fitted means."
         )
     frame = design_frame(design, adata)
