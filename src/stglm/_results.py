@@ -15,7 +15,7 @@ For a prefix ``key`` (fit_genes' ``key_added``):
 - ``adata.layers[mu_layer(key)]`` — fitted means, with ``store_fitted=True``;
 - ``adata.obs[offset_key(key)]`` — the offset (log size factors and/or a given offset) when
   one (n_obs,) offset was used, so the fitted means can be recomputed;
-- ``adata.obsm[design_key(key)]`` — the design, written by the ``stglm fit`` command.
+- ``adata.obsm[design_key(key)]`` — the design that was fitted (``fit_genes`` and the CLI).
 
 Writers and readers (fit_genes, :mod:`stglm.get`, the plots, the CLI) build the key names
 with these functions only, so the schema is spelled once.
