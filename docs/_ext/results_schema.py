@@ -51,6 +51,9 @@ UNS_FIT_MEANING = {
     "genes": "the fitted genes, in fitting order (a later call of the same model adds its own)",
     "model": "family, link, offset, theta, sample_weight and what one unit of a coefficient means",
     "model_record": "what a later call under the same key must match to add its genes (strings)",
+    "plan": "the latest call's memory plan: `memory_budget` (bytes), `chunk_size`, and how the "
+    "pair products were held (`pair_products`, `fold_pair_products` with CV: float64, float32 "
+    "or float64 tiles) — decided from the data's sizes and the budget only",
     "cli": "the command line's options (written by `stglm fit` / `stglm test` only)",
 }
 TEST_MEANING = {
@@ -70,7 +73,10 @@ UNS_TEST_MEANING = {
     "tested": "the design columns tested (those `reduced` leaves out)",
     "reduced": "the columns the reduced model keeps",
     "model": "family, link, offset, theta and sample_weight, as in fit_genes' `model`",
-    "genes": "the tested genes, in order",
+    "genes": "the tested genes, in order (a later call of the same test adds its own)",
+    "columns": "the per-gene columns the test wrote into `var` (without the key's prefix)",
+    "model_record": "what a later call under the same key must match to add its genes (not "
+    "for QL: its prior is the call's genes')",
     "ql_df0": "the empirical-Bayes prior degrees of freedom of the QL dispersions (QL test)",
     "df_resid": "the residual degrees of freedom of the full model (QL test)",
 }
