@@ -386,7 +386,7 @@ def sizing_table(res: dict) -> str:
                 *(f"{w} workers" for w in SIZING_WORKERS),
             ],
             rows,
-        )  # fmt: skip
+        )
         + f"\n\nFrom the run on {d['n']:,} cells × {d['genes']:,} genes: "
         f"{per_cell_gene * 1e9:.0f} ns of block compute per cell·gene, 2-worker efficiency "
         f"{s['efficiency_2']:.0%}; blocks and pair products as fit_genes chooses them under the "
