@@ -165,6 +165,18 @@ def test_heatmap_scales_each_predictor_by_its_largest_effect(fits):
     assert quiet < 0.05 < np.abs(drawn[:, 1:]).max()
 
 
+def test_heatmap_labels_are_legible(fits):
+    """Issue 16 ("its labels are tiny"): gene and predictor labels get 11 pt when few, and
+    never drop below 6 / 7 pt however many are drawn; a figure of a few genes is not a
+    column of 4-pt text."""
+    adata = fits[0]
+    few = plot_coef_heatmap(adata, top=5, cluster=False)
+    assert all(t.get_fontsize() == 11.0 for t in few.get_yticklabels())
+    assert all(t.get_fontsize() >= 7.0 for t in few.get_xticklabels())
+    many = plot_coef_heatmap(adata, top=200, cluster=False)
+    assert all(t.get_fontsize() >= 6.0 for t in many.get_yticklabels())
+
+
 def test_heatmap_predictors_and_zero_columns(fits):
     """predictors= picks the columns drawn and ranked by; all-zero columns are left out."""
     adata = fits[0].copy()
