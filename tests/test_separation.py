@@ -267,6 +267,24 @@ def test_visium_genes_as_the_hull_says(visium_counts, name):
     assert 80 <= hull.any(axis=1).sum() <= 90  # the 84 genes without a count in one section
 
 
+@pytest.mark.parametrize("name", ["section", "section+coords"])
+def test_the_null_space_route_agrees_with_the_face_route(visium_counts, name):
+    """With ≤ MAX_HULL_DIM free predictors the rank-deficient genes take the hull's faces;
+    the null space + LP route (used beyond) gives the same sets on the same genes."""
+    from stglm._separation import MAX_HULL_DIM, _off_the_null_space
+
+    adata, Y = visium_counts
+    X = spatial.build_design(adata, **VISIUM_DESIGNS[name]).to_numpy(float)
+    assert X.shape[1] <= MAX_HULL_DIM
+    X1 = np.column_stack([np.ones(X.shape[0]), X])
+    mask = np.ones(X.shape[0], bool)
+    positive = np.sign(Y[Y.sum(axis=1) > 0])
+    faces = _off_the_null_space(X1, mask, positive, X)
+    lp = _off_the_null_space(X1, mask, positive)
+    assert_array_equal(faces, lp)
+    assert faces.any(axis=1).sum() >= 80
+
+
 def test_quasi_complete_separation_by_a_continuous_predictor():
     # Counts only where x takes its largest value (ties, spread along z): the zeros below
     # it are separated (d = x − max x), the zeros at it are not; one count below: none.
