@@ -271,7 +271,7 @@ def test_visium_genes_as_the_hull_says(visium_counts, name):
 def test_the_null_space_route_agrees_with_the_face_route(visium_counts, name):
     """With ≤ MAX_HULL_DIM free predictors the rank-deficient genes take the hull's faces;
     the null space + LP route (used beyond) gives the same sets on the same genes."""
-    from stglm._separation import MAX_HULL_DIM, _off_the_null_space
+    from stglm._separation import MAX_HULL_DIM, _separated_rows
 
     adata, Y = visium_counts
     X = spatial.build_design(adata, **VISIUM_DESIGNS[name]).to_numpy(float)
@@ -279,8 +279,8 @@ def test_the_null_space_route_agrees_with_the_face_route(visium_counts, name):
     X1 = np.column_stack([np.ones(X.shape[0]), X])
     mask = np.ones(X.shape[0], bool)
     positive = np.sign(Y[Y.sum(axis=1) > 0])
-    faces = _off_the_null_space(X1, mask, positive, X)
-    lp = _off_the_null_space(X1, mask, positive)
+    faces = _separated_rows(X1, mask, positive, X)
+    lp = _separated_rows(X1, mask, positive)
     assert_array_equal(faces, lp)
     assert faces.any(axis=1).sum() >= 80
 

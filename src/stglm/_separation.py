@@ -166,7 +166,7 @@ def separated_samples(X, Y, sample_weight=None, *, fit_intercept: bool = True):
         genes = np.flatnonzero((which.ravel() == a) & counted)
         if genes.size:
             hull = X if fit_intercept and X.shape[1] <= MAX_HULL_DIM else None
-            out[genes] = _off_the_null_space(X1, mask, positive[genes], hull)
+            out[genes] = _separated_rows(X1, mask, positive[genes], hull)
     return out if out.any() else None
 
 
@@ -202,7 +202,7 @@ def _positive_grams(Xs: np.ndarray, positive: np.ndarray) -> np.ndarray:
     return unpack_hessians(packed, np.ones(positive.shape[0]), rows, cols, m)
 
 
-def _off_the_null_space(
+def _separated_rows(
     X1: np.ndarray, mask: np.ndarray, positive: np.ndarray, hull: np.ndarray | None = None
 ) -> np.ndarray:
     """Samples of ``mask`` that some d with X̃d = 0 on each gene's counts sends to 0.
