@@ -328,22 +328,28 @@ def pair_plan(n: int) -> tuple[str, int]:
     return "float64 tiles", 0
 
 
-def block_genes(n: int) -> int:
-    """fit_genes' own block size for a fixed-λ Poisson fit at ``n`` cells (one thread)."""
+def block_genes(n: int, threads: int = 1) -> int:
+    """fit_genes' own block size for a fixed-λ Poisson fit at ``n`` cells, for a worker
+    running ``threads`` blocks at once (they share its memory budget)."""
     from stglm._cv import FIXED_COLUMN_ARRAYS, default_chunk_size
 
-    return default_chunk_size(n, reserved=pair_plan(n)[1], n_arrays=FIXED_COLUMN_ARRAYS)
+    return default_chunk_size(
+        n, reserved=pair_plan(n)[1], n_jobs=threads, n_arrays=FIXED_COLUMN_ARRAYS
+    )
 
 
 def worker_memory_model(n: int, block: int, threads: int = 1) -> float:
     """Bytes a worker needs: the shared design once, and per thread a running block and one
     read ahead (see docs/dask.md): 4 copies of the n × p design (X, X̃ᵀ, its scaled copy, |X|),
-    its pair products as :func:`pair_plan` keeps them, the working arrays of a block
-    (13 n-vectors per gene) and its dense responses, plus ~300 MiB of imported libraries."""
+    its pair products as :func:`pair_plan` keeps them, the working arrays of a fixed-λ block
+    (FIXED_COLUMN_ARRAYS n-vectors per gene) and its dense responses, the responses of the
+    block read ahead, plus ~300 MiB of imported libraries."""
+    from stglm._cv import FIXED_COLUMN_ARRAYS
+
     m = P + 1
     shared = 4 * 8 * n * m + pair_plan(n)[1]
-    per_block = 8 * 13 * n * block + 8 * n * block
-    return 300 * 2**20 + shared + threads * (per_block + 8 * n * block)
+    per_thread = 8 * (FIXED_COLUMN_ARRAYS + 2) * n * block
+    return 300 * 2**20 + shared + threads * per_thread
 
 
 def _duration(seconds: float) -> str:
@@ -361,14 +367,13 @@ def sizing_table(res: dict) -> str:
     per_cell_gene, efficiency = s["seconds_per_cell_gene"], min(1.0, s["efficiency_2"])
     rows = []
     for n, G, label in SIZING:
-        block, cpu = block_genes(n), per_cell_gene * n * G
+        one, two, cpu = block_genes(n), block_genes(n, threads=2), per_cell_gene * n * G
         rows.append(
             [
                 label,
-                str(block),
                 pair_plan(n)[0],
-                f"{worker_memory_model(n, block) / 2**30:.1f} GiB",
-                f"{worker_memory_model(n, block, threads=2) / 2**30:.1f} GiB",
+                f"{one}, {worker_memory_model(n, one) / 2**30:.1f} GiB",
+                f"{two}, {worker_memory_model(n, two, threads=2) / 2**30:.1f} GiB",
                 f"{cpu / 3600:.2f}",
                 *(_duration(cpu / (w * efficiency)) for w in SIZING_WORKERS),
             ]
@@ -378,10 +383,9 @@ def sizing_table(res: dict) -> str:
         C.markdown_table(
             [
                 "cells × genes",
-                "genes per block",
                 "pair products",
-                "memory, 1-thread worker",
-                "2-thread worker",
+                "1-thread worker: block, memory",
+                "2-thread worker: blocks, memory",
                 "CPU-hours",
                 *(f"{w} workers" for w in SIZING_WORKERS),
             ],

@@ -203,6 +203,21 @@ def test_other_block_size_and_the_default_scheduler(client, data):
     assert_same_results(fit(lazy(data), data, **options), fit(in_memory(data), data, **options))
 
 
+def test_default_blocks_are_sized_for_the_threads_of_one_worker(client, data):
+    """Blocks running in one process share its memory budget: with Dask, a worker's
+    threads (1 on this cluster; the default scheduler's num_workers) decide as n_jobs does
+    in memory."""
+
+    def plan(adata, **kwargs):
+        return fit(adata, data, chunk_size=None, **kwargs).uns["stglm"]["plan"]["chunk_size"]
+
+    with client.as_current():
+        assert plan(lazy(data)) == plan(in_memory(data), n_jobs=1)
+    with dask.config.set(num_workers=3):
+        threads = plan(lazy(data))
+    assert threads == plan(in_memory(data), n_jobs=3) < plan(in_memory(data), n_jobs=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # faults
 # ---------------------------------------------------------------------------------------------

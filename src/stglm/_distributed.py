@@ -48,6 +48,7 @@ __all__ = [
     "IN_FLIGHT_PER_THREAD",
     "GeneBlockError",
     "active_client",
+    "block_threads",
     "cluster_client",
     "require_dask",
     "run_lazy_blocks",
@@ -99,6 +100,27 @@ def active_client() -> Any:
         return default_client()
     except ValueError:  # no client
         return None
+
+
+def block_threads() -> int:
+    """Blocks one process runs at once (the threads of one worker).
+
+    The threads of the largest worker of the active client, else those of Dask's default
+    scheduler (``num_workers``, else every core). The blocks running in one process share
+    its memory budget, so blocks are sized for this many
+    (:func:`stglm._cv.default_chunk_size`).
+    """
+    client = active_client()
+    if client is not None:
+        return max(1, max(client.nthreads().values(), default=1))
+    return _default_scheduler_threads()
+
+
+def _default_scheduler_threads() -> int:
+    """Threads of Dask's default (threaded) scheduler."""
+    import dask
+
+    return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
 
 
 def _block_columns(matrix: Any, columns: np.ndarray) -> Any:
@@ -196,9 +218,7 @@ def run_lazy_blocks(
 
 def _run_default_scheduler(task: Callable, jobs: list) -> Iterator[Any]:
     """The blocks in as many threads as Dask's default scheduler has, a window at a time."""
-    import dask
-
-    n_threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    n_threads = _default_scheduler_threads()
     with ThreadPoolExecutor(n_threads, thread_name_prefix="stglm-block") as pool:
         pending = iter(jobs)
         running = {

@@ -47,7 +47,7 @@ from ._cv import (
     warn_choice,
 )
 from ._defaults import AUTO, front_end_model
-from ._distributed import run_lazy_blocks
+from ._distributed import block_threads, run_lazy_blocks
 from ._errors import InputError, InputTypeError
 from ._families import Family
 from ._glm import GLM
@@ -591,13 +591,15 @@ default="auto"
         ``STGLM_MEMORY_BUDGET``, e.g. ``8G``, else 4 GiB — never the machine's free
         memory, so that the same call decides, and computes, the same everywhere; a
         warning says when the plan exceeds the memory available).
-        With a dask array, the genes of one Dask task: a worker's memory is about 13 × 8
-        bytes × n_obs per gene of each block it runs or holds (two per thread), plus the
-        design it shares across blocks.
+        With a dask array, the genes of one Dask task, by default sized for the threads
+        of one worker (they share its budget as ``n_jobs`` threads do in memory): a
+        worker's memory is about 8 bytes × n_obs × (11 at one λ, 15 with
+        cross-validation) per gene of each block it runs, plus the design it shares
+        across blocks (docs/dask.md).
     n_jobs : int, optional
         Chunks solved in parallel threads (opt-in; at most the number of chunks), with
         joblib's meaning: -1 is every core, -2 all but one. Unused with a dask array: the
-        Dask scheduler's workers run the blocks.
+        Dask scheduler's workers run the blocks, as many at once as they have threads.
     progress : bool, default=True
         Show a tqdm progress bar over genes.
     copy : bool, default=False
@@ -970,8 +972,14 @@ def run_block(data: GeneResponses, fit_block, chunk: np.ndarray, values=None):
 
 
 def block_workers(data: GeneResponses, n_jobs: int | None) -> int:
-    """Threads that run blocks at once: joblib's meaning of ``n_jobs``; 1 with Dask."""
-    return 1 if n_jobs is None or data.lazy else max(1, effective_n_jobs(n_jobs))
+    """Blocks that run at once in one process, sharing its memory budget.
+
+    joblib's meaning of ``n_jobs``; with Dask, the threads of a worker
+    (:func:`~stglm._distributed.block_threads`).
+    """
+    if data.lazy:
+        return block_threads()
+    return 1 if n_jobs is None else max(1, effective_n_jobs(n_jobs))
 
 
 def run_blocks(
