@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 from scipy import stats
 
 from stglm import _quasi
@@ -332,6 +332,83 @@ def test_all_zero_genes_get_nan_and_a_status_and_stay_out_of_bh():
     assert (rest["status"] == "ok").all()
     assert_allclose(rest["qvalue"], stats.false_discovery_control(rest["pvalue"]), rtol=1e-12)
     assert (a.var.loc[zero, "stglm_test_status"] == "all zeros").all()
+
+
+def _without_counts_in_cp(genes):
+    """The reference genes with no counts in section CP for ``genes`` (positions)."""
+    a = gene_adata().copy()
+    Y = a.X.toarray()
+    cp = design()["section_CP"].to_numpy() == 1
+    Y[np.ix_(cp, genes)] = 0.0
+    a.X = sp.csr_matrix(Y)
+    return a, cp
+
+
+@pytest.mark.parametrize("distr", ["poisson", "neg-binomial"])
+def test_genes_the_tested_predictors_separate_are_not_tested(distr):
+    """No counts in section CP: testing section_CP's indicator (LRT, Wald, QL) has no ML
+    estimate and no reference distribution — status "separated", NaN, out of BH — while
+    testing x, y with the indicator in both models is that of the limit models: the fit
+    on the other section's spots without the indicator (to 1e-6)."""
+    from stglm import test_genes
+
+    sep = [1, 4]
+    a, cp = _without_counts_in_cp(sep)
+    other = a[~cp].copy()  # the other section's spots alone
+    d = design()
+    names = [GENES[g] for g in sep]
+    common = dict(
+        distr=distr, link="log", offset=d["log_total"].to_numpy(), size_factors=None,
+        tol=1e-12, progress=False,
+    )  # fmt: skip
+    tests = [("lrt", [c for c in PRED if c != "section_CP"]), ("wald", PRED[1:])]
+    if distr == "neg-binomial":
+        tests.append(("ql", PRED[1:]))
+    for test, reduced in tests:
+        tab = test_genes(a, design=d[PRED], reduced=reduced, test=test, key_added=test, **common)
+        assert (tab.loc[names, "status"] == "separated").all(), test
+        assert tab.loc[names, ["stat", "pvalue", "qvalue"]].isna().all().all(), test
+        rest = tab.drop(index=names)
+        assert (rest["status"] == "ok").all(), test
+        assert_allclose(rest["qvalue"], stats.false_discovery_control(rest["pvalue"]), rtol=1e-12)
+
+    # x and y, section_CP in both models: both separate CP's spots alike.
+    tab = test_genes(a, design=d[PRED], reduced=RED, **common)
+    assert (tab.loc[names, "status"] == "ok").all()
+    kept = [c for c in PRED if c != "section_CP"]
+    alone = test_genes(
+        other, names, design=d.loc[~cp, kept], reduced=[c for c in RED if c != "section_CP"],
+        **{**common, "offset": d.loc[~cp, "log_total"].to_numpy()},
+    )  # fmt: skip
+    assert_allclose(tab.loc[names, "stat"], alone["stat"], rtol=1e-6)
+    assert_allclose(tab.loc[names, "pvalue"], alone["pvalue"], rtol=1e-6)
+
+
+def test_separated_by_tested_definition():
+    """separated_by_tested on small designs whose answer is known by construction."""
+    from stglm._separation import separated_by_tested
+
+    rng = np.random.default_rng(0)
+    n = 60
+    section = (np.arange(n) >= 40).astype(float)
+    x = rng.normal(size=n)
+    y_full = rng.poisson(2.0, n).astype(float)
+    y_gap = np.where(section == 1, 0.0, y_full)  # no counts in the second section
+    Y = np.vstack([y_full, y_gap])
+    X = np.column_stack([section, x])
+    # Testing the section: only the gene without counts there is separated by it.
+    assert_array_equal(separated_by_tested(X, X[:, [1]], Y), [False, True])
+    assert_array_equal(separated_by_tested(X, X[:, [1]], Y, column=0), [False, True])
+    # Testing x, section in both: separated alike, testable on the first section.
+    assert_array_equal(separated_by_tested(X, X[:, [0]], Y), [False, False])
+    assert_array_equal(separated_by_tested(X, X[:, [0]], Y, column=1), [False, False])
+    # A tested column that is 0 off the separated samples has no df left there.
+    x_gap = np.where(section == 1, x, 0.0)
+    X2 = np.column_stack([section, x_gap])
+    assert_array_equal(separated_by_tested(X2, X2[:, [0]], Y), [False, True])
+    # Weights of 0 remove samples: the zeros left are no section of their own.
+    w = np.where(section == 1, 0.0, 1.0)
+    assert_array_equal(separated_by_tested(X, X[:, [1]], Y, w), [False, False])
 
 
 # ---------------------------------------------------------------------------------------------

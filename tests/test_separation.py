@@ -156,6 +156,17 @@ def test_weights_of_zero_remove_samples():
     assert found[0].sum() == (X[:, 0] == 1).sum() - 1 and not found[1].any()
 
 
+def test_weights_of_zero_on_a_whole_section():
+    """A section all of whose samples have weight 0: its indicator is 0 on the samples
+    left, which nothing separates (no overflow from scaling a column that is 0 there)."""
+    X = grid_design()
+    y = np.where(X[:, 0] == 0, 2.0, 0.0)  # counts only off section 1 ...
+    w = np.where(X[:, 0] == 1, 0.0, 1.0)  # ... which is left out
+    with np.errstate(all="raise"):
+        assert separated_samples(X, y[None, :], w) is None
+        assert_array_equal(separated_samples(X, y[None, :])[0], X[:, 0] == 1)
+
+
 def test_the_designs_own_null_space_separates_nothing():
     # A duplicated column and an all-zero one: X̃d = 0 everywhere is not separation.
     X = grid_design()

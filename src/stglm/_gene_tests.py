@@ -17,7 +17,9 @@ family, link, offset and weights; what the reduced model leaves out is tested:
   F on (df_test, d0 + df_resid). Better calibrated than the LRT when θ is estimated from
   few samples.
 
-p-values are adjusted by Benjamini–Hochberg over the genes that could be tested.
+p-values are adjusted by Benjamini–Hochberg over the genes that could be tested: not
+those without counts, with θ at its bound, or whose zeros the tested predictors separate
+(their ML estimate does not exist: :func:`stglm._separation.separated_by_tested`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from ._errors import InputError, InputTypeError
 from ._inference import estimated_dispersion
 from ._metrics import weighted_column_sum
 from ._quasi import overdispersion_shrinkage, ql_f_test
-from ._results import NOT_CONVERGED, OK, merge_into, store_test_results
+from ._results import NOT_CONVERGED, OK, SEPARATED, merge_into, store_test_results
+from ._separation import can_separate, separated_by_tested
 from ._transcriptome import (
     GeneResponses,
     _GeneFitter,
@@ -138,8 +141,14 @@ n_jobs, progress
         (Benjamini–Hochberg over the testable genes under ``key_added``, an earlier
         call's merged ones included), ``theta_full`` and
         ``theta_reduced`` (negative binomial), ``status`` ("ok"; "not converged"; "all
-        zeros" and "theta at lower bound" — θ ran to its lower bound under either model, a
-        gene with a handful of counts —, both NaN and left out of the adjustment). The
+        zeros", "theta at lower bound" — θ ran to its lower bound under either model, a
+        gene with a handful of counts — and "separated" — the tested predictors separate
+        the gene's zeros, e.g. a tested section indicator of a section without its counts,
+        so that its ML estimate does not exist and the statistic has no reference
+        distribution —, all three NaN and left out of the adjustment). A gene whose
+        zeros both models separate alike (a section without counts that both have an
+        indicator for) is tested on the samples the limit models keep, and is "ok"
+        (:func:`stglm._separation.separated_by_tested`). The
         same columns are written to ``adata.var[f"{key_added}_<column>"]`` and what was
         tested to ``adata.uns[key_added]``.
     """
@@ -189,6 +198,7 @@ n_jobs, progress
         "theta_full": np.full(n_genes, np.nan),
         "theta_reduced": np.full(n_genes, np.nan),
         "converged": np.zeros(n_genes, dtype=bool),
+        "separated_by_test": np.zeros(n_genes, dtype=bool),
     }
     status = np.full(n_genes, OK, dtype=object)
     if test == "ql":
@@ -202,6 +212,7 @@ n_jobs, progress
         for idx, result in blocks:
             for key, values in result.items():
                 out[key][idx] = values
+    status[(status == OK) & out["separated_by_test"]] = SEPARATED
     status[(status == OK) & ~out["converged"]] = NOT_CONVERGED
     # θ at its lower bound under either model: the NB likelihood has no interior maximum (a
     # handful of counts), and its statistic means nothing: untestable.
@@ -261,6 +272,21 @@ class _NestedModels:
         self.fit_intercept = fit_intercept
         self.df_test = X_full.shape[1] - X_red.shape[1]
 
+    def separated_by_test(self, Y, separated, column=None) -> np.ndarray:
+        """Genes (columns of Y) whose zeros the tested predictors separate, (G,) bool.
+
+        See :func:`stglm._separation.separated_by_tested`; looked for only where the full
+        fit found separation (``separated``, its flags).
+        """
+        out = np.zeros(Y.shape[1], dtype=bool)
+        genes = np.flatnonzero(separated)
+        if genes.size and can_separate(self.family):
+            out[genes] = separated_by_tested(
+                self.X_full, self.X_red, Y[:, genes].T, self.data.weights,
+                fit_intercept=self.fit_intercept, column=column,
+            )  # fmt: skip
+        return out
+
     def loglik(self, X, Y, offset, fit):
         """(ℓ per gene at ``fit``, Pearson dispersion or None); see :func:`_loglik`."""
         return _loglik(self.family, X, Y, offset, fit, self.data.weights, self.fit_intercept)
@@ -275,7 +301,11 @@ class _NestedTest(_NestedModels):
 
     def block(self, Y, offset, idx) -> dict:
         fit_full = self.full.fit(Y, offset)
-        result = {"theta_full": fit_full["theta"], "converged": fit_full["converged"]}
+        result = {
+            "theta_full": fit_full["theta"],
+            "converged": fit_full["converged"],
+            "separated_by_test": self.separated_by_test(Y, fit_full["separated"], self.column),
+        }
         if self.column is not None:  # Wald: the full fit's own z (or t) and p
             j = self.column
             result["stat"] = fit_full["coef"][:, j] / fit_full["se"][:, j]
@@ -357,12 +387,18 @@ class _QuasiLikelihood(_NestedModels):
         def first(Y, offset, idx):
             fit = self.full.fit(Y, offset)
             Z = _linear_predictor(self.X_full, fit, offset, self.fit_intercept)
-            return {**fit, "mean": self.family.with_theta(fit["theta"]).mean(Z).mean(axis=0)}
+            return {
+                **fit,
+                "mean": self.family.with_theta(fit["theta"]).mean(Z).mean(axis=0),
+                "separated_by_test": self.separated_by_test(Y, fit["separated"]),
+            }
 
         for idx, fit in run_blocks(data, first, status, chunk_size, n_jobs, progress, "fitting"):
             out["theta_full"][idx], mean[idx] = fit["theta"], fit["mean"]
             out["converged"][idx] = fit["converged"]
+            out["separated_by_test"][idx] = fit["separated_by_test"]
         testable = (status == OK) & out["converged"] & (out["theta_full"] > THETA_MIN)
+        testable &= ~out["separated_by_test"]
         n_eff = data.n_obs if data.weights is None else int(np.count_nonzero(data.weights))
         df_resid = float(n_eff - self.X_full.shape[1] - int(self.fit_intercept))
         alpha = np.where(testable, 1.0 / out["theta_full"], np.nan)

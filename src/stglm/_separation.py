@@ -46,6 +46,7 @@ __all__ = [
     "fit_separation",
     "separated_genes",
     "separated_samples",
+    "separated_by_tested",
 ]
 
 #: Relative size of a singular value (or eigenvalue) that counts as zero.
@@ -121,6 +122,58 @@ def separated_genes(family, design, Y, reg_lambda, penalty_factor, sample_weight
     return np.zeros(Yt.shape[0], bool) if found is None else found.any(axis=1)
 
 
+def separated_by_tested(
+    X_full, X_reduced, Y, sample_weight=None, *, fit_intercept: bool = True, column=None
+) -> np.ndarray:
+    """Whether the tested predictors separate each response's zeros, (G,) bool.
+
+    A test of the columns of ``X_full`` that ``X_reduced`` leaves out (the likelihood-ratio
+    test; with ``column``, the Wald test of that column of ``X_full``) compares, for a
+    separated response, the two *limit models*: both fitted on the samples off the
+    separated set, where the supremum of each likelihood is attained. That test is the
+    usual one when both models separate the same samples (a section without counts
+    that both models have an indicator for) and the tested columns keep their degrees of
+    freedom on the samples left (the Wald test: the column stays identifiable there). Where
+    the full model separates more samples — the tested predictors are what sends their
+    means to 0, a tested section indicator of a section without counts, say — the LR
+    statistic has no χ² reference and the Wald z no meaning (it shrinks to 0 as the
+    coefficient runs off, Hauck and Donner 1977): True. ``X_full``, ``X_reduced`` (n, p),
+    ``Y`` (G, n) counts, ``sample_weight`` (n,) or None.
+    """
+    Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
+    out = np.zeros(Y.shape[0], bool)
+    full = separated_samples(X_full, Y, sample_weight, fit_intercept=fit_intercept)
+    if full is None:
+        return out
+    genes = np.flatnonzero(full.any(axis=1))
+    reduced = None
+    if column is None:
+        reduced = separated_samples(X_reduced, Y[genes], sample_weight, fit_intercept=fit_intercept)
+        if reduced is None:
+            reduced = np.zeros((genes.size, Y.shape[1]), bool)
+    n = Y.shape[1]
+    inside = np.ones(n, bool) if sample_weight is None else np.asarray(sample_weight) > 0
+
+    def design(X):
+        X = np.asarray(X, dtype=np.float64).reshape(n, -1)
+        return np.column_stack([np.ones(n), X]) if fit_intercept else X
+
+    X1 = design(X_full)
+    if column is None:
+        X1_other = design(X_reduced)
+        df = X1.shape[1] - X1_other.shape[1]
+    else:
+        X1_other = np.delete(X1, int(column) + int(fit_intercept), axis=1)
+        df = 1
+    for k, g in enumerate(genes):
+        if reduced is not None and not np.array_equal(full[g], reduced[k]):
+            out[g] = True
+            continue
+        keep = inside & ~full[g]
+        out[g] = _design_basis(X1, keep)[1] - _design_basis(X1_other, keep)[1] != df
+    return out
+
+
 def separated_samples(X, Y, sample_weight=None, *, fit_intercept: bool = True):
     """Each response's separated samples (see the module docstring), or None if none.
 
@@ -173,16 +226,19 @@ def separated_samples(X, Y, sample_weight=None, *, fit_intercept: bool = True):
 def _design_basis(X1: np.ndarray, mask: np.ndarray):
     """(scale, rank, null) of the design on the samples ``mask``, cached.
 
-    The columns' RMS on ``mask``, the rank of X̃/scale there and its null space (rows). A
-    whole-transcriptome fit asks for the same design and samples once per block of genes
-    (the SVD of 10⁶ × 7 costs ≈ 0.2 s, its key 0.04 s); the key is a digest of both
-    arrays, so a changed array is never served stale.
+    The columns' RMS on ``mask`` (1 for a column that is 0 there), the rank of X̃/scale
+    there and its null space (rows). A whole-transcriptome fit asks for the same design and
+    samples once per block of genes (the SVD of 10⁶ × 7 costs ≈ 0.2 s, its key 0.04 s);
+    the key is a digest of both arrays, so a changed array is never served stale.
     """
     key = (X1.shape, hashlib.sha1(np.ascontiguousarray(X1)).hexdigest(),
            hashlib.sha1(np.packbits(mask)).hexdigest())  # fmt: skip
     hit = _BASES.get(key)
     if hit is None:
-        scale = np.maximum(np.sqrt((X1[mask] ** 2).mean(axis=0)), np.finfo(float).tiny)
+        scale = np.sqrt((X1[mask] ** 2).mean(axis=0))
+        # A column that is 0 on these samples (a section all of whose samples have weight
+        # 0) stays as it is: 1/tiny would overflow on the samples outside them.
+        scale[scale == 0.0] = 1.0
         # The singular values and vectors of the tall X̃[mask] are those of its QR's R.
         R = np.linalg.qr(X1[mask] / scale, mode="r")
         _, s, Vt = np.linalg.svd(R, full_matrices=False)
