@@ -159,9 +159,25 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", type=int, nargs="*", default=list(CELLS))
     ap.add_argument("--no-glum", action="store_true", help="skip the glum loop")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale.json")
+    ap.add_argument(
+        "--resume", action="store_true",
+        help="keep the jobs of the last cut-off run (OUT's .partial.json) that did not fail",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     after, before, extra, peers = {}, {}, {}, {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    done = {}
+    if args.resume:
+        done = json.loads(args.out.with_suffix(".partial.json").read_text())
+        started = done.get("started", started) + " (resumed)"
+
+    def run(group: str, name: str, python: str, *spec, extra_args=()):
+        """The job, or the resumed run's result for it (if it did not fail)."""
+        kept = done.get(group, {}).get(name)
+        if kept is not None and "error" not in kept:
+            return kept
+        return job(python, *spec, list(extra_args))
+
     for p in PREDICTORS:
         for n in args.cells:
             for G in GENES:
@@ -170,16 +186,27 @@ def main(argv=None) -> int:
                 if args.before and (n, G, p) in BEFORE:
                     before[key(n, G, p)] = job(args.before, n, G, p)
                     print("before", key(n, G, p), before[key(n, G, p)].get("fit_cpu"), flush=True)
-                after[key(n, G, p)] = r = job(sys.executable, n, G, p, ["--bandwidth"])
-                print("after ", key(n, G, p), r.get("fit_cpu"), r.get("error", ""), flush=True)
-                partial = {"after": after, "extra": extra, "peers": peers}  # kept if cut off
-                args.out.with_suffix(".partial.json").write_text(json.dumps(partial, indent=1))
+                name = key(n, G, p)
+                after[name] = r = run("after", name, sys.executable, n, G, p,
+                                      extra_args=["--bandwidth"])  # fmt: skip
+                print("after ", name, r.get("fit_cpu"), r.get("error", ""), flush=True)
                 if (n, G, p) == NJOBS:  # two threads next to one: wall time and memory
-                    extra["n_jobs=2 " + key(*NJOBS)] = job(
-                        sys.executable, *NJOBS, ["--n-jobs", "2", "--bandwidth"]
-                    )
+                    extra["n_jobs=2 " + name] = run(
+                        "extra", "n_jobs=2 " + name, sys.executable, *NJOBS,
+                        extra_args=["--n-jobs", "2", "--bandwidth"],
+                    )  # fmt: skip
                 if (n, G, p) == (GLUM[0], GENES[0], GLUM[2]) and not args.no_glum:
-                    peers["glum " + key(*GLUM)] = job(sys.executable, *GLUM, ["--glum"])
+                    peers["glum " + key(*GLUM)] = r = run(
+                        "peers", "glum " + key(*GLUM), sys.executable, *GLUM,
+                        extra_args=["--glum"],
+                    )  # fmt: skip
+                    print("glum  ", key(*GLUM), r.get("glum_cpu"), r.get("error", ""), flush=True)
+                partial = {"after": after, "extra": extra, "peers": peers, "started": started}
+                args.out.with_suffix(".partial.json").write_text(json.dumps(partial, indent=1))
+    failed = {k: v["error"] for group in (after, extra, peers) for k, v in group.items()
+              if "error" in v}  # fmt: skip
+    if failed:
+        raise SystemExit(f"jobs failed (rerun with --resume): {failed}")
     summary = summarise(after)
     md = table(after, before, summary)
     for name, r in extra.items():
@@ -207,6 +234,7 @@ def main(argv=None) -> int:
     results = {"after": after, "before": before, "extra": extra, "peers": peers, "summary": summary}
     args.out.write_text(json.dumps(results, indent=1))
     args.out.with_suffix(".md").write_text(md)
+    args.out.with_suffix(".partial.json").unlink(missing_ok=True)  # the run is whole
     print(md)
     return 0
 
