@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._errors import InputError, InputTypeError
-from ._validation import check_X
+from ._validation import as_float_array, check_X
 
 #: Fewest cells/spots a fit accepts.
 MIN_OBS = 2
@@ -317,13 +317,11 @@ def get_coords(adata_or_coords: Any) -> np.ndarray:
         coords, name = adata_or_coords.obsm["spatial"], "adata.obsm['spatial']"
     else:
         coords, name = adata_or_coords, "coordinates"
-    try:
-        coords = np.asarray(coords, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputTypeError(
-            f"{name} must be a numeric (n_obs, n_dims) array or an AnnData; "
-            f"got {type(coords).__name__}."
-        ) from None
+    coords = as_float_array(
+        coords,
+        f"{name} must be a numeric (n_obs, n_dims) array or an AnnData; "
+        f"got {type(coords).__name__}.",
+    )
     if coords.ndim != 2 or coords.shape[0] == 0 or coords.shape[1] == 0:
         raise InputError(
             f"{name} must be a non-empty 2-D (n_obs, n_dims) array; got {coords.shape}."

@@ -29,7 +29,7 @@ from ._anndata import (
     row_sums_and_minima,
 )
 from ._errors import InputError, InputTypeError
-from ._validation import Boolean, Integer, Options, Real, validate_params
+from ._validation import Boolean, Integer, Options, Real, as_float_array, validate_params
 
 __all__ = ["expression_neighbors", "get_graph", "spatial_neighbors"]
 
@@ -90,12 +90,11 @@ def check_graph(W: Any, n_obs: int, name: str = "graph") -> sp.csr_matrix:
     if sp.issparse(W):
         W = sp.csr_matrix(W, dtype=np.float64, copy=True)
     else:
-        try:
-            W = sp.csr_matrix(np.asarray(W, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise InputTypeError(
-                f"{name} must be a sparse or dense (n_obs, n_obs) matrix; got {type(W).__name__}."
-            ) from None
+        W = as_float_array(
+            W, f"{name} must be a sparse or dense (n_obs, n_obs) matrix; got {type(W).__name__}."
+        )
+        if W.ndim == 2:  # any other shape is refused below
+            W = sp.csr_matrix(W)
     if W.shape != (n_obs, n_obs):
         raise InputError(
             f"{name} must have shape (n_obs, n_obs) = ({n_obs}, {n_obs}); got {W.shape}."

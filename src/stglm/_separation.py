@@ -44,9 +44,9 @@ __all__ = [
     "MAX_HULL_DIM",
     "can_separate",
     "fit_separation",
+    "separated_by_tested",
     "separated_genes",
     "separated_samples",
-    "separated_by_tested",
 ]
 
 #: Relative size of a singular value (or eigenvalue) that counts as zero.

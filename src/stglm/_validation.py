@@ -28,6 +28,7 @@ __all__ = [
     "Integer",
     "Options",
     "Real",
+    "as_float_array",
     "check_coefficients",
     "check_means",
     "check_seed_problem",
@@ -209,6 +210,14 @@ def validate_params(params: Mapping[str, Any], constraints: Mapping[str, Constra
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
+def as_float_array(values: Any, message: str) -> np.ndarray:
+    """``values`` as a float64 array; ``InputTypeError(message)`` where they are not numbers."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputTypeError(message) from None
+
+
 def _reject_complex(values: Any, name: str) -> None:
     """Raise on complex input, which ``np.asarray(..., float)`` would silently truncate."""
     if np.asarray(values).dtype.kind == "c":
@@ -340,10 +349,7 @@ def check_y(y: Any, n_samples: int, family: Family | None = None) -> np.ndarray:
     if sp.issparse(y):
         y = y.toarray()
     _reject_complex(y, "y")
-    try:
-        y = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputTypeError(f"y must be a numeric array; got {type(y).__name__}.") from None
+    y = as_float_array(y, f"y must be a numeric array; got {type(y).__name__}.")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -364,12 +370,7 @@ def check_tau(Tau: Any, n_features: int) -> np.ndarray | None:
     """Return the Tikhonov matrix as a float (p, p) array, or None for the identity."""
     if Tau is None:
         return None
-    try:
-        Tau = np.asarray(Tau, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputTypeError(
-            f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}."
-        ) from None
+    Tau = as_float_array(Tau, f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}.")
     if Tau.shape != (n_features, n_features):
         raise InputError(
             f"Tau must have shape (n_features, n_features) = ({n_features}, {n_features}); "
@@ -399,11 +400,7 @@ def check_vector(
     if sp.issparse(values):
         values = values.toarray()
     _reject_complex(values, name)
-    try:
-        values = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        kind = type(values).__name__
-        raise InputTypeError(f"{name} must be a numeric array; got {kind}.") from None
+    values = as_float_array(values, f"{name} must be a numeric array; got {type(values).__name__}.")
     if values.ndim == 2 and 1 in values.shape:
         values = values.reshape(-1)
     if values.shape != (length,):
@@ -458,10 +455,7 @@ def check_coefficients(beta: Any, n_features: int, fit_intercept: bool) -> np.nd
 def check_means(values: Any, n_samples: int, family: Family, name: str) -> np.ndarray:
     """Predicted means (a scalar or (n_samples,)), finite and in the family's range."""
     _reject_complex(values, name)
-    try:
-        values = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputTypeError(f"{name} must be a number or a numeric array.") from None
+    values = as_float_array(values, f"{name} must be a number or a numeric array.")
     if values.ndim:
         values = check_vector(values, n_samples, name)
     elif not np.isfinite(values):

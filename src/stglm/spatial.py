@@ -35,7 +35,7 @@ from ._anndata import (
 )
 from ._errors import InputError, InputTypeError
 from ._graphs import expression_neighbors, get_graph, size_factors, spatial_neighbors
-from ._validation import Boolean, validate_params
+from ._validation import Boolean, as_float_array, validate_params
 
 __all__ = [
     "build_design",
@@ -60,12 +60,9 @@ def _check_W(W: Any, normalize_W: bool) -> Matrix:
         W = W.tocsr().astype(np.float64, copy=False)  # tocsr keeps spmatrix vs sparray
         values = W.data
     else:
-        try:
-            W = np.asarray(W, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputTypeError(
-                f"W must be a numeric dense or scipy sparse matrix; got {type(W).__name__}."
-            ) from None
+        W = as_float_array(
+            W, f"W must be a numeric dense or scipy sparse matrix; got {type(W).__name__}."
+        )
         values = W
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise InputError(f"W must be a square (n_obs, n_obs) matrix; got shape {W.shape}.")
