@@ -370,7 +370,9 @@ def check_tau(Tau: Any, n_features: int) -> np.ndarray | None:
     """Return the Tikhonov matrix as a float (p, p) array, or None for the identity."""
     if Tau is None:
         return None
-    Tau = as_float_array(Tau, f"Tau must be a numeric (n_features, n_features) array; got {Tau!r}.")
+    Tau = as_float_array(
+        Tau, f"Tau must be a numeric (n_features, n_features) array; got {type(Tau).__name__}."
+    )
     if Tau.shape != (n_features, n_features):
         raise InputError(
             f"Tau must have shape (n_features, n_features) = ({n_features}, {n_features}); "
