@@ -165,12 +165,16 @@ def separated_by_tested(
     else:
         X1_other = np.delete(X1, int(column) + int(fit_intercept), axis=1)
         df = 1
+    lost_df: dict[bytes, bool] = {}  # per set of separated samples (often one section)
     for k, g in enumerate(genes):
         if reduced is not None and not np.array_equal(full[g], reduced[k]):
             out[g] = True
             continue
-        keep = inside & ~full[g]
-        out[g] = _design_basis(X1, keep)[1] - _design_basis(X1_other, keep)[1] != df
+        key = np.packbits(full[g]).tobytes()
+        if key not in lost_df:
+            keep = inside & ~full[g]
+            lost_df[key] = _design_basis(X1, keep)[1] - _design_basis(X1_other, keep)[1] != df
+        out[g] = lost_df[key]
     return out
 
 
