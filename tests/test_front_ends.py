@@ -224,17 +224,23 @@ def test_a_second_fit_of_another_model_is_refused(data, change, named):
     adata.layers["counts"] = adata.X.copy()
     kw = dict(design=design, reg_lambda=LAM, **QUIET)
     fit_genes(adata, genes[:2], **kw)
-    before = adata.copy()
     second = {**kw, **change}
     if change.get("design") == "other":
         second["design"] = design.assign(x=design["x"] * 2.0)
+    refused_then_replaced(fit_genes, adata, genes, second, named, "stglm")
+
+
+def refused_then_replaced(call, adata, genes, second, named, key):
+    """A second ``call`` on genes[2:4] with another model: refused before any work, naming
+    ``named`` and overwrite=; with overwrite=True its results replace the first call's."""
+    before = adata.copy()
     with pytest.raises(ValueError, match="overwrite") as err:
-        fit_genes(adata, genes[2:4], **second)
+        call(adata, genes[2:4], **second)
     assert named in str(err.value)
     assert_adata_equal(adata, before)
-    fit_genes(adata, genes[2:4], overwrite=True, **second)
-    assert list(adata.uns["stglm"]["genes"]) == genes[2:4]
-    assert (adata.var.loc[genes[:2], "stglm_status"] == "not requested").all()
+    call(adata, genes[2:4], overwrite=True, **second)
+    assert list(adata.uns[key]["genes"]) == genes[2:4]
+    assert (adata.var.loc[genes[:2], f"{key}_status"] == "not requested").all()
 
 
 def test_foreign_results_under_the_key_are_not_overwritten(data):
@@ -307,19 +313,12 @@ def test_a_second_test_of_another_test_is_refused(data, change, named):
     adata.layers["counts"] = adata.X.copy()
     kw = dict(design=design, reduced=[c for c in design.columns if c != "x"], **QUIET)
     test_genes(adata, genes[:2], **kw)
-    before = adata.copy()
     second = {**kw, **change}
     if change.get("design") == "other":
         second["design"] = design.assign(y=design["y"] * 2.0)
     if change.get("reduced") == "no y":
         second["reduced"] = [c for c in design.columns if c != "y"]
-    with pytest.raises(ValueError, match="overwrite") as err:
-        test_genes(adata, genes[2:4], **second)
-    assert named in str(err.value)
-    assert_adata_equal(adata, before)
-    test_genes(adata, genes[2:4], overwrite=True, **second)
-    assert list(adata.uns["stglm_test"]["genes"]) == genes[2:4]
-    assert (adata.var.loc[genes[:2], "stglm_test_status"] == "not requested").all()
+    refused_then_replaced(test_genes, adata, genes, second, named, "stglm_test")
 
 
 def test_ql_tests_are_not_merged(data):
