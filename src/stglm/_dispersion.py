@@ -184,6 +184,71 @@ def _dlgamma(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Integer counts below this are summed per distinct value before lnΓ is evaluated.
+_COUNT_TABLE = 64
+
+
+@njit(cache=True, nogil=True)
+def _count_histogram(Y, M, hist):
+    """hist[k, v] = Σ m over column k's samples with y = v (integer 1 ≤ v < hist.shape[1]).
+
+    Returns the number of non-zero counts left out (non-integer or larger).
+    """
+    n, g = Y.shape
+    size = hist.shape[1]
+    rest = 0
+    for k in range(g):
+        for i in range(n):
+            y = Y[i, k]
+            if y == 0.0:
+                continue
+            m = 1.0 if M is None else M[i, k if M.shape[1] > 1 else 0]
+            if m == 0.0:
+                continue
+            v = int(y)
+            if v == y and v < size:
+                hist[k, v] += m
+            else:
+                rest += 1
+    return rest
+
+
+def nb_count_terms(theta: np.ndarray, Y: np.ndarray, M: np.ndarray | None = None) -> np.ndarray:
+    """Σ_i m_i·(lnΓ(y_i+θ) − lnΓ(θ) − lnΓ(y_i+1)) per column of Y (n, G) at its θ (G,).
+
+    The terms are 0 where y = 0 and depend on y only through its value: the small integer
+    counts (nearly all of them) are summed per value first, and each gene's table of terms
+    comes from :func:`_dlgamma` (no cancellation of lnΓ(y+θ) against lnΓ(θ) when θ ≫ y).
+    ``M`` (n, G) or (n, 1): the samples' weights.
+    """
+    theta = np.asarray(theta, dtype=float)
+    M = None if M is None else np.asarray(M, dtype=float)
+    hist = np.zeros((Y.shape[1], _COUNT_TABLE))
+    rest = _count_histogram(Y, M, hist)
+    used = np.flatnonzero(hist.any(axis=0))
+    out = np.zeros(Y.shape[1])
+    if used.size:
+        v = used.astype(float)[None, :]
+        th = np.broadcast_to(theta[:, None], (theta.size, v.size))
+        vv = np.broadcast_to(v, th.shape)
+        table = _dlgamma(th.ravel(), vv.ravel()).reshape(th.shape)
+        table += v * np.log(theta)[:, None] - gammaln(v + 1.0)
+        out += np.einsum("gv,gv->g", hist[:, used], table)
+    if rest:  # non-integer or large counts: one by one
+        big = np.zeros(Y.shape, dtype=bool)
+        np.greater_equal(Y, _COUNT_TABLE, out=big)
+        big |= (Y != np.floor(Y)) & (Y > 0)
+        if M is not None:
+            big &= np.broadcast_to(M != 0, Y.shape)
+        rows, cols = np.nonzero(big)
+        y = Y[rows, cols]
+        terms = _dlgamma(theta[cols], y) + y * np.log(theta[cols]) - gammaln(y + 1.0)
+        if M is not None:
+            terms *= M[rows, cols if M.shape[1] > 1 else 0]
+        out += np.bincount(cols, weights=terms, minlength=Y.shape[1])
+    return out
+
+
 @njit(cache=True, nogil=True)
 def _log1p_minus_d(d, theta, y, inv_tm):
     """log1p(d) − d for d = (y−μ)/(θ+μ), accurate for small |d| and for d near −1."""

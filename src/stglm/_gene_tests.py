@@ -187,6 +187,7 @@ n_jobs, progress
     full = _GeneFitter(est, family, X_full, None, None, data.weights, None, test == "wald")
     red = _GeneFitter(est, family, X_red, None, None, data.weights, None)
     full.with_score = red.with_score = False  # the tests use likelihoods, not scores
+    full.with_loglik = red.with_loglik = test != "wald"
     if copy:
         adata = adata.copy()
 
@@ -288,7 +289,13 @@ class _NestedModels:
         return out
 
     def loglik(self, X, Y, offset, fit):
-        """(ℓ per gene at ``fit``, Pearson dispersion or None); see :func:`_loglik`."""
+        """(ℓ per gene at ``fit``, Pearson dispersion or None); see :func:`_loglik`.
+
+        With a fixed dispersion, the fitter's ℓ from the solver's −ℓ where it has one
+        (no pass over the fitted means).
+        """
+        if self.family.fixed_dispersion and fit.get("loglik") is not None:
+            return fit["loglik"], None
         return _loglik(self.family, X, Y, offset, fit, self.data.weights, self.fit_intercept)
 
 

@@ -76,7 +76,7 @@ from ._results import (
     var_key,
 )
 from ._separation import separated_genes
-from ._solvers._family_kernels import saturated_nll
+from ._solvers._family_kernels import loglik_at_solution, saturated_nll
 from ._solvers._null_model import intercept_is_exact, null_gradients
 from ._solvers._options import warn_if_short
 from ._solvers._threads import single_blas_thread
@@ -117,6 +117,7 @@ class _GeneFitter:
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
         self.with_score = True
+        self.with_loglik = False  # test_genes: Σm·ℓ at each fit, where the solver's −ℓ gives it
         # The estimator's routes and budgets, with the machine's memory read once per call;
         # the full design and each training fold's share the pair products' budget.
         options = estimator._newton_options
@@ -258,7 +259,7 @@ class _GeneFitter:
                 score = self.scoring.scores(
                     d.X, Y, icpt, coefs[None], self.weights, offset, y_null, th
                 )[:, 0]
-        return {
+        result = {
             "intercept": res.intercepts,
             "coef": coefs,
             "lambda": lam,
@@ -270,6 +271,9 @@ class _GeneFitter:
             **self._theta_out(theta, n_genes, theta_status),
             **self._wald(res, Y, theta),
         }
+        if self.with_loglik:  # None where the solver's −ℓ does not give it
+            result["loglik"] = self._loglik_at_solution(Y, res, coefs, theta)
+        return result
 
     def _deviance_at_solution(self, Y, res, coefs, theta) -> np.ndarray | None:
         """Each gene's in-sample deviance from the −ℓ the solver ended with, or None.
@@ -291,6 +295,18 @@ class _GeneFitter:
             return None
         total = float(Y.shape[0]) if M is None else float(M.sum())
         return 2.0 * (total * res.nll - saturated)
+
+    def _loglik_at_solution(self, Y, res, coefs, theta) -> np.ndarray | None:
+        """Each gene's Σm·ℓ (``Family.loglik``'s terms) from the solver's −ℓ, or None.
+
+        As :meth:`_deviance_at_solution`: only for a compiled family and coefficients
+        that the clipping leaves as they are.
+        """
+        if res.nll is None or not np.array_equal(coefs, res.coefs):
+            return None
+        M = as_column(self.weights)
+        total = float(Y.shape[0]) if M is None else float(M.sum())
+        return loglik_at_solution(self.family, Y, res.nll, total, M, theta)
 
     def fitted_means(self, result: dict, offset) -> np.ndarray:
         """The fitted means (n, G) of a chunk's ``result`` (offset: (n, G), (n, 1) or 0)."""

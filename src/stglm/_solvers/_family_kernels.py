@@ -17,7 +17,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .._families import MEAN_EXP, MEAN_SOFTPLUS
+from .._dispersion import nb_count_terms
+from .._families import LIK_NEGBIN, MEAN_EXP, MEAN_SOFTPLUS
 
 EPS = np.finfo(float).eps
 
@@ -264,3 +265,23 @@ def saturated_nll(family, Y, M=None, theta=None):
     theta = np.full(Y.shape[1], theta_default) if theta is None else np.asarray(theta, float)
     M = None if M is None else np.asarray(M, dtype=float)
     return _saturated_nll_columns(lik, theta, Y, M)
+
+
+def loglik_at_solution(family, Y, nll, total, M=None, theta=None):
+    """Σ m·ℓ of each column of Y (n, G) from a fit's mean −ℓ, in ``Family.loglik``'s terms.
+
+    ``nll`` (G,) is the mean −ℓ that :func:`nll_and_terms` returned at the fit and
+    ``total`` the Σ m it divided by; the −ℓ of the kernels differs from −``Family.loglik``
+    only by the negative binomial's lnΓ(y+θ) − lnΓ(θ) − lnΓ(y+1), added back here over the
+    non-zero counts (:func:`stglm._dispersion.nb_count_terms`): no pass over the fitted
+    means. None for a family without a compiled kernel. ``theta`` (G,) as in :func:`nll_and_terms`.
+    """
+    spec = family.kernel
+    if spec is None:
+        return None
+    lik, _, _, theta_default = spec
+    loglik = -np.asarray(total, dtype=float) * np.asarray(nll, dtype=float)
+    if lik == LIK_NEGBIN:
+        theta = np.full(Y.shape[1], theta_default) if theta is None else np.asarray(theta, float)
+        loglik = loglik + nb_count_terms(theta, Y, M)
+    return loglik
