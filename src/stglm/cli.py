@@ -937,28 +937,54 @@ def _out_option(what: str, required: bool) -> Callable[[Any], Any]:
     )
 
 
-_FORCE = click.option(
+def _value_option(
+    name: str,
+    metavar: str,
+    help: str,
+    kind: Any = None,
+    default: Any = None,
+    dest: str | None = None,
+    **extra: Any,
+) -> Callable[[Any], Any]:
+    """An option taking a value (a number when ``kind`` is a click range).
+
+    --help shows its default when it has one.
+    """
+    names = (name,) if dest is None else (name, dest)
+    return click.option(
+        *names, metavar=metavar, type=kind, default=default,
+        show_default=default is not None, help=help, **extra,
+    )  # fmt: skip
+
+
+def _flag(*names: str, help: str) -> Callable[[Any], Any]:
+    """An on/off switch, off by default."""
+    return click.option(*names, is_flag=True, default=False, help=help)
+
+
+def _switch(names: str, help: str) -> Callable[[Any], Any]:
+    """A --name/--no-name pair, off by default (--help says so)."""
+    return click.option(names, default=False, show_default=True, help=help)
+
+
+_FORCE = _flag(
     "--force",
-    is_flag=True,
-    default=False,
     help="Allow --out to replace an existing file, the input file included (the input is "
     "read completely first).",
 )
 
 _DESIGN_OPTIONS = _apply(
-    click.option(
+    _value_option(
         "--genes",
-        metavar="GENES|FILE",
-        default=None,
-        help="Genes to model: comma-separated names, or a file with one name per line "
+        "GENES|FILE",
+        "Genes to model: comma-separated names, or a file with one name per line "
         "(commas/whitespace also separate; '#' starts a comment; a name in double quotes "
         "may hold commas or spaces, e.g. '\"HLA-A,B\",KRT15'). Default: all genes.",
     ),
-    click.option(
+    _value_option(
         "--niche",
-        metavar="OBS_COLUMN",
-        default=None,
-        help="Predictors: share of each category of this categorical adata.obs column "
+        "OBS_COLUMN",
+        "Predictors: share of each category of this categorical adata.obs column "
         "(e.g. cell type) among each cell's spatial neighbours (niche_<category>).",
     ),
     click.option(
@@ -969,44 +995,37 @@ _DESIGN_OPTIONS = _apply(
         help="Predictors: spatial lag of these genes, the neighbour mean of their "
         "log1p-normalised expression (lag_<gene>). Comma-separated; repeatable.",
     ),
-    click.option(
+    _switch(
         "--coords/--no-coords",
-        default=False,
-        show_default=True,
-        help="Predictors: standardised coordinates x, y from obsm['spatial'] "
+        "Predictors: standardised coordinates x, y from obsm['spatial'] "
         "(standardised within each section with --section-key).",
     ),
-    click.option(
+    _value_option(
         "--section-key",
-        metavar="OBS_COLUMN",
-        default=None,
-        help="adata.obs column of the tissue section: neighbours are searched within a "
+        "OBS_COLUMN",
+        "adata.obs column of the tissue section: neighbours are searched within a "
         "section, and a 0/1 predictor <column>_<section> is added for every section "
         "but the first.",
     ),
-    click.option(
+    _value_option(
         "--n-neighbors",
-        metavar="K",
-        type=click.IntRange(min=1),
-        default=6,
-        show_default=True,
-        help="Neighbours per cell in the spatial kNN graph used by --niche and --lag "
+        "K",
+        "Neighbours per cell in the spatial kNN graph used by --niche and --lag "
         "(6 = the ring around a Visium spot).",
+        click.IntRange(min=1),
+        6,
     ),
-    click.option(
+    _value_option(
         "--layer",
-        metavar="LAYER",
-        default=None,
-        help="Model adata.layers[LAYER] instead of adata.X (raw counts for count families).",
+        "LAYER",
+        "Model adata.layers[LAYER] instead of adata.X (raw counts for count families).",
     ),
 )
 
 
 #: --overwrite of the commands that write results under --key-added into the input.
-_OVERWRITE = click.option(
+_OVERWRITE = _flag(
     "--overwrite",
-    is_flag=True,
-    default=False,
     help="Replace results that INPUT already holds under --key-added from another model "
     "or test. Without it, the same model (fit) or test (test: the same test, design, "
     "--reduced and options) adds its genes to them, and anything else is refused.",
@@ -1054,59 +1073,53 @@ def _model_options(default_distr: str) -> Callable[[Any], Any]:
             "log link (without it coefficients mix depth with biology) unless --offset is "
             "given (it is then the whole offset); none otherwise.",
         ),
-        click.option(
+        _value_option(
             "--offset",
-            metavar="OBS_COLUMN",
-            default=None,
-            help="A numeric adata.obs column added to every linear predictor (e.g. a log "
+            "OBS_COLUMN",
+            "A numeric adata.obs column added to every linear predictor (e.g. a log "
             "exposure). It is the whole offset unless --size-factors is given too (then "
             "the two are added).",
         ),
-        click.option(
+        _value_option(
             "--sample-weight",
-            metavar="OBS_COLUMN",
-            default=None,
-            help="A numeric, non-negative adata.obs column of observation weights "
+            "OBS_COLUMN",
+            "A numeric, non-negative adata.obs column of observation weights "
             "(weight 2 counts a spot twice).",
         ),
     )
 
 
 _DASK_OPTIONS = _apply(
-    click.option(
+    _value_option(
         "--workers",
-        metavar="N",
-        type=click.IntRange(min=1),
-        default=None,
+        "N",
+        kind=click.IntRange(min=1),
         help="Fit the genes as Dask tasks on a local cluster of N worker processes, reading "
         "the counts lazily (needs stglm[dask]); --out then holds annotations and results "
         "without the count matrices.",
     ),
-    click.option(
+    _value_option(
         "--scheduler",
-        metavar="ADDRESS",
-        default=None,
+        "ADDRESS",
         help="As --workers, on the running Dask cluster whose scheduler is at ADDRESS (e.g. "
         "tcp://scheduler-host:8786); its workers must be able to read INPUT at the same path.",
     ),
-    click.option(
+    _value_option(
         "--chunk-size",
-        metavar="GENES",
-        type=click.IntRange(min=1),
-        default=None,
+        "GENES",
+        kind=click.IntRange(min=1),
         help="Genes per block (one Dask task): a worker's memory grows with it, about "
         "13 × 8 bytes × cells per gene. Default: 32 to 128, fewer where the memory budget "
         "(STGLM_MEMORY_BUDGET, else 4 GiB) is short.",
     ),
 )
 
-_QUIET = click.option(
-    "-q",
-    "--quiet",
-    is_flag=True,
-    default=False,
-    help="No progress bar, warnings or summary (errors are still shown).",
+_QUIET = _flag(
+    "-q", "--quiet", help="No progress bar, warnings or summary (errors are still shown)."
 )
+
+#: What every command that fits genes ends its options with.
+_RUN_OPTIONS = _apply(_DASK_OPTIONS, _FORCE, _QUIET)
 
 
 def _read_checked(
@@ -1181,69 +1194,52 @@ def _write_h5ad(adata: Any, out: Path) -> None:
 @_out_option("the fit's results", required=True)
 @_DESIGN_OPTIONS
 @_model_options("poisson")
-@click.option(
-    "--alpha",
-    metavar="FLOAT",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="Elastic-net mixing: 1 lasso, 0 ridge.",
+@_value_option(
+    "--alpha", "FLOAT", "Elastic-net mixing: 1 lasso, 0 ridge.", click.FloatRange(0, 1), 0.5
 )
-@click.option(
+@_value_option(
     "--lambda",
-    "reg_lambda",
-    metavar="FLOAT",
-    type=click.FloatRange(min=0),
-    default=None,
+    "FLOAT",
+    kind=click.FloatRange(min=0),
+    dest="reg_lambda",
     help="Penalty strength λ (one value for all genes; 0: unpenalised). Omit it to choose "
     "each gene's λ by cross-validation along a path (slower).",
 )
-@click.option(
+@_value_option(
     "--unpenalized",
-    metavar="NAMES",
-    default=None,
+    "NAMES",
     help="Predictors left unpenalised (penalty factor 0, glmnet's penalty.factor), e.g. "
     "the section dummies: design columns, comma-separated; a name that is not a column "
     "stands for all columns NAME_* (the --section-key column for its dummies, 'lag', "
     "'niche').",
 )
-@click.option(
+@_switch(
     "--inference/--no-inference",
-    default=False,
-    show_default=True,
     help="Also store standard errors, Wald p-values and BH q-values (varm['<key>_se', "
     "'_pvalue', '_qvalue']) of the unpenalised coefficients: needs --lambda 0 or "
     "--unpenalized (penalised estimates have no valid p-values; see `stglm test`).",
 )
-@click.option(
+@_value_option(
     "--clip-coeffs",
-    metavar="FLOAT",
-    type=click.FloatRange(min=0),
-    default=None,
+    "FLOAT",
+    kind=click.FloatRange(min=0),
     help="Set coefficients with |coef| below this to 0 (the seed's clip_coeffs). "
     f"Default: 0, or {SEED_CLIP:g} with --link seed.",
 )
-@click.option(
-    "--cv",
-    metavar="K",
-    type=click.IntRange(min=2),
-    default=5,
-    show_default=True,
-    help="Folds of the cross-validation (without --lambda).",
+@_value_option(
+    "--cv", "K", "Folds of the cross-validation (without --lambda).", click.IntRange(min=2), 5
 )
-@click.option(
+@_value_option(
     "--n-lambdas",
-    metavar="N",
-    type=click.IntRange(min=1),
-    default=25,
-    show_default=True,
-    help="Values on each gene's λ path (without --lambda).",
+    "N",
+    "Values on each gene's λ path (without --lambda).",
+    click.IntRange(min=1),
+    25,
 )
-@click.option(
+@_value_option(
     "--lambda-min-ratio",
-    metavar="R",
-    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-    default=None,
+    "R",
+    kind=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
     help="Smallest λ of each gene's path as a fraction of its λ_max (without --lambda). "
     "Default: glmnet's, 1e-4 (1e-2 with fewer cells than predictors), and a gene whose "
     "CV choice is its path's end while its held-out score still improves there is "
@@ -1251,62 +1247,46 @@ def _write_h5ad(adata: Any, out: Path) -> None:
     "given; lower it when genes are reported choosing the path's end.",
 )
 @_OVERWRITE
-@click.option(
+@_value_option(
     "--seed",
-    metavar="INT",
-    type=click.IntRange(0, 2**32 - 1),
-    default=888,
-    show_default=True,
-    help="Random seed of the cross-validation folds.",
+    "INT",
+    "Random seed of the cross-validation folds.",
+    click.IntRange(0, 2**32 - 1),
+    888,
 )
-@click.option(
+@_value_option(
     "--key-added",
-    metavar="KEY",
+    "KEY",
+    "Prefix of the result keys in the output (varm['<key>_coef'], ...).",
     default="stglm",
-    show_default=True,
-    help="Prefix of the result keys in the output (varm['<key>_coef'], ...).",
 )
-@click.option(
-    "--store-fitted/--no-store-fitted",
-    default=False,
-    show_default=True,
-    help="Also store the fitted means as the dense layer '<key>_mu'.",
+@_switch(
+    "--store-fitted/--no-store-fitted", "Also store the fitted means as the dense layer '<key>_mu'."
 )
-@click.option(
+@_value_option(
     "--figures",
-    "figures",
-    type=click.Path(file_okay=False, path_type=Path),
-    metavar="DIR",
-    default=None,
+    "DIR",
+    kind=click.Path(file_okay=False, path_type=Path),
     help="Folder for PNG figures: coef_heatmap.png and gene_fit_<gene>.png (observed "
     "counts and fitted means; the means of all genes are held in memory for them).",
 )
-@click.option(
+@_value_option(
     "--top-genes",
-    metavar="N",
-    type=click.IntRange(min=1),
-    default=40,
-    show_default=True,
-    help="Genes in the coefficient heatmap (largest max |coef|).",
+    "N",
+    "Genes in the coefficient heatmap (largest max |coef|).",
+    click.IntRange(min=1),
+    40,
 )
-@click.option(
+@_value_option(
     "--plot-genes",
-    metavar="GENES",
-    default=None,
+    "GENES",
     help="Genes drawn as gene_fit_<gene>.png (comma-separated). Default: the "
     f"strongest gene of each predictor, {N_GENE_FIT_FIGURES} at most.",
 )
-@click.option(
-    "--top-effects",
-    metavar="N",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Genes listed per predictor in the summary.",
+@_value_option(
+    "--top-effects", "N", "Genes listed per predictor in the summary.", click.IntRange(min=1), 5
 )
-@_DASK_OPTIONS
-@_FORCE
-@_QUIET
+@_RUN_OPTIONS
 def fit(**options: Any) -> None:
     """Fit a penalised GLM of every gene in INPUT (.h5ad) on spatial predictors.
 
@@ -1449,55 +1429,49 @@ def _finish_fit(adata, o, model, design, lag_genes, plot_genes, seconds, caught,
 # ---------------------------------------------------------------------------------------------
 @main.command("test", short_help="Test spatial terms of every gene (LRT or Wald, BH q-values).")
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option(
+@_value_option(
     "--reduced",
-    metavar="NAMES",
+    "NAMES",
     required=True,
     help="Predictors the reduced model keeps; the design's other predictors are tested. "
     "Design columns, comma-separated; a name that is not a column stands for all columns "
     "NAME_* (the --section-key column for its dummies). '' keeps only the intercept.",
 )
-@click.option(
+@_value_option(
     "--test",
-    "test_name",
-    metavar="lrt|wald|ql",
+    "lrt|wald|ql",
     default="lrt",
-    show_default=True,
+    dest="test_name",
     help="lrt: likelihood-ratio test of the full against the reduced model (χ², "
     "θ re-estimated under each, as MASS's anova.negbin); wald: z (or t) test of the one "
     "predictor --reduced leaves out; ql: glmGamPoi's quasi-likelihood F test "
     "(neg-binomial; where stglm.test_genes offers it).",
 )
 @_out_option("the test's results (var['<key>_stat', '_df', '_pvalue', '_qvalue', ...])", False)
-@click.option(
+@_value_option(
     "--table",
-    metavar="FILE.csv",
-    type=click.Path(path_type=Path),
-    default=None,
+    "FILE.csv",
+    kind=click.Path(path_type=Path),
     help="Results table (CSV, one row per gene: stat, df, pvalue, qvalue, θ, status), "
     "written atomically.",
 )
 @_DESIGN_OPTIONS
 @_model_options("neg-binomial")
-@click.option(
+@_value_option(
     "--key-added",
-    metavar="KEY",
+    "KEY",
+    "Prefix of the result columns in the output's var ('<key>_pvalue', ...).",
     default="stglm_test",
-    show_default=True,
-    help="Prefix of the result columns in the output's var ('<key>_pvalue', ...).",
 )
 @_OVERWRITE
-@click.option(
+@_value_option(
     "--top-genes",
-    metavar="N",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Genes listed in the summary, smallest q-value first.",
+    "N",
+    "Genes listed in the summary, smallest q-value first.",
+    click.IntRange(min=0),
+    10,
 )
-@_DASK_OPTIONS
-@_FORCE
-@_QUIET
+@_RUN_OPTIONS
 def test(**options: Any) -> None:
     """Test, for every gene in INPUT (.h5ad), the spatial predictors a reduced model leaves out.
 
