@@ -21,6 +21,7 @@ from matplotlib.colors import Normalize, PowerNorm
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from ._anndata import dense_columns, layer_matrix
+from ._docs import shared_docs
 from ._errors import InputError
 from ._results import check_gene, coef_frame, fitted_layer, results_info
 from .get import fitted_mean
@@ -96,6 +97,7 @@ def _coefficient_label(info: dict) -> str:
     return "coefficient (log scale)" if link == "log" else "coefficient"
 
 
+@shared_docs
 def plot_coef_heatmap(
     adata: AnnData,
     *,
@@ -117,10 +119,8 @@ def plot_coef_heatmap(
 
     Parameters
     ----------
-    adata : AnnData
-        An AnnData that :func:`stglm.fit_genes` wrote into.
-    key_added : str, default="stglm"
-        The ``key_added`` used when fitting.
+    {adata_fitted}
+    {key_added_fitted}
     genes : sequence of str, optional
         Fitted genes to show. By default the ``top`` fitted genes with the largest max
         abs(value drawn) over the predictors shown (each predictor's strongest genes, with
@@ -277,6 +277,7 @@ def _marker_size(ax: Axes, coords: np.ndarray) -> float:
     return float(np.clip(diameter**2, 0.5, 400.0)) if spacing > 0 else 20.0
 
 
+@shared_docs
 def plot_gene_fit(
     adata: AnnData,
     gene: str,
@@ -302,12 +303,9 @@ def plot_gene_fit(
 
     Parameters
     ----------
-    adata : AnnData
-        An AnnData that :func:`stglm.fit_genes` wrote into.
-    gene : str
-        A fitted gene.
-    key_added : str, default="stglm"
-        The ``key_added`` used when fitting.
+    {adata_fitted}
+    {gene_fitted}
+    {key_added_fitted}
     basis : str, default="spatial"
         The ``adata.obsm`` key of the coordinates.
     axes : pair of matplotlib.axes.Axes, optional

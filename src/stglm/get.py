@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._anndata import dense_columns, design_frame
+from ._docs import shared_docs
 from ._errors import InputError
 from ._families import get_family
 from ._results import (
@@ -35,6 +36,7 @@ from ._validation import check_vector
 __all__ = ["coef_df", "fitted_mean", "top_effects"]
 
 
+@shared_docs
 def coef_df(
     adata: AnnData, *, key_added: str = "stglm", include_intercept: bool = False
 ) -> pd.DataFrame:
@@ -42,10 +44,8 @@ def coef_df(
 
     Parameters
     ----------
-    adata : AnnData
-        An AnnData that :func:`stglm.fit_genes` wrote into.
-    key_added : str, default="stglm"
-        The ``key_added`` used when fitting.
+    {adata_fitted}
+    {key_added_fitted}
     include_intercept : bool, default=False
         Add a row per gene with predictor ``"intercept"``.
 
@@ -95,6 +95,7 @@ def coef_df(
     return tidy.reset_index(drop=True)
 
 
+@shared_docs
 def fitted_mean(
     adata: AnnData, gene: str, *, key_added: str = "stglm", design: Any = None, offset: Any = None
 ) -> np.ndarray:
@@ -108,12 +109,9 @@ def fitted_mean(
 
     Parameters
     ----------
-    adata : AnnData
-        An AnnData that :func:`stglm.fit_genes` wrote into.
-    gene : str
-        A fitted gene.
-    key_added : str, default="stglm"
-        The ``key_added`` used when fitting.
+    {adata_fitted}
+    {gene_fitted}
+    {key_added_fitted}
     design : DataFrame or array of shape (n_obs, n_predictors), optional
         The design given to :func:`stglm.fit_genes` (same alignment rules); default: the one
         it stored in ``adata.obsm[f"{key_added}_design"]``. Its columns must include the
@@ -182,6 +180,7 @@ def _gene_offset(adata: AnnData, info: dict, key: str, offset: Any) -> np.ndarra
     return 0.0
 
 
+@shared_docs
 def top_effects(
     adata: AnnData, *, key_added: str = "stglm", top: int = 5
 ) -> dict[str, list[tuple[str, float]]]:
@@ -192,10 +191,8 @@ def top_effects(
 
     Parameters
     ----------
-    adata : AnnData
-        An AnnData that :func:`stglm.fit_genes` wrote into.
-    key_added : str, default="stglm"
-        The ``key_added`` used when fitting.
+    {adata_fitted}
+    {key_added_fitted}
     top : int, default=5
         Genes per predictor (fewer when fewer have a nonzero coefficient).
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._docs import shared_docs
 from ._errors import InputError, InputTypeError
 from ._glm_cv import GLMCV
 from ._plot_results import plot_coef_heatmap, plot_gene_fit
@@ -88,6 +89,7 @@ def _feature_names(model: GLMCV, feature_names: Sequence[str] | None) -> list[st
     return [f"x{j}" for j in range(p)]
 
 
+@shared_docs
 def plot_coef_path(
     model: GLMCV,
     ax: Axes | None = None,
@@ -106,10 +108,7 @@ def plot_coef_path(
 
     Parameters
     ----------
-    model : GLMCV
-        A fitted :class:`~stglm.GLMCV`.
-    ax : matplotlib.axes.Axes, optional
-        Axes to draw on; by default a new figure with one Axes is created.
+    {glmcv_model}
     feature_names : sequence of str, optional
         Legend labels, one per feature. By default ``model.feature_names_in_`` when
         the model was fitted on a DataFrame, else ``x0, x1, ...``.
@@ -126,10 +125,7 @@ def plot_coef_path(
 
     Raises
     ------
-    TypeError
-        If ``model`` is not a :class:`~stglm.GLMCV`.
-    sklearn.exceptions.NotFittedError
-        If ``model`` has not been fitted.
+    {glmcv_raises}
     ValueError
         If ``feature_names`` has the wrong length, ``legend_max`` is not a positive integer,
         or ``log`` is True and the path contains λ = 0.
@@ -193,6 +189,7 @@ def _named_features(model: GLMCV, legend_max: int) -> set[int]:
     return {int(j) for j in order[:legend_max]}
 
 
+@shared_docs
 def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> Axes:
     """Plot the mean cross-validation score of a fitted GLMCV against log λ.
 
@@ -203,10 +200,7 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
 
     Parameters
     ----------
-    model : GLMCV
-        A fitted :class:`~stglm.GLMCV`.
-    ax : matplotlib.axes.Axes, optional
-        Axes to draw on; by default a new figure with one Axes is created.
+    {glmcv_model}
     log : bool, default=True
         Put log(λ) (natural logarithm) on the x axis; False puts λ itself.
 
@@ -219,10 +213,7 @@ def plot_cv_curve(model: GLMCV, ax: Axes | None = None, *, log: bool = True) -> 
 
     Raises
     ------
-    TypeError
-        If ``model`` is not a :class:`~stglm.GLMCV`.
-    sklearn.exceptions.NotFittedError
-        If ``model`` has not been fitted.
+    {glmcv_raises}
     ValueError
         If ``log`` is True and the path contains λ = 0.
     """

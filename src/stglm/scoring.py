@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._docs import shared_docs
 from ._errors import InputTypeError
 
 __all__ = ["neg_deviance", "pseudo_r2"]
@@ -32,6 +33,7 @@ def _check_estimator(estimator: Any) -> None:
         )
 
 
+@shared_docs
 def neg_deviance(
     estimator: Any, X: Any, y: Any, sample_weight: Any = None, offset: Any = None
 ) -> float:
@@ -39,14 +41,7 @@ def neg_deviance(
 
     Parameters
     ----------
-    estimator : GLM or GLMCV
-        A fitted estimator.
-    X : array-like or sparse matrix of shape (n_samples, n_features)
-    y : array-like of shape (n_samples,)
-    sample_weight : array-like of shape (n_samples,), default=None
-        Weights of the samples' deviances (None: all 1).
-    offset : array-like of shape (n_samples,), default=None
-        The known part of the linear predictor.
+    {scored_data}
 
     Returns
     -------
@@ -58,6 +53,7 @@ def neg_deviance(
     return -estimator._score_as("deviance", X, y, sample_weight, offset)
 
 
+@shared_docs
 def pseudo_r2(
     estimator: Any, X: Any, y: Any, sample_weight: Any = None, offset: Any = None
 ) -> float:
@@ -65,20 +61,13 @@ def pseudo_r2(
 
     Parameters
     ----------
-    estimator : GLM or GLMCV
-        A fitted estimator.
-    X : array-like or sparse matrix of shape (n_samples, n_features)
-    y : array-like of shape (n_samples,)
-    sample_weight : array-like of shape (n_samples,), default=None
-        Weights of the samples' deviances (None: all 1).
-    offset : array-like of shape (n_samples,), default=None
-        The known part of the linear predictor; with an offset the null model is the fitted
-        null intercept plus the offset.
+    {scored_data}
 
     Returns
     -------
     float
-        1 − D(y, μ̂)/D(y, μ̂₀), as ``estimator.score`` with ``score_metric="pseudo_r2"``.
+        1 − D(y, μ̂)/D(y, μ̂₀), as ``estimator.score`` with ``score_metric="pseudo_r2"``; the
+        null model μ̂₀ is the fitted null intercept (plus the offset, with one).
     """
     _check_estimator(estimator)
     return estimator._score_as("pseudo_r2", X, y, sample_weight, offset)
