@@ -8,7 +8,6 @@ import numpy as np
 
 from ._families import Family
 from ._metrics import r2_from_deviances, weighted_column_sum
-from ._objective import gradient
 from ._penalties import ElasticNet, kkt_residual
 from ._solvers import Problem, newton_options, solve
 from ._solvers._null_model import tolerance_scales
@@ -88,11 +87,8 @@ def _lambda_max_from(problem: Problem, null_grad: np.ndarray) -> float:
 
 def _loss_gradient(problem: Problem, beta0: float, beta: np.ndarray) -> np.ndarray:
     """∇_β of the mean negative log-likelihood (no penalty) at (β0, β)."""
-    no_penalty = ElasticNet(0.0, problem.penalty.alpha)
-    return gradient(
-        problem.family, no_penalty, problem.X, problem.y, beta0, beta,
-        problem.fit_intercept, **problem.data_kwargs,
-    )[1]  # fmt: skip
+    no_penalty = replace(problem, penalty=ElasticNet(0.0, problem.penalty.alpha))
+    return no_penalty.gradient(beta0, beta)[1]
 
 
 def lambda_path(
@@ -204,16 +200,7 @@ def fit_path(
                 new_beta = np.zeros(p)
                 new_beta[idx] = res.beta
             n_iter += res.n_iter
-            g0, g = gradient(
-                full.family,
-                penalty,
-                problem.X,
-                problem.y,
-                res.beta0,
-                new_beta,
-                problem.fit_intercept,
-                **problem.data_kwargs,
-            )
+            g0, g = full.gradient(res.beta0, new_beta)
             tol_abs = options["tol"] * options.get("scale", 1.0)
             violators = ~keep & (np.abs(g) > lam * alpha * f + tol_abs)
             if not violators.any():

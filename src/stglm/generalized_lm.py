@@ -19,7 +19,7 @@ from ._families import get_family
 from ._fit_glm import fit_glm
 from ._glm import GLM
 from ._glm_cv import GLMCV
-from ._objective import gradient, linear_predictor, objective
+from ._objective import Problem, linear_predictor
 from ._penalties import ElasticNet
 from ._validation import (
     SEED_FUNCTION_CONSTRAINTS,
@@ -179,7 +179,9 @@ def batch_grad(
         fit_intercept=fit_intercept,
     )  # fmt: skip
     beta0, b = _split(beta, fit_intercept)
-    g0, g = gradient(family, ElasticNet(reg_lambda, alpha, Tau), X, y, beta0, b, fit_intercept)
+    g0, g = Problem(family, ElasticNet(reg_lambda, alpha, Tau), X, y, fit_intercept).gradient(
+        beta0, b
+    )
     return np.concatenate([[g0], g]) if fit_intercept else g
 
 
@@ -226,7 +228,8 @@ def _loss(
         fit_intercept=fit_intercept,
     )  # fmt: skip
     beta0, b = _split(beta, fit_intercept)
-    return objective(family, ElasticNet(reg_lambda, alpha, Tau), X, y, beta0, b, fit_intercept)
+    problem = Problem(family, ElasticNet(reg_lambda, alpha, Tau), X, y, fit_intercept)
+    return problem.objective(beta0, b)
 
 
 def pseudo_r2(y: np.ndarray, yhat: np.ndarray, ynull_: float, distr: Distr, theta: float) -> float:

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from .._objective import objective
 from ._common import Problem, SolverResult
 from ._options import NewtonOptions, newton_options
 from ._threads import single_blas_thread
@@ -22,7 +21,6 @@ def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
         start = initial_coefficients(
             problem.n_features, problem.fit_intercept, options["random_seed"]
         )
-    args = (problem.family, problem.penalty, problem.X, problem.y)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         result = batch_gradient(
             problem,
@@ -31,9 +29,8 @@ def _run_batch_gradient(problem: Problem, options: dict, start) -> SolverResult:
             max_iter=options["max_iter"],
             tol=options["tol"],
         )
-        data = problem.data_kwargs
-        J_start = objective(*args, *start, problem.fit_intercept, **data)
-        J_end = objective(*args, result.beta0, result.beta, problem.fit_intercept, **data)
+        J_start = problem.objective(*start)
+        J_end = problem.objective(result.beta0, result.beta)
     if np.isfinite(J_end) and J_end > J_start:
         # The coefficients stopped moving, but uphill: spateo reported such runs as converged.
         warnings.warn(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._objective import gradient, kkt
 from ._common import Problem, SolverResult
 
 
@@ -35,18 +34,12 @@ def batch_gradient(
     soft-thresholds β (not β0) at learning_rate·λα. It stops once
     ‖b_new − b_old‖₂ / ‖b_new‖₂ < tol, checked from the third iteration on.
     """
-    fam, pen, X, y, icpt = (
-        problem.family,
-        problem.penalty,
-        problem.X,
-        problem.y,
-        problem.fit_intercept,
-    )
+    pen, icpt = problem.penalty, problem.fit_intercept
     beta = np.array(beta, dtype=float)
     converged = False
     n_iter = 0
     for t in range(max_iter):
-        g0, g = gradient(fam, pen, X, y, beta0, beta, icpt, **problem.data_kwargs)
+        g0, g = problem.gradient(beta0, beta)
         # np.float64, not float: a diverging run must reach inf, not raise OverflowError.
         new_beta0 = np.float64(beta0 - learning_rate * g0 if icpt else 0.0)
         new_beta = pen.prox(beta - learning_rate * g, learning_rate)
@@ -59,5 +52,5 @@ def batch_gradient(
         if t >= 2 and step < tol * size:
             converged = True
             break
-    kkt_end = kkt(fam, pen, X, y, beta0, beta, icpt, **problem.data_kwargs)
+    kkt_end = problem.kkt(beta0, beta)
     return SolverResult(beta0, beta, n_iter, converged, kkt_end)
