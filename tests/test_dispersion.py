@@ -39,9 +39,7 @@ from stglm._dispersion import (
     count_tables,
     estimate_theta,
     moment_theta,
-    profile_loglik,
-    profile_score,
-    theta_newton_step,
+    nb_profile,
 )
 
 REF = Path(__file__).parent / "references"
@@ -91,9 +89,9 @@ def cr_term(theta, mu, X, m=None, mu_prime=None):
 
 
 def fd_score(theta, *args, h=1e-5, **kw):
-    """Central difference of profile_loglik in log θ."""
-    up = profile_loglik(theta * np.exp(h), *args, **kw)
-    dn = profile_loglik(theta * np.exp(-h), *args, **kw)
+    """Central difference of the profile log-likelihood in log θ."""
+    profile = nb_profile(*args, **kw)
+    up, dn = profile.loglik(theta * np.exp(h)), profile.loglik(theta * np.exp(-h))
     return (up - dn) / (2 * h)
 
 
@@ -101,7 +99,7 @@ def scipy_argmax(y, mu, method="ml", **kw):
     """log θ maximising ℓ on the bounds, by minimize_scalar (bounded Brent) on log θ."""
 
     def neg(lt):
-        return -profile_loglik(np.exp(lt), y, mu, method, **kw)[0]
+        return -nb_profile(y, mu, method, **kw).loglik(np.exp(lt))[0]
 
     res = minimize_scalar(
         neg, bounds=(LOG_LO, LOG_HI), method="bounded", options={"xatol": 1e-10, "maxiter": 2000}
@@ -154,8 +152,8 @@ def test_score_and_loglik_against_exact_arithmetic(theta):
     m = rng.integers(0, 3, 80).astype(float)
     for weights in (None, m):
         s_ref, l_ref = exact_score_and_loglik(theta, y, mu, weights)
-        s = profile_score(theta, y, mu, sample_weight=weights)[0]
-        ll = profile_loglik(theta, y, mu, sample_weight=weights)[0]
+        s = nb_profile(y, mu, sample_weight=weights).score(theta)[0]
+        ll = nb_profile(y, mu, sample_weight=weights).loglik(theta)[0]
         # Relative to the exact score itself, even at θ = 1e8 where the score is ~1e-7
         # of its textbook terms (naive_score_scale).
         assert abs(s - s_ref) <= 1e-11 * abs(s_ref), (s, s_ref)
@@ -169,7 +167,7 @@ def test_score_is_the_derivative_of_the_loglik(sim, method):
     kw = {"design": X} if method == "cox-reid" else {}
     for theta in (0.05, 0.7, 4.0, 40.0):
         for weights in (None, m):
-            s = profile_score(theta, Y, Mu, method, sample_weight=weights, **kw)
+            s = nb_profile(Y, Mu, method, sample_weight=weights, **kw).score(theta)
             fd = fd_score(theta, Y, Mu, method, sample_weight=weights, **kw)
             scale = np.abs(fd).max()
             assert_allclose(s, fd, rtol=1e-6, atol=1e-8 * scale)
@@ -185,16 +183,11 @@ def test_cox_reid_term_is_slogdet_of_the_weighted_gram():
     mu_prime = mu * rng.uniform(0.3, 1.0, n)  # a link other than log
     for theta in (0.01, 1.5, 1e3):
         for weights, deriv in ((None, None), (m, None), (m, mu_prime)):
-            ml = profile_loglik(theta, y, mu, "ml", sample_weight=weights)
-            cr = profile_loglik(
-                theta,
-                y,
-                mu,
-                "cox-reid",
-                sample_weight=weights,
-                mean_deriv=None if deriv is None else deriv[None],
-                design=X,
-            )
+            ml = nb_profile(y, mu, "ml", sample_weight=weights).loglik(theta)
+            cr = nb_profile(
+                y, mu, "cox-reid", sample_weight=weights,
+                mean_deriv=None if deriv is None else deriv[None], design=X,
+            ).loglik(theta)  # fmt: skip
             assert_allclose(cr - ml, cr_term(theta, mu, X, weights, deriv), rtol=1e-12)
 
 
@@ -257,15 +250,15 @@ def test_estimate_is_stationary_and_maximises(sim, method):
     interior = res.status == "converged"
     assert interior.sum() >= Y.shape[0] // 2  # high θ with n = 300 often looks Poisson
     assert_array_equal(res.converged, np.isin(res.status, STATUSES[:-1]))
-    s = profile_score(res.theta, Y, Mu, method, **kw)
-    assert_allclose(res.loglik, profile_loglik(res.theta, Y, Mu, method, **kw), rtol=1e-14)
+    s = nb_profile(Y, Mu, method, **kw).score(res.theta)
+    assert_allclose(res.loglik, nb_profile(Y, Mu, method, **kw).loglik(res.theta), rtol=1e-14)
     for g in range(Y.shape[0]):
         x_ref, l_ref = scipy_argmax(Y[g], Mu[g], method, **kw)
         if interior[g]:
             assert abs(s[g]) <= 1e-8 * naive_score_scale(res.theta[g], Y[g], Mu[g])
             # The root is bracketed within 1e-7 relative.
             below, above = (
-                profile_score(res.theta[g] * f, Y[g], Mu[g], method, **kw)[0]
+                nb_profile(Y[g], Mu[g], method, **kw).score(res.theta[g] * f)[0]
                 for f in (1 - 1e-7, 1 + 1e-7)
             )
             assert below > 0 > above
@@ -388,11 +381,11 @@ def test_newton_step_is_the_score_over_its_derivative(sim, method):
     kw = {"design": X} if method == "cox-reid" else {}
     theta = estimate_theta(Y, Mu, method=method, **kw).theta * 1.3  # off the maximum
     theta = np.clip(theta, 1e-3, 1e4)
-    step = theta_newton_step(Y, Mu, theta, method=method, **kw)
+    step = nb_profile(Y, Mu, method=method, **kw).newton_step(theta)
     h = 1e-5  # central differences of the score in t = log θ
-    up, down = (profile_score(theta * np.exp(d), Y, Mu, method, **kw) for d in (h, -h))
+    up, down = (nb_profile(Y, Mu, method, **kw).score(theta * np.exp(d)) for d in (h, -h))
     ds = (up - down) / (2 * h)
-    s = profile_score(theta, Y, Mu, method, **kw)
+    s = nb_profile(Y, Mu, method, **kw).score(theta)
     concave = ds < 0
     assert concave.sum() >= Y.shape[0] - 3
     assert_allclose(step[concave], -s[concave] / ds[concave], rtol=1e-5, atol=1e-12)
@@ -430,7 +423,7 @@ def test_ml_recovers_the_simulated_theta(theta):
     assert np.all(res.status == "converged")
     # Standard error of log θ̂ from the observed information, −d²ℓ/d(log θ)² by differences.
     h = 1e-4
-    up, down = (profile_score(res.theta * np.exp(d), Y, Mu) for d in (h, -h))
+    up, down = (nb_profile(Y, Mu).score(res.theta * np.exp(d)) for d in (h, -h))
     info = -(up - down) / (2 * h)
     z = (np.log(res.theta) - np.log(theta)) * np.sqrt(info)
     assert np.all(np.abs(z) < 4), z
@@ -461,7 +454,7 @@ def test_edge_cases_ml():
     genes, Y, Mu = edge_genes()
     with no_warnings():
         res = estimate_theta(Y, Mu)
-        s = profile_score(res.theta, Y, Mu)
+        s = nb_profile(Y, Mu).score(res.theta)
     status = dict(zip(genes, res.status, strict=True))
     assert status["all zeros"] == "all zeros"
     assert status["single count 1"] == "theta at upper bound"  # Σ(y−μ)² < Σy: Poisson-like
@@ -487,7 +480,7 @@ def test_edge_cases_cox_reid_and_weights():
     M[3] = 0.0  # a gene whose samples are all removed
     with no_warnings():
         res = estimate_theta(Y, Mu, method="cox-reid", design=X, sample_weight=M)
-        s = profile_score(res.theta, Y, Mu, "cox-reid", design=X, sample_weight=M)
+        s = nb_profile(Y, Mu, "cox-reid", design=X, sample_weight=M).score(res.theta)
     status = dict(zip(genes, res.status, strict=True))
     assert status["all zeros"] == "all zeros"
     assert status["under-dispersed"] == "no samples"
@@ -514,11 +507,11 @@ def test_cox_reid_sparse_gene_takes_the_higher_of_bound_and_interior_maximum():
     assert res.loglik[0] >= l_ref - 1e-12 * abs(l_ref)
     # The interior local maximum (near θ = 1.6) exists, and its loglik is lower.
     interior = brentq(
-        lambda lt: profile_score(np.exp(lt), y, mu, "cox-reid", design=X)[0],
+        lambda lt: nb_profile(y, mu, "cox-reid", design=X).score(np.exp(lt))[0],
         np.log(0.3),
         np.log(100.0),
     )
-    assert profile_loglik(np.exp(interior), y, mu, "cox-reid", design=X)[0] < res.loglik[0]
+    assert nb_profile(y, mu, "cox-reid", design=X).loglik(np.exp(interior))[0] < res.loglik[0]
 
 
 def test_zero_means_and_empty_input_do_not_warn():
@@ -599,8 +592,8 @@ def test_loglik_equals_glmgampoi_up_to_constants(rref):
     # glmGamPoi drops Σ[y log μ − lnΓ(y+1)], which does not depend on θ.
     const = (Y * np.log(Mu) - gammaln(Y + 1)).sum(axis=1)
     for g, fit in enumerate(ref["fits"]):
-        ml = np.array([profile_loglik(t, Y[g], Mu[g])[0] for t in grid])
-        cr = np.array([profile_loglik(t, Y[g], Mu[g], "cox-reid", design=X)[0] for t in grid])
+        ml = np.array([nb_profile(Y[g], Mu[g]).loglik(t)[0] for t in grid])
+        cr = np.array([nb_profile(Y[g], Mu[g], "cox-reid", design=X).loglik(t)[0] for t in grid])
         gp_ml, gp_cr = np.array(fit["grid_gp_loglik_ml"]), np.array(fit["grid_gp_loglik_cr"])
         # glmGamPoi's lgamma differences lose ~1e-10 relative at θ = 100.
         assert_allclose(ml - const[g], gp_ml, rtol=1e-9)
@@ -613,7 +606,7 @@ def test_loglik_equals_glmgampoi_up_to_constants(rref):
 def test_cox_reid_theta_against_glmgampoi(rref):
     ref, Y, Mu, X, _ = rref
     res = estimate_theta(Y, Mu, method="cox-reid", design=X)
-    s = profile_score(res.theta, Y, Mu, "cox-reid", design=X)
+    s = nb_profile(Y, Mu, "cox-reid", design=X).score(res.theta)
     rel_exact, rel_gp = [], []
     for g, fit in enumerate(ref["fits"]):
         alpha = fit["gp_cr_overdispersion"]
@@ -627,8 +620,8 @@ def test_cox_reid_theta_against_glmgampoi(rref):
             def gp_score(lt, g=g):
                 t = np.exp(lt)
                 return (
-                    0.99 * profile_score(t, Y[g], Mu[g], "cox-reid", design=X)[0]
-                    + 0.01 * profile_score(t, Y[g], Mu[g])[0]
+                    0.99 * nb_profile(Y[g], Mu[g], "cox-reid", design=X).score(t)[0]
+                    + 0.01 * nb_profile(Y[g], Mu[g]).score(t)[0]
                 )
 
             lt_gp = brentq(gp_score, np.log(res.theta[g]) - 1, np.log(res.theta[g]) + 2, xtol=1e-14)

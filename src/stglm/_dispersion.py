@@ -51,13 +51,12 @@ __all__ = [
     "THETA_MAX",
     "THETA_MIN",
     "CountTables",
+    "NBProfile",
     "ThetaResult",
     "count_tables",
     "estimate_theta",
     "moment_theta",
-    "profile_loglik",
-    "profile_score",
-    "theta_newton_step",
+    "nb_profile",
 ]
 
 #: Smallest and largest θ returned (see the module docstring).
@@ -120,7 +119,7 @@ class ThetaResult:
     converged : ndarray of shape (G,), bool
         False only for "not converged".
     loglik : ndarray of shape (G,) or None
-        ℓ(θ̂) or ℓ_CR(θ̂) (:func:`profile_loglik`). It is −inf where μ = 0 for a y > 0;
+        ℓ(θ̂) or ℓ_CR(θ̂) (:meth:`NBProfile.loglik`). It is −inf where μ = 0 for a y > 0;
         None when not asked for (``with_loglik=False``).
     """
 
@@ -144,44 +143,49 @@ def _series_differences(theta: np.ndarray, y: np.ndarray, powers: np.ndarray) ->
     return -np.expm1(-powers[:, None] * log_ratio)
 
 
-def _dpsi_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ψ̃(θ+y) − ψ̃(θ), ψ̃(x) = ψ(x) − log x."""
+def _difference(theta, y, powers, coefs, asymptotic, direct) -> np.ndarray:
+    """f(θ+y) − f(θ) for one of the functions below: series above _ASYMPTOTIC_FROM.
+
+    ``asymptotic(θ, y, S)`` finishes the difference from S = Σ_k c_k·θ^(−p_k)·(1 − r^p_k),
+    r = θ/(θ+y) (the series' terms, differenced without cancellation); ``direct(θ, y)``
+    is the plain difference, accurate below the threshold.
+    """
     out = np.empty_like(theta)
     big = _asymptotic_mask(theta)
     th, yy = theta[big], y[big]
-    one_minus = _series_differences(th, yy, _PSI_POWERS)
-    coef = _PSI_COEF * th ** -_PSI_POWERS[:, None]
-    out[big] = yy / (2.0 * th * (th + yy)) + (coef * one_minus).sum(axis=0)
-    th, yy = theta[~big], y[~big]
-    out[~big] = digamma(th + yy) - digamma(th) - np.log1p(yy / th)
+    one_minus = _series_differences(th, yy, powers)
+    coef = coefs * th ** -powers[:, None]
+    out[big] = asymptotic(th, yy, (coef * one_minus).sum(axis=0))
+    out[~big] = direct(theta[~big], y[~big])
     return out
+
+
+def _dpsi_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ψ̃(θ+y) − ψ̃(θ), ψ̃(x) = ψ(x) − log x."""
+    return _difference(
+        theta, y, _PSI_POWERS, _PSI_COEF,
+        lambda th, yy, series: yy / (2.0 * th * (th + yy)) + series,
+        lambda th, yy: digamma(th + yy) - digamma(th) - np.log1p(yy / th),
+    )  # fmt: skip
 
 
 def _dtrigamma_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     """ψ̃₁(θ+y) − ψ̃₁(θ), ψ̃₁(x) = ψ₁(x) − 1/x."""
-    out = np.empty_like(theta)
-    big = _asymptotic_mask(theta)
-    th, yy = theta[big], y[big]
-    one_minus = _series_differences(th, yy, _TRI_POWERS)
-    coef = _TRI_COEF * th ** -_TRI_POWERS[:, None]
-    out[big] = -(coef * one_minus).sum(axis=0)
-    th, yy = theta[~big], y[~big]
-    out[~big] = zeta(2.0, th + yy) - zeta(2.0, th) + yy / (th * (th + yy))
-    return out
+    return _difference(
+        theta, y, _TRI_POWERS, _TRI_COEF,
+        lambda th, yy, series: -series,
+        lambda th, yy: zeta(2.0, th + yy) - zeta(2.0, th) + yy / (th * (th + yy)),
+    )  # fmt: skip
 
 
 def _dlgamma(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     """lnΓ(θ+y) − lnΓ(θ) − y log θ."""
-    out = np.empty_like(theta)
-    big = _asymptotic_mask(theta)
-    th, yy = theta[big], y[big]
-    # (r^(2k−1) − 1) = −(1 − r^(2k−1)), r = θ/(θ+y)
-    one_minus = _series_differences(th, yy, _LG_POWERS)
-    coef = _LG_COEF * th ** -_LG_POWERS[:, None]
-    out[big] = (th + yy - 0.5) * np.log1p(yy / th) - yy - (coef * one_minus).sum(axis=0)
-    th, yy = theta[~big], y[~big]
-    out[~big] = gammaln(th + yy) - gammaln(th) - yy * np.log(th)
-    return out
+    # The series' terms are (r^(2k−1) − 1) = −(1 − r^(2k−1)): subtracted.
+    return _difference(
+        theta, y, _LG_POWERS, _LG_COEF,
+        lambda th, yy, series: (th + yy - 0.5) * np.log1p(yy / th) - yy - series,
+        lambda th, yy: gammaln(th + yy) - gammaln(th) - yy * np.log(th),
+    )  # fmt: skip
 
 
 #: Integer counts below this are summed per distinct value before lnΓ is evaluated.
@@ -499,8 +503,9 @@ class _Problem:
     """The arrays of one call, the distinct-count tables and ℓ with its derivatives in t."""
 
     def __init__(
-        self, Y, Mu, method, sample_weight, mean_deriv, gram, design, tables=None, check=True
-    ):
+        self, Y, Mu, method, sample_weight=None, mean_deriv=None, gram=None, design=None,
+        tables=None, check=True,
+    ):  # fmt: skip
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.check = check
@@ -666,100 +671,71 @@ def _theta_vector(theta, G: int) -> np.ndarray:
     return theta
 
 
-def profile_loglik(
-    theta,
-    Y,
-    Mu,
-    method: str = "ml",
-    *,
-    sample_weight=None,
-    mean_deriv=None,
-    gram: Callable[[np.ndarray], np.ndarray] | None = None,
-    design=None,
-) -> np.ndarray:
-    """The NB profile log-likelihood ℓ(θ) or ℓ_CR(θ) of each gene for fixed means.
+class NBProfile:
+    """Each gene's NB profile log-likelihood in θ at fixed means, to evaluate at any θ.
+
+    Built by :func:`nb_profile` from the arguments that describe the problem (counts,
+    means, weights, method, the Cox–Reid design); the counts' tables and the Cox–Reid
+    term's set-up are then shared by every evaluation.
+    """
+
+    def __init__(self, problem: _Problem):
+        self._problem = problem
+
+    def loglik(self, theta) -> np.ndarray:
+        """ℓ(θ) or ℓ_CR(θ) of each gene.
+
+        Parameters
+        ----------
+        theta : float or array-like of shape (G,)
+            The NB size (variance μ + μ²/θ) at which to evaluate, > 0.
+
+        Returns
+        -------
+        ndarray of shape (G,)
+            ℓ(θ_g), the full log-likelihood including −lnΓ(y+1) and y log μ; with
+            ``method="cox-reid"`` minus ½ log det(X̃ᵀW(θ)X̃) (a pseudo-determinant if the
+            weighted design is rank deficient). With a ``gram`` that returns the Gram of a
+            reparametrised design X̃T the value shifts by the constant −log|det T|.
+        """
+        return self._problem.loglik(_theta_vector(theta, self._problem.G))
+
+    def score(self, theta) -> np.ndarray:
+        """θ·∂ℓ/∂θ = dℓ/d(log θ) (or of ℓ_CR) of each gene, without cancellation for large θ."""
+        return self._problem.derivatives(_theta_vector(theta, self._problem.G))[0]
+
+    def newton_step(self, theta) -> np.ndarray:
+        """One Newton step in log θ from θ for each gene.
+
+        Returns
+        -------
+        ndarray of shape (G,)
+            −s/h (s, h the first two derivatives in t = log θ; 0 where the score is at the
+            rounding level of its terms), NaN where the profile is not concave in t there.
+        """
+        s, h, scale = self._problem.derivatives(_theta_vector(theta, self._problem.G))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(h < 0, -s / h, np.nan)
+        return np.where(np.abs(s) <= _SCORE_ROUNDING * scale, 0.0, step)
+
+
+def nb_profile(Y, Mu, method: str = "ml", **problem) -> NBProfile:
+    """The profile likelihood in θ of each gene (row of Y) at the fixed means Mu.
 
     Parameters
     ----------
-    theta : float or array-like of shape (G,)
-        The NB size (variance μ + μ²/θ) at which to evaluate, > 0.
-    Y, Mu, method, sample_weight, mean_deriv, gram, design
+    Y, Mu, method
         As in :func:`estimate_theta`.
+    **problem
+        ``sample_weight``, ``mean_deriv``, ``gram``, ``design``, ``tables`` and
+        ``check_input``, as in :func:`estimate_theta`.
 
     Returns
     -------
-    ndarray of shape (G,)
-        ℓ(θ_g), the full log-likelihood including −lnΓ(y+1) and y log μ; with
-        ``method="cox-reid"`` minus ½ log det(X̃ᵀW(θ)X̃) (a pseudo-determinant if the
-        weighted design is rank deficient). With a ``gram`` that returns the Gram of a
-        reparametrised design X̃T the value shifts by the constant −log|det T|.
+    NBProfile
     """
-    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
-    return prob.loglik(_theta_vector(theta, prob.G))
-
-
-def profile_score(
-    theta,
-    Y,
-    Mu,
-    method: str = "ml",
-    *,
-    sample_weight=None,
-    mean_deriv=None,
-    gram: Callable[[np.ndarray], np.ndarray] | None = None,
-    design=None,
-) -> np.ndarray:
-    """The derivative dℓ/d(log θ) of :func:`profile_loglik`, per gene.
-
-    Parameters
-    ----------
-    theta : float or array-like of shape (G,)
-        The NB size at which to evaluate, > 0.
-    Y, Mu, method, sample_weight, mean_deriv, gram, design
-        As in :func:`estimate_theta`.
-
-    Returns
-    -------
-    ndarray of shape (G,)
-        θ·∂ℓ/∂θ (or of ℓ_CR), computed without cancellation for large θ.
-    """
-    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design)
-    return prob.derivatives(_theta_vector(theta, prob.G))[0]
-
-
-def theta_newton_step(
-    Y,
-    Mu,
-    theta,
-    *,
-    method: str = "ml",
-    sample_weight=None,
-    mean_deriv=None,
-    gram: Callable[[np.ndarray], np.ndarray] | None = None,
-    design=None,
-    tables: CountTables | None = None,
-    check_input: bool = True,
-) -> np.ndarray:
-    """One Newton step in log θ of each gene's profile likelihood at fixed means, from θ.
-
-    Parameters
-    ----------
-    Y, Mu, method, sample_weight, mean_deriv, gram, design, tables, check_input
-        As in :func:`estimate_theta`.
-    theta : float or array-like of shape (G,)
-        Where the step starts, > 0.
-
-    Returns
-    -------
-    ndarray of shape (G,)
-        −s/h (s, h the first two derivatives in t = log θ; 0 where the score is at the
-        rounding level of its terms), NaN where the profile is not concave in t there.
-    """
-    prob = _Problem(Y, Mu, method, sample_weight, mean_deriv, gram, design, tables, check_input)
-    s, h, scale = prob.derivatives(_theta_vector(theta, prob.G))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.where(h < 0, -s / h, np.nan)
-    return np.where(np.abs(s) <= _SCORE_ROUNDING * scale, 0.0, step)
+    check = problem.pop("check_input", True)
+    return NBProfile(_Problem(Y, Mu, method, **problem, check=check))
 
 
 def moment_theta(Y, Mu, sample_weight=None) -> np.ndarray:

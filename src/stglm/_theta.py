@@ -31,7 +31,7 @@ from ._dispersion import (
     count_tables,
     estimate_theta,
     moment_theta,
-    theta_newton_step,
+    nb_profile,
 )
 from ._inference import design_gram
 from ._penalties import ElasticNet
@@ -229,9 +229,8 @@ class _ThetaStep:
         quick = self.newton[rows]
         if quick.any():
             q = np.flatnonzero(quick)
-            dt = theta_newton_step(
-                self.Y[rows[q]], Mu[q], theta[q], **self._kwargs(rows[q], dMu[q])
-            )
+            profile = nb_profile(self.Y[rows[q]], Mu[q], **self._kwargs(rows[q], dMu[q]))
+            dt = profile.newton_step(theta[q])
             ok = np.abs(dt) <= 1.0  # (NaN where ℓ is not concave in log θ there)
             g[q[ok]] = dt[ok]
             quick[q[~ok]] = False

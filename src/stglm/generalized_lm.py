@@ -132,6 +132,16 @@ def _split(beta: np.ndarray, fit_intercept: bool) -> tuple[float, np.ndarray]:
     return (float(beta[0]), beta[1:]) if fit_intercept else (0.0, beta)
 
 
+def _seed_problem(distr, alpha, reg_lambda, X, y, beta, Tau, eta, theta, fit_intercept):
+    """(Problem, β0, β) of the seed's functions' arguments, checked."""
+    family, X, y, beta, Tau = check_seed_problem(
+        distr, X, y, beta, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, eta=eta, theta=theta,
+        fit_intercept=fit_intercept,
+    )  # fmt: skip
+    beta0, b = _split(beta, fit_intercept)
+    return Problem(family, ElasticNet(reg_lambda, alpha, Tau), X, y, fit_intercept), beta0, b
+
+
 def batch_grad(
     distr: Distr,
     alpha: float,
@@ -174,14 +184,10 @@ def batch_grad(
     g : ndarray, same shape as ``beta``
         (1/n)·Σr for β0 first (with intercept), then (1/n)·Xᵀr + λ(1−α)ΓᵀΓβ.
     """
-    family, X, y, beta, Tau = check_seed_problem(
-        distr, X, y, beta, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, eta=eta, theta=theta,
-        fit_intercept=fit_intercept,
-    )  # fmt: skip
-    beta0, b = _split(beta, fit_intercept)
-    g0, g = Problem(family, ElasticNet(reg_lambda, alpha, Tau), X, y, fit_intercept).gradient(
-        beta0, b
+    problem, beta0, b = _seed_problem(
+        distr, alpha, reg_lambda, X, y, beta, Tau, eta, theta, fit_intercept
     )
+    g0, g = problem.gradient(beta0, b)
     return np.concatenate([[g0], g]) if fit_intercept else g
 
 
@@ -223,12 +229,9 @@ def _loss(
     -------
     loss : float
     """
-    family, X, y, beta, Tau = check_seed_problem(
-        distr, X, y, beta, alpha=alpha, reg_lambda=reg_lambda, Tau=Tau, eta=eta, theta=theta,
-        fit_intercept=fit_intercept,
-    )  # fmt: skip
-    beta0, b = _split(beta, fit_intercept)
-    problem = Problem(family, ElasticNet(reg_lambda, alpha, Tau), X, y, fit_intercept)
+    problem, beta0, b = _seed_problem(
+        distr, alpha, reg_lambda, X, y, beta, Tau, eta, theta, fit_intercept
+    )
     return problem.objective(beta0, b)
 
 
