@@ -137,10 +137,29 @@ def _asymptotic_mask(theta: np.ndarray) -> np.ndarray:
     return theta >= _ASYMPTOTIC_FROM
 
 
-def _series_differences(theta: np.ndarray, y: np.ndarray, powers: np.ndarray) -> np.ndarray:
-    """1 − (θ/(θ+y))^p for each power p, as −expm1(−p·log1p(y/θ)): no cancellation."""
+def _series_terms(theta: np.ndarray, y: np.ndarray, powers: np.ndarray) -> np.ndarray:
+    """θ^(−p)·(1 − r^p), r = θ/(θ+y), for each of the increasing integer ``powers``: (K, m).
+
+    1 − r^p from one expm1 per step size, by 1 − r^(p+s) = (1 − r^p) + r^p·(1 − r^s): a
+    sum of non-negative terms, so no cancellation however close r is to 1; θ^(−p) by
+    products. Two expm1 and no pow per term where each of the K powers took one of each.
+    """
     log_ratio = np.log1p(y / theta)
-    return -np.expm1(-powers[:, None] * log_ratio)
+    inv = 1.0 / theta
+    out = np.empty((powers.size, theta.size))
+    one_minus = -np.expm1(-powers[0] * log_ratio)
+    scale = inv ** powers[0]
+    out[0] = scale * one_minus
+    step_terms = {}  # step s: (1 − r^s, θ^(−s))
+    for k in range(1, powers.size):
+        step = powers[k] - powers[k - 1]
+        if step not in step_terms:
+            step_terms[step] = (-np.expm1(-step * log_ratio), inv**step)
+        one_minus_step, inv_step = step_terms[step]
+        one_minus = one_minus + (1.0 - one_minus) * one_minus_step
+        scale = scale * inv_step
+        out[k] = scale * one_minus
+    return out
 
 
 def _difference(theta, y, powers, coefs, asymptotic, direct) -> np.ndarray:
@@ -153,9 +172,7 @@ def _difference(theta, y, powers, coefs, asymptotic, direct) -> np.ndarray:
     out = np.empty_like(theta)
     big = _asymptotic_mask(theta)
     th, yy = theta[big], y[big]
-    one_minus = _series_differences(th, yy, powers)
-    coef = coefs * th ** -powers[:, None]
-    out[big] = asymptotic(th, yy, (coef * one_minus).sum(axis=0))
+    out[big] = asymptotic(th, yy, (coefs * _series_terms(th, yy, powers)).sum(axis=0))
     out[~big] = direct(theta[~big], y[~big])
     return out
 
