@@ -38,11 +38,12 @@ sampling noise). The lower bound (overdispersion 1e8) is beyond any biological v
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, vectorize
 from scipy.special import digamma, gammaln, zeta
 
 __all__ = [
@@ -96,8 +97,7 @@ _K = np.arange(1, _B2K.size + 1)
 # The series' powers and coefficients, per function (built once, not per evaluation).
 _PSI_POWERS, _PSI_COEF = 2.0 * _K, (_B2K / (2.0 * _K))[:, None]
 _TRI_POWERS, _TRI_COEF = np.r_[2.0, 2.0 * _K + 1.0], np.r_[0.5, _B2K][:, None]
-_LG_POWERS = 2.0 * _K - 1.0
-_LG_COEF = (_B2K / (2.0 * _K * _LG_POWERS))[:, None]
+_LG_SERIES = _B2K / (2.0 * _K * (2.0 * _K - 1.0))  # lnΓ's, for powers 1, 3, 5, ...
 
 
 @dataclass
@@ -195,14 +195,29 @@ def _dtrigamma_tilde(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     )  # fmt: skip
 
 
-def _dlgamma(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """lnΓ(θ+y) − lnΓ(θ) − y log θ."""
-    # The series' terms are (r^(2k−1) − 1) = −(1 − r^(2k−1)): subtracted.
-    return _difference(
-        theta, y, _LG_POWERS, _LG_COEF,
-        lambda th, yy, series: (th + yy - 0.5) * np.log1p(yy / th) - yy - series,
-        lambda th, yy: gammaln(th + yy) - gammaln(th) - yy * np.log(th),
-    )  # fmt: skip
+@vectorize(cache=True)  # compiled at its first call (importing stays cheap)
+def _dlgamma(theta, y):
+    """lnΓ(θ+y) − lnΓ(θ) − y log θ, elementwise (a ufunc: it broadcasts).
+
+    The log-likelihood evaluates it at every non-zero count, often on small blocks, so it
+    is one compiled pass rather than :func:`_difference`'s numpy steps (whose ψ̃ and ψ̃₁
+    need scipy's digamma and zeta); the same series, terms by the same recurrence:
+    (θ+y−½)·log1p(y/θ) − y − Σ_k c_k θ^(1−2k)·(1 − r^(2k−1)), r = θ/(θ+y).
+    """
+    if theta < _ASYMPTOTIC_FROM:
+        return math.lgamma(theta + y) - math.lgamma(theta) - y * math.log(theta)
+    log_ratio = math.log1p(y / theta)
+    inv = 1.0 / theta
+    inv2 = inv * inv
+    one_minus = -math.expm1(-log_ratio)  # 1 − r^p for p = 1, 3, 5, ...
+    one_minus_step = -math.expm1(-2.0 * log_ratio)  # 1 − r²
+    scale = inv
+    series = 0.0
+    for k in range(_LG_SERIES.size):
+        series += _LG_SERIES[k] * scale * one_minus
+        one_minus = one_minus + (1.0 - one_minus) * one_minus_step
+        scale *= inv2
+    return (theta + y - 0.5) * log_ratio - y - series
 
 
 #: Integer counts below this are summed per distinct value before lnΓ is evaluated.
