@@ -184,10 +184,12 @@ n_jobs, progress
             "tested together, so its genes cannot be added to another call's. Test all the "
             "genes in one call, or pass overwrite=True to replace the earlier results."
         )
-    full = _GeneFitter(est, family, X_full, None, None, data.weights, None, test == "wald")
-    red = _GeneFitter(est, family, X_red, None, None, data.weights, None)
-    full.with_score = red.with_score = False  # the tests use likelihoods, not scores
-    full.with_loglik = red.with_loglik = test != "wald"
+    # The tests use likelihoods (Wald: the full fit's own standard errors), not scores.
+    fitting = dict(with_score=False, with_loglik=test != "wald")
+    full = _GeneFitter(
+        est, family, X_full, None, None, data.weights, None, test == "wald", **fitting
+    )
+    red = _GeneFitter(est, family, X_red, None, None, data.weights, None, **fitting)
     if copy:
         adata = adata.copy()
 

@@ -100,7 +100,9 @@ class _GeneFitter:
 
     ``weights`` (n,) are the samples' weights (None: all 1); ``penalty_factor`` (p,) as in
     :class:`stglm.GLM`; the estimator's ``theta`` may be "ml" or "cox-reid" (one θ per
-    gene, estimated with β at every λ).
+    gene, estimated with β at every λ). ``inference`` adds standard errors and Wald
+    p-values to each fit's results, ``with_score`` its in-sample score (fit_genes'), and
+    ``with_loglik`` its Σm·ℓ where the solver's −ℓ gives it (test_genes').
     """
 
     def __init__(
@@ -113,11 +115,15 @@ class _GeneFitter:
         weights,
         factor,
         inference: bool = False,
+        *,
+        with_score: bool = True,
+        with_loglik: bool = False,
     ):
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
-        self.with_score = True
-        self.with_loglik = False  # test_genes: Σm·ℓ at each fit, where the solver's −ℓ gives it
+        # The in-sample score (fit_genes), and Σm·ℓ at each fit where the solver's −ℓ gives
+        # it (test_genes, which has no use for the score).
+        self.with_score, self.with_loglik = with_score, with_loglik
         # The estimator's routes and budgets, with the machine's memory read once per call;
         # the full design and each training fold's share the pair products' budget.
         options = estimator._newton_options
