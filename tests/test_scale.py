@@ -24,6 +24,7 @@ from stglm._families import get_family
 from stglm._solvers import NewtonOptions, _options
 from stglm._solvers._options import DEFAULT_MEMORY_BUDGET, MEMORY_BUDGET_ENV, memory_budget
 from stglm._solvers.batched import BatchedNewtonCD, SharedDesign, Workspace
+from stglm._transcriptome import ThreadWorkspaces
 
 
 # -- the memory budget -------------------------------------------------------------------------
@@ -212,6 +213,44 @@ def test_shared_workspace_gives_the_fresh_solvers_results():
         assert_array_equal(got.n_iter, ref.n_iter)
         assert_array_equal(got.terms.Z, ref.terms.Z)
         assert not any(np.shares_memory(got.terms.Z, buf) for buf in ws._buffers)
+
+
+def test_thread_workspaces_one_per_thread_shared_through_pickle():
+    """One workspace per thread; fitters pickled together (a Dask task) still share one."""
+    import pickle
+    import threading
+
+    pool = ThreadWorkspaces()
+    mine = pool.get()
+    assert pool.get() is mine
+    other = []
+    thread = threading.Thread(target=lambda: other.append(pool.get()))
+    thread.start()
+    thread.join()
+    assert other[0] is not mine
+    a, b = pickle.loads(pickle.dumps((pool, pool)))
+    assert a is b and a.get() is b.get() and a.get() is not mine  # empty when unpickled
+
+
+@pytest.mark.parametrize("test", ["lrt", "ql"])
+def test_test_genes_fits_both_models_in_one_workspace(monkeypatch, test):
+    """The full and the reduced model of a block run one after the other: one set of buffers."""
+    import stglm._transcriptome as transcriptome
+    from stglm import test_genes
+
+    X, Y = _problem(n=300, p=3, G=12)
+    adata = ad.AnnData(Y, obs=pd.DataFrame(index=[f"c{i}" for i in range(Y.shape[0])]))
+    design = pd.DataFrame(X, columns=["a", "b", "c"], index=adata.obs_names)
+    seen = []
+    real = transcriptome.BatchedNewtonCD
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["workspace"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transcriptome, "BatchedNewtonCD", spy)
+    test_genes(adata, design=design, reduced=["a"], test=test, progress=False, chunk_size=5)
+    assert len(seen) > 2 and len({id(w) for w in seen}) == 1
 
 
 # -- the in-sample deviance from the solver's −ℓ ---------------------------------------------

@@ -42,6 +42,7 @@ from ._results import NOT_CONVERGED, OK, SEPARATED, merge_into, store_test_resul
 from ._separation import can_separate, separated_by_tested
 from ._transcriptome import (
     GeneResponses,
+    ThreadWorkspaces,
     _GeneFitter,
     check_run_options,
     gene_estimator,
@@ -184,8 +185,9 @@ n_jobs, progress
             "tested together, so its genes cannot be added to another call's. Test all the "
             "genes in one call, or pass overwrite=True to replace the earlier results."
         )
-    # The tests use likelihoods (Wald: the full fit's own standard errors), not scores.
-    fitting = dict(with_score=False, with_loglik=test != "wald")
+    # The tests use likelihoods (Wald: the full fit's own standard errors), not scores; the
+    # two models of a block are fitted one after the other, in one thread's buffers.
+    fitting = dict(with_score=False, with_loglik=test != "wald", workspaces=ThreadWorkspaces())
     full = _GeneFitter(
         est, family, X_full, None, None, data.weights, None, test == "wald", **fitting
     )

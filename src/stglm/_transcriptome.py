@@ -95,6 +95,32 @@ def _response_matrix(adata: AnnData, genes: Any, layer: str | None):
     return names, columns, matrix
 
 
+class ThreadWorkspaces:
+    """Each thread's solver :class:`Workspace`, kept across the chunks of one call.
+
+    Allocated once per call and thread (grown if a later chunk is larger), not per chunk
+    or per fold; fitters that run one after the other in a thread (test_genes' full and
+    reduced models) share one, so that a block needs one set of buffers, not two. Pickled
+    empty: a worker process builds its own (and the fitters pickled together still share).
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def get(self) -> Workspace:
+        """The calling thread's workspace (its solvers run one at a time)."""
+        workspace = getattr(self._local, "workspace", None)
+        if workspace is None:
+            workspace = self._local.workspace = Workspace()
+        return workspace
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._local = threading.local()
+
+
 class _GeneFitter:
     """Fits chunks of genes with the batched solver; shared work is done once in ``__init__``.
 
@@ -118,6 +144,7 @@ class _GeneFitter:
         *,
         with_score: bool = True,
         with_loglik: bool = False,
+        workspaces: ThreadWorkspaces | None = None,
     ):
         self.est, self.family, self.Tau = estimator, family, Tau
         self.inference = inference
@@ -143,18 +170,7 @@ class _GeneFitter:
         self.scoring = Scoring(
             family, estimator.score_metric, estimator.clip_coeffs, estimator.fit_intercept
         )
-        # Each thread's workspace, shared by its solvers and kept across chunks: allocated
-        # once per call (grown if a later chunk is larger), not per chunk or per fold.
-        self._local = threading.local()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        del state["_local"]  # a worker builds its own solvers
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
+        self.workspaces = ThreadWorkspaces() if workspaces is None else workspaces
 
     def memory_plan(self) -> MemoryPlan:
         """What :func:`run_blocks` sizes chunks from (:func:`stglm._cv.default_chunk_size`).
@@ -188,19 +204,12 @@ class _GeneFitter:
             )
         return out
 
-    def _workspace(self) -> Workspace:
-        """The calling thread's workspace, shared by its solvers (one runs at a time)."""
-        workspace = getattr(self._local, "workspace", None)
-        if workspace is None:
-            workspace = self._local.workspace = Workspace()
-        return workspace
-
     def _solver(self, design: SharedDesign) -> BatchedNewtonCD:
         """A solver on ``design`` with this thread's workspace."""
         e = self.est
         return BatchedNewtonCD(
             self.family, design, e.alpha, self.Tau, max_iter=e.max_iter, tol=e.tol,
-            penalty_factor=self.factor, options=self.options, workspace=self._workspace(),
+            penalty_factor=self.factor, options=self.options, workspace=self.workspaces.get(),
         )  # fmt: skip
 
     def _clip(self, coefs: np.ndarray) -> np.ndarray:
@@ -377,7 +386,7 @@ class _GeneFitter:
         design = SharedDesign(d.X[:, free], d.fit_intercept, self.options)
         solver = BatchedNewtonCD(
             fam, design, e.alpha, None, max_iter=NULL_MAX_ITER, tol=NULL_TOL,
-            options=self.options, workspace=self._workspace(),
+            options=self.options, workspace=self.workspaces.get(),
         )  # fmt: skip
         lam = np.zeros(Y.shape[1])
         w = as_column(self.weights)
