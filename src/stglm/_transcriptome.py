@@ -300,15 +300,13 @@ class _GeneFitter:
         deviance metric, a compiled family, and coefficients that the clipping leaves as
         they are (else None: the caller scores the clipped fit).
         """
-        if self.est.score_metric != "deviance" or res.nll is None:
+        sums = self._solver_sums(Y, res, coefs)
+        if self.est.score_metric != "deviance" or sums is None:
             return None
-        if not np.array_equal(coefs, res.coefs):
-            return None
-        M = as_column(self.weights)
+        M, total = sums
         saturated = saturated_nll(self.family, Y, M, theta)
         if saturated is None:
             return None
-        total = float(Y.shape[0]) if M is None else float(M.sum())
         return 2.0 * (total * res.nll - saturated)
 
     def _loglik_at_solution(self, Y, res, coefs, theta) -> np.ndarray | None:
@@ -317,11 +315,21 @@ class _GeneFitter:
         As :meth:`_deviance_at_solution`: only for a compiled family and coefficients
         that the clipping leaves as they are.
         """
+        sums = self._solver_sums(Y, res, coefs)
+        if sums is None:
+            return None
+        M, total = sums
+        return loglik_at_solution(self.family, Y, res.nll, total, M, theta)
+
+    def _solver_sums(self, Y, res, coefs) -> tuple[np.ndarray | None, float] | None:
+        """(weights (n, 1) or None, Σm) where the solver's mean −ℓ is the fit's, else None.
+
+        It is not where the solver kept none, or where the clipping moved the coefficients.
+        """
         if res.nll is None or not np.array_equal(coefs, res.coefs):
             return None
         M = as_column(self.weights)
-        total = float(Y.shape[0]) if M is None else float(M.sum())
-        return loglik_at_solution(self.family, Y, res.nll, total, M, theta)
+        return M, (float(Y.shape[0]) if M is None else float(M.sum()))
 
     def fitted_means(self, result: dict, offset) -> np.ndarray:
         """The fitted means (n, G) of a chunk's ``result`` (offset: (n, G), (n, 1) or 0)."""
