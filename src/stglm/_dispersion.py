@@ -224,11 +224,18 @@ def _dlgamma(theta, y):
 _COUNT_TABLE = 64
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _weight(M, i, k):
+    return 1.0 if M is None else M[i, k if M.shape[1] > 1 else 0]
+
+
 @njit(cache=True, nogil=True)
-def _count_histogram(Y, M, hist):
+def _count_histogram(Y, M, hist, rest_rows, rest_cols):
     """hist[k, v] = Σ m over column k's samples with y = v (integer 1 ≤ v < hist.shape[1]).
 
-    Returns the number of non-zero counts left out (non-integer or larger).
+    The other non-zero counts of weight ≠ 0 (non-integer or larger) are listed in
+    ``rest_rows``, ``rest_cols`` as far as they have room; returns how many there are (a
+    caller with too little room calls again with enough).
     """
     n, g = Y.shape
     size = hist.shape[1]
@@ -238,13 +245,15 @@ def _count_histogram(Y, M, hist):
             y = Y[i, k]
             if y == 0.0:
                 continue
-            m = 1.0 if M is None else M[i, k if M.shape[1] > 1 else 0]
+            m = _weight(M, i, k)
             if m == 0.0:
                 continue
             v = int(y)
             if v == y and v < size:
                 hist[k, v] += m
             else:
+                if rest < rest_rows.size:
+                    rest_rows[rest], rest_cols[rest] = i, k
                 rest += 1
     return rest
 
@@ -260,23 +269,20 @@ def nb_count_terms(theta: np.ndarray, Y: np.ndarray, M: np.ndarray | None = None
     theta = np.asarray(theta, dtype=float)
     M = None if M is None else np.asarray(M, dtype=float)
     hist = np.zeros((Y.shape[1], _COUNT_TABLE))
-    rest = _count_histogram(Y, M, hist)
+    rows = cols = np.empty(0, dtype=np.int64)
+    n_rest = _count_histogram(Y, M, hist, rows, cols)
+    if n_rest:  # non-integer or large counts, one by one: listed in a second pass
+        rows, cols = np.empty(n_rest, dtype=np.int64), np.empty(n_rest, dtype=np.int64)
+        hist[:] = 0.0
+        _count_histogram(Y, M, hist, rows, cols)
     used = np.flatnonzero(hist.any(axis=0))
     out = np.zeros(Y.shape[1])
     if used.size:
         v = used.astype(float)[None, :]
         th = np.broadcast_to(theta[:, None], (theta.size, v.size))
-        vv = np.broadcast_to(v, th.shape)
-        table = _dlgamma(th.ravel(), vv.ravel()).reshape(th.shape)
-        table += v * np.log(theta)[:, None] - gammaln(v + 1.0)
+        table = _dlgamma(th, v) + v * np.log(theta)[:, None] - gammaln(v + 1.0)
         out += np.einsum("gv,gv->g", hist[:, used], table)
-    if rest:  # non-integer or large counts: one by one
-        big = np.zeros(Y.shape, dtype=bool)
-        np.greater_equal(Y, _COUNT_TABLE, out=big)
-        big |= (Y != np.floor(Y)) & (Y > 0)
-        if M is not None:
-            big &= np.broadcast_to(M != 0, Y.shape)
-        rows, cols = np.nonzero(big)
+    if n_rest:
         y = Y[rows, cols]
         terms = _dlgamma(theta[cols], y) + y * np.log(theta[cols]) - gammaln(y + 1.0)
         if M is not None:
